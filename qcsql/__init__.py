@@ -1,0 +1,65 @@
+"""qcsql: read QCoDeS measurement databases of every schema version, read-only, without QCoDeS.
+
+    import qcsql
+
+    with qcsql.open_database("experiments.db") as db:
+        for run in db.runs():
+            print(run.run_id, run.guid, run.name, run.metadata)
+"""
+
+from qcsql.connection import Access
+from qcsql.database import Database, DatabaseSummary, open_database
+from qcsql.description import InterDependencies, ParamSpec, ParamSpecBase, RunDescription
+from qcsql.errors import (
+    AmbiguousRunSpecError,
+    DatabaseBusyError,
+    DatabaseCorruptError,
+    DatabaseNotFoundError,
+    DatabaseOpenError,
+    DatabaseReadError,
+    NotQCoDeSError,
+    NotSQLiteError,
+    QcsqlError,
+    QcsqlWarning,
+    RunDescriptionError,
+    RunLookupError,
+    RunNotFoundError,
+    SchemaError,
+    SnapshotError,
+    UnknownSchemaVersionWarning,
+)
+from qcsql.records import Experiment, Link
+from qcsql.runs import Run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Access",
+    "AmbiguousRunSpecError",
+    "Database",
+    "DatabaseBusyError",
+    "DatabaseCorruptError",
+    "DatabaseNotFoundError",
+    "DatabaseOpenError",
+    "DatabaseReadError",
+    "DatabaseSummary",
+    "Experiment",
+    "InterDependencies",
+    "Link",
+    "NotQCoDeSError",
+    "NotSQLiteError",
+    "ParamSpec",
+    "ParamSpecBase",
+    "QcsqlError",
+    "QcsqlWarning",
+    "Run",
+    "RunDescription",
+    "RunDescriptionError",
+    "RunLookupError",
+    "RunNotFoundError",
+    "SchemaError",
+    "SnapshotError",
+    "UnknownSchemaVersionWarning",
+    "__version__",
+    "open_database",
+]

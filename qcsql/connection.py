@@ -1,0 +1,314 @@
+"""Open an SQLite file read-only without changing it or slowing down its writer.
+
+How a file is opened depends on its journal mode and on who else has it open,
+because each of SQLite's read-only modes is safe only in some situations:
+
+* rollback-journal file: ``mode=ro``. Nothing is created beside the file; a
+  read holds a SHARED lock only while a statement runs.
+* WAL file with no ``-wal`` beside it: nobody has it open (a WAL writer keeps
+  its ``-wal`` for as long as it is connected), so ``immutable=1`` reads it
+  without the ``-wal``/``-shm`` files a plain ``mode=ro`` open would leave
+  behind. Before every read we look again; once a ``-wal`` appears (a writer
+  started) the connection is reopened with ``mode=ro`` to coordinate with it.
+* WAL file with ``-wal`` and ``-shm``: a writer may be live; ``mode=ro`` reads
+  through SQLite's shared memory and never blocks it.
+* WAL file with a ``-wal`` but no ``-shm`` (copied or archived files): no
+  writer is live, and ``mode=ro`` would create the ``-shm``. The file and its
+  ``-wal`` are copied into a private temporary directory and the copy is read,
+  so the data committed in the ``-wal`` are seen and nothing is created beside
+  the user's file. This is also the fallback when ``mode=ro`` cannot open a
+  WAL file in a read-only directory.
+
+No statement that writes is ever sent: the connection runs with
+``PRAGMA query_only`` (connection-local, never stored in the file), no
+journal-mode change, no table creation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import shutil
+import sqlite3
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
+
+from qcsql.errors import (
+    DatabaseBusyError,
+    DatabaseCorruptError,
+    DatabaseNotFoundError,
+    DatabaseOpenError,
+    DatabaseReadError,
+    NotQCoDeSError,
+    NotSQLiteError,
+    QcsqlError,
+    SchemaError,
+)
+
+__all__ = ["Access", "ReadOnlyConnection", "translate_sqlite_errors"]
+
+log = logging.getLogger(__name__)
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+HEADER_SIZE = 100
+# Byte 18 of the header is the write format version: 1 = rollback journal, 2 = WAL.
+WAL_FORMAT = 2
+# A reader waits this long for a writer's commit before giving up; it never holds a lock meanwhile.
+BUSY_TIMEOUT_S = 5.0
+
+
+class Access(str, enum.Enum):
+    """How the file is being read, reported by ``qcsql info``."""
+
+    READ_ONLY = "read-only"
+    IMMUTABLE = "immutable (WAL file, no writer connected)"
+    SNAPSHOT_COPY = "private snapshot copy (WAL file with its -wal but no -shm)"
+
+
+@dataclass(frozen=True)
+class FileHeader:
+    """What the first 100 bytes of an SQLite file say, read before SQLite opens it."""
+
+    wal_mode: bool
+    page_size: int
+
+
+def read_header(path: Path) -> FileHeader:
+    """Check that ``path`` is an SQLite file and read its header, with errors naming the file."""
+    if not path.exists():
+        raise DatabaseNotFoundError(f"{path}: no such file", path=path)
+    if path.is_dir():
+        raise DatabaseNotFoundError(
+            f"{path}: is a directory, not a QCoDeS database file", path=path
+        )
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(HEADER_SIZE)
+    except OSError as exc:
+        raise DatabaseOpenError(f"{path}: cannot be read ({exc.strerror})", path=path) from exc
+    if not header:
+        raise NotQCoDeSError(f"{path}: is empty (0 bytes), not a QCoDeS database", path=path)
+    if not header.startswith(SQLITE_MAGIC) or len(header) < HEADER_SIZE:
+        raise NotSQLiteError(
+            f"{path}: is not an SQLite database (it does not start with the SQLite header)",
+            path=path,
+        )
+    page_size = int.from_bytes(header[16:18], "big")
+    return FileHeader(wal_mode=header[18] == WAL_FORMAT, page_size=65536 if page_size == 1 else page_size)
+
+
+def sqlite_uri(path: Path, **params: str) -> str:
+    """A ``file:`` URI that survives ``?``, ``#`` and ``%`` in the path (QCoDeS' does not)."""
+    return "file:" + urllib.request.pathname2url(str(path)) + "?" + urllib.parse.urlencode(params)
+
+
+def _side_file(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def _error_code(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", None)  # Python >= 3.11
+    if isinstance(name, str):
+        return name
+    text = str(exc).lower()
+    for needle, code in (
+        ("file is not a database", "SQLITE_NOTADB"),
+        ("malformed", "SQLITE_CORRUPT"),
+        ("locked", "SQLITE_BUSY"),
+        ("unable to open", "SQLITE_CANTOPEN"),
+    ):
+        if needle in text:
+            return code
+    return "SQLITE_ERROR"
+
+
+@contextlib.contextmanager
+def translate_sqlite_errors(
+    path: Path, *, run_id: int | None = None, table: str | None = None
+) -> Iterator[None]:
+    """The one place where sqlite3 and SQLAlchemy errors become qcsql errors."""
+    try:
+        yield
+    except QcsqlError:
+        raise
+    except (sqlite3.Error, sa.exc.DBAPIError, sa.exc.ResourceClosedError) as exc:
+        original = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+        where = str(path)
+        if run_id is not None:
+            where += f", run {run_id}"
+        if table is not None:
+            where += f", table {table!r}"
+        message = str(original).splitlines()[0] if str(original) else type(original).__name__
+        code = _error_code(original) if isinstance(original, sqlite3.Error) else "SQLITE_ERROR"
+        context = {"path": path, "run_id": run_id, "table": table}
+        if code.startswith("SQLITE_BUSY") or code.startswith("SQLITE_LOCKED"):
+            raise DatabaseBusyError(
+                f"{where}: a writer kept the database locked for more than "
+                f"{BUSY_TIMEOUT_S:g} s ({message}); try again",
+                **context,
+            ) from exc
+        if code.startswith("SQLITE_CORRUPT") or code.startswith("SQLITE_NOTADB"):
+            raise DatabaseCorruptError(
+                f"{where}: SQLite reports the file as damaged ({message}); "
+                "'qcsql audit' lists what can still be read",
+                **context,
+            ) from exc
+        if "no such table" in message or "no such column" in message:
+            raise SchemaError(f"{where}: {message}", **context) from exc
+        raise DatabaseReadError(f"{where}: SQLite failed to read ({message})", **context) from exc
+
+
+class ReadOnlyConnection:
+    """One read-only SQLite connection to a QCoDeS file, with a SQLAlchemy engine on top.
+
+    Every read goes through :meth:`reading`, which keeps the transaction as
+    short as one statement (autocommit; results are fetched at once) and
+    notices a writer that appeared since the last read.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path).expanduser().absolute()
+        self.header = read_header(self.path)
+        self._tempdir: tempfile.TemporaryDirectory[str] | None = None
+        self._sqlite: sqlite3.Connection | None = None
+        self._engine: sa.Engine | None = None
+        self.access = self._choose_access()
+        self._open()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _choose_access(self) -> Access:
+        if not self.header.wal_mode:
+            return Access.READ_ONLY
+        if not _side_file(self.path, "-wal").exists():
+            return Access.IMMUTABLE
+        if _side_file(self.path, "-shm").exists():
+            return Access.READ_ONLY
+        return Access.SNAPSHOT_COPY
+
+    def _open(self) -> None:
+        try:
+            self._connect(self.access)
+        except DatabaseOpenError:
+            if not self.header.wal_mode or self.access is Access.SNAPSHOT_COPY:
+                raise
+            # A WAL file whose -shm cannot be used from here (read-only media): read a copy.
+            log.info("%s: cannot share the WAL index, reading a private snapshot copy", self.path)
+            self.access = Access.SNAPSHOT_COPY
+            self._connect(self.access)
+        if self.access is Access.SNAPSHOT_COPY:
+            log.info("%s: reading a private snapshot copy of the file and its -wal", self.path)
+
+    def _connect(self, access: Access) -> None:
+        target = self.path
+        params = {"mode": "ro"}
+        if access is Access.IMMUTABLE:
+            params["immutable"] = "1"
+        elif access is Access.SNAPSHOT_COPY:
+            target = self._snapshot_copy()
+        try:
+            raw = sqlite3.connect(
+                sqlite_uri(target, **params),
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise DatabaseOpenError(f"{self.path}: SQLite cannot open it ({exc})", path=self.path) from exc
+        try:
+            raw.execute("PRAGMA query_only = 1")
+            # The first real read: SQLite parses the schema here, so a damaged file fails now.
+            raw.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raw.close()
+            if _error_code(exc) == "SQLITE_NOTADB":
+                raise NotSQLiteError(
+                    f"{self.path}: is not a readable SQLite database ({exc})", path=self.path
+                ) from exc
+            if _error_code(exc) == "SQLITE_CANTOPEN":
+                raise DatabaseOpenError(f"{self.path}: SQLite cannot open it ({exc})", path=self.path) from exc
+            with translate_sqlite_errors(self.path):
+                raise
+        self._sqlite = raw
+        self._engine = sa.create_engine(
+            "sqlite://",
+            creator=lambda: raw,
+            poolclass=StaticPool,
+            isolation_level="AUTOCOMMIT",
+        )
+
+    def _snapshot_copy(self) -> Path:
+        if self._tempdir is None:
+            self._tempdir = tempfile.TemporaryDirectory(prefix="qcsql-snapshot-")
+        folder = Path(self._tempdir.name)
+        copy = folder / self.path.name
+        try:
+            shutil.copyfile(self.path, copy)
+            shutil.copyfile(_side_file(self.path, "-wal"), _side_file(copy, "-wal"))
+        except OSError as exc:
+            raise DatabaseOpenError(
+                f"{self.path}: cannot copy it and its -wal to read them ({exc})", path=self.path
+            ) from exc
+        return copy
+
+    def _close_connection(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        if self._sqlite is not None:
+            self._sqlite.close()
+            self._sqlite = None
+
+    def _follow_new_writer(self) -> None:
+        """An immutable read is only safe while no writer is connected; switch when one comes."""
+        if self.access is Access.IMMUTABLE and _side_file(self.path, "-wal").exists():
+            log.info("%s: a writer connected, switching to shared read-only access", self.path)
+            self._close_connection()
+            self.access = Access.READ_ONLY
+            self._open()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def reading(
+        self, *, run_id: int | None = None, table: str | None = None
+    ) -> Iterator[sa.Connection]:
+        """A SQLAlchemy connection for one short read; errors come out as qcsql errors."""
+        if self._engine is None:
+            raise DatabaseOpenError(f"{self.path}: the database is closed", path=self.path)
+        self._follow_new_writer()
+        assert self._engine is not None
+        with translate_sqlite_errors(self.path, run_id=run_id, table=table):
+            with self._engine.connect() as connection:
+                yield connection
+
+    @contextlib.contextmanager
+    def reading_raw(
+        self, *, run_id: int | None = None, table: str | None = None
+    ) -> Iterator[sqlite3.Connection]:
+        """The plain sqlite3 connection, for the hot paths where SQLAlchemy's row objects cost too much."""
+        if self._sqlite is None:
+            raise DatabaseOpenError(f"{self.path}: the database is closed", path=self.path)
+        self._follow_new_writer()
+        assert self._sqlite is not None
+        with translate_sqlite_errors(self.path, run_id=run_id, table=table):
+            yield self._sqlite
+
+    def close(self) -> None:
+        self._close_connection()
+        if self._tempdir is not None:
+            self._tempdir.cleanup()
+            self._tempdir = None
+
+    @property
+    def closed(self) -> bool:
+        return self._sqlite is None

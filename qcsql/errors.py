@@ -1,0 +1,131 @@
+"""Everything qcsql raises or warns, in one tree.
+
+A caller that catches :class:`QcsqlError` catches every failure of qcsql;
+sqlite3, SQLAlchemy, numpy and h5py exceptions never escape raw, they are
+translated where they arise and chained with ``raise ... from``::
+
+    QcsqlError
+     ├── DatabaseOpenError          the file cannot be opened as a QCoDeS database
+     │    ├── DatabaseNotFoundError nothing (or a directory) at that path
+     │    ├── NotSQLiteError        the file is not an SQLite database
+     │    └── NotQCoDeSError        SQLite, but not written by QCoDeS
+     ├── DatabaseReadError          SQLite failed while reading
+     │    ├── DatabaseBusyError     a writer held the file past the busy timeout
+     │    └── DatabaseCorruptError  SQLite reports a malformed file
+     ├── SchemaError                a table or column qcsql needs is missing
+     ├── RunLookupError             no single run matches what was asked
+     │    ├── RunNotFoundError      no run matches
+     │    └── AmbiguousRunSpecError several runs match
+     ├── RunDescriptionError        run_description cannot be understood
+     └── SnapshotError              the snapshot is not valid JSON
+
+    QcsqlWarning (UserWarning)
+     └── UnknownSchemaVersionWarning  newer schema than qcsql knows, read best-effort
+
+Every error keeps the context that locates it (``path``, ``run_id``,
+``table``, ``column``) as attributes, and its message names them too, because
+the person reading a sync agent's log needs the file and the run, not a
+traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "AmbiguousRunSpecError",
+    "DatabaseBusyError",
+    "DatabaseCorruptError",
+    "DatabaseNotFoundError",
+    "DatabaseOpenError",
+    "DatabaseReadError",
+    "NotQCoDeSError",
+    "NotSQLiteError",
+    "QcsqlError",
+    "QcsqlWarning",
+    "RunDescriptionError",
+    "RunLookupError",
+    "RunNotFoundError",
+    "SchemaError",
+    "SnapshotError",
+    "UnknownSchemaVersionWarning",
+]
+
+
+class QcsqlError(Exception):
+    """Root of every error qcsql raises."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        run_id: int | None = None,
+        table: str | None = None,
+        column: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.path = Path(path) if path is not None else None
+        self.run_id = run_id
+        self.table = table
+        self.column = column
+
+
+class DatabaseOpenError(QcsqlError):
+    """The file cannot be opened as a QCoDeS database."""
+
+
+class DatabaseNotFoundError(DatabaseOpenError):
+    """There is no file at the path, or it is a directory."""
+
+
+class NotSQLiteError(DatabaseOpenError):
+    """The file does not start with the SQLite header."""
+
+
+class NotQCoDeSError(DatabaseOpenError):
+    """An SQLite database without the tables QCoDeS creates."""
+
+
+class DatabaseReadError(QcsqlError):
+    """SQLite failed while reading an opened database."""
+
+
+class DatabaseBusyError(DatabaseReadError):
+    """A writer kept the database locked for longer than the busy timeout."""
+
+
+class DatabaseCorruptError(DatabaseReadError):
+    """SQLite reports the file (or its WAL) as malformed."""
+
+
+class SchemaError(QcsqlError):
+    """A table or column that the schema version promises is missing."""
+
+
+class RunLookupError(QcsqlError, LookupError):
+    """No single run matches a run id, guid or run spec."""
+
+
+class RunNotFoundError(RunLookupError):
+    """No run matches."""
+
+
+class AmbiguousRunSpecError(RunLookupError):
+    """More than one run matches a run spec or guid."""
+
+
+class RunDescriptionError(QcsqlError):
+    """A run's run_description (or its legacy layouts) cannot be understood."""
+
+
+class SnapshotError(QcsqlError):
+    """A run's snapshot is not valid JSON."""
+
+
+class QcsqlWarning(UserWarning):
+    """Root of every warning qcsql emits."""
+
+
+class UnknownSchemaVersionWarning(QcsqlWarning):
+    """The database is newer than the newest schema version qcsql knows."""

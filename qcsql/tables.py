@@ -1,0 +1,90 @@
+"""SQLAlchemy Core table models of each QCoDeS schema version.
+
+The models are built by running the version's DDL (``schema_versions/``) in a
+private in-memory SQLite database and reflecting it into a fresh
+:class:`~sqlalchemy.MetaData`, so they cannot drift from what QCoDeS creates.
+A real database can have more than its version's model: metadata columns added
+by ``add_metadata``, an untyped ``snapshot`` in old files, results tables.
+:func:`bind_runs_table` makes the model of one file's ``runs`` from the
+model's columns plus the file's own.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from qcsql.versions import schema_ddl
+
+__all__ = ["SchemaModel", "bind_runs_table", "tables_for"]
+
+
+@dataclass(frozen=True)
+class SchemaModel:
+    """The tables and indices a database of one schema version has."""
+
+    version: int
+    metadata: sa.MetaData
+
+    @property
+    def runs(self) -> sa.Table:
+        return self.metadata.tables["runs"]
+
+    @property
+    def experiments(self) -> sa.Table:
+        return self.metadata.tables["experiments"]
+
+    @property
+    def layouts(self) -> sa.Table:
+        return self.metadata.tables["layouts"]
+
+    @property
+    def dependencies(self) -> sa.Table:
+        return self.metadata.tables["dependencies"]
+
+    @property
+    def index_names(self) -> frozenset[str]:
+        return frozenset(
+            str(index.name) for table in self.metadata.tables.values() for index in table.indexes
+        )
+
+    def run_columns(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.runs.columns)
+
+
+@functools.cache
+def tables_for(version: int) -> SchemaModel:
+    """The table models of ``version``, built once per process from its DDL."""
+    scratch = sqlite3.connect(":memory:")
+    try:
+        scratch.executescript(schema_ddl(version))
+        engine = sa.create_engine("sqlite://", creator=lambda: scratch, poolclass=sa.pool.StaticPool)
+        metadata = sa.MetaData()
+        metadata.reflect(bind=engine)
+        engine.dispose()
+    finally:
+        scratch.close()
+    return SchemaModel(version=version, metadata=metadata)
+
+
+def bind_runs_table(model: SchemaModel, actual_columns: Iterable[str]) -> sa.Table:
+    """The ``runs`` table of one file: the model's typed columns plus the file's extra ones.
+
+    Columns the file lacks are left out (a damaged or hand-edited file); columns
+    the model lacks (metadata, old untyped ``snapshot``) are added untyped, which
+    is what they are in the file.
+    """
+    metadata = sa.MetaData()
+    modelled = model.runs.columns
+    columns: list[sa.Column[object]] = []
+    for name in actual_columns:
+        if name in modelled:
+            source = modelled[name]
+            columns.append(sa.Column(name, source.type, primary_key=source.primary_key))
+        else:
+            columns.append(sa.Column(name, sa.types.NullType()))
+    return sa.Table("runs", metadata, *columns)

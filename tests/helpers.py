@@ -1,0 +1,72 @@
+"""Test helpers shared by several test modules (not fixtures, so they can be imported)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
+PROJECT = TESTS.parent
+FIXTURES = TESTS / "fixtures"
+EXAMPLE_DB = FIXTURES / "example" / "example.db"
+LEGACY = FIXTURES / "legacy"
+CORPUS = (PROJECT.parent / "shared" / "corpus").resolve()
+if not CORPUS.is_dir():  # a CI clone has shared/ beside the repository, as here
+    CORPUS = (PROJECT / ".." / ".." / "shared" / "corpus").resolve()
+
+
+def corpus_databases() -> list[Path]:
+    return sorted(CORPUS.glob("*.db")) if CORPUS.is_dir() else []
+
+
+def fixture_databases() -> list[Path]:
+    found = sorted(LEGACY.glob("*.db"))
+    if EXAMPLE_DB.exists():
+        found.append(EXAMPLE_DB)
+    return found
+
+
+def all_databases() -> list[Path]:
+    return fixture_databases() + corpus_databases()
+
+
+def side_files(path: Path) -> list[Path]:
+    return [p for p in (path.with_name(path.name + s) for s in ("-wal", "-shm")) if p.exists()]
+
+
+def copy_database(source: Path, folder: Path) -> Path:
+    """Copy a database and its -wal into ``folder``, writable, keeping the names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / source.name
+    for item in [source, *side_files(source)]:
+        copied = folder / item.name
+        shutil.copyfile(item, copied)
+        os.chmod(copied, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IROTH)
+    return target
+
+
+@dataclass(frozen=True)
+class FileState:
+    """Everything that must not change: content, mtime, user_version, the folder's file set."""
+
+    sha256: str
+    wal_sha256: str | None
+    mtime_ns: int
+    user_version: int
+    folder_listing: tuple[str, ...]
+
+    @classmethod
+    def of(cls, path: Path) -> FileState:
+        data = path.read_bytes()
+        wal = path.with_name(path.name + "-wal")
+        return cls(
+            sha256=hashlib.sha256(data).hexdigest(),
+            wal_sha256=hashlib.sha256(wal.read_bytes()).hexdigest() if wal.exists() else None,
+            mtime_ns=path.stat().st_mtime_ns,
+            user_version=int.from_bytes(data[60:64], "big"),
+            folder_listing=tuple(sorted(os.listdir(path.parent))),
+        )
