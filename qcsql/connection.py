@@ -157,8 +157,7 @@ def translate_sqlite_errors(
             ) from exc
         if code.startswith("SQLITE_CORRUPT") or code.startswith("SQLITE_NOTADB"):
             raise DatabaseCorruptError(
-                f"{where}: SQLite reports the file as damaged ({message}); "
-                "'qcsql audit' lists what can still be read",
+                f"{where}: SQLite reports the file as damaged or truncated ({message})",
                 **context,
             ) from exc
         if "no such table" in message or "no such column" in message:

@@ -1,0 +1,178 @@
+"""The ``qcsql`` command: data on stdout, messages on stderr, exit 0 ok / 1 error / 2 usage.
+
+Every failure is a :class:`~qcsql.errors.QcsqlError` by the time it reaches
+:func:`main`, which prints it as one line (``--debug`` adds the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+import orjson
+
+from qcsql.database import Database, open_database
+from qcsql.errors import QcsqlError
+from qcsql.runs import Run
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def run_record(run: Run) -> dict[str, Any]:
+    """The light, JSON-ready description of a run that ``qcsql runs --json`` prints."""
+    return {
+        "run_id": run.run_id,
+        "captured_run_id": run.captured_run_id,
+        "counter": run.counter,
+        "captured_counter": run.captured_counter,
+        "guid": run.guid,
+        "name": run.name,
+        "exp_id": run.exp_id,
+        "exp_name": run.exp_name,
+        "sample_name": run.sample_name,
+        "table_name": run.table_name,
+        "run_timestamp_raw": run.run_timestamp_raw,
+        "completed_timestamp_raw": run.completed_timestamp_raw,
+        "completed": run.completed,
+        "metadata": {key: _json_value(value) for key, value in run.metadata.items()},
+    }
+
+
+def _first_line(text: str | None, width: int) -> str:
+    line = (text or "").splitlines()[0] if text else ""
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+
+
+def _write_json(payload: Any, out: TextIO) -> None:
+    out.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def cmd_info(db: Database, args: argparse.Namespace, out: TextIO) -> None:
+    summary = db.summary()
+    record = {
+        "path": str(summary.path),
+        "schema_version": summary.schema_version,
+        "journal_mode": summary.journal_mode,
+        "access": summary.access,
+        "size_bytes": summary.size_bytes,
+        "wal_bytes": summary.wal_bytes,
+        "experiments": summary.experiments,
+        "runs": summary.runs,
+        "completed_runs": summary.completed_runs,
+        "metadata_columns": list(summary.metadata_columns),
+    }
+    if args.json:
+        _write_json(record, out)
+        return
+    wal = f" (+{summary.wal_bytes:,} bytes in -wal)" if summary.wal_bytes is not None else ""
+    lines = [
+        ("file", str(summary.path)),
+        ("schema version", str(summary.schema_version)),
+        ("journal mode", summary.journal_mode),
+        ("read as", summary.access),
+        ("size", f"{summary.size_bytes:,} bytes{wal}"),
+        ("experiments", str(summary.experiments)),
+        ("runs", f"{summary.runs} ({summary.completed_runs} completed)"),
+        ("metadata columns", ", ".join(summary.metadata_columns) or "-"),
+    ]
+    _table([(f"{key}:", value) for key, value in lines], out)
+
+
+def cmd_runs(db: Database, args: argparse.Namespace, out: TextIO) -> None:
+    runs = db.runs(start_run_id=args.start)
+    if args.json:
+        _write_json([run_record(run) for run in runs], out)
+        return
+    if not runs:
+        out.write(f"{db.path} has no runs" + (f" from run_id {args.start} on" if args.start > 1 else "") + "\n")
+        return
+    header = ("run_id", "exp", "sample", "name", "started", "done", "guid", "metadata")
+    rows = [header]
+    for run in runs:
+        metadata = " ".join(
+            f"{key}={_first_line(str(value), 20)}" for key, value in run.metadata.items()
+        )
+        rows.append(
+            (
+                str(run.run_id),
+                _first_line(run.exp_name, 24),
+                _first_line(run.sample_name, 20),
+                _first_line(run.name, 32),
+                run.run_timestamp() or "-",
+                "yes" if run.completed else "no",
+                run.guid or "-",
+                _first_line(metadata, 60),
+            )
+        )
+    _table(rows, out)
+
+
+COMMANDS: dict[str, tuple[Callable[[Database, argparse.Namespace, TextIO], None], str]] = {
+    "info": (cmd_info, "schema version, journal mode, size and counts of a database"),
+    "runs": (cmd_runs, "list the runs of a database"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qcsql",
+        description="Read QCoDeS databases of any schema version, read-only, without QCoDeS.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("database", help="path of the QCoDeS .db file")
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        if name == "runs":
+            sub.add_argument(
+                "--start", type=int, default=1, metavar="RUN_ID", help="first run_id to list"
+            )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) and EXIT_USAGE
+    command, _ = COMMANDS[args.command]
+    try:
+        with open_database(args.database) as db:
+            command(db, args, out)
+    except QcsqlError as exc:
+        if args.debug:
+            traceback.print_exc(file=err)
+        err.write(f"qcsql {args.command}: error: {exc}\n")
+        return EXIT_ERROR
+    except BrokenPipeError:  # `qcsql runs db | head`
+        return EXIT_OK
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""qcsql never writes: only reading statements reach the file, nothing appears beside it,
+and a QCoDeS writer working on the same file is neither blocked nor missed."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import qcsql
+import qcsql.connection
+from qcsql.cli import main
+from tests.helpers import EXAMPLE_DB, copy_database, side_files
+
+# Everything qcsql may say to SQLite about a user's file.
+READING_STATEMENT = re.compile(
+    r"^\s*(SELECT\b|PRAGMA (query_only = 1|read_uncommitted|user_version|table_info\(.*\))\s*$)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@pytest.fixture
+def traced_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every statement qcsql's connections to files send to SQLite."""
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def connect(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        connection = real_connect(database, *args, **kwargs)  # type: ignore[arg-type]
+        if database != ":memory:":
+            connection.set_trace_callback(statements.append)
+        return connection
+
+    monkeypatch.setattr(qcsql.connection.sqlite3, "connect", connect)
+    yield statements
+
+
+def exercise_everything(db: qcsql.Database) -> None:
+    db.experiments()
+    db.summary()
+    for run in db.runs():
+        run.description
+        run.snapshot
+        run.number_of_results
+        run.parent_dataset_links
+        if run.guid is not None:
+            db.load_by_guid(run.guid)
+        db.load_by_id(run.run_id)
+
+
+def test_only_reading_statements_reach_the_file(
+    any_database: Path, traced_statements: list[str], guard: list[Path]
+) -> None:
+    guard.append(any_database)
+    try:
+        with qcsql.open_database(any_database) as db:
+            exercise_everything(db)
+    except qcsql.RunDescriptionError:
+        pass  # a broken description is reported, not written around
+    assert traced_statements, "the trace saw nothing: the test would pass vacuously"
+    writing = [s for s in traced_statements if not READING_STATEMENT.match(s)]
+    assert writing == []
+
+
+def test_cli_leaves_every_file_alone(any_database: Path, tmp_path: Path, guard: list[Path]) -> None:
+    copy = copy_database(any_database, tmp_path / "writable")
+    guard.append(copy)
+    guard.append(any_database)
+    for argv in (["info", str(copy)], ["runs", str(copy)], ["runs", str(copy), "--json"], ["info", str(any_database)]):
+        assert main(argv) == 0
+
+
+def test_wal_file_without_writer_is_read_in_place(tmp_path: Path, guard: list[Path]) -> None:
+    copy = copy_database(EXAMPLE_DB, tmp_path)
+    assert side_files(copy) == []
+    guard.append(copy)
+    with qcsql.open_database(copy) as db:
+        assert db.journal_mode == "wal"
+        assert db.access is qcsql.Access.IMMUTABLE
+        assert len(db.runs()) > 0
+    assert side_files(copy) == []
+
+
+def test_rollback_journal_writer_commits_while_qcsql_has_the_file_open(tmp_path: Path) -> None:
+    """Between reads qcsql holds no lock, so a writer's commit never waits for it."""
+    copy = copy_database(EXAMPLE_DB, tmp_path)
+    with sqlite3.connect(copy) as setup:
+        setup.execute("PRAGMA journal_mode=DELETE")
+    with qcsql.open_database(copy) as db:
+        assert db.access is qcsql.Access.READ_ONLY
+        before = len(db.runs())
+        writer = sqlite3.connect(copy, timeout=0.05)
+        writer.execute(
+            "INSERT INTO runs (exp_id, name, result_table_name, result_counter, is_completed) "
+            "VALUES (1, 'from the writer', 'results-1-99', 99, 0)"
+        )
+        writer.commit()  # would raise 'database is locked' after 50 ms if qcsql held a lock
+        writer.close()
+        assert len(db.runs()) == before + 1
+
+
+def test_qcodes_writer_appearing_on_a_wal_file_is_followed(tmp_path: Path) -> None:
+    """Opened while nobody wrote (immutable), qcsql switches to shared access once QCoDeS connects."""
+    qcodes_database = pytest.importorskip("qcodes.dataset.sqlite.database")
+    from qcodes.dataset import Measurement, load_experiment
+    from qcodes.parameters import Parameter
+
+    copy = copy_database(EXAMPLE_DB, tmp_path)
+    with qcsql.open_database(copy) as db:
+        assert db.access is qcsql.Access.IMMUTABLE
+        before = {run.run_id for run in db.runs()}
+        conn = qcodes_database.connect(str(copy))
+        try:
+            x = Parameter("x", set_cmd=None, get_cmd=None)
+            y = Parameter("y", set_cmd=None, get_cmd=None)
+            measurement = Measurement(exp=load_experiment(1, conn=conn), name="live")
+            measurement.register_parameter(x)
+            measurement.register_parameter(y, setpoints=(x,))
+            with measurement.run() as saver:
+                for value in range(5):
+                    saver.add_result((x, value), (y, value * 2))
+                live = saver.dataset
+                # QCoDeS still holds its connection: -wal and -shm exist now.
+                new = [run for run in db.runs() if run.run_id not in before]
+                assert db.access is qcsql.Access.READ_ONLY
+                assert [run.guid for run in new] == [live.guid]
+            assert db.load_by_guid(live.guid).completed
+        finally:
+            conn.close()
+
+
+def test_wal_without_shm_is_read_from_a_private_copy(tmp_path: Path, guard: list[Path]) -> None:
+    """A copied WAL database with its -wal: committed runs in the -wal are seen, nothing is created."""
+    source = tmp_path / "source" / "live.db"
+    source.parent.mkdir()
+    writer = sqlite3.connect(copy_database(EXAMPLE_DB, source.parent / "x").parent / "example.db")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute(
+        "INSERT INTO runs (exp_id, name, result_table_name, result_counter, is_completed) "
+        "VALUES (1, 'only in the wal', 'results-1-99', 99, 0)"
+    )
+    writer.commit()
+    original = source.parent / "x" / "example.db"
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    for item in (original, original.with_name(original.name + "-wal")):
+        (snapshot / item.name).write_bytes(item.read_bytes())
+    writer.close()
+    copied = snapshot / "example.db"
+    assert side_files(copied) == [copied.with_name("example.db-wal")]
+    guard.append(copied)
+    with qcsql.open_database(copied) as db:
+        assert db.access is qcsql.Access.SNAPSHOT_COPY
+        assert db.runs()[-1].name == "only in the wal"
+
+
+def test_unusual_characters_in_the_path(tmp_path: Path) -> None:
+    folder = tmp_path / "run #3 ?%20 µ"
+    copy = copy_database(EXAMPLE_DB, folder)
+    with qcsql.open_database(copy) as db:
+        assert db.path == copy
+        assert db.runs()
