@@ -1,0 +1,67 @@
+"""Benchmark databases, built once with QCoDeS' own Measurement API and cached.
+
+Every benchmark runs qcsql and QCoDeS 0.58 on the same file in the same
+session (QCoDeS on a copy, since it may upgrade what it opens), in one
+pytest-benchmark group; the terminal summary prints the ratio of their means.
+
+    pip install -e '.[test]'
+    pytest benchmarks --benchmark-only
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ["HOME"] = tempfile.mkdtemp(prefix="qcsql-bench-home-")  # before qcodes is imported
+
+import shutil  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+CACHE = Path(__file__).resolve().parent / ".cache"
+
+
+def cached_database(name: str, build: Callable[[Path], None]) -> Path:
+    """Build ``name`` once with ``build`` (under a temporary name, renamed when complete)."""
+    CACHE.mkdir(exist_ok=True)
+    target = CACHE / name
+    if not target.exists():
+        partial = CACHE / f".{name}.partial"
+        for leftover in CACHE.glob(f".{name}.partial*"):
+            leftover.unlink()
+        build(partial)
+        for side in ("-wal", "-shm"):
+            assert not Path(str(partial) + side).exists(), "builder left SQLite side files"
+        partial.rename(target)
+    return target
+
+
+def qcodes_copy(source: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / source.name
+    shutil.copyfile(source, copy)
+    return copy
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    session = getattr(terminalreporter.config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    groups: dict[str, dict[str, float]] = {}
+    for bench in session.benchmarks:
+        if bench.stats is None:
+            continue
+        side = "qcodes" if "qcodes" in bench.name else "qcsql"
+        groups.setdefault(bench.group or bench.name, {})[side] = bench.stats.mean
+    terminalreporter.section("qcsql vs QCoDeS 0.58 (ratio of mean times)")
+    for group, sides in sorted(groups.items()):
+        if {"qcsql", "qcodes"} <= set(sides):
+            ratio = sides["qcodes"] / sides["qcsql"]
+            terminalreporter.write_line(
+                f"{group}: qcsql {sides['qcsql'] * 1e3:.1f} ms, QCoDeS {sides['qcodes'] * 1e3:.1f} ms"
+                f" -> qcsql is {ratio:.1f}x faster"
+            )
