@@ -13,7 +13,11 @@ from pathlib import Path
 
 
 def build_listing_database(path: Path, n_runs: int = 2000, snapshot_kb: int = 50) -> None:
-    from qcodes.dataset import Measurement, initialise_or_create_database_at, load_or_create_experiment
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
     from qcodes.instrument import Instrument
     from qcodes.parameters import Parameter
     from qcodes.station import Station

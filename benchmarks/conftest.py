@@ -20,8 +20,6 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-import pytest  # noqa: E402
-
 CACHE = Path(__file__).resolve().parent / ".cache"
 
 

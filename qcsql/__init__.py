@@ -1,10 +1,10 @@
 """qcsql: read QCoDeS measurement databases of every schema version, read-only, without QCoDeS.
 
-    import qcsql
+import qcsql
 
-    with qcsql.open_database("experiments.db") as db:
-        for run in db.runs():
-            print(run.run_id, run.guid, run.name, run.metadata)
+with qcsql.open_database("experiments.db") as db:
+    for run in db.runs():
+        print(run.run_id, run.guid, run.name, run.metadata)
 """
 
 from qcsql.connection import Access

@@ -58,7 +58,10 @@ def _first_line(text: str | None, width: int) -> str:
 def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        out.write("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() + "\n")
+        out.write(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+            + "\n"
+        )
 
 
 def _write_json(payload: Any, out: TextIO) -> None:
@@ -102,7 +105,11 @@ def cmd_runs(db: Database, args: argparse.Namespace, out: TextIO) -> None:
         _write_json([run_record(run) for run in runs], out)
         return
     if not runs:
-        out.write(f"{db.path} has no runs" + (f" from run_id {args.start} on" if args.start > 1 else "") + "\n")
+        out.write(
+            f"{db.path} has no runs"
+            + (f" from run_id {args.start} on" if args.start > 1 else "")
+            + "\n"
+        )
         return
     header = ("run_id", "exp", "sample", "name", "started", "done", "guid", "metadata")
     rows = [header]
@@ -152,7 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out = out or sys.stdout
     err = err or sys.stderr
     parser = build_parser()

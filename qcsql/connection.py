@@ -102,7 +102,9 @@ def read_header(path: Path) -> FileHeader:
             path=path,
         )
     page_size = int.from_bytes(header[16:18], "big")
-    return FileHeader(wal_mode=header[18] == WAL_FORMAT, page_size=65536 if page_size == 1 else page_size)
+    return FileHeader(
+        wal_mode=header[18] == WAL_FORMAT, page_size=65536 if page_size == 1 else page_size
+    )
 
 
 def sqlite_uri(path: Path, **params: str) -> str:
@@ -148,21 +150,22 @@ def translate_sqlite_errors(
             where += f", table {table!r}"
         message = str(original).splitlines()[0] if str(original) else type(original).__name__
         code = _error_code(original) if isinstance(original, sqlite3.Error) else "SQLITE_ERROR"
-        context = {"path": path, "run_id": run_id, "table": table}
-        if code.startswith("SQLITE_BUSY") or code.startswith("SQLITE_LOCKED"):
-            raise DatabaseBusyError(
-                f"{where}: a writer kept the database locked for more than "
-                f"{BUSY_TIMEOUT_S:g} s ({message}); try again",
-                **context,
-            ) from exc
-        if code.startswith("SQLITE_CORRUPT") or code.startswith("SQLITE_NOTADB"):
-            raise DatabaseCorruptError(
-                f"{where}: SQLite reports the file as damaged or truncated ({message})",
-                **context,
-            ) from exc
-        if "no such table" in message or "no such column" in message:
-            raise SchemaError(f"{where}: {message}", **context) from exc
-        raise DatabaseReadError(f"{where}: SQLite failed to read ({message})", **context) from exc
+        error, text = _classify(code, message)
+        raise error(f"{where}: {text}", path=path, run_id=run_id, table=table) from exc
+
+
+def _classify(code: str, message: str) -> tuple[type[QcsqlError], str]:
+    """Which qcsql error an SQLite failure is, and how to say it to a person."""
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return DatabaseBusyError, (
+            f"a writer kept the database locked for more than {BUSY_TIMEOUT_S:g} s "
+            f"({message}); try again"
+        )
+    if code.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return DatabaseCorruptError, f"SQLite reports the file as damaged or truncated ({message})"
+    if "no such table" in message or "no such column" in message:
+        return SchemaError, message
+    return DatabaseReadError, f"SQLite failed to read ({message})"
 
 
 class ReadOnlyConnection:
@@ -222,7 +225,9 @@ class ReadOnlyConnection:
                 check_same_thread=False,
             )
         except sqlite3.Error as exc:
-            raise DatabaseOpenError(f"{self.path}: SQLite cannot open it ({exc})", path=self.path) from exc
+            raise DatabaseOpenError(
+                f"{self.path}: SQLite cannot open it ({exc})", path=self.path
+            ) from exc
         try:
             raw.execute("PRAGMA query_only = 1")
             # The first real read: SQLite parses the schema here, so a damaged file fails now.
@@ -234,7 +239,9 @@ class ReadOnlyConnection:
                     f"{self.path}: is not a readable SQLite database ({exc})", path=self.path
                 ) from exc
             if _error_code(exc) == "SQLITE_CANTOPEN":
-                raise DatabaseOpenError(f"{self.path}: SQLite cannot open it ({exc})", path=self.path) from exc
+                raise DatabaseOpenError(
+                    f"{self.path}: SQLite cannot open it ({exc})", path=self.path
+                ) from exc
             with translate_sqlite_errors(self.path):
                 raise
         self._sqlite = raw

@@ -246,7 +246,7 @@ class Database:
             sample_name=sample_name,
             metadata={
                 column: value
-                for column, value in zip(self.metadata_columns, metadata_values)
+                for column, value in zip(self.metadata_columns, metadata_values, strict=True)
                 if value is not None
             },
         )
@@ -325,19 +325,22 @@ class Database:
         }
         if any(value is not None for value in wanted_parts.values()):
             rows = [row for row in rows if _guid_matches(row.guid, wanted_parts)]
-        spec = ", ".join(
-            f"{key}={value!r}"
-            for key, value in (
-                ("captured_run_id", captured_run_id),
-                ("captured_counter", captured_counter),
-                ("experiment_name", experiment_name),
-                ("sample_name", sample_name),
-                ("sample_id", sample_id),
-                ("location", location),
-                ("work_station", work_station),
+        spec = (
+            ", ".join(
+                f"{key}={value!r}"
+                for key, value in (
+                    ("captured_run_id", captured_run_id),
+                    ("captured_counter", captured_counter),
+                    ("experiment_name", experiment_name),
+                    ("sample_name", sample_name),
+                    ("sample_id", sample_id),
+                    ("location", location),
+                    ("work_station", work_station),
+                )
+                if value is not None
             )
-            if value is not None
-        ) or "no criteria"
+            or "no criteria"
+        )
         if not rows:
             raise RunNotFoundError(
                 f"no run of {self.path} matches {spec}", path=self.path, table="runs"
@@ -365,7 +368,11 @@ class Database:
             ).one()
         if not count:
             return "it has no runs"
-        return f"runs {low}..{high}" if high - low + 1 == count else f"{count} runs between {low} and {high}"
+        return (
+            f"runs {low}..{high}"
+            if high - low + 1 == count
+            else f"{count} runs between {low} and {high}"
+        )
 
     # -- what Run asks for lazily --------------------------------------------------------------
 
@@ -406,17 +413,27 @@ class Database:
         layouts = self.model.layouts.c
         dependencies = self.model.dependencies.c
         layout_statement = (
-            sa.select(layouts.layout_id, layouts.parameter, layouts.label, layouts.unit, layouts.inferred_from)
+            sa.select(
+                layouts.layout_id,
+                layouts.parameter,
+                layouts.label,
+                layouts.unit,
+                layouts.inferred_from,
+            )
             .where(layouts.run_id == run.run_id)
             .order_by(layouts.layout_id)
         )
         with self._conn.reading(run_id=run.run_id, table="layouts") as sql:
-            layout_rows = [LayoutRow.model_validate(row._mapping) for row in sql.execute(layout_statement)]
+            layout_rows = [
+                LayoutRow.model_validate(row._mapping) for row in sql.execute(layout_statement)
+            ]
             ids = [row.layout_id for row in layout_rows]
             links: Sequence[tuple[int, int, int]] = []
             if ids and "dependencies" in self._table_names:
                 link_statement = (
-                    sa.select(dependencies.dependent, dependencies.independent, dependencies.axis_num)
+                    sa.select(
+                        dependencies.dependent, dependencies.independent, dependencies.axis_num
+                    )
                     .where(dependencies.dependent.in_(ids) | dependencies.independent.in_(ids))
                     .order_by(sa.literal_column("rowid"))
                 )
@@ -445,7 +462,10 @@ class Database:
         completed = runs.is_completed if "is_completed" in runs else sa.literal(0)
         with self._conn.reading(table="runs") as sql:
             n_runs, n_completed = sql.execute(
-                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((completed == 1, 1), else_=0)), 0))
+                sa.select(
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(sa.case((completed == 1, 1), else_=0)), 0),
+                )
             ).one()
             n_experiments = sql.execute(
                 sa.select(sa.func.count()).select_from(self.model.experiments)

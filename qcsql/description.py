@@ -267,7 +267,9 @@ def _from_new_style(raw: Any) -> InterDependencies:
         return [(name, _names(targets, f"{key}.{name}")) for name, targets in value.items()]
 
     standalones = _names(raw.get("standalones") or [], "standalones")
-    return InterDependencies.build(bases, relation("dependencies"), relation("inferences"), standalones)
+    return InterDependencies.build(
+        bases, relation("dependencies"), relation("inferences"), standalones
+    )
 
 
 def _shapes(raw: Any) -> dict[str, tuple[int, ...]] | None:
@@ -340,7 +342,9 @@ def description_from_layouts(
     if not layouts:
         return empty_description("layouts")
     by_id = {row.layout_id: row for row in layouts}
-    known = [(dep, indep, axis) for dep, indep, axis in dependencies if dep in by_id and indep in by_id]
+    known = [
+        (dep, indep, axis) for dep, indep, axis in dependencies if dep in by_id and indep in by_id
+    ]
     independents = [indep for _, indep, _ in known]
     dependents = [dep for dep, _, _ in known]
     rest = sorted(set(by_id) - set(independents) - set(dependents))

@@ -62,7 +62,9 @@ def tables_for(version: int) -> SchemaModel:
     scratch = sqlite3.connect(":memory:")
     try:
         scratch.executescript(schema_ddl(version))
-        engine = sa.create_engine("sqlite://", creator=lambda: scratch, poolclass=sa.pool.StaticPool)
+        engine = sa.create_engine(
+            "sqlite://", creator=lambda: scratch, poolclass=sa.pool.StaticPool
+        )
         metadata = sa.MetaData()
         metadata.reflect(bind=engine)
         engine.dispose()

@@ -35,9 +35,8 @@ def any_database(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
-def guard() -> Iterator[list[Path]]:
+def guard() -> Iterator[list[Path]]:  # a list whose append() records the state to keep
     """Register paths to be checked byte-for-byte (and their folders file-for-file) at teardown."""
-    watched: list[Path] = []
     before: dict[Path, FileState] = {}
 
     class Watch(list[Path]):

@@ -68,7 +68,7 @@ def _connect_like_a_user(source: Path, folder: Path) -> tuple[Any, str | None]:
 
 
 def _links(dataset: Any) -> list[tuple[str, str, str, str]]:
-    return [(l.head, l.tail, l.edge_type, l.description) for l in dataset.parent_dataset_links]
+    return [(k.head, k.tail, k.edge_type, k.description) for k in dataset.parent_dataset_links]
 
 
 def _paramspecs(dataset: Any) -> dict[str, tuple[Any, ...]]:
@@ -107,7 +107,9 @@ def _describe_run(dataset: Any) -> dict[str, Any]:
         "parent_dataset_links": _links(dataset),
         "paramspecs": _paramspecs(dataset),
         "top_level_parameters": tuple(p.name for p in interdeps.top_level_parameters),
-        "shapes": None if shapes is None else {k: tuple(int(n) for n in v) for k, v in shapes.items()},
+        "shapes": None
+        if shapes is None
+        else {k: tuple(int(n) for n in v) for k, v in shapes.items()},
         "pristine": dataset.pristine,
         "parameters": dataset.parameters,
     }
@@ -124,12 +126,16 @@ def reference_for(path: Path) -> ReferenceDatabase:
         try:
             conn, needed = _connect_like_a_user(path, Path(folder))
         except Exception as exc:
-            return ReferenceDatabase(runs={}, experiments=[], open_error=f"{type(exc).__name__}: {exc}")
+            return ReferenceDatabase(
+                runs={}, experiments=[], open_error=f"{type(exc).__name__}: {exc}"
+            )
         try:
             runs: dict[int, ReferenceRun] = {}
             for run_id in run_ids:
                 try:
-                    runs[run_id] = ReferenceRun(run_id, _describe_run(load_by_id(run_id, conn=conn)))
+                    runs[run_id] = ReferenceRun(
+                        run_id, _describe_run(load_by_id(run_id, conn=conn))
+                    )
                 except Exception as exc:
                     runs[run_id] = ReferenceRun(run_id, error=f"{type(exc).__name__}: {exc}")
             exps = [

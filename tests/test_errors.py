@@ -25,7 +25,11 @@ def _corrupt(copy: Path, *statements: str) -> Path:
     [
         (lambda d: d / "missing.db", qcsql.DatabaseNotFoundError, "no such file"),
         (lambda d: d, qcsql.DatabaseNotFoundError, "is a directory"),
-        (lambda d: _write(d / "notes.db", b"measurement notes\n" * 20), qcsql.NotSQLiteError, "not an SQLite"),
+        (
+            lambda d: _write(d / "notes.db", b"measurement notes\n" * 20),
+            qcsql.NotSQLiteError,
+            "not an SQLite",
+        ),
         (lambda d: _write(d / "empty.db", b""), qcsql.NotQCoDeSError, "empty"),
         (lambda d: _other_sqlite(d / "other.db"), qcsql.NotQCoDeSError, "not a QCoDeS"),
         (
@@ -39,7 +43,15 @@ def _corrupt(copy: Path, *statements: str) -> Path:
             "damaged or truncated",
         ),
     ],
-    ids=["missing", "directory", "text", "empty", "other-sqlite", "truncated-header", "truncated-body"],
+    ids=[
+        "missing",
+        "directory",
+        "text",
+        "empty",
+        "other-sqlite",
+        "truncated-header",
+        "truncated-body",
+    ],
 )
 def test_files_that_are_not_qcodes_databases(
     tmp_path: Path, make: object, error: type[qcsql.QcsqlError], words: str
@@ -86,7 +98,10 @@ def test_guid_on_schema_v0_explains_why() -> None:
 
 def test_ambiguous_and_unmatched_run_specs() -> None:
     with qcsql.open_database(EXAMPLE_DB) as db:
-        with pytest.raises(qcsql.AmbiguousRunSpecError, match="runs of .* match experiment_name='gate_characterisation'"):
+        with pytest.raises(
+            qcsql.AmbiguousRunSpecError,
+            match="runs of .* match experiment_name='gate_characterisation'",
+        ):
             db.load_by_run_spec(experiment_name="gate_characterisation")
         with pytest.raises(qcsql.RunNotFoundError, match="captured_run_id=77"):
             db.load_by_run_spec(captured_run_id=77)
@@ -105,12 +120,14 @@ def test_run_spec_by_guid_parts_matches_qcodes_parsing() -> None:
 def test_malformed_run_description(tmp_path: Path) -> None:
     copy = _corrupt(
         copy_database(EXAMPLE_DB, tmp_path),
-        "UPDATE runs SET run_description = '{\"version\": 3, \"interdependencies_\": ' WHERE run_id = 2",
+        'UPDATE runs SET run_description = \'{"version": 3, "interdependencies_": \' WHERE run_id = 2',
     )
     with qcsql.open_database(copy) as db:
         run = db.load_by_id(2)
         assert run.name == "gate_map_unshaped"  # the light record is still there
-        with pytest.raises(qcsql.RunDescriptionError, match=r"run 2: the run_description .*not valid JSON") as raised:
+        with pytest.raises(
+            qcsql.RunDescriptionError, match=r"run 2: the run_description .*not valid JSON"
+        ) as raised:
             run.description
     assert raised.value.run_id == 2 and raised.value.column == "run_description"
     assert str(copy) in str(raised.value)
@@ -127,7 +144,10 @@ def test_run_description_of_the_wrong_shape(tmp_path: Path) -> None:
 
 
 def test_malformed_snapshot(tmp_path: Path) -> None:
-    copy = _corrupt(copy_database(EXAMPLE_DB, tmp_path), "UPDATE runs SET snapshot = '{not json' WHERE run_id = 1")
+    copy = _corrupt(
+        copy_database(EXAMPLE_DB, tmp_path),
+        "UPDATE runs SET snapshot = '{not json' WHERE run_id = 1",
+    )
     with qcsql.open_database(copy) as db:
         run = db.load_by_id(1)
         assert run.snapshot_raw == "{not json"

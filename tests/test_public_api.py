@@ -13,7 +13,18 @@ def test_all_is_sorted_and_complete() -> None:
     for name in qcsql.__all__:
         assert hasattr(qcsql, name), name
     public = {name for name in vars(qcsql) if not name.startswith("_")}
-    modules = {"cli", "connection", "database", "description", "errors", "guids", "records", "runs", "tables", "versions"}
+    modules = {
+        "cli",
+        "connection",
+        "database",
+        "description",
+        "errors",
+        "guids",
+        "records",
+        "runs",
+        "tables",
+        "versions",
+    }
     assert public - set(qcsql.__all__) <= modules
 
 
@@ -23,5 +34,7 @@ def test_import_does_not_load_qcodes_xarray_or_pandas() -> None:
         "loaded = {m.split('.')[0] for m in sys.modules};"
         "print(sorted(loaded & {'qcodes', 'xarray', 'pandas'}))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

@@ -3,8 +3,14 @@ and a QCoDeS writer working on the same file is neither blocked nor missed."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +19,7 @@ import pytest
 import qcsql
 import qcsql.connection
 from qcsql.cli import main
-from tests.helpers import EXAMPLE_DB, copy_database, side_files
+from tests.helpers import EXAMPLE_DB, copy_database, corpus_databases, side_files
 
 # Everything qcsql may say to SQLite about a user's file.
 READING_STATEMENT = re.compile(
@@ -69,7 +75,12 @@ def test_cli_leaves_every_file_alone(any_database: Path, tmp_path: Path, guard: 
     copy = copy_database(any_database, tmp_path / "writable")
     guard.append(copy)
     guard.append(any_database)
-    for argv in (["info", str(copy)], ["runs", str(copy)], ["runs", str(copy), "--json"], ["info", str(any_database)]):
+    for argv in (
+        ["info", str(copy)],
+        ["runs", str(copy)],
+        ["runs", str(copy), "--json"],
+        ["info", str(any_database)],
+    ):
         assert main(argv) == 0
 
 
@@ -163,3 +174,65 @@ def test_unusual_characters_in_the_path(tmp_path: Path) -> None:
     with qcsql.open_database(copy) as db:
         assert db.path == copy
         assert db.runs()
+
+
+def _run_as_nobody(code: str) -> subprocess.CompletedProcess[str]:
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to drop to an unprivileged user")
+    command = [
+        setpriv,
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        sys.executable,
+        "-c",
+        code,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(Path(qcsql.__file__).parent.parent)}
+    probe = subprocess.run([*command[:-1], "import qcsql"], capture_output=True, text=True, env=env)
+    if probe.returncode != 0:
+        pytest.skip(f"the unprivileged user cannot run this Python: {probe.stderr[-200:]}")
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_wal_files_on_read_only_media_open(tmp_path: Path) -> None:
+    """Archived media: a folder nobody may write to, WAL files with and without -wal/-shm."""
+    folder = Path(tempfile.mkdtemp(prefix="qcsql-archive-"))
+    try:
+        folder.chmod(0o755)
+        wal_source = next((p for p in corpus_databases() if side_files(p)), None)
+        shutil.copyfile(EXAMPLE_DB, folder / "no_wal.db")
+        cases = {"no_wal.db": "IMMUTABLE"}
+        if wal_source is not None:
+            for name in ("with_wal.db", "with_wal_and_shm.db"):
+                shutil.copyfile(wal_source, folder / name)
+                shutil.copyfile(side_files(wal_source)[0], folder / (name + "-wal"))
+            with sqlite3.connect(f"file:{folder / 'with_wal_and_shm.db'}?mode=ro", uri=True) as c:
+                c.execute(
+                    "SELECT count(*) FROM runs"
+                ).fetchone()  # leaves a -shm, as a crashed writer would
+            cases.update({"with_wal.db": "SNAPSHOT_COPY", "with_wal_and_shm.db": "READ_ONLY"})
+        for item in folder.iterdir():
+            item.chmod(0o444)
+        folder.chmod(0o555)
+        listing = sorted(os.listdir(folder))
+        code = (
+            "import json, sys, qcsql\n"
+            "out = {}\n"
+            f"for name in {sorted(cases)!r}:\n"
+            f"    with qcsql.open_database({str(folder)!r} + '/' + name) as db:\n"
+            "        out[name] = [db.access.name, len(db.runs())]\n"
+            "print(json.dumps(out))\n"
+        )
+        result = _run_as_nobody(code)
+        assert result.returncode == 0, result.stderr
+        seen = json.loads(result.stdout)
+        assert {name: access for name, (access, _) in seen.items()} == cases
+        for name, (_, n_runs) in seen.items():
+            with qcsql.open_database(folder / name) as db:
+                assert n_runs == len(db.runs()) > 0
+        assert sorted(os.listdir(folder)) == listing
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)

@@ -15,7 +15,9 @@ from tests.helpers import all_databases, copy_database
 SNAPSHOT_BECAME_STANDARD = 5  # before it, QCoDeS added an untyped snapshot column on demand
 
 
-def _actual_schema(path: Path, folder: Path) -> tuple[int, set[str], dict[str, list[str]], set[str]]:
+def _actual_schema(
+    path: Path, folder: Path
+) -> tuple[int, set[str], dict[str, list[str]], set[str]]:
     copy = copy_database(path, folder)  # the main file alone may lack what its -wal holds
     with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as conn:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -51,11 +53,17 @@ def test_model_matches_real_database(path: Path, tmp_path: Path) -> None:
 
 def test_every_version_has_a_model() -> None:
     runs_columns = [set(tables_for(v).run_columns()) for v in KNOWN_VERSIONS]
-    assert all(earlier <= later for earlier, later in zip(runs_columns, runs_columns[1:]))
+    assert all(
+        earlier <= later for earlier, later in zip(runs_columns, runs_columns[1:], strict=False)
+    )
     assert "guid" not in runs_columns[0] and "guid" in runs_columns[1]
     assert "run_description" in runs_columns[3]
     assert "captured_run_id" in runs_columns[7] and "parent_datasets" in runs_columns[8]
-    assert tables_for(9).index_names == {"IX_runs_exp_id", "IX_runs_guid", "IX_runs_captured_run_id"}
+    assert tables_for(9).index_names == {
+        "IX_runs_exp_id",
+        "IX_runs_guid",
+        "IX_runs_captured_run_id",
+    }
 
 
 def test_database_uses_the_model_of_its_version() -> None:
