@@ -12,6 +12,7 @@ from qcsql.database import Database, DatabaseSummary, open_database
 from qcsql.description import InterDependencies, ParamSpec, ParamSpecBase, RunDescription
 from qcsql.errors import (
     AmbiguousRunSpecError,
+    DataDecodeError,
     DatabaseBusyError,
     DatabaseCorruptError,
     DatabaseNotFoundError,
@@ -19,6 +20,7 @@ from qcsql.errors import (
     DatabaseReadError,
     NotQCoDeSError,
     NotSQLiteError,
+    ParameterNotFoundError,
     QcsqlError,
     QcsqlWarning,
     RunDescriptionError,
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Access",
     "AmbiguousRunSpecError",
+    "DataDecodeError",
     "Database",
     "DatabaseBusyError",
     "DatabaseCorruptError",
@@ -50,6 +53,7 @@ __all__ = [
     "NotSQLiteError",
     "ParamSpec",
     "ParamSpecBase",
+    "ParameterNotFoundError",
     "QcsqlError",
     "QcsqlWarning",
     "Run",

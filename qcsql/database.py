@@ -30,10 +30,13 @@ from qcsql.errors import (
     NotQCoDeSError,
     RunDescriptionError,
     RunNotFoundError,
+    SchemaError,
     UnknownSchemaVersionWarning,
 )
 from qcsql.guids import parse_guid
+from qcsql.parameter_data import ParameterData, read_parameter_data
 from qcsql.records import Experiment, RunRow
+from qcsql.results import ResultsTable
 from qcsql.runs import Run
 from qcsql.tables import bind_runs_table, tables_for
 from qcsql.versions import NEWEST_KNOWN_VERSION, STANDARD_RUN_COLUMNS, model_version_for
@@ -447,6 +450,24 @@ class Database:
         with self._conn.reading(run_id=run.run_id, table=run.table_name) as sql:
             rows = sql.exec_driver_sql(f"PRAGMA table_info({_quote(run.table_name)})").all()
         return {row[1]: str(row[2]) for row in rows}
+
+    def _parameter_data(
+        self, run: Run, names: Sequence[str], start: int | None, end: int | None
+    ) -> ParameterData:
+        description = run.description
+        where = f"{self.path}, run {run.run_id}"
+        if not names and not description.interdependencies.parameters:
+            return {}  # pristine, or nothing described: QCoDeS returns {} too
+        if run.table_name is None or not self.has_table(run.table_name):
+            raise SchemaError(
+                f"{where}: its results table {run.table_name!r} is not in the file "
+                "(an in-memory or metadata-only run keeps its data elsewhere)",
+                path=self.path,
+                run_id=run.run_id,
+                table=run.table_name,
+            )
+        table = ResultsTable(self._conn, run.run_id, run.table_name)
+        return read_parameter_data(table, description, names, start, end, where)
 
     def _count_results(self, run: Run) -> int:
         if run.table_name is None or not self.has_table(run.table_name):

@@ -17,7 +17,9 @@ translated where they arise and chained with ``raise ... from``::
      │    ├── RunNotFoundError      no run matches
      │    └── AmbiguousRunSpecError several runs match
      ├── RunDescriptionError        run_description cannot be understood
-     └── SnapshotError              the snapshot is not valid JSON
+     ├── SnapshotError              the snapshot is not valid JSON
+     ├── ParameterNotFoundError     the run has no parameter of that name
+     └── DataDecodeError            a value in a results table cannot be decoded
 
     QcsqlWarning (UserWarning)
      └── UnknownSchemaVersionWarning  newer schema than qcsql knows, read best-effort
@@ -34,6 +36,7 @@ from pathlib import Path
 
 __all__ = [
     "AmbiguousRunSpecError",
+    "DataDecodeError",
     "DatabaseBusyError",
     "DatabaseCorruptError",
     "DatabaseNotFoundError",
@@ -41,6 +44,7 @@ __all__ = [
     "DatabaseReadError",
     "NotQCoDeSError",
     "NotSQLiteError",
+    "ParameterNotFoundError",
     "QcsqlError",
     "QcsqlWarning",
     "RunDescriptionError",
@@ -121,6 +125,14 @@ class RunDescriptionError(QcsqlError):
 
 class SnapshotError(QcsqlError):
     """A run's snapshot is not valid JSON."""
+
+
+class ParameterNotFoundError(QcsqlError, LookupError):
+    """The run has no parameter of the requested name."""
+
+
+class DataDecodeError(QcsqlError):
+    """A stored value is not what its column's parameter type promises (corrupt blob, stray text)."""
 
 
 class QcsqlWarning(UserWarning):

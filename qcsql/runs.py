@@ -16,6 +16,7 @@ import orjson
 
 from qcsql.description import ParamSpec, RunDescription
 from qcsql.errors import RunDescriptionError, SnapshotError
+from qcsql.parameter_data import ParameterData
 from qcsql.records import Link, MetadataValue, RunRow
 
 if TYPE_CHECKING:
@@ -153,6 +154,20 @@ class Run:
     @property
     def shapes(self) -> dict[str, tuple[int, ...]] | None:
         return self.description.shapes
+
+    def get_parameter_data(
+        self, *params: str | Any, start: int | None = None, end: int | None = None
+    ) -> ParameterData:
+        """The run's data exactly as QCoDeS' ``DataSet.get_parameter_data`` returns it.
+
+        ``{P: {P: array, setpoint: array, ...}}`` for each requested parameter P (names,
+        or objects with a ``name`` such as QCoDeS parameters; default: every top-level
+        parameter). ``start``/``end`` are QCoDeS' 1-based inclusive indices into the rows
+        of each P. Values are the stored doubles, not QCoDeS' 15-digit rounding of them.
+        Read in short chunks, so a measurement writing to the file is never blocked.
+        """
+        names = [p if isinstance(p, str) else str(p.name) for p in params]
+        return self._database._parameter_data(self, names, start, end)
 
     @functools.cached_property
     def number_of_results(self) -> int:

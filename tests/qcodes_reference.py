@@ -27,6 +27,14 @@ class ReferenceRun:
 
 
 @dataclass
+class ReferenceData:
+    """QCoDeS' get_parameter_data for every run and each (start, end) asked for."""
+
+    by_run: dict[tuple[int, int | None, int | None], Any] = field(default_factory=dict)
+    errors: dict[tuple[int, int | None, int | None], str] = field(default_factory=dict)
+
+
+@dataclass
 class ReferenceDatabase:
     runs: dict[int, ReferenceRun]
     experiments: list[dict[str, Any]]
@@ -158,3 +166,32 @@ def _raw_run_ids_of(path: Path) -> list[int]:
     # The main file alone may hold none of the runs (they are in its -wal): read a copy.
     with tempfile.TemporaryDirectory(prefix="qcsql-ids-") as folder:
         return _raw_run_ids(copy_database(path, Path(folder)))
+
+
+@functools.cache
+def parameter_data_for(
+    path: Path, ranges: tuple[tuple[int | None, int | None], ...] = ((None, None),)
+) -> ReferenceData:
+    """QCoDeS' ``get_parameter_data(start=, end=)`` of every run of ``path``, on a copy."""
+    from qcodes.dataset import load_by_id
+
+    reference = ReferenceData()
+    run_ids = _raw_run_ids_of(path)
+    with tempfile.TemporaryDirectory(prefix="qcsql-reference-") as folder:
+        try:
+            conn, _ = _connect_like_a_user(path, Path(folder))
+        except Exception as exc:
+            reference.errors[(0, None, None)] = f"{type(exc).__name__}: {exc}"
+            return reference
+        try:
+            for run_id in run_ids:
+                for start, end in ranges:
+                    key = (run_id, start, end)
+                    try:
+                        dataset = load_by_id(run_id, conn=conn)
+                        reference.by_run[key] = dataset.get_parameter_data(start=start, end=end)
+                    except Exception as exc:
+                        reference.errors[key] = f"{type(exc).__name__}: {exc}"
+        finally:
+            conn.close()
+    return reference

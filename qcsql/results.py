@@ -1,0 +1,185 @@
+"""Read a results table in short, id-ordered chunks that never stand in a writer's way.
+
+A QCoDeS writer in rollback-journal mode cannot commit while any reader holds
+the file, and after its 5 s busy timeout it drops the rows it wanted to write.
+So nothing here runs one long statement: rows are counted and fetched in id
+ranges (keyset pagination, never ``OFFSET`` over the table), every chunk is one
+statement fetched at once, and no transaction stays open between chunks.
+
+Statements are built with SQLAlchemy Core on a model of the table read from
+the file, compiled once, and run on the plain sqlite3 connection, because the
+rows of a large run are too many for SQLAlchemy's row objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
+
+from qcsql.connection import ReadOnlyConnection
+from qcsql.errors import SchemaError
+
+__all__ = ["ResultsTable", "RowRange"]
+
+# Rows counted per statement when locating rows: a count of this many ids takes
+# a few milliseconds, even on slow disks a small fraction of a second.
+COUNT_SPAN = 262_144
+_DIALECT = sqlite.dialect()
+
+
+@dataclass(frozen=True)
+class RowRange:
+    """The rows of one parameter tree to read: ids in (after_id, upto_id], ``rows`` of them."""
+
+    after_id: int
+    upto_id: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """A statement compiled once: its SQL, and how to order the values of its parameters."""
+
+    sql: str
+    names: tuple[str, ...]
+    defaults: dict[str, Any]
+
+    def values(self, given: dict[str, Any]) -> list[Any]:
+        merged = {**self.defaults, **given}
+        return [merged[name] for name in self.names]
+
+
+def _compiled(statement: sa.Select[Any]) -> _Statement:
+    compiled = statement.compile(dialect=_DIALECT)
+    return _Statement(str(compiled), tuple(compiled.positiontup or ()), dict(compiled.params))
+
+
+class ResultsTable:
+    """One run's results table, with the columns it really has."""
+
+    def __init__(self, connection: ReadOnlyConnection, run_id: int, name: str) -> None:
+        self._conn = connection
+        self.run_id = run_id
+        self.name = name
+        with connection.reading_raw(run_id=run_id, table=name) as raw:
+            info = raw.execute(f"PRAGMA table_info({_quote(name)})").fetchall()
+        if not info:
+            raise SchemaError(
+                f"{connection.path}, run {run_id}: the results table {name!r} does not exist",
+                path=connection.path,
+                run_id=run_id,
+                table=name,
+            )
+        self.declared_types = {row[1]: str(row[2] or "").lower() for row in info}
+        self._by_lower = {column.lower(): column for column in self.declared_types}
+        self.model = sa.Table(
+            name,
+            sa.MetaData(),
+            *(sa.Column(column, sa.types.NullType(), primary_key=column == "id") for column in self.declared_types),
+        )
+
+    def column(self, parameter: str) -> sa.ColumnClause[Any]:
+        """The column of ``parameter`` (SQLite column names are case-insensitive)."""
+        actual = self._by_lower.get(parameter.lower())
+        if actual is None:
+            raise SchemaError(
+                f"{self._conn.path}, run {self.run_id}: the results table {self.name!r} has no "
+                f"column {parameter!r} (it has {', '.join(self.declared_types)})",
+                path=self._conn.path,
+                run_id=self.run_id,
+                table=self.name,
+                column=parameter,
+            )
+        return self.model.c[actual]
+
+    def _fetch(self, statement: _Statement, **values: Any) -> list[Any]:
+        with self._conn.reading_raw(run_id=self.run_id, table=self.name) as raw:
+            return raw.execute(statement.sql, statement.values(values)).fetchall()
+
+    def max_id(self) -> int:
+        value = self._fetch(_compiled(sa.select(sa.func.max(self.model.c.id))))[0][0]
+        return int(value or 0)
+
+    def locate(
+        self, top: str, start: int | None, end: int | None, upto_id: int
+    ) -> RowRange:
+        """Which ids hold rows ``start``..``end`` (1-based, inclusive) of the rows where ``top``
+        is not NULL: QCoDeS' meaning of start/end, found with short counting statements."""
+        ids = self.model.c.id
+        not_null = self.column(top).is_not(None)
+        count = _compiled(
+            sa.select(sa.func.count())
+            .where(ids > sa.bindparam("lo"), ids <= sa.bindparam("hi"), not_null)
+        )
+        spans: list[tuple[int, int, int]] = []
+        low = 0
+        while low < upto_id:
+            high = min(low + COUNT_SPAN, upto_id)
+            counted = self._fetch(count, lo=low, hi=high)[0][0]
+            spans.append((low, high, int(counted)))
+            low = high
+        total = sum(count for _, _, count in spans)
+        first = max(start - 1, 0) if start is not None else 0
+        last = min(end, total) if end is not None else total
+        rows = max(last - first, 0)
+        if rows == 0:
+            return RowRange(after_id=upto_id, upto_id=upto_id, rows=0)
+        return RowRange(
+            after_id=self._id_of_row(first, spans, not_null) - 1,
+            upto_id=self._id_of_row(first + rows - 1, spans, not_null),
+            rows=rows,
+        )
+
+    def _id_of_row(
+        self, index: int, spans: Sequence[tuple[int, int, int]], not_null: sa.ColumnElement[bool]
+    ) -> int:
+        """The id of the ``index``-th (0-based) not-NULL row, an OFFSET bounded by one span."""
+        ids = self.model.c.id
+        before = 0
+        for low, high, count in spans:
+            if index < before + count:
+                statement = _compiled(
+                    sa.select(ids)
+                    .where(ids > sa.bindparam("lo"), ids <= sa.bindparam("hi"), not_null)
+                    .order_by(ids)
+                    .limit(1)
+                    .offset(sa.bindparam("skip"))
+                )
+                found = self._fetch(statement, lo=low, hi=high, skip=index - before)
+                return int(found[0][0])
+            before += count
+        raise IndexError(index)  # pragma: no cover - locate() never asks past the total
+
+    def chunks(
+        self, columns: Sequence[str], top: str, rows: RowRange, rows_per_chunk: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of ``rows`` in id order, ``(id, *columns)`` each, one statement per chunk."""
+        ids = self.model.c.id
+        statement = _compiled(
+            sa.select(ids, *(self.column(name) for name in columns))
+            .where(
+                ids > sa.bindparam("after"),
+                ids <= sa.bindparam("upto"),
+                self.column(top).is_not(None),
+            )
+            .order_by(ids)
+            .limit(sa.bindparam("limit"))
+        )
+        after, left = rows.after_id, rows.rows
+        while left > 0:
+            chunk = self._fetch(
+                statement, after=after, upto=rows.upto_id, limit=min(rows_per_chunk, left)
+            )
+            if not chunk:
+                return
+            yield chunk
+            after = chunk[-1][0]
+            left -= len(chunk)
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
