@@ -12,12 +12,12 @@ from qcsql.database import Database, DatabaseSummary, open_database
 from qcsql.description import InterDependencies, ParamSpec, ParamSpecBase, RunDescription
 from qcsql.errors import (
     AmbiguousRunSpecError,
-    DataDecodeError,
     DatabaseBusyError,
     DatabaseCorruptError,
     DatabaseNotFoundError,
     DatabaseOpenError,
     DatabaseReadError,
+    DataDecodeError,
     NotQCoDeSError,
     NotSQLiteError,
     ParameterNotFoundError,

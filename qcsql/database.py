@@ -21,8 +21,8 @@ from qcsql.connection import Access, ReadOnlyConnection
 from qcsql.description import (
     LayoutRow,
     RunDescription,
+    description_from_columns,
     description_from_layouts,
-    empty_description,
     parse_run_description,
 )
 from qcsql.errors import (
@@ -412,7 +412,7 @@ class Database:
 
     def _description_from_layouts(self, run: Run) -> RunDescription:
         if "layouts" not in self._table_names:
-            return empty_description("none")
+            return description_from_columns(self._column_types(run))
         layouts = self.model.layouts.c
         dependencies = self.model.dependencies.c
         layout_statement = (

@@ -26,11 +26,12 @@ __all__ = [
     "ParamSpec",
     "ParamSpecBase",
     "RunDescription",
+    "description_from_columns",
     "description_from_layouts",
     "parse_run_description",
 ]
 
-DescriptionSource = Literal["run_description", "layouts", "none"]
+DescriptionSource = Literal["run_description", "layouts", "results_table", "none"]
 _DEPENDS_ON = "depends_on"
 _INFERRED_FROM = "inferred_from"
 
@@ -373,4 +374,23 @@ def description_from_layouts(
         )
     return RunDescription(
         version=0, interdependencies=_from_paramspecs(specs), shapes=None, source="layouts"
+    )
+
+
+def description_from_columns(column_types: Mapping[str, str]) -> RunDescription:
+    """For files older than the ``layouts`` table (the 2017 prototypes): every column of the
+    results table is a standalone parameter, typed by its declared type, so its data can be
+    read. QCoDeS sees no parameters at all in such runs."""
+
+    def paramtype(declared: str) -> str:
+        declared = declared.lower()
+        return declared if declared in ("array", "text", "complex") else "numeric"
+
+    specs = [
+        {"name": name, "paramtype": paramtype(kind), "label": "", "unit": ""}
+        for name, kind in column_types.items()
+        if name.lower() != "id"
+    ]
+    return RunDescription(
+        version=0, interdependencies=_from_paramspecs(specs), shapes=None, source="results_table"
     )

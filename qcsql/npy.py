@@ -37,6 +37,11 @@ class NpyHeader:
     fortran_order: bool
     data_offset: int
 
+    def stacked_dtype(self, rows: int) -> np.dtype[np.generic]:
+        """The dtype ``np.array(list_of_such_arrays)`` gives (as QCoDeS stacks them): a list of
+        several is promoted to native byte order, a list of one keeps the blob's."""
+        return self.dtype if self.dtype.isnative or rows == 1 else self.dtype.newbyteorder("=")
+
     @property
     def data_nbytes(self) -> int:
         return math.prod(self.shape) * self.dtype.itemsize
@@ -59,7 +64,9 @@ def parse_header(blob: bytes) -> NpyHeader:
     start = 8 + field
     length = int.from_bytes(blob[8:start], "little")
     if len(blob) < start + length:
-        raise ValueError(f"the .npy header is cut off ({len(blob)} bytes for a {length}-byte header)")
+        raise ValueError(
+            f"the .npy header is cut off ({len(blob)} bytes for a {length}-byte header)"
+        )
     text = blob[start : start + length].decode("utf-8" if major >= 3 else "latin1")
     try:
         fields = ast.literal_eval(text)
@@ -87,16 +94,21 @@ def parse_header(blob: bytes) -> NpyHeader:
 def decode_one(blob: bytes) -> npt.NDArray[np.generic]:
     """One blob as the array ``numpy.lib.format.read_array`` would return (a copy, writable)."""
     header = parse_header(blob)
-    flat = np.frombuffer(blob, dtype=header.dtype, offset=header.data_offset, count=math.prod(header.shape))
-    order = "F" if header.fortran_order else "C"
-    return flat.reshape(header.shape, order=order).copy(order="K")
+    flat = np.frombuffer(
+        blob, dtype=header.dtype, offset=header.data_offset, count=math.prod(header.shape)
+    )
+    shaped: npt.NDArray[np.generic] = flat.reshape(
+        header.shape, order="F" if header.fortran_order else "C"
+    )
+    return shaped.copy(order="K")
 
 
 def decode_uniform(
     blobs: Sequence[bytes], header: NpyHeader, prefix: bytes
 ) -> npt.NDArray[np.generic] | None:
-    """All ``blobs`` as one ``(len(blobs), *header.shape)`` array, if every one starts with
-    ``prefix`` (the exact header bytes) and has the promised length; else None."""
+    """All ``blobs`` stacked into one ``(len(blobs), *header.shape)`` array (in native byte
+    order, as ``np.array`` of the decoded blobs is), if every one starts with ``prefix``
+    (the exact header bytes) and has the promised length; else None."""
     size = header.blob_size
     for blob in blobs:
         if type(blob) is not bytes or len(blob) != size or not blob.startswith(prefix):
@@ -109,4 +121,5 @@ def decode_uniform(
         return out
     raw = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(rows, size)
     out.reshape(rows, -1).view(np.uint8)[:] = raw[:, header.data_offset :]
-    return out
+    stacked = header.stacked_dtype(rows)
+    return out if stacked == out.dtype else out.astype(stacked)

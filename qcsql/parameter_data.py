@@ -161,8 +161,14 @@ def _decode(tree: _Tree, column: str, blob: Any) -> npt.NDArray[Any]:
 def _read_scalar_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
     n = tree.rows.rows
     numeric = [kind not in ("text", "complex") for kind in tree.kinds]
-    floats = {c: np.empty(n, dtype=np.float64) for c, num in zip(tree.columns, numeric, strict=True) if num}
-    pieces: dict[str, list[Any]] = {c: [] for c, num in zip(tree.columns, numeric, strict=True) if not num}
+    floats = {
+        c: np.empty(n, dtype=np.float64)
+        for c, num in zip(tree.columns, numeric, strict=True)
+        if num
+    }
+    pieces: dict[str, list[Any]] = {
+        c: [] for c, num in zip(tree.columns, numeric, strict=True) if not num
+    }
     position = 0
     for chunk in tree.chunks(NUMERIC_ROWS_PER_CHUNK):
         m = len(chunk)
@@ -217,7 +223,9 @@ def _read_array_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
     target = _plan_array_layout(tree, first, layout)
     row_bytes = sum(column.header.blob_size for column in layout.values())
     out = _allocate(tree, layout, target, n)
-    texts: dict[str, list[Any]] = {c: [] for c, k in zip(tree.columns, tree.kinds, strict=True) if k == "text"}
+    texts: dict[str, list[Any]] = {
+        c: [] for c, k in zip(tree.columns, tree.kinds, strict=True) if k == "text"
+    }
     position = 0
     for chunk in tree.chunks(max(1, BLOB_BYTES_PER_CHUNK // max(row_bytes, 1))):
         _fill_array_chunk(tree, chunk, layout, target, out, texts, position)
@@ -259,7 +267,7 @@ def _allocate(
     out: dict[str, npt.NDArray[Any]] = {}
     for column, kind in zip(tree.columns, tree.kinds, strict=True):
         if kind == "array":
-            out[column] = np.empty((n, *target), dtype=layout[column].header.dtype)
+            out[column] = np.empty((n, *target), dtype=layout[column].header.stacked_dtype(n))
         elif kind == "complex":
             out[column] = np.empty((n, *target), dtype=np.complex128)
         elif kind != "text":
@@ -305,7 +313,12 @@ def _read_exactly_like_qcodes(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
     rows: list[list[Any]] = []
     for chunk in tree.chunks(NUMERIC_ROWS_PER_CHUNK // 16):
         for raw in chunk:
-            rows.append([_decode_value(tree, c, k, v) for c, k, v in zip(tree.columns, tree.kinds, raw[1:], strict=True)])
+            rows.append(
+                [
+                    _decode_value(tree, c, k, v)
+                    for c, k, v in zip(tree.columns, tree.kinds, raw[1:], strict=True)
+                ]
+            )
     if "array" in tree.kinds:
         _expand_like_qcodes(tree, rows)
     result: dict[str, npt.NDArray[Any]] = {}
@@ -339,7 +352,9 @@ def _expand_like_qcodes(tree: _Tree, rows: list[list[Any]]) -> None:
             raise tree.fail(missing, "is NULL in a row of an array parameter's tree")
         for i, kind in enumerate(kinds):
             if kind in SCALAR_KINDS:
-                dtype = {"numeric": np.float64, "complex": np.complex128}.get(kind, f"U{len(str(row[i]))}")
+                dtype = {"numeric": np.float64, "complex": np.complex128}.get(
+                    kind, f"U{len(str(row[i]))}"
+                )
                 row[i] = np.full_like(anchor, row[i], dtype=dtype)
         largest = max(row, key=lambda a: a.size)
         if largest.size > 1:
@@ -369,6 +384,10 @@ def _reshape(
         elif array.size > expected:
             log.warning(
                 "%s: %d values of %s do not fit the declared shape %s of %s; returned flat",
-                column, array.size, column, shape, name,
+                column,
+                array.size,
+                column,
+                shape,
+                name,
             )
     return data

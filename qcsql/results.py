@@ -79,10 +79,13 @@ class ResultsTable:
         self.model = sa.Table(
             name,
             sa.MetaData(),
-            *(sa.Column(column, sa.types.NullType(), primary_key=column == "id") for column in self.declared_types),
+            *(
+                sa.Column(column, sa.types.NullType(), primary_key=column == "id")
+                for column in self.declared_types
+            ),
         )
 
-    def column(self, parameter: str) -> sa.ColumnClause[Any]:
+    def column(self, parameter: str) -> sa.Column[Any]:
         """The column of ``parameter`` (SQLite column names are case-insensitive)."""
         actual = self._by_lower.get(parameter.lower())
         if actual is None:
@@ -94,7 +97,8 @@ class ResultsTable:
                 table=self.name,
                 column=parameter,
             )
-        return self.model.c[actual]
+        column: sa.Column[Any] = self.model.c[actual]
+        return column
 
     def _fetch(self, statement: _Statement, **values: Any) -> list[Any]:
         with self._conn.reading_raw(run_id=self.run_id, table=self.name) as raw:
@@ -104,16 +108,15 @@ class ResultsTable:
         value = self._fetch(_compiled(sa.select(sa.func.max(self.model.c.id))))[0][0]
         return int(value or 0)
 
-    def locate(
-        self, top: str, start: int | None, end: int | None, upto_id: int
-    ) -> RowRange:
+    def locate(self, top: str, start: int | None, end: int | None, upto_id: int) -> RowRange:
         """Which ids hold rows ``start``..``end`` (1-based, inclusive) of the rows where ``top``
         is not NULL: QCoDeS' meaning of start/end, found with short counting statements."""
         ids = self.model.c.id
         not_null = self.column(top).is_not(None)
         count = _compiled(
-            sa.select(sa.func.count())
-            .where(ids > sa.bindparam("lo"), ids <= sa.bindparam("hi"), not_null)
+            sa.select(sa.func.count()).where(
+                ids > sa.bindparam("lo"), ids <= sa.bindparam("hi"), not_null
+            )
         )
         spans: list[tuple[int, int, int]] = []
         low = 0

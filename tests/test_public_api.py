@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pkgutil
 import subprocess
 import sys
 
@@ -13,18 +14,7 @@ def test_all_is_sorted_and_complete() -> None:
     for name in qcsql.__all__:
         assert hasattr(qcsql, name), name
     public = {name for name in vars(qcsql) if not name.startswith("_")}
-    modules = {
-        "cli",
-        "connection",
-        "database",
-        "description",
-        "errors",
-        "guids",
-        "records",
-        "runs",
-        "tables",
-        "versions",
-    }
+    modules = {module.name for module in pkgutil.iter_modules(qcsql.__path__)}
     assert public - set(qcsql.__all__) <= modules
 
 

@@ -56,6 +56,13 @@ def _expected(theirs: dict[str, Any], schema_version: int) -> dict[str, Any]:
     return expected
 
 
+def _compare_description(ours: dict[str, Any], run: qcsql.Run) -> dict[str, Any]:
+    """Files older than the layouts table: QCoDeS sees no parameters, qcsql reads the columns."""
+    if run.description.source == "results_table":
+        ours = dict(ours, paramspecs={}, top_level_parameters=())
+    return ours
+
+
 def test_every_run_matches_qcodes(any_database: Path, tmp_path: Path, guard: list[Path]) -> None:
     reference = reference_for(any_database)
     if reference.open_error is not None:
@@ -67,12 +74,12 @@ def test_every_run_matches_qcodes(any_database: Path, tmp_path: Path, guard: lis
         assert sorted(runs) == sorted(reference.runs)
         compared = 0
         for run_id, theirs in reference.runs.items():
-            ours = _ours(runs[run_id])
+            ours = _compare_description(_ours(runs[run_id]), runs[run_id])
             if theirs.error is not None:
                 continue  # QCoDeS cannot load it; qcsql still must (checked by computing `ours`)
             assert ours == _expected(theirs.fields, db.schema_version), f"run {run_id}"
             compared += 1
-            assert _ours(db.load_by_id(run_id)) == ours
+            assert _compare_description(_ours(db.load_by_id(run_id)), runs[run_id]) == ours
             if ours["guid"] is not None:
                 assert db.load_by_guid(ours["guid"]).run_id == run_id
         experiments = [
