@@ -21,6 +21,8 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 CACHE = Path(__file__).resolve().parent / ".cache"
+# (label, probe result) of every memory probe run in this session, for the summary.
+MEMORY_REPORTS: list[tuple[str, dict[str, Any]]] = []
 
 
 def cached_database(name: str, build: Callable[[Path], None]) -> Path:
@@ -56,6 +58,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         side = "qcodes" if "qcodes" in bench.name else "qcsql"
         groups.setdefault(bench.group or bench.name, {})[side] = bench.stats.mean
     terminalreporter.section("qcsql vs QCoDeS 0.58 (ratio of mean times)")
+    for label, probe in MEMORY_REPORTS:
+        terminalreporter.write_line(
+            f"memory, {label}, {probe['reader']}: peak RSS grew {probe['peak_growth_bytes'] / 2**20:.0f} MiB"
+            f" for {probe['returned_bytes'] / 2**20:.0f} MiB returned = {probe['ratio']:.2f}x"
+        )
     for group, sides in sorted(groups.items()):
         if {"qcsql", "qcodes"} <= set(sides):
             ratio = sides["qcodes"] / sides["qcsql"]

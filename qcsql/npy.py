@@ -18,6 +18,7 @@ import ast
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +27,7 @@ __all__ = ["NpyHeader", "decode_one", "decode_uniform", "parse_header"]
 
 MAGIC = b"\x93NUMPY"
 _LENGTH_FIELD = {1: 2, 2: 4, 3: 4}  # bytes of the header-length field per major version
+LARGE_BLOB = 2048  # from this size on, blobs are copied one by one instead of joined
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,18 @@ def decode_one(blob: bytes) -> npt.NDArray[np.generic]:
 
 
 def decode_uniform(
-    blobs: Sequence[bytes], header: NpyHeader, prefix: bytes
-) -> npt.NDArray[np.generic] | None:
+    blobs: Sequence[bytes],
+    header: NpyHeader,
+    prefix: bytes,
+    out: npt.NDArray[Any] | None = None,
+) -> npt.NDArray[Any] | None:
     """All ``blobs`` stacked into one ``(len(blobs), *header.shape)`` array (in native byte
     order, as ``np.array`` of the decoded blobs is), if every one starts with ``prefix``
-    (the exact header bytes) and has the promised length; else None."""
+    (the exact header bytes) and has the promised length; else None.
+
+    With ``out`` (C-contiguous, ``(len(blobs), *header.shape)``, of the header's dtype) the
+    values are written there directly, saving a copy of the whole chunk.
+    """
     size = header.blob_size
     for blob in blobs:
         if type(blob) is not bytes or len(blob) != size or not blob.startswith(prefix):
@@ -116,10 +125,21 @@ def decode_uniform(
     if header.fortran_order and len(header.shape) > 1:
         return None
     rows = len(blobs)
-    out = np.empty((rows, *header.shape), dtype=header.dtype)
-    if header.data_nbytes == 0 or rows == 0:
+    direct = out is not None and out.dtype == header.dtype and out.flags.c_contiguous
+    target = out if direct and out is not None else np.empty((rows, *header.shape), header.dtype)
+    if header.data_nbytes and rows:
+        flat = target.reshape(rows, -1)
+        if size >= LARGE_BLOB:  # one copy per blob beats joining them first
+            count = math.prod(header.shape)
+            for index, blob in enumerate(blobs):
+                flat[index] = np.frombuffer(blob, header.dtype, count, header.data_offset)
+        else:
+            raw = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(rows, size)
+            flat.view(np.uint8)[:] = raw[:, header.data_offset :]
+    if out is not None and not direct:
+        out[...] = target
         return out
-    raw = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(rows, size)
-    out.reshape(rows, -1).view(np.uint8)[:] = raw[:, header.data_offset :]
+    if out is not None:
+        return out
     stacked = header.stacked_dtype(rows)
-    return out if stacked == out.dtype else out.astype(stacked)
+    return target if stacked == target.dtype else target.astype(stacked)

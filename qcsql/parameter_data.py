@@ -19,6 +19,7 @@ including its ragged object arrays.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -67,8 +68,8 @@ class _Tree:
             column=column,
         )
 
-    def chunks(self, rows_per_chunk: int) -> Iterator[list[tuple[Any, ...]]]:
-        return self.table.chunks(self.columns, self.top, self.rows, rows_per_chunk)
+    def chunks(self, ids_per_chunk: int) -> Iterator[list[tuple[Any, ...]]]:
+        return self.table.chunks(self.columns, self.top, self.rows, ids_per_chunk)
 
 
 def read_parameter_data(
@@ -124,6 +125,21 @@ def _numeric(tree: _Tree, column: str, values: Sequence[Any]) -> npt.NDArray[np.
         raise tree.fail(column, f"holds {bad!r:.60}, which is not a number") from None
 
 
+def _all_floats(chunk: list[tuple[Any, ...]], width: int) -> npt.NDArray[np.float64] | None:
+    """A chunk of plain numbers as an (m, width) float64 block in one pass; None when some
+    value needs a closer look (NULL, the text 'nan', something that is not a number)."""
+    try:
+        flat = np.fromiter(
+            itertools.chain.from_iterable(chunk), dtype=np.float64, count=len(chunk) * width
+        )
+    except (ValueError, TypeError):
+        try:
+            return np.array(chunk, dtype=np.float64)  # NULL -> NaN, 'nan' -> NaN, as QCoDeS
+        except (ValueError, TypeError):
+            return None
+    return flat.reshape(len(chunk), width)
+
+
 def _is_number_like(value: Any) -> bool:
     try:
         float(value if value is not None else "nan")
@@ -173,16 +189,13 @@ def _read_scalar_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
     for chunk in tree.chunks(NUMERIC_ROWS_PER_CHUNK):
         m = len(chunk)
         if all(numeric):
-            try:
-                block = np.array(chunk, dtype=np.float64)
-            except (ValueError, TypeError):
-                block = None
+            block = _all_floats(chunk, len(tree.columns))
             if block is not None:
-                for j, column in enumerate(tree.columns, start=1):
+                for j, column in enumerate(tree.columns):
                     floats[column][position : position + m] = block[:, j]
                 position += m
                 continue
-        by_column = list(zip(*chunk, strict=True))[1:]
+        by_column = list(zip(*chunk, strict=True))
         for column, kind, values in zip(tree.columns, tree.kinds, by_column, strict=True):
             if column in floats:
                 floats[column][position : position + m] = _numeric(tree, column, values)
@@ -217,8 +230,7 @@ def _read_array_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
     """The common case: every blob of a column has one header, and all array columns share
     one shape S (or have size 1): every column becomes ``(rows, *S)`` like QCoDeS' expansion."""
     n = tree.rows.rows
-    first_row = RowRange(tree.rows.after_id, tree.rows.upto_id, 1)
-    first = next(tree.table.chunks(tree.columns, tree.top, first_row, 1))[0]
+    first = tree.table.first_row(tree.columns, tree.top, tree.rows)
     layout: dict[str, _ArrayColumn] = {}
     target = _plan_array_layout(tree, first, layout)
     row_bytes = sum(column.header.blob_size for column in layout.values())
@@ -242,7 +254,7 @@ def _plan_array_layout(
     tree: _Tree, first_row: tuple[Any, ...], layout: dict[str, _ArrayColumn]
 ) -> tuple[int, ...]:
     shapes: list[tuple[int, ...]] = []
-    for column, kind, value in zip(tree.columns, tree.kinds, first_row[1:], strict=True):
+    for column, kind, value in zip(tree.columns, tree.kinds, first_row, strict=True):
         if kind != "array":
             continue
         if value is None:
@@ -286,16 +298,20 @@ def _fill_array_chunk(
 ) -> None:
     m = len(chunk)
     spread = (m, *(1,) * len(target))
-    by_column = list(zip(*chunk, strict=True))[1:]
+    by_column = list(zip(*chunk, strict=True))
     for column, kind, values in zip(tree.columns, tree.kinds, by_column, strict=True):
         if kind == "array":
             spec = layout[column]
-            decoded = decode_uniform(values, spec.header, spec.prefix)
-            if decoded is None:
-                raise _Irregular
             if spec.header.shape == target:
-                out[column][position : position + m] = decoded
+                done = decode_uniform(
+                    values, spec.header, spec.prefix, out[column][position : position + m]
+                )
+                if done is None:
+                    raise _Irregular
             else:
+                decoded = decode_uniform(values, spec.header, spec.prefix)
+                if decoded is None:
+                    raise _Irregular
                 out[column][position : position + m] = decoded.reshape(spread)
         elif kind == "complex":
             out[column][position : position + m] = _complex(tree, column, values).reshape(spread)
@@ -316,7 +332,7 @@ def _read_exactly_like_qcodes(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
             rows.append(
                 [
                     _decode_value(tree, c, k, v)
-                    for c, k, v in zip(tree.columns, tree.kinds, raw[1:], strict=True)
+                    for c, k, v in zip(tree.columns, tree.kinds, raw, strict=True)
                 ]
             )
     if "array" in tree.kinds:

@@ -157,31 +157,47 @@ class ResultsTable:
             before += count
         raise IndexError(index)  # pragma: no cover - locate() never asks past the total
 
-    def chunks(
-        self, columns: Sequence[str], top: str, rows: RowRange, rows_per_chunk: int
-    ) -> Iterator[list[tuple[Any, ...]]]:
-        """The rows of ``rows`` in id order, ``(id, *columns)`` each, one statement per chunk."""
+    def first_row(self, columns: Sequence[str], top: str, rows: RowRange) -> tuple[Any, ...]:
+        """The first row of ``rows``, to plan how to decode the rest."""
         ids = self.model.c.id
         statement = _compiled(
-            sa.select(ids, *(self.column(name) for name in columns))
+            sa.select(*(self.column(name) for name in columns))
             .where(
                 ids > sa.bindparam("after"),
                 ids <= sa.bindparam("upto"),
                 self.column(top).is_not(None),
             )
             .order_by(ids)
-            .limit(sa.bindparam("limit"))
+            .limit(1)
         )
-        after, left = rows.after_id, rows.rows
-        while left > 0:
-            chunk = self._fetch(
-                statement, after=after, upto=rows.upto_id, limit=min(rows_per_chunk, left)
+        found = self._fetch(statement, after=rows.after_id, upto=rows.upto_id)
+        return tuple(found[0]) if found else ()
+
+    def chunks(
+        self, columns: Sequence[str], top: str, rows: RowRange, ids_per_chunk: int
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of ``rows`` in id order, one statement per window of ``ids_per_chunk`` ids.
+
+        Windows of ids (keyset pagination on the rowid) need no id column in the result
+        and no LIMIT, so each statement returns just the values, as fast as SQLite can.
+        """
+        ids = self.model.c.id
+        statement = _compiled(
+            sa.select(*(self.column(name) for name in columns))
+            .where(
+                ids > sa.bindparam("after"),
+                ids <= sa.bindparam("upto"),
+                self.column(top).is_not(None),
             )
-            if not chunk:
-                return
-            yield chunk
-            after = chunk[-1][0]
-            left -= len(chunk)
+            .order_by(ids)
+        )
+        low = rows.after_id
+        while low < rows.upto_id:
+            high = min(low + max(ids_per_chunk, 1), rows.upto_id)
+            chunk = self._fetch(statement, after=low, upto=high)
+            if chunk:
+                yield chunk
+            low = high
 
 
 def _quote(identifier: str) -> str:

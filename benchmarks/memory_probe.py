@@ -1,0 +1,74 @@
+"""Peak memory of one get_parameter_data call, measured in a fresh process.
+
+    python -m benchmarks.memory_probe {qcsql|qcodes} DB
+
+Prints JSON: the bytes of the returned arrays, the growth of the peak RSS during
+the call (VmHWM, reset just before, minus the RSS just before), their ratio and
+the time. (ru_maxrss is no use here: Linux carries it over from the parent.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Any
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    """Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def _nbytes(data: dict[str, dict[str, Any]]) -> int:
+    return sum(array.nbytes for tree in data.values() for array in tree.values())
+
+
+def main() -> None:
+    which, path = sys.argv[1], sys.argv[2]
+    if which == "qcodes":
+        os.environ["HOME"] = tempfile.mkdtemp()
+        from qcodes.dataset import load_by_id
+        from qcodes.dataset.sqlite.database import connect
+
+        conn = connect(path)
+        dataset = load_by_id(1, conn=conn)
+        read = dataset.get_parameter_data
+    else:
+        import qcsql
+
+        db = qcsql.open_database(path)
+        read = db.load_by_id(1).get_parameter_data
+    _reset_peak()
+    before = _status_bytes("VmRSS")
+    started = time.perf_counter()
+    data = read()
+    seconds = time.perf_counter() - started
+    peak = _status_bytes("VmHWM")
+    returned = _nbytes(data)
+    print(
+        json.dumps(
+            {
+                "reader": which,
+                "returned_bytes": returned,
+                "peak_growth_bytes": peak - before,
+                "ratio": (peak - before) / returned,
+                "seconds": seconds,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
