@@ -79,6 +79,7 @@ class FileHeader:
 
     wal_mode: bool
     page_size: int
+    reserved_bytes: int
 
 
 def read_header(path: Path) -> FileHeader:
@@ -103,7 +104,9 @@ def read_header(path: Path) -> FileHeader:
         )
     page_size = int.from_bytes(header[16:18], "big")
     return FileHeader(
-        wal_mode=header[18] == WAL_FORMAT, page_size=65536 if page_size == 1 else page_size
+        wal_mode=header[18] == WAL_FORMAT,
+        page_size=65536 if page_size == 1 else page_size,
+        reserved_bytes=header[20],
     )
 
 

@@ -96,7 +96,11 @@ def read_parameter_data(
         top, setpoints, others = graph.tree_by_group(name)
         columns = (top, *setpoints, *others)
         kinds = tuple(graph.parameters[c].paramtype for c in columns)
-        tree = _Tree(table, top, columns, kinds, table.locate(top, start, end, upto_id), where)
+        if start is None and end is None and not set(kinds) & {"array", "text", "complex"}:
+            rows = table.all_rows(upto_id)  # numeric trees fill and then trim: no counting pass
+        else:
+            rows = table.locate(top, start, end, upto_id)
+        tree = _Tree(table, top, columns, kinds, rows, where)
         data = _read_tree(tree)
         shapes = description.shapes or {}
         output[name] = _reshape(data, shapes.get(name), name)
@@ -174,6 +178,21 @@ def _decode(tree: _Tree, column: str, blob: Any) -> npt.NDArray[Any]:
         raise tree.fail(column, str(exc)) from None
 
 
+def _fill_from_pages(
+    tree: _Tree, floats: dict[str, npt.NDArray[np.float64]]
+) -> tuple[int, RowRange]:
+    """Fill an all-numeric tree from the table's pages (:mod:`qcsql.pages`) for as long as
+    they can be read; returns how many rows were filled and the rows left for SQLite."""
+    position = 0
+    for left, window in tree.table.numeric_windows(tree.columns, tree.top, tree.rows):
+        if window is None:
+            return position, left
+        for column, decoded in zip(tree.columns, window.values, strict=True):
+            floats[column][position : position + window.rows] = decoded
+        position += window.rows
+    return position, RowRange(tree.rows.upto_id, tree.rows.upto_id, 0)
+
+
 def _read_scalar_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
     n = tree.rows.rows
     numeric = [kind not in ("text", "complex") for kind in tree.kinds]
@@ -185,8 +204,8 @@ def _read_scalar_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
     pieces: dict[str, list[Any]] = {
         c: [] for c, num in zip(tree.columns, numeric, strict=True) if not num
     }
-    position = 0
-    for chunk in tree.chunks(NUMERIC_ROWS_PER_CHUNK):
+    position, rest = _fill_from_pages(tree, floats) if all(numeric) else (0, tree.rows)
+    for chunk in tree.table.chunks(tree.columns, tree.top, rest, NUMERIC_ROWS_PER_CHUNK):
         m = len(chunk)
         if all(numeric):
             block = _all_floats(chunk, len(tree.columns))
@@ -204,8 +223,11 @@ def _read_scalar_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
             else:
                 pieces[column].extend(values)
         position += m
-    if position != n:
+    if position != n and tree.rows.exact:
         raise _Irregular  # rows vanished under us (a rewritten file); read again, exactly
+    if position < n:  # the allocation was an upper bound: give back the untouched tail
+        for array in floats.values():
+            array.resize(position, refcheck=False)
     result: dict[str, npt.NDArray[Any]] = {}
     for column, kind in zip(tree.columns, tree.kinds, strict=True):
         if column in floats:

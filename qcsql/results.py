@@ -22,6 +22,7 @@ from sqlalchemy.dialects import sqlite
 
 from qcsql.connection import ReadOnlyConnection
 from qcsql.errors import SchemaError
+from qcsql.pages import NumericColumns, PageSource, read_numeric_window
 
 __all__ = ["ResultsTable", "RowRange"]
 
@@ -33,11 +34,13 @@ _DIALECT = sqlite.dialect()
 
 @dataclass(frozen=True)
 class RowRange:
-    """The rows of one parameter tree to read: ids in (after_id, upto_id], ``rows`` of them."""
+    """The rows of one parameter tree to read: ids in (after_id, upto_id], ``rows`` of them
+    (or, when not ``exact``, at most ``rows``: an upper bound to allocate for)."""
 
     after_id: int
     upto_id: int
     rows: int
+    exact: bool = True
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,12 @@ class ResultsTable:
         value = self._fetch(_compiled(sa.select(sa.func.max(self.model.c.id))))[0][0]
         return int(value or 0)
 
+    def all_rows(self, upto_id: int) -> RowRange:
+        """Every row up to ``upto_id``, counted the cheap way (SQLite counts b-tree cells
+        without reading them): an upper bound for any one tree's rows."""
+        count = self._fetch(_compiled(sa.select(sa.func.count()).select_from(self.model)))[0][0]
+        return RowRange(after_id=0, upto_id=upto_id, rows=int(count), exact=False)
+
     def locate(self, top: str, start: int | None, end: int | None, upto_id: int) -> RowRange:
         """Which ids hold rows ``start``..``end`` (1-based, inclusive) of the rows where ``top``
         is not NULL: QCoDeS' meaning of start/end, found with short counting statements."""
@@ -156,6 +165,43 @@ class ResultsTable:
                 return int(found[0][0])
             before += count
         raise IndexError(index)  # pragma: no cover - locate() never asks past the total
+
+    def record_index(self, parameter: str) -> int:
+        """Position of ``parameter``'s value in the table's records (its column id)."""
+        return list(self.declared_types).index(self.column(parameter).name)
+
+    def root_page(self) -> int:
+        master = sa.table(
+            "sqlite_master", sa.column("rootpage"), sa.column("type"), sa.column("name")
+        )
+        statement = _compiled(
+            sa.select(master.c.rootpage).where(master.c.type == "table", master.c.name == self.name)
+        )
+        return int(self._fetch(statement)[0][0])
+
+    def numeric_windows(
+        self, columns: Sequence[str], top: str, rows: RowRange
+    ) -> Iterator[tuple[RowRange, NumericColumns | None]]:
+        """Decode all-numeric rows straight from the table's pages, window by window.
+
+        Yields ``(rows still to read, window)``; a window of None means the pages cannot
+        be used from here on, and the caller reads the rows still to read through SQLite.
+        """
+        source = PageSource(self._conn)
+        try:
+            indices = [self.record_index(name) for name in columns]
+            top_index = columns.index(top)
+            root = self.root_page()
+            after, left = rows.after_id, rows.rows
+            while after < rows.upto_id and left > 0:
+                remaining = RowRange(after, rows.upto_id, left)
+                window = read_numeric_window(source, root, indices, top_index, after, rows.upto_id)
+                yield remaining, window
+                if window is None:
+                    return
+                after, left = window.last_rowid, left - window.rows
+        finally:
+            source.close()
 
     def first_row(self, columns: Sequence[str], top: str, rows: RowRange) -> tuple[Any, ...]:
         """The first row of ``rows``, to plan how to decode the rest."""

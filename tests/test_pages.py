@@ -1,0 +1,133 @@
+"""The page reader (qcsql/pages.py) gives exactly what SQLite gives, bit for bit."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import qcsql
+import qcsql.pages
+import qcsql.results
+from tests.helpers import EXAMPLE_DB, copy_database
+
+
+@contextlib.contextmanager
+def _pages_disabled(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    @contextlib.contextmanager
+    def never(self: qcsql.pages.PageSource) -> Iterator[bool]:
+        yield False
+
+    with monkeypatch.context() as patch:
+        patch.setattr(qcsql.pages.PageSource, "window", never)
+        yield
+
+
+def _read_all(path: Path) -> dict[int, dict]:
+    out = {}
+    with qcsql.open_database(path) as db:
+        for run in db.runs():
+            try:
+                out[run.run_id] = run.get_parameter_data()
+            except qcsql.QcsqlError as error:
+                out[run.run_id] = type(error)
+    return out
+
+
+def test_pages_and_sqlite_agree_exactly(
+    any_database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with_pages = _read_all(any_database)
+    with _pages_disabled(monkeypatch):
+        through_sqlite = _read_all(any_database)
+    assert with_pages.keys() == through_sqlite.keys()
+    for run_id, data in through_sqlite.items():
+        if isinstance(data, type):
+            assert with_pages[run_id] is data
+            continue
+        for top, tree in data.items():
+            for name, array in tree.items():
+                ours = with_pages[run_id][top][name]
+                assert ours.dtype == array.dtype and ours.shape == array.shape
+                np.testing.assert_array_equal(ours, array, err_msg=f"run {run_id} {top}/{name}")
+
+
+def test_page_reader_handles_every_integer_width_and_nan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Values SQLite stores in each record format (1- to 8-byte ints, 0, 1, floats, 'nan',
+    NULL), written into a copy of a real results table, read identically both ways."""
+    copy = copy_database(EXAMPLE_DB, tmp_path)
+    with qcsql.open_database(copy) as db:
+        run = db.load_by_id(2)
+        table = run.table_name
+    values = [
+        0,
+        1,
+        -1,
+        127,
+        -128,
+        32767,
+        -32768,
+        8388607,
+        -8388608,
+        2**31 - 1,
+        -(2**31),
+        2**47 - 1,
+        -(2**47),
+        2**53,
+        -(2**53),
+        0.5,
+        -2.25,
+        1e300,
+        float("inf"),
+        "nan",
+        None,
+    ]
+    with sqlite3.connect(copy) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute(f'DELETE FROM "{table}"')
+        conn.executemany(
+            f'INSERT INTO "{table}" (dac_plunger, dac_barrier, dmm_current) VALUES (?, ?, ?)',
+            [(i, v, float(i)) for i, v in enumerate(values)],
+        )
+    windows: list[object] = []
+    real = qcsql.results.read_numeric_window
+
+    def spy(*args: object, **kwargs: object) -> object:
+        windows.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return windows[-1]
+
+    monkeypatch.setattr(qcsql.results, "read_numeric_window", spy)
+    data = _read_all(copy)[2]["dmm_current"]
+    assert windows and all(w is not None for w in windows), "the page reader was not used"
+    expected = np.array([np.nan if v in ("nan", None) else float(v) for v in values])
+    np.testing.assert_array_equal(data["dac_barrier"], expected)
+    np.testing.assert_array_equal(data["dac_plunger"], np.arange(len(values), dtype=float))
+
+
+def test_a_writer_connecting_mid_read_sends_the_read_back_to_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages of a WAL file are read without locks only while no -wal exists; one appearing
+    during a window discards that window, and SQLite (following the writer) reads the rest."""
+    copy = copy_database(EXAMPLE_DB, tmp_path)
+    expected = _read_all(copy)
+    real = qcsql.pages._leaf_pages
+    wal = copy.with_name(copy.name + "-wal")
+
+    def writer_connects(*args: object, **kwargs: object) -> list[int]:
+        wal.touch()  # what a QCoDeS writer's connection does first
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(qcsql.pages, "_leaf_pages", writer_connects)
+    with qcsql.open_database(copy) as db:
+        assert db.access is qcsql.Access.IMMUTABLE
+        data = db.load_by_id(1).get_parameter_data()
+        assert db.access is qcsql.Access.READ_ONLY
+    for name, array in expected[1]["dmm_current"].items():
+        np.testing.assert_array_equal(data["dmm_current"][name], array)
