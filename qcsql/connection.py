@@ -61,8 +61,6 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 HEADER_SIZE = 100
 # Byte 18 of the header is the write format version: 1 = rollback journal, 2 = WAL.
 WAL_FORMAT = 2
-# SQLite memory-maps up to this much of files that nobody writes (see _connect).
-MMAP_BYTES = 1 << 30
 # A reader waits this long for a writer's commit before giving up; it never holds a lock meanwhile.
 BUSY_TIMEOUT_S = 5.0
 
@@ -235,10 +233,6 @@ class ReadOnlyConnection:
             ) from exc
         try:
             raw.execute("PRAGMA query_only = 1")
-            if access is not Access.READ_ONLY:
-                # Nobody writes this file (or it is our private copy): let SQLite read it
-                # through a memory map, sparing a copy of every page. Connection-local.
-                raw.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
             # The first real read: SQLite parses the schema here, so a damaged file fails now.
             raw.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.Error as exc:
