@@ -42,3 +42,18 @@ def parse_guid(guid: str) -> GuidParts:
 def is_well_formed(guid: str) -> bool:
     """True for the canonical 8-4-4-4-12 lower-case form QCoDeS writes."""
     return bool(_CANONICAL.match(guid))
+
+
+# QCoDeS' 0->1 upgrade gives every run of a schema-v0 file this sample id.
+UPGRADE_SAMPLE = 0xDEAFCAFE
+
+
+def upgrade_guid(run_timestamp: float | None) -> str | None:
+    """The guid QCoDeS' own 0->1 upgrade would give a schema-v0 run (default location and
+    work station 0): stable, derived from the run alone, and the one the run keeps if the
+    file is ever upgraded by QCoDeS. None for a run that never started (QCoDeS' upgrade
+    cannot give those a guid either)."""
+    if run_timestamp is None:
+        return None
+    digits = f"{UPGRADE_SAMPLE:08x}{0:02x}{0:06x}{round(run_timestamp * 1000):016x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"

@@ -16,6 +16,7 @@ import orjson
 
 from qcsql.description import ParamSpec, RunDescription
 from qcsql.errors import RunDescriptionError, SnapshotError
+from qcsql.guids import upgrade_guid
 from qcsql.parameter_data import ParameterData
 from qcsql.records import Link, MetadataValue, RunRow
 
@@ -65,6 +66,12 @@ class Run:
     def guid(self) -> str | None:
         """The run's guid; None for schema v0 files, which have no guids."""
         return self._row.guid
+
+    @property
+    def stable_guid(self) -> str | None:
+        """The guid, or for schema-v0 runs (which have none) the guid QCoDeS' upgrade would
+        give them: what exports and sync records use to identify the run."""
+        return self._row.guid if self._row.guid is not None else upgrade_guid(self.run_timestamp_raw)
 
     @property
     def name(self) -> str | None:

@@ -1,0 +1,434 @@
+"""What a run's netCDF/HDF5 file holds: dimensions, variables and attributes.
+
+A format-neutral middle between decoding and writing (as xarray's backends
+have): :func:`plan_dataset` turns a run's ``get_parameter_data`` arrays into the
+structure QCoDeS' ``to_xarray_dataset()`` builds and its netCDF export writes,
+with numpy only (no pandas, no xarray), and the writer just writes the plan.
+
+The rules are QCoDeS 0.58's (``exporters/export_to_xarray.py``), per requested
+parameter P:
+
+* *direct*: P's data has exactly its declared ``shapes`` entry: one dimension
+  per setpoint, coordinates from the first line along each axis;
+* otherwise through the (pandas) index of P's setpoints: none -> an ``index``
+  dimension; unique and one setpoint -> that setpoint, in row order; unique and
+  on a grid (or with ``shapes``) -> one dimension per setpoint with its sorted
+  unique values and NaN where no row exists; unique, off the grid, no shapes ->
+  a ``multi_index``, written as cf_xarray's compression by gathering;
+  duplicated setpoints -> an ``index`` dimension with the setpoints as data;
+
+then the per-parameter results are merged (outer join on equal names), and the
+attributes of every variable and of the dataset are QCoDeS'.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qcsql.description import RunDescription
+from qcsql.errors import QcsqlError
+from qcsql.runs import Run
+
+__all__ = [
+    "DatasetPlan",
+    "PlanError",
+    "Variable",
+    "dataset_attrs",
+    "plan_dataset",
+    "plan_run",
+    "run_description_json",
+]
+
+INDEX, MULTI_INDEX = "index", "multi_index"
+
+
+class PlanError(QcsqlError):
+    """The run's data cannot be laid out as QCoDeS lays out a dataset."""
+
+
+@dataclass
+class Variable:
+    """One netCDF variable: a coordinate (``is_coord``) or a data variable."""
+
+    name: str
+    dims: tuple[str, ...]
+    data: npt.NDArray[Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    is_coord: bool = False
+
+
+@dataclass
+class DatasetPlan:
+    """Dimensions (ordered), variables (ordered) and dataset attributes of one file."""
+
+    dims: dict[str, int]
+    variables: dict[str, Variable]
+    attrs: dict[str, Any]
+
+    @property
+    def coords(self) -> list[Variable]:
+        return [v for v in self.variables.values() if v.is_coord]
+
+    @property
+    def data_vars(self) -> list[Variable]:
+        return [v for v in self.variables.values() if not v.is_coord]
+
+
+@dataclass
+class _Part:
+    """The dataset of one requested parameter, before merging."""
+
+    dims: dict[str, int] = field(default_factory=dict)
+    variables: dict[str, Variable] = field(default_factory=dict)
+
+    def add(self, name: str, dims: tuple[str, ...], data: npt.NDArray[Any], *, coord: bool) -> None:
+        for dim, size in zip(dims, data.shape, strict=True):
+            self.dims.setdefault(dim, size)
+        self.variables[name] = Variable(name, dims, data, is_coord=coord)
+
+
+def _flat(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Ravel; ragged object arrays (one array per row) are concatenated, as QCoDeS does."""
+    if array.dtype == object:
+        try:
+            return np.concatenate(list(array))
+        except ValueError:
+            return array.ravel()
+    return array.ravel()
+
+
+def _as_pandas(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """What a pandas column or index makes of an array: fixed-width text becomes objects."""
+    return values.astype(object) if values.dtype.kind == "U" else values
+
+
+def _direct(description: RunDescription, name: str, sub: Mapping[str, npt.NDArray[Any]]) -> _Part:
+    graph = description.interdependencies
+    _, setpoints, others = graph.tree_by_group(name)
+    part = _Part()
+    axes: dict[str, npt.NDArray[Any]] = {}
+    for axis, setpoint in enumerate(setpoints):
+        values = sub[setpoint]
+        axes[setpoint] = values[tuple(slice(None) if i == axis else 0 for i in range(values.ndim))]
+    part.add(name, tuple(setpoints), sub[name], coord=False)
+    for other in others:
+        if other in axes or other not in sub:
+            continue
+        related = graph.tree(other)
+        if name in related:
+            part.add(other, tuple(setpoints), sub[other], coord=False)
+        else:
+            kept = [s for s in setpoints if s in related]
+            picked = sub[other][tuple(slice(None) if s in related else 0 for s in setpoints)]
+            part.add(other, tuple(kept), picked, coord=True)
+    for setpoint, values in axes.items():
+        part.add(setpoint, (setpoint,), values, coord=True)
+    return part
+
+
+def _through_index(
+    description: RunDescription, name: str, sub: Mapping[str, npt.NDArray[Any]]
+) -> _Part:
+    graph = description.interdependencies
+    _, setpoints, _ = graph.tree_by_group(name)
+    levels = [s for s in setpoints if s in sub]
+    values = _as_pandas(_flat(sub[name]))
+    columns = [_as_pandas(_flat(sub[s])) for s in levels]
+    part = _Part()
+    if not levels:
+        part.add(name, (INDEX,), values, coord=False)
+        part.add(INDEX, (INDEX,), np.arange(len(values), dtype=np.int64), coord=True)
+        return _with_inferred(description, name, sub, part)
+    unique = len(_unique_rows(columns)) == len(values)
+    if not unique:  # df.reset_index().to_xarray(): setpoints become data along `index`
+        for level, column in zip(levels, columns, strict=True):
+            part.add(level, (INDEX,), column, coord=False)
+        part.add(name, (INDEX,), values, coord=False)
+        part.add(INDEX, (INDEX,), np.arange(len(values), dtype=np.int64), coord=True)
+        return _with_inferred(description, name, sub, part)
+    if len(levels) == 1:
+        part.add(name, (levels[0],), values, coord=False)
+        part.add(levels[0], (levels[0],), columns[0], coord=True)
+        return _with_inferred(description, name, sub, part)
+    sorted_levels, codes = map(list, zip(*(_levels(column) for column in columns), strict=True))
+    on_grid = math.prod(len(level) for level in sorted_levels) == len(values)
+    if not on_grid and description.shapes is None:
+        # cf_xarray's compression by gathering: each level its own dimension of sorted
+        # unique values, and multi_index the flat grid position of each row.
+        for level, unique_values in zip(levels, sorted_levels, strict=True):
+            part.add(level, (level,), unique_values, coord=True)
+        flat_position = np.ravel_multi_index(codes, tuple(len(lv) for lv in sorted_levels))
+        part.add(name, (MULTI_INDEX,), values, coord=False)
+        part.add(MULTI_INDEX, (MULTI_INDEX,), flat_position.astype(np.int64), coord=True)
+        part.variables[MULTI_INDEX].attrs["compress"] = " ".join(levels)
+        return _with_inferred(description, name, sub, part)
+    shape = tuple(len(level) for level in sorted_levels)
+    grid = np.full(shape, _missing(values.dtype), dtype=_with_missing(values.dtype))
+    grid[tuple(codes)] = values
+    part.add(name, tuple(levels), grid, coord=False)
+    for level, unique_values in zip(levels, sorted_levels, strict=True):
+        part.add(level, (level,), unique_values, coord=True)
+    return _with_inferred(description, name, sub, part)
+
+
+def _unique_rows(columns: Sequence[npt.NDArray[Any]]) -> set[tuple[Any, ...]]:
+    return set(zip(*(_as_qcodes_sees(column).tolist() for column in columns), strict=True))
+
+
+def _as_qcodes_sees(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Floats rounded to 15 significant digits, as QCoDeS reads them through SQLite's text.
+
+    qcsql keeps exact doubles, but which setpoint values count as equal (grid levels,
+    duplicates, merging trees) must be decided as QCoDeS decides it, or the structure of
+    the dataset would differ: 0.1 + 0.2 and 0.3 are one level for QCoDeS."""
+    if values.dtype.kind != "f" or not len(values):
+        return values
+    finite = np.isfinite(values) & (values != 0)
+    keys = values.astype(np.float64, copy=True)
+    magnitude = np.floor(np.log10(np.abs(values[finite])))
+    mantissa = np.rint(values[finite] / 10.0 ** (magnitude - 14))
+    carry = np.abs(mantissa) >= 1e15
+    mantissa[carry] = np.rint(mantissa[carry] / 10)
+    magnitude[carry] += 1
+    keys[finite] = mantissa * 10.0 ** (magnitude - 14)
+    return keys
+
+
+def _levels(column: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
+    """Sorted unique values (as pandas' MultiIndex levels) and each row's code; a level
+    stands for all exact values QCoDeS would read as one, and keeps the first of them."""
+    keys = _as_qcodes_sees(column)
+    unique_keys, first, codes = np.unique(keys, return_index=True, return_inverse=True)
+    return column[first], codes.reshape(-1)
+
+
+def _with_missing(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The dtype pandas gives a column once NaN holes are added (ints become floats)."""
+    if dtype.kind in "iub":
+        return np.dtype(np.float64)
+    return dtype
+
+
+def _missing(dtype: np.dtype[Any]) -> Any:
+    return np.nan if dtype.kind in "fciub" or dtype == object else None
+
+
+def _with_inferred(
+    description: RunDescription, name: str, sub: Mapping[str, npt.NDArray[Any]], part: _Part
+) -> _Part:
+    """QCoDeS' ``_add_inferred_data_vars``: other tree members over all current dims."""
+    graph = description.interdependencies
+    _, setpoints, others = graph.tree_by_group(name)
+    dims = _dataset_dims(part)
+    expected = math.prod(part.dims[d] for d in dims)
+    for other in others:
+        if other in setpoints or other in part.variables or other not in sub:
+            continue
+        flat = _as_pandas(_flat(sub[other]))
+        if flat.shape[0] == expected:
+            part.add(other, dims, flat.reshape(tuple(part.dims[d] for d in dims)), coord=False)
+    return part
+
+
+def _dataset_dims(part: _Part) -> tuple[str, ...]:
+    """Dims in the order xarray's Dataset lists them: as the variables introduced them,
+    levels of a compressed multi-index not counting (they are not dims before encoding)."""
+    compressed = part.variables.get(MULTI_INDEX)
+    hidden = set(compressed.attrs["compress"].split()) if compressed is not None else set()
+    ordered: list[str] = []
+    for variable in part.variables.values():
+        for dim in variable.dims:
+            if dim not in ordered and dim not in hidden:
+                ordered.append(dim)
+    return tuple(ordered)
+
+
+def _merge(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Variable]]:
+    """``xr.merge(compat="equals", join="outer")`` of the per-parameter datasets, for the
+    cases QCoDeS can export: dims of the same name must agree; a name that is a coordinate
+    anywhere is a coordinate everywhere."""
+    coords = {n for p in parts for n, v in p.variables.items() if v.is_coord}
+    dims: dict[str, int] = {}
+    variables: dict[str, Variable] = {}
+    for part in parts:
+        for name, variable in part.variables.items():
+            variable.is_coord = variable.is_coord or name in coords
+            previous = variables.get(name)
+            if previous is None:
+                variables[name] = variable
+            elif previous.dims != variable.dims or not _equal(previous.data, variable.data):
+                return _merge_outer(parts)
+        for dim, size in part.dims.items():
+            if dims.setdefault(dim, size) != size:
+                return _merge_outer(parts)
+    return dims, variables
+
+
+def _equal(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> bool:
+    """Equal as QCoDeS' merge sees them (floats at its 15-digit precision)."""
+    if a.shape != b.shape:
+        return False
+    if a.dtype.kind in "fc" and b.dtype.kind in "fc":
+        if a.dtype.kind == "f" and b.dtype.kind == "f":
+            a, b = _as_qcodes_sees(a.ravel()), _as_qcodes_sees(b.ravel())
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
+
+
+def _merge_outer(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Variable]]:
+    """Trees whose one-dimensional coordinates differ: the union of their (sorted) values,
+    every variable padded with NaN where its tree had no row (xarray's outer join)."""
+    coords = {n for p in parts for n, v in p.variables.items() if v.is_coord}
+    index_values: dict[str, npt.NDArray[Any]] = {}
+    for part in parts:
+        for dim in part.dims:
+            own = part.variables.get(dim)
+            if own is None or own.dims != (dim,):
+                continue
+            if dim in index_values and not _equal(index_values[dim], own.data):
+                if dim in (INDEX, MULTI_INDEX) or len(np.unique(own.data)) != len(own.data):
+                    raise PlanError(f"cannot align dimension {dim!r} of different trees (QCoDeS cannot either)")
+                index_values[dim] = np.union1d(index_values[dim], own.data)
+            else:
+                index_values.setdefault(dim, own.data)
+    dims = {dim: len(values) for dim, values in index_values.items()}
+    variables: dict[str, Variable] = {}
+    for part in parts:
+        for name, variable in part.variables.items():
+            if name in index_values:
+                variables[name] = Variable(name, (name,), index_values[name], is_coord=True)
+                continue
+            aligned = _reindex(variable, part, index_values)
+            aligned.is_coord = aligned.is_coord or name in coords
+            previous = variables.get(name)
+            if previous is not None and not _equal(previous.data, aligned.data):
+                raise PlanError(f"variable {name!r} differs between parameter trees")
+            variables[name] = aligned
+    return dims, variables
+
+
+def _reindex(variable: Variable, part: _Part, index_values: Mapping[str, npt.NDArray[Any]]) -> Variable:
+    data = variable.data
+    for axis, dim in enumerate(variable.dims):
+        target = index_values.get(dim)
+        own = part.variables.get(dim)
+        if target is None or own is None or _equal(own.data, target):
+            continue
+        positions = np.searchsorted(target, own.data)
+        shape = list(data.shape)
+        shape[axis] = len(target)
+        padded = np.full(shape, _missing(data.dtype), dtype=_with_missing(data.dtype))
+        index: list[Any] = [slice(None)] * data.ndim
+        index[axis] = positions
+        padded[tuple(index)] = data
+        data = padded
+    return Variable(variable.name, variable.dims, data, dict(variable.attrs), variable.is_coord)
+
+
+def plan_dataset(
+    description: RunDescription,
+    data: Mapping[str, Mapping[str, npt.NDArray[Any]]],
+    attrs: Mapping[str, Any],
+) -> DatasetPlan:
+    """The file QCoDeS would export for a run with this description, data and attributes."""
+    parts = []
+    for name, sub in data.items():
+        shape = (description.shapes or {}).get(name)
+        if shape is not None and sub[name].shape == tuple(shape):
+            parts.append(_direct(description, name, sub))
+        else:
+            parts.append(_through_index(description, name, sub))
+    dims, variables = _merge(parts) if parts else ({}, {})
+    specs = description.paramspecs
+    for variable in variables.values():
+        if variable.name in (INDEX, MULTI_INDEX):
+            continue
+        spec = specs.get(variable.name)
+        if spec is None:
+            continue
+        variable.attrs.update(
+            {
+                "name": spec.name,
+                "paramtype": spec.paramtype,
+                "label": spec.label,
+                "unit": spec.unit,
+                "inferred_from": list(spec.inferred_from),
+                "depends_on": list(spec.depends_on),
+                "units": spec.unit,
+                "long_name": spec.label,
+            }
+        )
+    return DatasetPlan(dims=dims, variables=variables, attrs=dict(attrs))
+
+
+def run_description_json(description: RunDescription) -> str:
+    """The run description as QCoDeS re-serialises it into exports (version 3)."""
+    graph = description.interdependencies
+    legacy = [
+        {
+            "name": spec.name,
+            "paramtype": spec.paramtype,
+            "label": spec.label,
+            "unit": spec.unit,
+            "inferred_from": list(spec.inferred_from),
+            "depends_on": list(spec.depends_on),
+        }
+        for spec in graph.legacy_paramspecs()
+    ]
+    payload = {
+        "version": 3,
+        "interdependencies": {"paramspecs": legacy},
+        "interdependencies_": {
+            "parameters": {n: p.model_dump() for n, p in graph.parameters.items()},
+            "dependencies": {k: list(v) for k, v in graph.dependencies.items()},
+            "inferences": {k: list(v) for k, v in graph.inferences.items()},
+            "standalones": list(graph.standalones),
+        },
+        "shapes": None if description.shapes is None else {k: list(v) for k, v in description.shapes.items()},
+    }
+    return json.dumps(payload)
+
+
+def _local_time(raw: float | None) -> str:
+    return "" if raw is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(raw))
+
+
+def dataset_attrs(run: Run) -> dict[str, Any]:
+    """The dataset attributes QCoDeS writes, in its order (metadata tags last)."""
+    links = [
+        json.dumps({"head": k.head, "tail": k.tail, "edge_type": k.edge_type, "description": k.description})
+        for k in run.parent_dataset_links
+    ]
+    attrs: dict[str, Any] = {
+        "ds_name": run.name,
+        "sample_name": run.sample_name,
+        "exp_name": run.exp_name,
+        "snapshot": run.snapshot_raw or "null",
+        "guid": run.stable_guid,
+        "run_timestamp": _local_time(run.run_timestamp_raw),
+        "completed_timestamp": _local_time(run.completed_timestamp_raw),
+        "captured_run_id": run.captured_run_id,
+        "captured_counter": run.captured_counter,
+        "run_id": run.run_id,
+        "run_description": run_description_json(run.description),
+        "parent_dataset_links": json.dumps(links),
+        "run_timestamp_raw": run.run_timestamp_raw if run.run_timestamp_raw is not None else -1,
+        "completed_timestamp_raw": (
+            run.completed_timestamp_raw if run.completed_timestamp_raw is not None else -1
+        ),
+    }
+    attrs.update(run.metadata)
+    return attrs
+
+
+def plan_run(run: Run) -> DatasetPlan:
+    """The plan of a whole run, from its data as ``get_parameter_data`` returns it."""
+    return plan_dataset(run.description, run.get_parameter_data(), dataset_attrs(run))
