@@ -218,7 +218,7 @@ def _with_missing(dtype: np.dtype[Any]) -> np.dtype[Any]:
 
 
 def _missing(dtype: np.dtype[Any]) -> Any:
-    return np.nan if dtype.kind in "fciub" or dtype == object else None
+    return np.nan if dtype.kind in "fciubO" else None
 
 
 def _with_inferred(
@@ -294,8 +294,10 @@ def _merge_outer(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Vari
             if own is None or own.dims != (dim,):
                 continue
             if dim in index_values and not _equal(index_values[dim], own.data):
-                if dim in (INDEX, MULTI_INDEX) or len(np.unique(own.data)) != len(own.data):
-                    raise PlanError(f"cannot align dimension {dim!r} of different trees (QCoDeS cannot either)")
+                if dim == MULTI_INDEX or len(np.unique(own.data)) != len(own.data):
+                    raise PlanError(
+                        f"cannot align dimension {dim!r} of different trees (QCoDeS cannot either)"
+                    )
                 index_values[dim] = np.union1d(index_values[dim], own.data)
             else:
                 index_values.setdefault(dim, own.data)
@@ -315,7 +317,9 @@ def _merge_outer(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Vari
     return dims, variables
 
 
-def _reindex(variable: Variable, part: _Part, index_values: Mapping[str, npt.NDArray[Any]]) -> Variable:
+def _reindex(
+    variable: Variable, part: _Part, index_values: Mapping[str, npt.NDArray[Any]]
+) -> Variable:
     data = variable.data
     for axis, dim in enumerate(variable.dims):
         target = index_values.get(dim)
@@ -392,7 +396,9 @@ def run_description_json(description: RunDescription) -> str:
             "inferences": {k: list(v) for k, v in graph.inferences.items()},
             "standalones": list(graph.standalones),
         },
-        "shapes": None if description.shapes is None else {k: list(v) for k, v in description.shapes.items()},
+        "shapes": None
+        if description.shapes is None
+        else {k: list(v) for k, v in description.shapes.items()},
     }
     return json.dumps(payload)
 
@@ -404,7 +410,9 @@ def _local_time(raw: float | None) -> str:
 def dataset_attrs(run: Run) -> dict[str, Any]:
     """The dataset attributes QCoDeS writes, in its order (metadata tags last)."""
     links = [
-        json.dumps({"head": k.head, "tail": k.tail, "edge_type": k.edge_type, "description": k.description})
+        json.dumps(
+            {"head": k.head, "tail": k.tail, "edge_type": k.edge_type, "description": k.description}
+        )
         for k in run.parent_dataset_links
     ]
     attrs: dict[str, Any] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -71,7 +72,9 @@ class Run:
     def stable_guid(self) -> str | None:
         """The guid, or for schema-v0 runs (which have none) the guid QCoDeS' upgrade would
         give them: what exports and sync records use to identify the run."""
-        return self._row.guid if self._row.guid is not None else upgrade_guid(self.run_timestamp_raw)
+        return (
+            self._row.guid if self._row.guid is not None else upgrade_guid(self.run_timestamp_raw)
+        )
 
     @property
     def name(self) -> str | None:
@@ -175,6 +178,16 @@ class Run:
         """
         names = [p if isinstance(p, str) else str(p.name) for p in params]
         return self._database._parameter_data(self, names, start, end)
+
+    def export_hdf5(self, path_or_dir: str | Path) -> Path:
+        """Write the run as the xarray-compatible HDF5 file QCoDeS' netCDF export would be.
+
+        A directory gets QCoDeS' file name ``qcodes_<captured_run_id>_<guid>.nc``. The file
+        appears complete or not at all. Returns its path.
+        """
+        from qcsql.export import export_run  # the writer layer sits above runs
+
+        return export_run(self, path_or_dir)
 
     @functools.cached_property
     def number_of_results(self) -> int:

@@ -60,7 +60,9 @@ def assert_plan_is(plan: DatasetPlan, theirs: Any, where: str) -> None:
         assert ours.dims == reference.dims, at
         assert ours.data.dtype == reference.dtype, f"{at}: {ours.data.dtype} != {reference.dtype}"
         if ours.data.dtype.kind in "fc":
-            np.testing.assert_allclose(ours.data, reference.values, rtol=2e-14, atol=0, equal_nan=True, err_msg=at)
+            np.testing.assert_allclose(
+                ours.data, reference.values, rtol=2e-14, atol=0, equal_nan=True, err_msg=at
+            )
         else:
             np.testing.assert_array_equal(ours.data, reference.values, err_msg=at)
         assert ours.attrs == dict(reference.attrs), at

@@ -1,0 +1,36 @@
+"""Export a run to the xarray-compatible HDF5 (netCDF4) file a QCoDeS export would be.
+
+``qcodes_<captured_run_id>_<guid>.nc`` by default, as QCoDeS names its exports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qcsql.plan import plan_run
+from qcsql.runs import Run
+from qcsql.writer import ExportError, write_plan
+
+__all__ = ["default_file_name", "export_run"]
+
+
+def default_file_name(run: Run) -> str:
+    guid = run.stable_guid
+    if guid is None:
+        raise ExportError(
+            f"{run.database.path}, run {run.run_id}: a schema-v0 run that never started has no "
+            "guid to name its export after; give a file name",
+            path=run.database.path,
+            run_id=run.run_id,
+        )
+    return f"qcodes_{run.captured_run_id}_{guid}.nc"
+
+
+def export_run(run: Run, path_or_dir: str | Path) -> Path:
+    """Write ``run`` as HDF5/netCDF4; a directory gets QCoDeS' default file name."""
+    target = Path(path_or_dir).expanduser()
+    if target.is_dir():
+        target = target / default_file_name(run)
+    if not target.parent.is_dir():
+        raise ExportError(f"{target}: the folder {target.parent} does not exist", path=target)
+    return write_plan(plan_run(run), target)

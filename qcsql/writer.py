@@ -1,0 +1,137 @@
+"""Write a :class:`~qcsql.plan.DatasetPlan` as the netCDF4/HDF5 file QCoDeS exports.
+
+The netCDF4 bookkeeping (dimension scales, ``REFERENCE_LIST``/``DIMENSION_LIST``,
+``_Netcdf4Dimid``, ``_Netcdf4Coordinates``, the ``_PFNC_DOUBLE_COMPLEX_TYPE``
+named type for complex data, ``_NCProperties``) is delegated to h5netcdf: it is
+what xarray, and so QCoDeS, writes these files with, so the conventions match by
+construction rather than by imitation. What xarray adds on top (``_FillValue``
+NaN on floating variables, CF ``coordinates`` attributes, text as variable-length
+UTF-8) is reproduced here.
+
+Files are written under a temporary name in the target folder and renamed when
+complete; a failure (full disk, no permission, an interrupted export) leaves no
+file behind and raises :class:`ExportError`. The same plan always gives the same
+bytes: nothing time-dependent is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5netcdf
+import h5py
+import numpy as np
+import numpy.typing as npt
+
+from qcsql.errors import QcsqlError
+from qcsql.plan import DatasetPlan, Variable
+
+__all__ = ["ExportError", "write_plan"]
+
+
+class ExportError(QcsqlError):
+    """The export file could not be written."""
+
+
+def _coordinates_attribute(plan: DatasetPlan, variable: Variable) -> str | None:
+    """xarray's CF encoding: non-dimension coordinates that lie on a data variable's dims."""
+    if variable.is_coord:
+        return None
+    names = sorted(
+        coord.name
+        for coord in plan.coords
+        if coord.name not in plan.dims and set(coord.dims) <= set(variable.dims)
+    )
+    return " ".join(names) or None
+
+
+def _storable(data: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], Any, Any]:
+    """(data, dtype, fill value) as xarray encodes them for h5netcdf."""
+    if data.dtype.kind in "UO":
+        text = np.array(["" if v is None else str(v) for v in data.ravel()], dtype=object)
+        return text.reshape(data.shape), h5py.string_dtype("utf-8"), None
+    if data.dtype.kind == "f":
+        return data, data.dtype, np.nan
+    return data, data.dtype, None
+
+
+def _attribute(value: Any) -> Any:
+    if isinstance(value, list) and value:
+        return (
+            np.array(value, dtype=object)
+            if all(isinstance(v, str) for v in value)
+            else np.array(value)
+        )
+    if isinstance(value, list):
+        return np.array([], dtype=np.float64)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return value
+
+
+def _write(plan: DatasetPlan, path: Path) -> None:
+    with h5netcdf.File(path, "w") as handle:
+        handle.dimensions = dict(plan.dims)
+        ordered = [v for v in plan.variables.values() if v.name in plan.dims] + [
+            v for v in plan.variables.values() if v.name not in plan.dims
+        ]
+        for variable in ordered:
+            data, dtype, fill = _storable(variable.data)
+            created = handle.create_variable(
+                variable.name, variable.dims, dtype=dtype, data=data, fillvalue=fill
+            )
+            for key, value in variable.attrs.items():
+                created.attrs[key] = _attribute(value)
+            coordinates = _coordinates_attribute(plan, variable)
+            if coordinates:
+                created.attrs["coordinates"] = coordinates
+        for key, value in plan.attrs.items():
+            handle.attrs[key] = _attribute(value)
+
+
+@contextlib.contextmanager
+def _atomic_target(final: Path) -> Iterator[Path]:
+    """A temporary path beside ``final``, renamed onto it only if the block succeeds."""
+    folder = final.parent
+    try:
+        descriptor, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=folder)
+    except OSError as exc:
+        raise ExportError(
+            f"{final}: cannot write into {folder} ({exc.strerror})", path=final
+        ) from exc
+    os.close(descriptor)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+def write_plan(plan: DatasetPlan, path: Path) -> Path:
+    """Write ``plan`` to ``path`` atomically; return the path."""
+    try:
+        with _atomic_target(path) as temporary:
+            _write(plan, temporary)
+    except ExportError:
+        raise
+    except OSError as exc:
+        raise ExportError(
+            f"{path}: the export could not be written ({exc.strerror or exc})", path=path
+        ) from exc
+    except (ValueError, TypeError) as exc:
+        raise ExportError(
+            f"{path}: the run cannot be written as netCDF ({exc})", path=path
+        ) from exc
+    return path
