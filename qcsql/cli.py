@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
@@ -18,6 +20,7 @@ import orjson
 from qcsql.database import Database, open_database
 from qcsql.errors import QcsqlError
 from qcsql.runs import Run
+from qcsql.writer import ExportError
 
 __all__ = ["main"]
 
@@ -68,7 +71,7 @@ def _write_json(payload: Any, out: TextIO) -> None:
     out.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def cmd_info(db: Database, args: argparse.Namespace, out: TextIO) -> None:
+def cmd_info(db: Database, args: argparse.Namespace, out: TextIO) -> int | None:
     summary = db.summary()
     record = {
         "path": str(summary.path),
@@ -99,7 +102,7 @@ def cmd_info(db: Database, args: argparse.Namespace, out: TextIO) -> None:
     _table([(f"{key}:", value) for key, value in lines], out)
 
 
-def cmd_runs(db: Database, args: argparse.Namespace, out: TextIO) -> None:
+def cmd_runs(db: Database, args: argparse.Namespace, out: TextIO) -> int | None:
     runs = db.runs(start_run_id=args.start)
     if args.json:
         _write_json([run_record(run) for run in runs], out)
@@ -132,9 +135,90 @@ def cmd_runs(db: Database, args: argparse.Namespace, out: TextIO) -> None:
     _table(rows, out)
 
 
-COMMANDS: dict[str, tuple[Callable[[Database, argparse.Namespace, TextIO], None], str]] = {
+class Progress:
+    """One line on stderr, redrawn in place; silent unless stderr is a terminal."""
+
+    def __init__(self, stream: TextIO, total: int, enabled: bool) -> None:
+        self.stream, self.total = stream, total
+        self.enabled = enabled and total > 0 and stream.isatty()
+
+    def show(self, done: int, label: str) -> None:
+        if self.enabled:
+            width = 30
+            filled = width * done // self.total
+            bar = "#" * filled + "." * (width - filled)
+            self.stream.write(f"\r[{bar}] {done}/{self.total} {label[:40]:<40}")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + " " * 80 + "\r")
+            self.stream.flush()
+
+
+def cmd_export(db: Database, args: argparse.Namespace, out: TextIO) -> int:
+    if args.all == bool(args.run):
+        raise UsageError("give --run ID (one or more) or --all")
+    target = Path(args.output).expanduser()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} is not a folder")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(
+            f"{target}: cannot create the output folder ({exc.strerror})", path=target
+        ) from exc
+    runs = db.runs() if args.all else [db.load_by_id(run_id) for run_id in args.run]
+    progress = Progress(sys.stderr, len(runs), enabled=not args.quiet)
+    started = time.perf_counter()
+    written: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    for index, run in enumerate(runs):
+        progress.show(index, f"run {run.run_id} {run.name or ''}")
+        try:
+            path = run.export_hdf5(target)
+        except QcsqlError as exc:
+            failed.append({"run_id": run.run_id, "error": str(exc)})
+            continue
+        written.append(
+            {
+                "run_id": run.run_id,
+                "guid": run.stable_guid,
+                "path": str(path),
+                "bytes": path.stat().st_size,
+            }
+        )
+    progress.close()
+    summary = {
+        "runs": len(runs),
+        "files": len(written),
+        "bytes": sum(item["bytes"] for item in written),
+        "seconds": round(time.perf_counter() - started, 3),
+        "written": written,
+        "failed": failed,
+    }
+    if args.json:
+        _write_json(summary, out)
+    else:
+        for item in written:
+            out.write(f"run {item['run_id']}: {item['path']} ({item['bytes']:,} bytes)\n")
+        for item in failed:
+            out.write(f"run {item['run_id']}: FAILED: {item['error']}\n")
+        out.write(
+            f"exported {summary['files']} of {summary['runs']} runs, "
+            f"{summary['bytes']:,} bytes in {summary['seconds']:.2f} s\n"
+        )
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+class UsageError(Exception):
+    """Arguments that parse but make no sense together."""
+
+
+COMMANDS: dict[str, tuple[Callable[[Database, argparse.Namespace, TextIO], int | None], str]] = {
     "info": (cmd_info, "schema version, journal mode, size and counts of a database"),
     "runs": (cmd_runs, "list the runs of a database"),
+    "export": (cmd_export, "export runs as xarray-compatible HDF5 (netCDF4) files"),
 }
 
 
@@ -156,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--start", type=int, default=1, metavar="RUN_ID", help="first run_id to list"
             )
+        if name == "export":
+            sub.add_argument("--run", type=int, nargs="+", metavar="ID", help="run_id(s) to export")
+            sub.add_argument("--all", action="store_true", help="export every run")
+            sub.add_argument(
+                "-o", "--output", required=True, metavar="DIR", help="folder to write to (created)"
+            )
+            sub.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -172,7 +263,10 @@ def main(
     command, _ = COMMANDS[args.command]
     try:
         with open_database(args.database) as db:
-            command(db, args, out)
+            status = command(db, args, out)
+    except UsageError as exc:
+        err.write(f"qcsql {args.command}: usage error: {exc}\n")
+        return EXIT_USAGE
     except QcsqlError as exc:
         if args.debug:
             traceback.print_exc(file=err)
@@ -180,7 +274,7 @@ def main(
         return EXIT_ERROR
     except BrokenPipeError:  # `qcsql runs db | head`
         return EXIT_OK
-    return EXIT_OK
+    return status or EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -147,7 +147,7 @@ def _through_index(
         part.add(name, (INDEX,), values, coord=False)
         part.add(INDEX, (INDEX,), np.arange(len(values), dtype=np.int64), coord=True)
         return _with_inferred(description, name, sub, part)
-    unique = len(_unique_rows(columns)) == len(values)
+    unique = _rows_are_unique(columns)
     if not unique:  # df.reset_index().to_xarray(): setpoints become data along `index`
         for level, column in zip(levels, columns, strict=True):
             part.add(level, (INDEX,), column, coord=False)
@@ -179,8 +179,13 @@ def _through_index(
     return _with_inferred(description, name, sub, part)
 
 
-def _unique_rows(columns: Sequence[npt.NDArray[Any]]) -> set[tuple[Any, ...]]:
-    return set(zip(*(_as_qcodes_sees(column).tolist() for column in columns), strict=True))
+def _rows_are_unique(columns: Sequence[npt.NDArray[Any]]) -> bool:
+    """Whether no two rows have the same setpoint values (as QCoDeS sees the values)."""
+    keys = [_as_qcodes_sees(column) for column in columns]
+    if all(key.dtype.kind in "fiucb" for key in keys):
+        stacked = np.stack([key.astype(np.complex128) for key in keys], axis=1)
+        return len(np.unique(stacked, axis=0)) == len(stacked)
+    return len(set(zip(*(key.tolist() for key in keys), strict=True))) == len(keys[0])
 
 
 def _as_qcodes_sees(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
