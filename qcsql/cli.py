@@ -71,7 +71,7 @@ def _write_json(payload: Any, out: TextIO) -> None:
     out.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def cmd_info(db: Database, args: argparse.Namespace, out: TextIO) -> int | None:
+def cmd_info(db: Database, args: argparse.Namespace, out: TextIO) -> int:
     summary = db.summary()
     record = {
         "path": str(summary.path),
@@ -87,7 +87,7 @@ def cmd_info(db: Database, args: argparse.Namespace, out: TextIO) -> int | None:
     }
     if args.json:
         _write_json(record, out)
-        return
+        return EXIT_OK
     wal = f" (+{summary.wal_bytes:,} bytes in -wal)" if summary.wal_bytes is not None else ""
     lines = [
         ("file", str(summary.path)),
@@ -100,20 +100,21 @@ def cmd_info(db: Database, args: argparse.Namespace, out: TextIO) -> int | None:
         ("metadata columns", ", ".join(summary.metadata_columns) or "-"),
     ]
     _table([(f"{key}:", value) for key, value in lines], out)
+    return EXIT_OK
 
 
-def cmd_runs(db: Database, args: argparse.Namespace, out: TextIO) -> int | None:
+def cmd_runs(db: Database, args: argparse.Namespace, out: TextIO) -> int:
     runs = db.runs(start_run_id=args.start)
     if args.json:
         _write_json([run_record(run) for run in runs], out)
-        return
+        return EXIT_OK
     if not runs:
         out.write(
             f"{db.path} has no runs"
             + (f" from run_id {args.start} on" if args.start > 1 else "")
             + "\n"
         )
-        return
+        return EXIT_OK
     header = ("run_id", "exp", "sample", "name", "started", "done", "guid", "metadata")
     rows = [header]
     for run in runs:
@@ -154,6 +155,8 @@ class Progress:
         if self.enabled:
             self.stream.write("\r" + " " * 80 + "\r")
             self.stream.flush()
+
+    return EXIT_OK
 
 
 def cmd_export(db: Database, args: argparse.Namespace, out: TextIO) -> int:
@@ -215,7 +218,7 @@ class UsageError(Exception):
     """Arguments that parse but make no sense together."""
 
 
-COMMANDS: dict[str, tuple[Callable[[Database, argparse.Namespace, TextIO], int | None], str]] = {
+COMMANDS: dict[str, tuple[Callable[[Database, argparse.Namespace, TextIO], int], str]] = {
     "info": (cmd_info, "schema version, journal mode, size and counts of a database"),
     "runs": (cmd_runs, "list the runs of a database"),
     "export": (cmd_export, "export runs as xarray-compatible HDF5 (netCDF4) files"),
@@ -274,7 +277,7 @@ def main(
         return EXIT_ERROR
     except BrokenPipeError:  # `qcsql runs db | head`
         return EXIT_OK
-    return status or EXIT_OK
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover
