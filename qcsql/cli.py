@@ -134,6 +134,7 @@ def cmd_runs(db: Database, args: argparse.Namespace, out: TextIO) -> int:
             )
         )
     _table(rows, out)
+    return EXIT_OK
 
 
 class Progress:
@@ -155,8 +156,6 @@ class Progress:
         if self.enabled:
             self.stream.write("\r" + " " * 80 + "\r")
             self.stream.flush()
-
-    return EXIT_OK
 
 
 def cmd_export(db: Database, args: argparse.Namespace, out: TextIO) -> int:
