@@ -1,6 +1,6 @@
 """Peak memory of one get_parameter_data call, measured in a fresh process.
 
-    python -m benchmarks.memory_probe {qcsql|qcodes} DB
+    python -m benchmarks.memory_probe {qcsql|qcodes} DB [read|export]
 
 Prints JSON: the bytes of the returned arrays, the growth of the peak RSS during
 the call (VmHWM, reset just before, minus the RSS just before), their ratio and
@@ -37,6 +37,8 @@ def _nbytes(data: dict[str, dict[str, Any]]) -> int:
 
 def main() -> None:
     which, path = sys.argv[1], sys.argv[2]
+    job = sys.argv[3] if len(sys.argv) > 3 else "read"
+    out = tempfile.mkdtemp()
     if which == "qcodes":
         os.environ["HOME"] = tempfile.mkdtemp()
         from qcodes.dataset import load_by_id
@@ -45,22 +47,28 @@ def main() -> None:
         conn = connect(path)
         dataset = load_by_id(1, conn=conn)
         read = dataset.get_parameter_data
+        export = lambda: dataset.export("netcdf", path=out)  # noqa: E731
+        returned_bytes = lambda: dataset.get_parameter_data()  # noqa: E731
     else:
         import qcsql
 
         db = qcsql.open_database(path)
-        read = db.load_by_id(1).get_parameter_data
+        run = db.load_by_id(1)
+        read = run.get_parameter_data
+        export = lambda: run.export_hdf5(out)  # noqa: E731
+        returned_bytes = read
     _reset_peak()
     before = _status_bytes("VmRSS")
     started = time.perf_counter()
-    data = read()
+    data = read() if job == "read" else export()
     seconds = time.perf_counter() - started
     peak = _status_bytes("VmHWM")
-    returned = _nbytes(data)
+    returned = _nbytes(data if job == "read" else returned_bytes())
     print(
         json.dumps(
             {
                 "reader": which,
+                "job": job,
                 "returned_bytes": returned,
                 "peak_growth_bytes": peak - before,
                 "ratio": (peak - before) / returned,

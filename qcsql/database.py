@@ -455,19 +455,22 @@ class Database:
         self, run: Run, names: Sequence[str], start: int | None, end: int | None
     ) -> ParameterData:
         description = run.description
-        where = f"{self.path}, run {run.run_id}"
         if not names and not description.interdependencies.parameters:
             return {}  # pristine, or nothing described: QCoDeS returns {} too
+        table = self._results_table(run)
+        where = f"{self.path}, run {run.run_id}"
+        return read_parameter_data(table, description, names, start, end, where)
+
+    def _results_table(self, run: Run) -> ResultsTable:
         if run.table_name is None or not self.has_table(run.table_name):
             raise SchemaError(
-                f"{where}: its results table {run.table_name!r} is not in the file "
-                "(an in-memory or metadata-only run keeps its data elsewhere)",
+                f"{self.path}, run {run.run_id}: its results table {run.table_name!r} is not "
+                "in the file (an in-memory or metadata-only run keeps its data elsewhere)",
                 path=self.path,
                 run_id=run.run_id,
                 table=run.table_name,
             )
-        table = ResultsTable(self._conn, run.run_id, run.table_name)
-        return read_parameter_data(table, description, names, start, end, where)
+        return ResultsTable(self._conn, run.run_id, run.table_name)
 
     def _count_results(self, run: Run) -> int:
         if run.table_name is None or not self.has_table(run.table_name):

@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,6 +33,9 @@ from qcsql.description import RunDescription
 from qcsql.errors import DataDecodeError, ParameterNotFoundError
 from qcsql.npy import NpyHeader, decode_one, decode_uniform, parse_header
 from qcsql.results import ResultsTable, RowRange
+
+if TYPE_CHECKING:
+    from qcsql.runs import Run
 
 __all__ = ["ParameterData", "read_parameter_data"]
 
@@ -178,19 +181,24 @@ def _decode(tree: _Tree, column: str, blob: Any) -> npt.NDArray[Any]:
         raise tree.fail(column, str(exc)) from None
 
 
-def _fill_from_pages(
-    tree: _Tree, floats: dict[str, npt.NDArray[np.float64]]
-) -> tuple[int, RowRange]:
-    """Fill an all-numeric tree from the table's pages (:mod:`qcsql.pages`) for as long as
-    they can be read; returns how many rows were filled and the rows left for SQLite."""
-    position = 0
+def numeric_chunks(tree: _Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
+    """An all-numeric tree's rows, chunk by chunk, one float64 array per column: from the
+    table's pages (:mod:`qcsql.pages`) for as long as they can be read, then from SQLite."""
+    rest = RowRange(tree.rows.upto_id, tree.rows.upto_id, 0)
     for left, window in tree.table.numeric_windows(tree.columns, tree.top, tree.rows):
         if window is None:
-            return position, left
-        for column, decoded in zip(tree.columns, window.values, strict=True):
-            floats[column][position : position + window.rows] = decoded
-        position += window.rows
-    return position, RowRange(tree.rows.upto_id, tree.rows.upto_id, 0)
+            rest = left
+            break
+        if window.rows:
+            yield window.values
+    width = len(tree.columns)
+    for chunk in tree.table.chunks(tree.columns, tree.top, rest, NUMERIC_ROWS_PER_CHUNK):
+        block = _all_floats(chunk, width)
+        if block is not None:
+            yield [block[:, j] for j in range(width)]
+        else:
+            by_column = zip(*chunk, strict=True)
+            yield [_numeric(tree, c, v) for c, v in zip(tree.columns, by_column, strict=True)]
 
 
 def _read_scalar_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
@@ -204,16 +212,16 @@ def _read_scalar_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
     pieces: dict[str, list[Any]] = {
         c: [] for c, num in zip(tree.columns, numeric, strict=True) if not num
     }
-    position, rest = _fill_from_pages(tree, floats) if all(numeric) else (0, tree.rows)
-    for chunk in tree.table.chunks(tree.columns, tree.top, rest, NUMERIC_ROWS_PER_CHUNK):
+    position = 0
+    if all(numeric):
+        for decoded in numeric_chunks(tree):
+            m = len(decoded[0])
+            for column, array in zip(tree.columns, decoded, strict=True):
+                floats[column][position : position + m] = array
+            position += m
+    chunks = () if all(numeric) else tree.chunks(NUMERIC_ROWS_PER_CHUNK)
+    for chunk in chunks:
         m = len(chunk)
-        if all(numeric):
-            block = _all_floats(chunk, len(tree.columns))
-            if block is not None:
-                for j, column in enumerate(tree.columns):
-                    floats[column][position : position + m] = block[:, j]
-                position += m
-                continue
         by_column = list(zip(*chunk, strict=True))
         for column, kind, values in zip(tree.columns, tree.kinds, by_column, strict=True):
             if column in floats:
@@ -429,3 +437,31 @@ def _reshape(
                 name,
             )
     return data
+
+
+@dataclass(frozen=True)
+class NumericTreeStream:
+    """All rows of an all-numeric tree ``(top, setpoint)``, to be read chunk by chunk."""
+
+    tree: _Tree
+    rows: int
+
+    def chunks(self) -> Iterator[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
+        for top, setpoint in numeric_chunks(self.tree):
+            yield top, setpoint
+
+
+def stream_numeric_tree(run: Run, top: str) -> NumericTreeStream | None:
+    """A streamed reader of ``top`` and its one setpoint, if the tree is all numeric and the
+    run has its results table; else None (read it in memory instead)."""
+    graph = run.description.interdependencies
+    _, setpoints, others = graph.tree_by_group(top)
+    columns = (top, *setpoints, *others)
+    if len(columns) != 2 or any(graph.parameters[c].paramtype != "numeric" for c in columns):
+        return None
+    table = run.database._results_table(run)
+    rows = table.locate(top, None, None, table.max_id())
+    tree = _Tree(
+        table, top, columns, ("numeric", "numeric"), rows, f"{run.database.path}, run {run.run_id}"
+    )
+    return NumericTreeStream(tree, rows.rows)

@@ -26,14 +26,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.description import RunDescription
+from qcsql.description import ParamSpec, RunDescription
 from qcsql.errors import QcsqlError
 from qcsql.runs import Run
 
@@ -63,15 +63,21 @@ class Variable:
     data: npt.NDArray[Any]
     attrs: dict[str, Any] = field(default_factory=dict)
     is_coord: bool = False
+    streamed: bool = False
 
 
 @dataclass
 class DatasetPlan:
-    """Dimensions (ordered), variables (ordered) and dataset attributes of one file."""
+    """Dimensions (ordered), variables (ordered) and dataset attributes of one file.
+
+    Variables whose ``data`` is an empty placeholder (``streamed``) are filled by ``fill``
+    after the file's structure is written, chunk by chunk, so a large run never has to be
+    in memory at once."""
 
     dims: dict[str, int]
     variables: dict[str, Variable]
     attrs: dict[str, Any]
+    fill: Callable[[Mapping[str, Any]], None] | None = None
 
     @property
     def coords(self) -> list[Variable]:
@@ -180,15 +186,34 @@ def _through_index(
 
 
 def _rows_are_unique(columns: Sequence[npt.NDArray[Any]]) -> bool:
-    """Whether no two rows have the same setpoint values (as QCoDeS sees the values)."""
-    keys = [_as_qcodes_sees(column) for column in columns]
-    if all(key.dtype.kind in "fiucb" for key in keys):
-        stacked = np.stack([key.astype(np.complex128) for key in keys], axis=1)
-        return len(np.unique(stacked, axis=0)) == len(stacked)
-    return len(set(zip(*(key.tolist() for key in keys), strict=True))) == len(keys[0])
+    """Whether no two rows have the same setpoint values (as QCoDeS sees the values).
+
+    Repeated sweeps repeat their setpoints early, so a prefix is checked first: a
+    duplicate there settles it without sorting the whole run."""
+    if not all(column.dtype.kind in "fiub" for column in columns):
+        keys = [as_qcodes_sees(column) for column in columns]
+        return len(set(zip(*(key.tolist() for key in keys), strict=True))) == len(keys[0])
+    prefix = min(len(columns[0]), _DUPLICATE_PROBE)
+    if prefix < len(columns[0]) and _has_duplicate_rows(
+        [as_qcodes_sees(column[:prefix]) for column in columns]
+    ):
+        return False
+    return not _has_duplicate_rows([as_qcodes_sees(column) for column in columns])
 
 
-def _as_qcodes_sees(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+_DUPLICATE_PROBE = 65_536
+
+
+def _has_duplicate_rows(keys: Sequence[npt.NDArray[Any]]) -> bool:
+    order = np.lexsort(keys[::-1]) if len(keys) > 1 else np.argsort(keys[0], kind="stable")
+    same = np.ones(len(order) - 1, dtype=bool) if len(order) else np.zeros(0, dtype=bool)
+    for key in keys:
+        ordered = key[order]
+        same &= ordered[1:] == ordered[:-1]
+    return bool(same.any())
+
+
+def as_qcodes_sees(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Floats rounded to 15 significant digits, as QCoDeS reads them through SQLite's text.
 
     qcsql keeps exact doubles, but which setpoint values count as equal (grid levels,
@@ -210,7 +235,7 @@ def _as_qcodes_sees(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
 def _levels(column: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
     """Sorted unique values (as pandas' MultiIndex levels) and each row's code; a level
     stands for all exact values QCoDeS would read as one, and keeps the first of them."""
-    keys = _as_qcodes_sees(column)
+    keys = as_qcodes_sees(column)
     unique_keys, first, codes = np.unique(keys, return_index=True, return_inverse=True)
     return column[first], codes.reshape(-1)
 
@@ -283,7 +308,7 @@ def _equal(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> bool:
         return False
     if a.dtype.kind in "fc" and b.dtype.kind in "fc":
         if a.dtype.kind == "f" and b.dtype.kind == "f":
-            a, b = _as_qcodes_sees(a.ravel()), _as_qcodes_sees(b.ravel())
+            a, b = as_qcodes_sees(a.ravel()), as_qcodes_sees(b.ravel())
         return bool(np.array_equal(a, b, equal_nan=True))
     return bool(np.array_equal(a, b))
 
@@ -358,24 +383,23 @@ def plan_dataset(
     dims, variables = _merge(parts) if parts else ({}, {})
     specs = description.paramspecs
     for variable in variables.values():
-        if variable.name in (INDEX, MULTI_INDEX):
-            continue
-        spec = specs.get(variable.name)
-        if spec is None:
-            continue
-        variable.attrs.update(
-            {
-                "name": spec.name,
-                "paramtype": spec.paramtype,
-                "label": spec.label,
-                "unit": spec.unit,
-                "inferred_from": list(spec.inferred_from),
-                "depends_on": list(spec.depends_on),
-                "units": spec.unit,
-                "long_name": spec.label,
-            }
-        )
+        if variable.name not in (INDEX, MULTI_INDEX) and variable.name in specs:
+            variable.attrs.update(variable_attrs(specs[variable.name]))
     return DatasetPlan(dims=dims, variables=variables, attrs=dict(attrs))
+
+
+def variable_attrs(spec: ParamSpec) -> dict[str, Any]:
+    """The attributes QCoDeS gives the variable of a parameter."""
+    return {
+        "name": spec.name,
+        "paramtype": spec.paramtype,
+        "label": spec.label,
+        "unit": spec.unit,
+        "inferred_from": list(spec.inferred_from),
+        "depends_on": list(spec.depends_on),
+        "units": spec.unit,
+        "long_name": spec.label,
+    }
 
 
 def run_description_json(description: RunDescription) -> str:

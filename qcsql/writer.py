@@ -82,11 +82,17 @@ def _write(plan: DatasetPlan, path: Path) -> None:
         ordered = [v for v in plan.variables.values() if v.name in plan.dims] + [
             v for v in plan.variables.values() if v.name not in plan.dims
         ]
+        created_by_name = {}
         for variable in ordered:
             data, dtype, fill = _storable(variable.data)
             created = handle.create_variable(
-                variable.name, variable.dims, dtype=dtype, data=data, fillvalue=fill
+                variable.name,
+                variable.dims,
+                dtype=dtype,
+                data=None if variable.streamed else data,
+                fillvalue=fill,
             )
+            created_by_name[variable.name] = created
             for key, value in variable.attrs.items():
                 created.attrs[key] = _attribute(value)
             coordinates = _coordinates_attribute(plan, variable)
@@ -94,6 +100,8 @@ def _write(plan: DatasetPlan, path: Path) -> None:
                 created.attrs["coordinates"] = coordinates
         for key, value in plan.attrs.items():
             handle.attrs[key] = _attribute(value)
+        if plan.fill is not None:
+            plan.fill(created_by_name)
 
 
 @contextlib.contextmanager

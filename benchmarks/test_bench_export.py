@@ -1,0 +1,81 @@
+"""Exporting a run to netCDF/HDF5: qcsql's export_hdf5 against QCoDeS 0.58's export("netcdf").
+
+Issue targets: a 10,000,000-point numeric run at least 15x faster with peak RSS under
+150 MB (QCoDeS: about 2.3 GB); 10,000 x 1,000-point arrays at least 10x faster. Peak
+RSS growth is measured in fresh processes and reported, not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import qcsql
+from benchmarks.conftest import MEMORY_REPORTS, qcodes_copy
+from benchmarks.test_bench_data import ARRAY_ROWS, NUMERIC_POINTS, array_db, numeric_db  # noqa: F401
+
+pytest.importorskip("qcodes")
+
+
+def export_with_qcsql(path: Path, out: Path) -> Path:
+    with qcsql.open_database(path) as db:
+        return db.load_by_id(1).export_hdf5(out)
+
+
+def export_with_qcodes(path: Path, out: Path) -> None:
+    from qcodes.dataset import load_by_id
+    from qcodes.dataset.sqlite.database import connect
+
+    conn = connect(str(path))
+    try:
+        load_by_id(1, conn=conn).export("netcdf", path=str(out))
+    finally:
+        conn.close()
+
+
+def _memory(which: str, path: Path, label: str) -> None:
+    project = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.memory_probe", which, str(path), "export"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=project,
+    )
+    MEMORY_REPORTS.append((f"export, {label}", json.loads(result.stdout.strip().splitlines()[-1])))
+
+
+@pytest.mark.benchmark(group="export, 1-D numeric run")
+def test_export_numeric_qcsql(benchmark: Any, numeric_db: Path, tmp_path: Path) -> None:  # noqa: F811
+    path = benchmark.pedantic(
+        export_with_qcsql, args=(numeric_db, tmp_path), rounds=3, iterations=1
+    )
+    assert path.stat().st_size > NUMERIC_POINTS * 16
+    _memory("qcsql", numeric_db, f"{NUMERIC_POINTS:,}-point numeric run")
+
+
+@pytest.mark.benchmark(group="export, 1-D numeric run")
+def test_export_numeric_qcodes(benchmark: Any, numeric_db: Path, tmp_path: Path) -> None:  # noqa: F811
+    copy = qcodes_copy(numeric_db, tmp_path / "db")
+    benchmark.pedantic(export_with_qcodes, args=(copy, tmp_path), rounds=1, iterations=1)
+    _memory("qcodes", copy, f"{NUMERIC_POINTS:,}-point numeric run")
+
+
+@pytest.mark.benchmark(group="export, 10,000 x 1,000-point arrays")
+def test_export_arrays_qcsql(benchmark: Any, array_db: Path, tmp_path: Path) -> None:  # noqa: F811
+    benchmark.pedantic(
+        export_with_qcsql, args=(array_db, tmp_path), rounds=3, iterations=1, warmup_rounds=1
+    )
+    _memory("qcsql", array_db, "10,000 x 1,000-point arrays")
+
+
+@pytest.mark.benchmark(group="export, 10,000 x 1,000-point arrays")
+def test_export_arrays_qcodes(benchmark: Any, array_db: Path, tmp_path: Path) -> None:  # noqa: F811
+    copy = qcodes_copy(array_db, tmp_path / "db")
+    benchmark.pedantic(export_with_qcodes, args=(copy, tmp_path), rounds=1, iterations=1)
+    _memory("qcodes", copy, "10,000 x 1,000-point arrays")
