@@ -10,7 +10,7 @@ Everything else is laid out in memory by :func:`qcsql.plan.plan_run`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +51,23 @@ def _streamed_plan(run: Run) -> DatasetPlan | None:
     """A one-dimensional numeric run, planned without reading its rows into memory.
 
     QCoDeS lays such a run out along its setpoint, in measured order, when the
-    setpoint values are unique (or the run is a complete shaped one); uniqueness is
-    checked while streaming (the values must rise or fall monotonically), and a run
-    that breaks it is laid out in memory instead."""
+    setpoint values are unique (or the run is a complete shaped one). The rows go into
+    a growing (unlimited) dimension, so they need not be counted first; uniqueness is
+    checked on the way (the values must rise or fall monotonically), and a run that
+    needs it but breaks it is laid out in memory instead."""
     graph = run.description.interdependencies
     if len(graph.top_level_parameters) != 1:
         return None
     top, setpoints, others = graph.tree_by_group(graph.top_level_parameters[0])
     if len(setpoints) != 1 or others:
         return None
+    shape = (run.shapes or {}).get(top)
+    if shape is not None and len(shape) != 1:
+        return None
     stream = stream_numeric_tree(run, top)
     if stream is None:
         return None
     setpoint = setpoints[0]
-    shape = (run.shapes or {}).get(top)
-    if shape is not None and len(shape) != 1:
-        return None
-    needs_unique = shape is None or shape[0] != stream.rows
     specs = run.description.paramspecs
     variables = {
         top: Variable(top, (setpoint,), np.empty(0), variable_attrs(specs[top]), streamed=True),
@@ -76,32 +76,62 @@ def _streamed_plan(run: Run) -> DatasetPlan | None:
         ),
     }
 
-    def fill(created: Mapping[str, Any]) -> None:
-        position, previous, direction = 0, None, 0
-        for values, coordinate in stream.chunks():
-            if needs_unique:
-                keys = as_qcodes_sees(coordinate)
-                if previous is not None:
-                    keys = np.concatenate([[previous], keys])
-                steps = np.sign(np.diff(keys))
-                if len(steps):
-                    direction = direction or int(steps[0])
-                    if direction == 0 or np.any(steps != direction):
-                        raise _NotStreamable
-                previous = keys[-1]
+    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
+        position, previous = 0, None
+        direction: int | None = 0
+        for values, coordinate in _batches(stream.chunks()):
+            if direction is not None:
+                direction = _monotonic(coordinate, previous, direction)
+                previous = coordinate[-1] if len(coordinate) else previous
             m = len(values)
+            grow(setpoint, position + m)
             created[top][position : position + m] = values
             created[setpoint][position : position + m] = coordinate
             position += m
-        if position != stream.rows:
-            raise _NotStreamable
+        complete_shape = shape is not None and shape[0] == position
+        if direction is None and not complete_shape:
+            raise _NotStreamable  # duplicated setpoints: QCoDeS uses an index layout
 
     return DatasetPlan(
-        dims={setpoint: stream.rows},
+        dims={setpoint: 0},
         variables=variables,
         attrs=dataset_attrs(run),
         fill=fill,
+        unlimited=frozenset({setpoint}),
     )
+
+
+def _batches(chunks: Iterator[tuple[Any, Any]], rows: int = 1 << 20) -> Iterator[tuple[Any, Any]]:
+    """Chunks joined into batches of about ``rows`` rows (16 MiB for two columns): few,
+    large writes into the file, memory still bounded."""
+    pending: list[tuple[Any, Any]] = []
+    count = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        count += len(chunk[0])
+        if count >= rows:
+            yield np.concatenate([p[0] for p in pending]), np.concatenate([p[1] for p in pending])
+            pending, count = [], 0
+    if pending:
+        yield np.concatenate([p[0] for p in pending]), np.concatenate([p[1] for p in pending])
+
+
+def _monotonic(values: Any, previous: float | None, direction: int) -> int | None:
+    """The direction (+1/-1) in which the setpoint values keep strictly rising or falling as
+    QCoDeS sees them (15 significant digits); None once they do not."""
+    joined = values if previous is None else np.concatenate([[previous], values])
+    if len(joined) < 2:
+        return direction
+    steps = np.diff(joined)
+    # Steps well above the 15th digit cannot vanish in QCoDeS' rounding: no need to round.
+    close = np.abs(steps) <= 1e-13 * np.maximum(np.abs(joined[1:]), np.abs(joined[:-1]))
+    if close.any() or not np.all(np.isfinite(steps)):
+        steps = np.diff(as_qcodes_sees(joined))
+    signs = np.sign(steps)
+    direction = direction or int(signs[0])
+    if direction == 0 or np.any(signs != direction):
+        return None
+    return direction
 
 
 def export_run(run: Run, path_or_dir: str | Path) -> Path:

@@ -310,11 +310,16 @@ def _common_header(
     if not len(record):
         return None
     size = int(header_size[0])
-    headers = flat[record[:, None] + np.arange(size)]
-    same = (headers == headers[0]).all(axis=1) & (header_size == size)
-    if np.any(headers[0, 1:] >= 0x80):
+    first = flat[record[0] : record[0] + size]
+    if np.any(first[1:] >= 0x80):
         return None
-    return np.flatnonzero(same), headers[0]
+    if size <= 8:  # one 8-byte gather per record, compared under a mask of the header bytes
+        words = _eight_bytes(flat, record).view(">u8").ravel()
+        mask = np.uint64((1 << 64) - (1 << (8 * (8 - size))))
+        same = (words & mask) == (words[0] & mask)
+    else:
+        same = (flat[record[:, None] + np.arange(size)] == first).all(axis=1)
+    return np.flatnonzero(same & (header_size == size)), first
 
 
 def _decode_same_header(
@@ -372,13 +377,17 @@ def _decode_any_header(
 def _big_endian_doubles(
     flat: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float64]:
-    """The 8-byte big-endian doubles at byte offsets ``at``, in one gather: a strided view
-    whose row r, column i is the 8 bytes at r + 8 i makes every value one element."""
-    blocks = np.lib.stride_tricks.as_strided(
-        flat, shape=(8, (len(flat) - 8) // 8, 8), strides=(1, 8, 1), writeable=False
+    """The 8-byte big-endian doubles at byte offsets ``at``, in one gather."""
+    return _eight_bytes(flat, at).view(">f8").ravel().astype(np.float64)
+
+
+def _eight_bytes(flat: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
+    """The 8 bytes at each offset ``at``, as an (n, 8) array, in one gather: row i of a
+    sliding view of the buffer is its bytes i..i+7."""
+    sliding = np.lib.stride_tricks.as_strided(
+        flat, shape=(len(flat) - 7, 8), strides=(1, 1), writeable=False
     )
-    raw = blocks[at % 8, at // 8]
-    return raw.view(">f8").ravel().astype(np.float64)
+    return sliding[at]
 
 
 def _numbers(

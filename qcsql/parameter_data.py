@@ -447,8 +447,8 @@ class NumericTreeStream:
     rows: int
 
     def chunks(self) -> Iterator[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
-        for top, setpoint in numeric_chunks(self.tree):
-            yield top, setpoint
+        for chunk in numeric_chunks(self.tree):
+            yield chunk[0], chunk[1]
 
 
 def stream_numeric_tree(run: Run, top: str) -> NumericTreeStream | None:
@@ -460,7 +460,7 @@ def stream_numeric_tree(run: Run, top: str) -> NumericTreeStream | None:
     if len(columns) != 2 or any(graph.parameters[c].paramtype != "numeric" for c in columns):
         return None
     table = run.database._results_table(run)
-    rows = table.locate(top, None, None, table.max_id())
+    rows = table.all_rows(table.max_id())  # an upper bound: the stream need not count
     tree = _Tree(
         table, top, columns, ("numeric", "numeric"), rows, f"{run.database.path}, run {run.run_id}"
     )

@@ -72,12 +72,14 @@ class DatasetPlan:
 
     Variables whose ``data`` is an empty placeholder (``streamed``) are filled by ``fill``
     after the file's structure is written, chunk by chunk, so a large run never has to be
-    in memory at once."""
+    in memory at once; ``fill`` gets the created variables and a function that grows an
+    ``unlimited`` dimension."""
 
     dims: dict[str, int]
     variables: dict[str, Variable]
     attrs: dict[str, Any]
-    fill: Callable[[Mapping[str, Any]], None] | None = None
+    fill: Callable[[Mapping[str, Any], Callable[[str, int], None]], None] | None = None
+    unlimited: frozenset[str] = frozenset()
 
     @property
     def coords(self) -> list[Variable]:

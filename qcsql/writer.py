@@ -34,6 +34,10 @@ from qcsql.plan import DatasetPlan, Variable
 __all__ = ["ExportError", "write_plan"]
 
 
+# Rows per HDF5 chunk of a streamed (growing) variable: 1 MiB of doubles.
+STREAM_CHUNK = 131_072
+
+
 class ExportError(QcsqlError):
     """The export file could not be written."""
 
@@ -78,7 +82,9 @@ def _attribute(value: Any) -> Any:
 
 def _write(plan: DatasetPlan, path: Path) -> None:
     with h5netcdf.File(path, "w") as handle:
-        handle.dimensions = dict(plan.dims)
+        handle.dimensions = {
+            dim: None if dim in plan.unlimited else size for dim, size in plan.dims.items()
+        }
         ordered = [v for v in plan.variables.values() if v.name in plan.dims] + [
             v for v in plan.variables.values() if v.name not in plan.dims
         ]
@@ -91,6 +97,7 @@ def _write(plan: DatasetPlan, path: Path) -> None:
                 dtype=dtype,
                 data=None if variable.streamed else data,
                 fillvalue=fill,
+                chunks=(STREAM_CHUNK,) if variable.streamed else None,
             )
             created_by_name[variable.name] = created
             for key, value in variable.attrs.items():
@@ -101,7 +108,7 @@ def _write(plan: DatasetPlan, path: Path) -> None:
         for key, value in plan.attrs.items():
             handle.attrs[key] = _attribute(value)
         if plan.fill is not None:
-            plan.fill(created_by_name)
+            plan.fill(created_by_name, handle.resize_dimension)
 
 
 @contextlib.contextmanager
