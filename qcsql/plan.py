@@ -390,8 +390,8 @@ def plan_dataset(
     return DatasetPlan(dims=dims, variables=variables, attrs=dict(attrs))
 
 
-def variable_attrs(spec: ParamSpec) -> dict[str, Any]:
-    """The attributes QCoDeS gives the variable of a parameter."""
+def _paramspec_dict(spec: ParamSpec) -> dict[str, Any]:
+    """QCoDeS' ``ParamSpec._to_dict()``."""
     return {
         "name": spec.name,
         "paramtype": spec.paramtype,
@@ -399,25 +399,18 @@ def variable_attrs(spec: ParamSpec) -> dict[str, Any]:
         "unit": spec.unit,
         "inferred_from": list(spec.inferred_from),
         "depends_on": list(spec.depends_on),
-        "units": spec.unit,
-        "long_name": spec.label,
     }
+
+
+def variable_attrs(spec: ParamSpec) -> dict[str, Any]:
+    """The attributes QCoDeS gives the variable of a parameter (plus CF's units/long_name)."""
+    return {**_paramspec_dict(spec), "units": spec.unit, "long_name": spec.label}
 
 
 def run_description_json(description: RunDescription) -> str:
     """The run description as QCoDeS re-serialises it into exports (version 3)."""
     graph = description.interdependencies
-    legacy = [
-        {
-            "name": spec.name,
-            "paramtype": spec.paramtype,
-            "label": spec.label,
-            "unit": spec.unit,
-            "inferred_from": list(spec.inferred_from),
-            "depends_on": list(spec.depends_on),
-        }
-        for spec in graph.legacy_paramspecs()
-    ]
+    legacy = [_paramspec_dict(spec) for spec in graph.legacy_paramspecs()]
     payload = {
         "version": 3,
         "interdependencies": {"paramspecs": legacy},

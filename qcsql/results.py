@@ -203,10 +203,10 @@ class ResultsTable:
         finally:
             source.close()
 
-    def first_row(self, columns: Sequence[str], top: str, rows: RowRange) -> tuple[Any, ...]:
-        """The first row of ``rows``, to plan how to decode the rest."""
+    def _window(self, columns: Sequence[str], top: str) -> sa.Select[Any]:
+        """``columns`` of the rows with ``:after < id <= :upto`` where ``top`` is not NULL."""
         ids = self.model.c.id
-        statement = _compiled(
+        return (
             sa.select(*(self.column(name) for name in columns))
             .where(
                 ids > sa.bindparam("after"),
@@ -214,8 +214,11 @@ class ResultsTable:
                 self.column(top).is_not(None),
             )
             .order_by(ids)
-            .limit(1)
         )
+
+    def first_row(self, columns: Sequence[str], top: str, rows: RowRange) -> tuple[Any, ...]:
+        """The first row of ``rows``, to plan how to decode the rest."""
+        statement = _compiled(self._window(columns, top).limit(1))
         found = self._fetch(statement, after=rows.after_id, upto=rows.upto_id)
         return tuple(found[0]) if found else ()
 
@@ -227,16 +230,7 @@ class ResultsTable:
         Windows of ids (keyset pagination on the rowid) need no id column in the result
         and no LIMIT, so each statement returns just the values, as fast as SQLite can.
         """
-        ids = self.model.c.id
-        statement = _compiled(
-            sa.select(*(self.column(name) for name in columns))
-            .where(
-                ids > sa.bindparam("after"),
-                ids <= sa.bindparam("upto"),
-                self.column(top).is_not(None),
-            )
-            .order_by(ids)
-        )
+        statement = _compiled(self._window(columns, top))
         low = rows.after_id
         while low < rows.upto_id:
             high = min(low + max(ids_per_chunk, 1), rows.upto_id)

@@ -145,24 +145,23 @@ def test_qcodes_writer_appearing_on_a_wal_file_is_followed(tmp_path: Path) -> No
 
 
 def test_wal_without_shm_is_read_from_a_private_copy(tmp_path: Path, guard: list[Path]) -> None:
-    """A copied WAL database with its -wal: committed runs in the -wal are seen, nothing is created."""
-    source = tmp_path / "source" / "live.db"
-    source.parent.mkdir()
-    writer = sqlite3.connect(copy_database(EXAMPLE_DB, source.parent / "x").parent / "example.db")
-    writer.execute("PRAGMA wal_autocheckpoint=0")
+    """A copied WAL database with its -wal (no -shm): the runs committed only in the -wal are
+    seen, and nothing is created beside the file."""
+    live = copy_database(EXAMPLE_DB, tmp_path / "live")
+    writer = sqlite3.connect(live)
+    writer.execute("PRAGMA wal_autocheckpoint=0")  # keep the commit in the -wal
     writer.execute(
         "INSERT INTO runs (exp_id, name, result_table_name, result_counter, is_completed) "
         "VALUES (1, 'only in the wal', 'results-1-99', 99, 0)"
     )
     writer.commit()
-    original = source.parent / "x" / "example.db"
-    snapshot = tmp_path / "snapshot"
-    snapshot.mkdir()
-    for item in (original, original.with_name(original.name + "-wal")):
-        (snapshot / item.name).write_bytes(item.read_bytes())
+    archived = tmp_path / "archived"
+    archived.mkdir()
+    for item in (live, live.with_name(live.name + "-wal")):
+        (archived / item.name).write_bytes(item.read_bytes())  # copied while the writer is open
     writer.close()
-    copied = snapshot / "example.db"
-    assert side_files(copied) == [copied.with_name("example.db-wal")]
+    copied = archived / live.name
+    assert side_files(copied) == [copied.with_name(copied.name + "-wal")]
     guard.append(copied)
     with qcsql.open_database(copied) as db:
         assert db.access is qcsql.Access.SNAPSHOT_COPY
