@@ -72,16 +72,34 @@ class PageSource:
     def close(self) -> None:
         self._handle.close()
 
+    def _read_into(self, buffer: memoryview, offset: int) -> None:
+        """Fill ``buffer`` from ``offset`` (positional reads where the OS has them: Windows
+        has no pread, and seeking a file nobody else uses is as good there)."""
+        if hasattr(os, "preadv"):
+            done = os.preadv(self._handle.fileno(), [buffer], offset)
+        else:  # pragma: no cover - Windows
+            self._handle.seek(offset)
+            done = self._handle.readinto(buffer)
+        if done != len(buffer):
+            raise _Unsupported  # the file ends early: not a page this reader can trust
+
     def page(self, number: int) -> bytes:
-        data = os.pread(self._handle.fileno(), self.page_size, (number - 1) * self.page_size)
-        if len(data) != self.page_size:
-            raise _Unsupported
-        return data
+        data = bytearray(self.page_size)
+        self._read_into(memoryview(data), (number - 1) * self.page_size)
+        return bytes(data)
 
     def pages(self, numbers: Sequence[int]) -> npt.NDArray[np.uint8]:
+        """The pages ``numbers`` as rows; runs of consecutive pages are read with one call."""
         out = np.empty((len(numbers), self.page_size), dtype=np.uint8)
-        for row, number in enumerate(numbers):
-            out[row] = np.frombuffer(self.page(number), dtype=np.uint8)
+        start = 0
+        while start < len(numbers):
+            end = start + 1
+            while end < len(numbers) and numbers[end] == numbers[end - 1] + 1:
+                end += 1
+            self._read_into(
+                memoryview(out[start:end].data).cast("B"), (numbers[start] - 1) * self.page_size
+            )
+            start = end
         return out
 
     @contextlib.contextmanager
