@@ -10,13 +10,14 @@ Everything else is laid out in memory by :func:`qcsql.plan.plan_run`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from qcsql.parameter_data import stream_numeric_tree
+from qcsql.parameter_data import NumericTreeStream, stream_numeric_tree
 from qcsql.plan import (
     DatasetPlan,
     Variable,
@@ -48,34 +49,56 @@ def default_file_name(run: Run) -> str:
 
 
 def _streamed_plan(run: Run) -> DatasetPlan | None:
-    """A one-dimensional numeric run, planned without reading its rows into memory.
+    """The plan of a large numeric run whose rows can go straight into the file, or None.
 
-    QCoDeS lays such a run out along its setpoint, in measured order, when the
-    setpoint values are unique (or the run is a complete shaped one). The rows go into
-    a growing (unlimited) dimension, so they need not be counted first; uniqueness is
-    checked on the way (the values must rise or fall monotonically), and a run that
-    needs it but breaks it is laid out in memory instead."""
+    Two layouts stream: a parameter against one setpoint (QCoDeS lays it out along the
+    setpoint, in measured order, when the setpoint values are unique or the run is
+    complete), and a complete shaped run on several setpoints (QCoDeS' direct layout:
+    rows in C order, coordinates from the first line along each axis). A run that turns
+    out not to fit while streaming is laid out in memory instead."""
     graph = run.description.interdependencies
     if len(graph.top_level_parameters) != 1:
         return None
-    top, setpoints, others = graph.tree_by_group(graph.top_level_parameters[0])
-    if len(setpoints) != 1 or others:
-        return None
+    top, setpoints, _ = graph.tree_by_group(graph.top_level_parameters[0])
     shape = (run.shapes or {}).get(top)
-    if shape is not None and len(shape) != 1:
-        return None
     stream = stream_numeric_tree(run, top)
-    if stream is None:
+    if stream is None or not setpoints:
         return None
-    setpoint = setpoints[0]
     specs = run.description.paramspecs
     variables = {
-        top: Variable(top, (setpoint,), np.empty(0), variable_attrs(specs[top]), streamed=True),
-        setpoint: Variable(
-            setpoint, (setpoint,), np.empty(0), variable_attrs(specs[setpoint]), True, True
-        ),
+        name: Variable(
+            name,
+            tuple(setpoints) if name == top else (name,),
+            np.empty(0),
+            variable_attrs(specs[name]),
+            is_coord=name != top,
+            streamed=True,
+        )
+        for name in (top, *setpoints)
     }
+    if shape is not None and len(shape) != len(setpoints):
+        return None  # QCoDeS' reshaping and its layout disagree; leave it to the plan
+    if len(setpoints) == 1:
+        return DatasetPlan(
+            dims={setpoints[0]: 0},
+            variables=variables,
+            attrs=dataset_attrs(run),
+            fill=_fill_along_setpoint(stream, top, setpoints[0], shape),
+            unlimited=frozenset(setpoints),
+        )
+    if shape is None or math.prod(shape) > stream.rows:
+        return None
+    return DatasetPlan(
+        dims=dict(zip(setpoints, shape, strict=True)),
+        variables=variables,
+        attrs=dataset_attrs(run),
+        fill=_fill_grid(stream, top, tuple(setpoints), tuple(shape)),
+    )
 
+
+def _fill_along_setpoint(
+    stream: NumericTreeStream, top: str, setpoint: str, shape: tuple[int, ...] | None
+) -> Callable[[Mapping[str, Any], Callable[[str, int], None]], None]:
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
         position, previous = 0, None
         direction: int | None = 0
@@ -88,32 +111,79 @@ def _streamed_plan(run: Run) -> DatasetPlan | None:
             created[top][position : position + m] = values
             created[setpoint][position : position + m] = coordinate
             position += m
-        complete_shape = shape is not None and shape[0] == position
+        complete_shape = shape is not None and tuple(shape) == (position,)
         if direction is None and not complete_shape:
             raise _NotStreamable  # duplicated setpoints: QCoDeS uses an index layout
 
-    return DatasetPlan(
-        dims={setpoint: 0},
-        variables=variables,
-        attrs=dataset_attrs(run),
-        fill=fill,
-        unlimited=frozenset({setpoint}),
-    )
+    return fill
 
 
-def _batches(chunks: Iterator[tuple[Any, Any]], rows: int = 1 << 20) -> Iterator[tuple[Any, Any]]:
-    """Chunks joined into batches of about ``rows`` rows (16 MiB for two columns): few,
-    large writes into the file, memory still bounded."""
-    pending: list[tuple[Any, Any]] = []
+def _fill_grid(
+    stream: NumericTreeStream, top: str, setpoints: tuple[str, ...], shape: tuple[int, ...]
+) -> Callable[[Mapping[str, Any], Callable[[str, int], None]], None]:
+    total = math.prod(shape)
+    strides = [math.prod(shape[axis + 1 :]) for axis in range(len(shape))]
+    line = shape[-1]
+
+    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
+        axes = {name: np.empty(size) for name, size in zip(setpoints, shape, strict=True)}
+        position = 0
+        for columns in _batches(stream.chunks()):
+            values = columns[0]
+            end = position + len(values)
+            if end > total:
+                raise _NotStreamable  # more rows than the shape: QCoDeS keeps them flat
+            for axis, name in enumerate(setpoints):  # coordinate i sits at row i * stride
+                steps = np.arange(-(-position // strides[axis]), -(-end // strides[axis]))
+                steps = steps[steps < shape[axis]]
+                axes[name][steps] = columns[axis + 1][steps * strides[axis] - position]
+            _write_c_order(created[top], values, position, shape, line)
+            position = end
+        if position != total:
+            raise _NotStreamable  # an incomplete grid: QCoDeS' layout sorts and pads it
+        for name, values in axes.items():
+            created[name][:] = values
+
+    return fill
+
+
+def _write_c_order(target: Any, values: Any, start: int, shape: tuple[int, ...], line: int) -> None:
+    """Rows ``start`` .. of a C-ordered grid: a partial first line, the full lines (one
+    write for two dimensions), a partial last line."""
+    end = start + len(values)
+    offset = 0
+    while start < end:
+        lead = np.unravel_index(start // line, shape[:-1])
+        column = start % line
+        if column == 0 and len(shape) == 2 and end - start >= line:
+            lines = (end - start) // line
+            first = start // line
+            target[first : first + lines, :] = values[offset : offset + lines * line].reshape(
+                lines, line
+            )
+            count = lines * line
+        else:
+            count = min(line - column, end - start)
+            target[(*(int(i) for i in lead), slice(column, column + count))] = values[
+                offset : offset + count
+            ]
+        start += count
+        offset += count
+
+
+def _batches(chunks: Iterator[list[Any]], rows: int = 1 << 20) -> Iterator[list[Any]]:
+    """Chunks joined into batches of about ``rows`` rows (8 MiB a column): few, large
+    writes into the file, memory still bounded."""
+    pending: list[list[Any]] = []
     count = 0
     for chunk in chunks:
         pending.append(chunk)
         count += len(chunk[0])
         if count >= rows:
-            yield np.concatenate([p[0] for p in pending]), np.concatenate([p[1] for p in pending])
+            yield [np.concatenate(parts) for parts in zip(*pending, strict=True)]
             pending, count = [], 0
     if pending:
-        yield np.concatenate([p[0] for p in pending]), np.concatenate([p[1] for p in pending])
+        yield [np.concatenate(parts) for parts in zip(*pending, strict=True)]
 
 
 def _monotonic(values: Any, previous: float | None, direction: int) -> int | None:

@@ -441,27 +441,27 @@ def _reshape(
 
 @dataclass(frozen=True)
 class NumericTreeStream:
-    """All rows of an all-numeric tree ``(top, setpoint)``, to be read chunk by chunk."""
+    """All rows of an all-numeric tree (a parameter and its setpoints), chunk by chunk."""
 
     tree: _Tree
     rows: int
 
-    def chunks(self) -> Iterator[tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]]:
-        for chunk in numeric_chunks(self.tree):
-            yield chunk[0], chunk[1]
+    def chunks(self) -> Iterator[list[npt.NDArray[np.float64]]]:
+        """One float64 array per column (the parameter first, then its setpoints)."""
+        return numeric_chunks(self.tree)
 
 
 def stream_numeric_tree(run: Run, top: str) -> NumericTreeStream | None:
-    """A streamed reader of ``top`` and its one setpoint, if the tree is all numeric and the
-    run has its results table; else None (read it in memory instead)."""
+    """A streamed reader of ``top`` and its setpoints, if they are all numeric and nothing
+    else belongs to the tree; else None (read it in memory instead). ``rows`` is an upper
+    bound (the table's row count): streams need not count first."""
     graph = run.description.interdependencies
     _, setpoints, others = graph.tree_by_group(top)
-    columns = (top, *setpoints, *others)
-    if len(columns) != 2 or any(graph.parameters[c].paramtype != "numeric" for c in columns):
+    columns = (top, *setpoints)
+    if others or any(graph.parameters[c].paramtype != "numeric" for c in columns):
         return None
     table = run.database._results_table(run)
-    rows = table.all_rows(table.max_id())  # an upper bound: the stream need not count
-    tree = _Tree(
-        table, top, columns, ("numeric", "numeric"), rows, f"{run.database.path}, run {run.run_id}"
-    )
+    rows = table.all_rows(table.max_id())
+    kinds = tuple("numeric" for _ in columns)
+    tree = _Tree(table, top, columns, kinds, rows, f"{run.database.path}, run {run.run_id}")
     return NumericTreeStream(tree, rows.rows)

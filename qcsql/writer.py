@@ -64,6 +64,13 @@ def _storable(data: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], Any, Any]:
     return data, data.dtype, None
 
 
+def _chunks(plan: DatasetPlan, variable: Variable) -> tuple[int, ...] | None:
+    """HDF5 chunks only where a dimension grows (contiguous otherwise, as xarray writes)."""
+    if not set(variable.dims) & plan.unlimited:
+        return None
+    return tuple(STREAM_CHUNK if d in plan.unlimited else plan.dims[d] for d in variable.dims)
+
+
 def _attribute(value: Any) -> Any:
     if isinstance(value, list) and value:
         return (
@@ -97,7 +104,7 @@ def _write(plan: DatasetPlan, path: Path) -> None:
                 dtype=dtype,
                 data=None if variable.streamed else data,
                 fillvalue=fill,
-                chunks=(STREAM_CHUNK,) if variable.streamed else None,
+                chunks=_chunks(plan, variable),
             )
             created_by_name[variable.name] = created
             for key, value in variable.attrs.items():

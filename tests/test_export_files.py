@@ -9,7 +9,10 @@ import os
 from pathlib import Path
 
 import h5netcdf
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import qcsql
 import qcsql.writer
@@ -100,3 +103,21 @@ def test_cli_export_usage_errors(tmp_path: Path) -> None:
         main(["export", str(EXAMPLE_DB), "--run", "999", "-o", str(tmp_path)], err=io.StringIO())
         == 1
     )
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=2, max_size=4).map(tuple),
+    cuts=st.lists(st.floats(0, 1), max_size=5),
+)
+def test_streamed_grid_rows_land_in_c_order(shape: tuple[int, ...], cuts: list[float]) -> None:
+    """Rows written in arbitrary batches end up where reshape(shape) puts them."""
+    from qcsql.export import _write_c_order
+
+    total = int(np.prod(shape))
+    rows = np.arange(total, dtype=float)
+    bounds = sorted({0, total, *(int(c * total) for c in cuts)})
+    target = np.full(shape, np.nan)
+    for start, end in zip(bounds, bounds[1:], strict=False):
+        _write_c_order(target, rows[start:end], start, shape, shape[-1])
+    np.testing.assert_array_equal(target, rows.reshape(shape))

@@ -21,8 +21,11 @@ from tests.test_export_matches_qcodes import assert_same_dataset  # noqa: E402
 
 @pytest.fixture(scope="module")
 def ragged_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from qcodes.dataset import Measurement, initialise_or_create_database_at
-    from qcodes.dataset import load_or_create_experiment
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
     from qcodes.parameters import Parameter
 
     path = tmp_path_factory.mktemp("odd") / "ragged.db"
@@ -37,7 +40,9 @@ def ragged_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     two.register_parameter(signal, setpoints=(gate, freq), paramtype="array")
     with two.run() as saver:
         for i in range(4):
-            saver.add_result((gate, i), (freq, np.arange(3 + i)), (signal, np.arange(3 + i) * 1.5 + i))
+            saver.add_result(
+                (gate, i), (freq, np.arange(3 + i)), (signal, np.arange(3 + i) * 1.5 + i)
+            )
     one = Measurement(exp=experiment, name="ragged over freq")
     one.register_parameter(freq, paramtype="array")
     one.register_parameter(signal, setpoints=(freq,), paramtype="array")
