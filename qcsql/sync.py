@@ -1,0 +1,183 @@
+"""What a sync agent uploads for each run: a record per run, and the runs new since the last.
+
+A data platform stores each QCoDeS run as a dataset identified by the run's guid
+(``alt_uid``), with a name, a description, the time it was collected, tags,
+attributes, a ranking and the exported HDF5 file. The rules (issue "Sync agents"):
+
+* ``name`` is the first line of the run name; further lines go to the description;
+* ``tags`` are the ``long_name`` (else ``name``) of every variable and coordinate of
+  the exported dataset, plus the tags of the ``qh_meta`` instrument in the snapshot;
+* ``attributes`` are ``sample`` and ``set-up``, then the configuration's static
+  attributes, then the ``qh_meta`` attributes, later ones overriding earlier ones;
+* ``ranking`` is +1 for plottr's ``inspectr_tag`` 'star', -1 for 'cross', else 0.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from qcsql.database import Database, open_database
+from qcsql.errors import QcsqlError, QcsqlWarning, RunNotFoundError
+from qcsql.plan import DatasetPlan, plan_run
+from qcsql.runs import Run
+
+__all__ = [
+    "DatasetInfo",
+    "QCoDeSConfigData",
+    "SnapshotMetadataWarning",
+    "dataset_info",
+    "runs_after",
+]
+
+QH_META = "qh_meta"
+RANKING = {"star": 1, "cross": -1}
+
+
+class SnapshotMetadataWarning(QcsqlWarning):
+    """The snapshot's ``qh_meta`` instrument is missing or malformed: no extra tags/attributes."""
+
+
+class QCoDeSConfigData(BaseModel):
+    """A sync agent's configuration of one QCoDeS database."""
+
+    model_config = ConfigDict(frozen=True)
+
+    database_path: Path
+    set_up: str
+    static_attributes: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("database_path", mode="before")
+    @classmethod
+    def _expand_user(cls, value: Any) -> Any:
+        return Path(value).expanduser() if isinstance(value, str | Path) else value
+
+    @field_validator("database_path")
+    @classmethod
+    def _is_a_qcodes_database(cls, path: Path) -> Path:
+        if not path.exists():
+            raise ValueError(f"{path} does not exist")
+        if not path.is_file():
+            raise ValueError(f"{path} is not a file")
+        if path.suffix != ".db":
+            raise ValueError(f"{path} does not end in .db")
+        try:
+            open_database(path).close()  # read-only; checks the SQLite header and tables
+        except QcsqlError as exc:
+            raise ValueError(str(exc)) from None
+        return path
+
+
+class DatasetInfo(BaseModel):
+    """Everything a sync agent uploads for one run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alt_uid: str
+    name: str
+    description: str
+    collected: datetime
+    tags: frozenset[str]
+    attributes: dict[str, str]
+    ranking: int
+    data_file: Path | None = None
+
+
+def _qh_meta(run: Run) -> tuple[list[str], dict[str, str]]:
+    """Tags and attributes of the ``qh_meta`` instrument in the run's snapshot."""
+    where = f"{run.database.path}, run {run.run_id}"
+    try:
+        snapshot = run.snapshot
+    except QcsqlError as exc:
+        warnings.warn(
+            f"{where}: {exc}; no qh_meta tags or attributes", SnapshotMetadataWarning, stacklevel=3
+        )
+        return [], {}
+    instrument = ((snapshot or {}).get("station") or {}).get("instruments", {}).get(QH_META)
+    if instrument is None:
+        warnings.warn(
+            f"{where}: the snapshot has no {QH_META} instrument",
+            SnapshotMetadataWarning,
+            stacklevel=3,
+        )
+        return [], {}
+    try:
+        parameters = instrument["parameters"]
+        tags = parameters["tags"]["value"] or []
+        attributes = parameters["attributes"]["value"] or {}
+        if not isinstance(tags, list) or not isinstance(attributes, dict):
+            raise TypeError("tags must be a list and attributes an object")
+        return [str(tag) for tag in tags], {
+            str(key): str(value["value"])
+            if isinstance(value, dict) and "value" in value
+            else str(value)
+            for key, value in attributes.items()
+        }
+    except (KeyError, TypeError, AttributeError) as exc:
+        warnings.warn(
+            f"{where}: the {QH_META} instrument in the snapshot is malformed ({exc}); "
+            "no qh_meta tags or attributes",
+            SnapshotMetadataWarning,
+            stacklevel=3,
+        )
+        return [], {}
+
+
+def _variable_tags(plan: DatasetPlan) -> set[str]:
+    return {str(v.attrs.get("long_name") or v.name) for v in plan.variables.values()}
+
+
+def dataset_info(
+    run: Run, config: QCoDeSConfigData, *, export_to: str | Path | None = None
+) -> DatasetInfo:
+    """The sync record of ``run``; with ``export_to`` (a folder or file) also its HDF5 file."""
+    where = f"{run.database.path}, run {run.run_id}"
+    guid = run.stable_guid
+    if run.run_timestamp_raw is None or guid is None:
+        raise QcsqlError(
+            f"{where}: the run never started, so it has nothing to sync yet",
+            path=run.database.path,
+            run_id=run.run_id,
+        )
+    lines = (run.name or "").splitlines() or [""]
+    description = (
+        f"database : {run.database.path.name} | run ID : {run.run_id} | "
+        f"GUID : {guid} | exp name : {run.exp_name}"
+    )
+    if len(lines) > 1:
+        description += "\n\n" + "\n".join(lines[1:])
+    meta_tags, meta_attributes = _qh_meta(run)
+    attributes = {"sample": str(run.sample_name), "set-up": config.set_up}
+    attributes.update(config.static_attributes)
+    attributes.update(meta_attributes)
+    data_file = run.export_hdf5(export_to) if export_to is not None else None
+    return DatasetInfo(
+        alt_uid=guid,
+        name=lines[0],
+        description=description,
+        collected=datetime.fromtimestamp(run.run_timestamp_raw).astimezone(),
+        tags=frozenset(_variable_tags(plan_run(run)) | set(meta_tags)),
+        attributes=attributes,
+        ranking=RANKING.get(str(run.metadata.get("inspectr_tag", "")), 0),
+        data_file=data_file,
+    )
+
+
+def runs_after(db: Database, last_synced_guid: str | None) -> list[Run]:
+    """The runs new since the run with ``last_synced_guid`` (all runs if None), by run_id."""
+    runs = db.runs()
+    if last_synced_guid is None:
+        return runs
+    for index, run in enumerate(runs):  # stable_guid: schema-v0 runs have no guid column
+        if run.stable_guid == last_synced_guid:
+            return runs[index + 1 :]
+    raise RunNotFoundError(
+        f"no run with guid {last_synced_guid!r} in {db.path}; the database may have been "
+        "replaced since the last sync",
+        path=db.path,
+        table="runs",
+    )
