@@ -19,8 +19,9 @@ import orjson
 
 from qcsql.database import Database, open_database
 from qcsql.errors import QcsqlError
+from qcsql.export import default_file_name
 from qcsql.runs import Run
-from qcsql.writer import ExportError
+from qcsql.writer import ExportError, LiveFile
 
 __all__ = ["main"]
 
@@ -213,6 +214,50 @@ def cmd_export(db: Database, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_ERROR if failed else EXIT_OK
 
 
+def cmd_follow(db: Database, args: argparse.Namespace, out: TextIO) -> int:
+    if args.latest == (args.run is not None):
+        raise UsageError("give --run ID or --latest")
+    target = Path(args.output).expanduser()
+    target.mkdir(parents=True, exist_ok=True)
+    if args.latest:
+        runs = db.runs()
+        if not runs:
+            raise UsageError(f"{db.path} has no runs to follow")
+        run = runs[-1]
+    else:
+        run = db.load_by_id(args.run)
+    live = LiveFile(target / (default_file_name(run).removesuffix(".nc") + ".live.h5"))
+    rows = 0
+    reason = None
+    try:
+        for chunk in run.follow(poll_interval=args.poll, idle_timeout=args.idle_timeout):
+            live.append(chunk.data, {"guid": run.stable_guid, "run_id": run.run_id})
+            rows += chunk.rows
+            reason = chunk.reason
+            if not args.quiet and sys.stderr.isatty():
+                sys.stderr.write(f"\rrun {run.run_id}: {rows:,} rows")
+                sys.stderr.flush()
+    finally:
+        live.close()
+    summary: dict[str, Any] = {
+        "run_id": run.run_id,
+        "rows": rows,
+        "reason": reason,
+        "live_file": str(live.path),
+    }
+    if reason == "completed":
+        summary["export"] = str(db.load_by_id(run.run_id).export_hdf5(target))
+    if args.json:
+        _write_json(summary, out)
+    else:
+        out.write(
+            f"run {run.run_id}: {rows:,} rows followed, {reason or 'stopped'}; live file {live.path}"
+            + (f"; exported {summary['export']}" if "export" in summary else "")
+            + "\n"
+        )
+    return EXIT_OK if reason == "completed" else EXIT_ERROR
+
+
 class UsageError(Exception):
     """Arguments that parse but make no sense together."""
 
@@ -221,6 +266,7 @@ COMMANDS: dict[str, tuple[Callable[[Database, argparse.Namespace, TextIO], int],
     "info": (cmd_info, "schema version, journal mode, size and counts of a database"),
     "runs": (cmd_runs, "list the runs of a database"),
     "export": (cmd_export, "export runs as xarray-compatible HDF5 (netCDF4) files"),
+    "follow": (cmd_follow, "follow a running measurement into a live HDF5 file, then export it"),
 }
 
 
@@ -249,6 +295,23 @@ def build_parser() -> argparse.ArgumentParser:
                 "-o", "--output", required=True, metavar="DIR", help="folder to write to (created)"
             )
             sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "follow":
+            sub.add_argument("--run", type=int, metavar="ID", help="run_id to follow")
+            sub.add_argument("--latest", action="store_true", help="follow the newest run")
+            sub.add_argument(
+                "-o", "--output", required=True, metavar="DIR", help="folder to write to (created)"
+            )
+            sub.add_argument(
+                "--poll", type=float, default=0.2, metavar="S", help="seconds between polls"
+            )
+            sub.add_argument(
+                "--idle-timeout",
+                type=float,
+                default=None,
+                metavar="S",
+                help="stop after this many seconds without new rows",
+            )
+            sub.add_argument("--quiet", action="store_true", help="no progress on stderr")
     return parser
 
 

@@ -439,6 +439,23 @@ def _reshape(
     return data
 
 
+def read_rows_between(
+    table: ResultsTable, description: RunDescription, after_id: int, upto_id: int, where: str
+) -> ParameterData:
+    """The rows with ``after_id < id <= upto_id`` of every top-level parameter's tree, decoded
+    as :func:`read_parameter_data` decodes them, not reshaped (for following live runs)."""
+    graph = description.interdependencies
+    output: ParameterData = {}
+    for name in graph.top_level_parameters:
+        top, setpoints, others = graph.tree_by_group(name)
+        columns = (top, *setpoints, *others)
+        kinds = tuple(graph.parameters[c].paramtype for c in columns)
+        rows = table.locate(top, None, None, upto_id, after_id)
+        if rows.rows:
+            output[name] = _read_tree(_Tree(table, top, columns, kinds, rows, where))
+    return output
+
+
 @dataclass(frozen=True)
 class NumericTreeStream:
     """All rows of an all-numeric tree (a parameter and its setpoints), chunk by chunk."""

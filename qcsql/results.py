@@ -117,9 +117,12 @@ class ResultsTable:
         count = self._fetch(_compiled(sa.select(sa.func.count()).select_from(self.model)))[0][0]
         return RowRange(after_id=0, upto_id=upto_id, rows=int(count), exact=False)
 
-    def locate(self, top: str, start: int | None, end: int | None, upto_id: int) -> RowRange:
+    def locate(
+        self, top: str, start: int | None, end: int | None, upto_id: int, after_id: int = 0
+    ) -> RowRange:
         """Which ids hold rows ``start``..``end`` (1-based, inclusive) of the rows where ``top``
-        is not NULL: QCoDeS' meaning of start/end, found with short counting statements."""
+        is not NULL (among the ids above ``after_id``): QCoDeS' meaning of start/end, found
+        with short counting statements."""
         ids = self.model.c.id
         not_null = self.column(top).is_not(None)
         count = _compiled(
@@ -128,7 +131,7 @@ class ResultsTable:
             )
         )
         spans: list[tuple[int, int, int]] = []
-        low = 0
+        low = after_id
         while low < upto_id:
             high = min(low + COUNT_SPAN, upto_id)
             counted = self._fetch(count, lo=low, hi=high)[0][0]

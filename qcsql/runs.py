@@ -22,7 +22,10 @@ from qcsql.parameter_data import ParameterData
 from qcsql.records import Link, MetadataValue, RunRow
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from qcsql.database import Database
+    from qcsql.live import FollowChunk
 
 __all__ = ["Run"]
 
@@ -178,6 +181,20 @@ class Run:
         """
         names = [p if isinstance(p, str) else str(p.name) for p in params]
         return self._database._parameter_data(self, names, start, end)
+
+    def follow(
+        self,
+        *,
+        poll_interval: float = 0.2,
+        idle_timeout: float | None = None,
+        yield_empty: bool = False,
+    ) -> Iterator[FollowChunk]:
+        """Yield the rows of a running measurement as they are committed (see :mod:`qcsql.live`)."""
+        from qcsql.live import follow  # the live layer sits above runs
+
+        return follow(
+            self, poll_interval=poll_interval, idle_timeout=idle_timeout, yield_empty=yield_empty
+        )
 
     def export_hdf5(self, path_or_dir: str | Path) -> Path:
         """Write the run as the xarray-compatible HDF5 file QCoDeS' netCDF export would be.
