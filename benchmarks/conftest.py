@@ -23,6 +23,8 @@ from typing import Any  # noqa: E402
 CACHE = Path(__file__).resolve().parent / ".cache"
 # (label, probe result) of every memory probe run in this session, for the summary.
 MEMORY_REPORTS: list[tuple[str, dict[str, Any]]] = []
+# (journal mode, commit-to-live-file delays in seconds) of the live-follow benchmark.
+LATENCY_REPORTS: list[tuple[str, list[float]]] = []
 
 
 def cached_database(name: str, build: Callable[[Path], None]) -> Path:
@@ -58,6 +60,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         side = "qcodes" if "qcodes" in bench.name else "qcsql"
         groups.setdefault(bench.group or bench.name, {})[side] = bench.stats.mean
     terminalreporter.section("qcsql vs QCoDeS 0.58 (ratio of mean times)")
+    for journal, delays in LATENCY_REPORTS:
+        ordered = sorted(delays)
+        median = ordered[len(ordered) // 2]
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        terminalreporter.write_line(
+            f"live follow, {journal}, 20,000 rows/s: {len(delays)} commits, delay to the live file "
+            f"median {median * 1e3:.0f} ms, p95 {p95 * 1e3:.0f} ms"
+        )
     for label, probe in MEMORY_REPORTS:
         terminalreporter.write_line(
             f"memory, {label}, {probe['reader']}: peak RSS grew {probe['peak_growth_bytes'] / 2**20:.0f} MiB"

@@ -3,9 +3,10 @@
     python tests/live_writer.py DB JOURNAL_MODE SECONDS ROWS_PER_SECOND
 
 Prints ``run <run_id>`` once the run has started and ``rows <n>`` when it is done;
-QCoDeS' own log (where a failed commit would show) goes to stderr. Each commit's
-time is appended to DB + ".commits" (``<last row id> <epoch seconds>`` lines), so the
-benchmark can measure the delay until a follower has the rows.
+QCoDeS' own log (where a failed commit would show) goes to stderr. The time of each of
+QCoDeS' commits (after ``DataSaver.flush_data_to_database`` returns) is appended to
+DB + ".commits" as ``<rows committed so far> <epoch seconds>`` lines, so the benchmark
+can measure the delay until a follower has the rows.
 """
 
 from __future__ import annotations
@@ -27,8 +28,18 @@ def main(path: str, journal: str, seconds: float, rate: float) -> None:
         initialise_or_create_database_at,
         load_or_create_experiment,
     )
+    from qcodes.dataset.measurements import DataSaver
     from qcodes.parameters import Parameter
 
+    added = [0]  # rows handed to QCoDeS so far; a flush commits all of them
+    commits = open(path + ".commits", "w")  # noqa: SIM115 - closed below
+    flush = DataSaver.flush_data_to_database
+
+    def timed_flush(self: DataSaver, *args: object, **kwargs: object) -> None:
+        flush(self, *args, **kwargs)
+        commits.write(f"{added[0]} {time.time()}\n")
+
+    DataSaver.flush_data_to_database = timed_flush  # type: ignore[method-assign]
     initialise_or_create_database_at(path, journal_mode=journal)
     experiment = load_or_create_experiment("live", sample_name="fast writer")
     x = Parameter("x", unit="V", set_cmd=None, get_cmd=None)
@@ -39,17 +50,18 @@ def main(path: str, journal: str, seconds: float, rate: float) -> None:
     measurement.write_period = 0.05
     batch = 500
     written = 0
-    with open(path + ".commits", "w") as commits, measurement.run() as saver:
+    with measurement.run() as saver:
         print(f"run {saver.run_id}", flush=True)
         started = time.time()
         while time.time() - started < seconds:
             values = np.arange(written, written + batch, dtype=float)
-            saver.add_result((x, values), (y, 2 * values))
             written += batch
-            commits.write(f"{written} {time.time()}\n")
+            added[0] = written
+            saver.add_result((x, values), (y, 2 * values))
             delay = started + written / rate - time.time()
             if delay > 0:
                 time.sleep(delay)
+    commits.close()
     print(f"rows {written}", flush=True)
 
 
