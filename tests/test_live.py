@@ -15,6 +15,7 @@ import pytest
 
 import qcsql
 from qcsql.cli import main
+from qcsql.export import default_file_name
 from tests.helpers import EXAMPLE_DB
 
 pytest.importorskip("qcodes")
@@ -37,6 +38,13 @@ def test_follow_a_fast_qcodes_writer(tmp_path: Path, journal: str) -> None:
             first = writer.stdout.readline()
             assert first, writer.stderr.read() if writer.stderr else "the writer stopped"
         run_id = int(first.split()[1])
+        with qcsql.open_database(database) as db:
+            live_name = default_file_name(db.load_by_id(run_id)).removesuffix(".nc") + ".live.h5"
+        reader = subprocess.Popen(  # another process watching the live file grow (SWMR)
+            [sys.executable, "-c", SWMR_READER, str(tmp_path / "out" / live_name)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         out = io.StringIO()
         status = main(
             [
@@ -55,9 +63,11 @@ def test_follow_a_fast_qcodes_writer(tmp_path: Path, journal: str) -> None:
             out=out,
         )
         stdout, stderr = writer.communicate(timeout=120)
+        sizes_seen = [int(n) for n in reader.communicate(timeout=120)[0].split()]
     finally:
-        if writer.poll() is None:
-            writer.kill()
+        for process in (writer, reader):
+            if process.poll() is None:
+                process.kill()
     assert writer.returncode == 0, stderr
     assert "locked" not in stderr and "commit" not in stderr.lower(), stderr
     written = int(stdout.split()[-1])
@@ -75,6 +85,31 @@ def test_follow_a_fast_qcodes_writer(tmp_path: Path, journal: str) -> None:
         data["x"], np.arange(written, dtype=float)
     )  # none lost, none twice
     assert Path(summary["export"]).read_bytes() == offline.read_bytes()
+    assert len(set(sizes_seen)) > 3 and max(sizes_seen) <= written  # it grew while being read
+
+
+SWMR_READER = """
+import os, sys, time
+import h5py
+path, sizes, deadline = sys.argv[1], [], time.time() + 60
+while time.time() < deadline and not (sizes and sizes[-1] == -1):
+    if not os.path.exists(path):
+        time.sleep(0.02)
+        continue
+    try:
+        with h5py.File(path, "r", libver="latest", swmr=True) as live:
+            rows = live["y"]["y"]
+            while time.time() < deadline:
+                rows.refresh()
+                sizes.append(rows.shape[0])
+                if len(sizes) > 20 and len(set(sizes[-20:])) == 1:
+                    sizes.append(-1)  # no growth for a while: the run is over
+                    break
+                time.sleep(0.05)
+    except (OSError, KeyError):
+        time.sleep(0.02)
+print(" ".join(str(n) for n in sizes if n >= 0))
+"""
 
 
 def test_follow_a_finished_run_reads_it_whole(tmp_path: Path) -> None:
