@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from qcsql.audit import audit
 from qcsql.database import Database, open_database
 from qcsql.errors import QcsqlError
 from qcsql.export import default_file_name
@@ -258,6 +259,83 @@ def cmd_follow(db: Database, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if reason == "completed" else EXIT_ERROR
 
 
+def cmd_show(db: Database, args: argparse.Namespace, out: TextIO) -> int:
+    run = db.load_by_id(args.run_id)
+    graph = run.description.interdependencies
+    lines = [
+        f"run {run.run_id} (captured {run.captured_run_id}): {_first_line(run.name, 80)}",
+        f"  experiment: {run.exp_name} / sample: {run.sample_name}",
+        f"  guid: {run.stable_guid}",
+        f"  started: {run.run_timestamp() or '-'}   completed: {run.completed_timestamp() or 'no'}",
+        f"  rows: {run.number_of_results}   results table: {run.table_name}",
+        "  parameters:",
+    ]
+    specs = run.paramspecs
+    for top in graph.top_level_parameters:
+        _, setpoints, others = graph.tree_by_group(top)
+        shape = (run.shapes or {}).get(top)
+        spec = specs[top]
+        axes = ", ".join(f"{s} [{specs[s].unit or '-'}]" for s in setpoints)
+        lines.append(
+            f"    {top} [{spec.unit or '-'}] {spec.paramtype}"
+            + (f" shape {shape}" if shape else "")
+            + (f"  vs {axes}" if setpoints else "")
+        )
+        for other in others:
+            lines.append(
+                f"      with {other} [{specs[other].unit or '-'}] {specs[other].paramtype}"
+            )
+    if run.metadata:
+        lines.append("  metadata:")
+        lines.extend(f"    {k}: {_first_line(str(v), 70)}" for k, v in run.metadata.items())
+    try:
+        snapshot = run.snapshot
+    except QcsqlError as exc:
+        lines.append(f"  snapshot: unreadable ({exc})")
+    else:
+        if snapshot is None:
+            lines.append("  snapshot: none")
+        else:
+            instruments = sorted((snapshot.get("station") or {}).get("instruments") or {})
+            size = len(run.snapshot_raw or "")
+            lines.append(
+                f"  snapshot: {size:,} bytes; instruments: {', '.join(instruments) or '-'}"
+            )
+            meta = ((snapshot.get("station") or {}).get("instruments") or {}).get("qh_meta")
+            if meta:
+                tags = meta.get("parameters", {}).get("tags", {}).get("value")
+                lines.append(f"  qh_meta tags: {tags}")
+    out.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def cmd_audit(db_path: str, args: argparse.Namespace, out: TextIO) -> int:
+    report = audit(db_path, deep=args.deep)
+    if args.json:
+        _write_json(
+            {
+                "path": str(report.path),
+                "schema_version": report.schema_version,
+                "journal_mode": report.journal_mode,
+                "runs_checked": report.runs_checked,
+                "quick_check": report.quick_check,
+                "healthy": report.healthy,
+                "findings": [vars(f) for f in report.findings],
+            },
+            out,
+        )
+    else:
+        out.write(
+            f"{report.path}: schema v{report.schema_version}, {report.journal_mode} journal, "
+            f"{report.runs_checked} runs checked, quick_check {'ok' if report.quick_check == ['ok'] else 'FAILED'}\n"
+        )
+        for finding in report.findings:
+            where = f"run {finding.run_id}" if finding.run_id is not None else "file"
+            out.write(f"  {finding.level:7} {where:>8}  {finding.code}: {finding.message}\n")
+        out.write("healthy\n" if report.healthy else f"{len(report.findings)} findings\n")
+    return EXIT_OK if report.healthy else EXIT_ERROR
+
+
 class UsageError(Exception):
     """Arguments that parse but make no sense together."""
 
@@ -267,7 +345,10 @@ COMMANDS: dict[str, tuple[Callable[[Database, argparse.Namespace, TextIO], int],
     "runs": (cmd_runs, "list the runs of a database"),
     "export": (cmd_export, "export runs as xarray-compatible HDF5 (netCDF4) files"),
     "follow": (cmd_follow, "follow a running measurement into a live HDF5 file, then export it"),
+    "show": (cmd_show, "one run for a person: parameters, units, shapes, metadata, snapshot"),
 }
+# Commands that take the path and open (or fail to open) the database themselves.
+PATH_COMMANDS = {"audit": (cmd_audit, "a read-only health report; exit 1 when anything is found")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
+    for name, (_, help_text) in {**COMMANDS, **PATH_COMMANDS}.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("database", help="path of the QCoDeS .db file")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
@@ -295,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "-o", "--output", required=True, metavar="DIR", help="folder to write to (created)"
             )
             sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "show":
+            sub.add_argument("run_id", type=int, metavar="RUN", help="run_id to show")
+        if name == "audit":
+            sub.add_argument("--deep", action="store_true", help="decode every value of every run")
         if name == "follow":
             sub.add_argument("--run", type=int, metavar="ID", help="run_id to follow")
             sub.add_argument("--latest", action="store_true", help="follow the newest run")
@@ -325,8 +410,10 @@ def main(
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0) and EXIT_USAGE
-    command, _ = COMMANDS[args.command]
     try:
+        if args.command in PATH_COMMANDS:
+            return PATH_COMMANDS[args.command][0](args.database, args, out)
+        command, _ = COMMANDS[args.command]
         with open_database(args.database) as db:
             status = command(db, args, out)
     except UsageError as exc:
