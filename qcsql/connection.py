@@ -115,6 +115,10 @@ def sqlite_uri(path: Path, **params: str) -> str:
     return "file:" + urllib.request.pathname2url(str(path)) + "?" + urllib.parse.urlencode(params)
 
 
+def _lenient_text(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
+
+
 def _side_file(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
@@ -144,6 +148,13 @@ def translate_sqlite_errors(
         yield
     except QcsqlError:
         raise
+    except UnicodeDecodeError as exc:  # an SQLite error message quoting damaged bytes
+        raise DatabaseCorruptError(
+            f"{path}: SQLite reports the file as damaged (damaged text in its schema or data)",
+            path=path,
+            run_id=run_id,
+            table=table,
+        ) from exc
     except (sqlite3.Error, sa.exc.DBAPIError, sa.exc.ResourceClosedError) as exc:
         original = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
         where = str(path)
@@ -231,10 +242,18 @@ class ReadOnlyConnection:
             raise DatabaseOpenError(
                 f"{self.path}: SQLite cannot open it ({exc})", path=self.path
             ) from exc
+        # Damaged text must not stop a read: undecodable bytes become U+FFFD.
+        raw.text_factory = _lenient_text
         try:
             raw.execute("PRAGMA query_only = 1")
             # The first real read: SQLite parses the schema here, so a damaged file fails now.
             raw.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except UnicodeDecodeError as exc:  # SQLite's own message quoted damaged bytes
+            raw.close()
+            raise DatabaseCorruptError(
+                f"{self.path}: SQLite reports the file as damaged (its schema is not valid text)",
+                path=self.path,
+            ) from exc
         except sqlite3.Error as exc:
             raw.close()
             if _error_code(exc) == "SQLITE_NOTADB":

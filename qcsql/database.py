@@ -111,6 +111,14 @@ class Database:
                     path=self.path,
                 )
             run_columns = [row[1] for row in sql.exec_driver_sql('PRAGMA table_info("runs")')]
+        if "run_id" not in run_columns:
+            raise SchemaError(
+                f"{self.path}: its runs table has no run_id column "
+                f"(it has {', '.join(run_columns) or 'none'}); the file is damaged",
+                path=self.path,
+                table="runs",
+                column="run_id",
+            )
         if self.schema_version > NEWEST_KNOWN_VERSION:
             warnings.warn(
                 f"{self.path}: schema version {self.schema_version} is newer than the newest "

@@ -461,8 +461,8 @@ def read_numeric_window(
                 return NumericColumns([np.empty(0) for _ in column_indices], upto_id)
             pages = source.pages(leaves)
             decoded = _decode_leaves(source, pages, column_indices, top_position, after_id, upto_id)
-    except (_Unsupported, OSError, IndexError):
-        return None
+    except (_Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError):
+        return None  # whatever these pages are, SQLite reads them (and reports damage) instead
     if decoded.last_rowid <= after_id:
         return None  # no progress: something about this tree is not what we expect
     return NumericColumns(decoded.values, min(decoded.last_rowid, upto_id))

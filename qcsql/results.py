@@ -78,6 +78,15 @@ class ResultsTable:
                 table=name,
             )
         self.declared_types = {row[1]: str(row[2] or "").lower() for row in info}
+        if "id" not in self.declared_types:
+            raise SchemaError(
+                f"{connection.path}, run {run_id}: the results table {name!r} has no 'id' "
+                f"column (it has {', '.join(self.declared_types)})",
+                path=connection.path,
+                run_id=run_id,
+                table=name,
+                column="id",
+            )
         self._by_lower = {column.lower(): column for column in self.declared_types}
         self.model = sa.Table(
             name,

@@ -1,0 +1,130 @@
+"""Damaged inputs, built from copies of genuine databases, through every entry point.
+
+Every failure must be a qcsql error (or an audit finding), nothing may hang (each
+input runs in a subprocess with a time limit), no export may be left half-written,
+and the damaged input itself must not change.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import pytest
+
+from tests.helpers import EXAMPLE_DB, LEGACY, FileState, copy_database
+
+PROBE = Path(__file__).with_name("corruption_probe.py")
+SOURCES = [EXAMPLE_DB, LEGACY / "v4_qcodes-0.2.1.db"]
+
+
+def _sql(*statements: str) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        with sqlite3.connect(path) as conn:
+            for statement in statements:
+                conn.execute(statement)
+        with sqlite3.connect(path) as conn:  # fold any WAL back into the file
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    return damage
+
+
+def _truncate(fraction: float) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        data = path.read_bytes()
+        path.write_bytes(data[: max(100, int(len(data) * fraction))])
+
+    return damage
+
+
+def _flip_bits(seed: int, pages: int = 3) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        data = bytearray(path.read_bytes())
+        rng = random.Random(seed)
+        page_size = 4096
+        for _ in range(pages):
+            page = rng.randrange(1, len(data) // page_size)  # page 1 (the schema) is safer to keep
+            for _ in range(16):
+                offset = page * page_size + rng.randrange(page_size)
+                data[offset] ^= 1 << rng.randrange(8)
+        path.write_bytes(bytes(data))
+
+    return damage
+
+
+def _write(content: bytes) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(content)
+
+
+DAMAGES: dict[str, Callable[[Path], None]] = {
+    "truncated-half": _truncate(0.5),
+    "truncated-tenth": _truncate(0.1),
+    "truncated-header": _truncate(0.0),
+    **{f"bit-flips-{seed}": _flip_bits(seed) for seed in range(6)},
+    "empty": _write(b""),
+    "text": _write(b"lab notes, not a database\n" * 50),
+    "dropped-runs": _sql("DROP TABLE runs"),
+    "dropped-results": _sql('DROP TABLE "results-1-1"'),
+    "bad-description": _sql('UPDATE runs SET run_description = \'{"version": 3, "interdep\''),
+    "bad-snapshot": _sql("UPDATE runs SET snapshot = '[1, 2'"),
+    "bad-blob": _sql('UPDATE "results-1-1" SET "dmm_current" = X\'93\' WHERE id % 3 = 0'),
+    "wrong-type": _sql('UPDATE "results-1-1" SET "dac_plunger" = \'left\' WHERE id = 2'),
+    "user-version-99": _sql("PRAGMA user_version = 99"),
+}
+
+
+def _make(source: Path, name: str, folder: Path) -> Path:
+    path = copy_database(source, folder)
+    try:
+        DAMAGES[name](path)
+    except sqlite3.Error:
+        pytest.skip(f"{name} does not apply to {source.name}")
+    return path
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_damaged_database(source: Path, damage: str, tmp_path: Path) -> None:
+    path = _make(source, damage, tmp_path / "input")
+    before = FileState.of(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.corruption_probe", str(path), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["raw"] == [], "\n".join(report["raw"])
+    assert set(report["cli"].values()) <= {0, 1}, report["cli"]
+    assert FileState.of(path) == before
+    leftovers = [p for p in out.rglob("*") if p.is_file()]
+    assert not [p for p in leftovers if ".partial" in p.name]
+    for exported in (p for p in leftovers if p.suffix == ".nc"):
+        with h5py.File(exported, "r"):
+            pass  # complete, or it would not be there
+
+
+def test_a_directory_named_like_a_database(tmp_path: Path) -> None:
+    folder = tmp_path / "looks.db"
+    folder.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.corruption_probe", str(folder), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["raw"] == [] and set(report["cli"].values()) == {1}
