@@ -16,7 +16,7 @@ from typing import Literal
 import sqlalchemy as sa
 
 from qcsql.database import Database, open_database
-from qcsql.errors import QcsqlError
+from qcsql.errors import DataElsewhereError, QcsqlError
 from qcsql.guids import is_well_formed
 from qcsql.runs import Run
 from qcsql.versions import NEWEST_KNOWN_VERSION
@@ -177,12 +177,7 @@ def _check_run(db: Database, run: Run, report: AuditReport, deep: bool) -> None:
         _check_against_layouts(db, run, report)
     if run.table_name is None or not db.has_table(run.table_name):
         if description.interdependencies.parameters:
-            report.add(
-                "error",
-                "results_table_missing",
-                f"its results table {run.table_name!r} is not in the file",
-                run_id,
-            )
+            _check_data_elsewhere(run, report)
         return
     if run.number_of_results == 0:
         report.add("warning", "no_rows", "its results table holds no rows", run_id)
@@ -201,6 +196,16 @@ def _check_run(db: Database, run: Run, report: AuditReport, deep: bool) -> None:
         return
     _check_shapes(run, report)
     del data
+
+
+def _check_data_elsewhere(run: Run, report: AuditReport) -> None:
+    """A run without results table in the file: its data must be where the file says."""
+    try:
+        run.get_parameter_data()
+    except DataElsewhereError as exc:
+        report.add("error", "data_not_found", str(exc), run.run_id)
+    except QcsqlError as exc:
+        report.add("error", "results_table_missing", str(exc), run.run_id)
 
 
 def _check_against_layouts(db: Database, run: Run, report: AuditReport) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from qcsql.connection import Access, ReadOnlyConnection
@@ -27,7 +28,10 @@ from qcsql.description import (
 )
 from qcsql.errors import (
     AmbiguousRunSpecError,
+    DataElsewhereError,
     NotQCoDeSError,
+    ParameterNotFoundError,
+    QcsqlError,
     RunDescriptionError,
     RunNotFoundError,
     SchemaError,
@@ -91,6 +95,7 @@ class Database:
     """A QCoDeS SQLite file, opened read-only; never upgraded, never written."""
 
     def __init__(self, path: str | Path) -> None:
+        self._side_connections: dict[Path, ReadOnlyConnection] = {}
         self._conn = ReadOnlyConnection(path)
         try:
             self._inspect_schema()
@@ -154,6 +159,9 @@ class Database:
         return "wal" if self._conn.header.wal_mode else "rollback"
 
     def close(self) -> None:
+        for side in self._side_connections.values():
+            side.close()
+        self._side_connections.clear()
         self._conn.close()
 
     def __enter__(self) -> Database:
@@ -465,11 +473,18 @@ class Database:
         description = run.description
         if not names and not description.interdependencies.parameters:
             return {}  # pristine, or nothing described: QCoDeS returns {} too
+        exported = self._exported_data(run, names, start, end)
+        if exported is not None:
+            return exported
         table = self._results_table(run)
         where = f"{self.path}, run {run.run_id}"
         return read_parameter_data(table, description, names, start, end, where)
 
     def _results_table(self, run: Run) -> ResultsTable:
+        if run.table_name is not None and not self.has_table(run.table_name):
+            recorded = self._scalar_of_run(run, "raw_data_db_path")
+            if recorded:
+                return self._results_table_elsewhere(run, str(recorded))
         if run.table_name is None or not self.has_table(run.table_name):
             raise SchemaError(
                 f"{self.path}, run {run.run_id}: its results table {run.table_name!r} is not "
@@ -480,9 +495,85 @@ class Database:
             )
         return ResultsTable(self._conn, run.run_id, run.table_name)
 
+    def _exported_data(
+        self, run: Run, names: Sequence[str], start: int | None, end: int | None
+    ) -> ParameterData | None:
+        """Data of a run without results table, from the netCDF file its export_info names
+        (metadata-only databases, DataSetInMem runs); None for runs with a results table."""
+        if run.table_name is not None and self.has_table(run.table_name):
+            return None
+        if self._scalar_of_run(run, "raw_data_db_path"):
+            return None
+        where = f"{self.path}, run {run.run_id}"
+        recorded = _export_path(run.metadata.get("export_info"))
+        if recorded is None:
+            raise DataElsewhereError(
+                f"{where}: its results table {run.table_name!r} is not in the file, and "
+                "export_info records no netCDF export (an in-memory run that was never "
+                "exported keeps no data)",
+                path=self.path,
+                run_id=run.run_id,
+            )
+        found = locate_side_file(recorded, self.path.parent)
+        if found is None:
+            raise DataElsewhereError(
+                f"{where}: its data are in the export {recorded}, which does not exist "
+                f"(nor does any tail of that path under {self.path.parent})",
+                path=self.path,
+                run_id=run.run_id,
+            )
+        if start is not None or end is not None:
+            raise DataElsewhereError(
+                f"{where}: start/end are not supported for data read from the export {found}",
+                path=self.path,
+                run_id=run.run_id,
+            )
+        from qcsql.exported import read_exported  # reading netCDF needs h5netcdf
+
+        try:
+            data = read_exported(found)
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataElsewhereError(
+                f"{where}: cannot read the export {found} ({exc})",
+                path=self.path,
+                run_id=run.run_id,
+            ) from exc
+        if names:
+            missing = [n for n in names if n not in data]
+            if missing:
+                raise ParameterNotFoundError(
+                    f"{where}: the export {found} has no parameter {missing[0]!r}",
+                    path=self.path,
+                    run_id=run.run_id,
+                )
+            return {n: data[n] for n in names}
+        return data
+
+    def _results_table_elsewhere(self, run: Run, recorded: str) -> ResultsTable:
+        """The results table in the separate raw-data file QCoDeS >= 0.59 can write."""
+        found = locate_side_file(recorded, self.path.parent)
+        if found is None:
+            raise DataElsewhereError(
+                f"{self.path}, run {run.run_id}: its raw data are in {recorded}, which does "
+                f"not exist (nor does any tail of that path under {self.path.parent})",
+                path=self.path,
+                run_id=run.run_id,
+                table=run.table_name,
+            )
+        side = self._side_connections.get(found)
+        if side is None:
+            side = self._side_connections[found] = ReadOnlyConnection(found)
+        return ResultsTable(side, run.run_id, str(run.table_name))
+
     def _count_results(self, run: Run) -> int:
-        if run.table_name is None or not self.has_table(run.table_name):
+        if run.table_name is None:
             return 0
+        if not self.has_table(run.table_name):
+            try:
+                table = self._results_table(run)
+            except QcsqlError:
+                return 0
+            return table.count_rows()
         statement = sa.select(sa.func.count()).select_from(sa.table(run.table_name))
         with self._conn.reading(run_id=run.run_id, table=run.table_name) as sql:
             return int(sql.execute(statement).scalar_one())
@@ -515,6 +606,30 @@ class Database:
             completed_runs=int(n_completed),
             metadata_columns=self.metadata_columns,
         )
+
+
+def _export_path(export_info: Any) -> str | None:
+    """The netCDF path in QCoDeS' export_info metadata (``{"export_paths": {"nc": ...}}``)."""
+    if not isinstance(export_info, str):
+        return None
+    try:
+        parsed = orjson.loads(export_info)
+    except orjson.JSONDecodeError:
+        return None
+    path = (parsed.get("export_paths") or {}).get("nc") if isinstance(parsed, dict) else None
+    return path if isinstance(path, str) and path else None
+
+
+def locate_side_file(recorded: str, folder: Path) -> Path | None:
+    """Where a file the database points to is now: the recorded path if it exists (a
+    relative one taken against the database's folder), else the longest tail of the
+    recorded path that exists under that folder (the folder moved, or came from another
+    machine, with its side files)."""
+    path = Path(recorded)
+    candidates = [path if path.is_absolute() else folder / path]
+    parts = path.parts[1:]
+    candidates += [folder.joinpath(*parts[i:]) for i in range(len(parts))]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def _quote(identifier: str) -> str:

@@ -19,7 +19,8 @@ translated where they arise and chained with ``raise ... from``::
      ├── RunDescriptionError        run_description cannot be understood
      ├── SnapshotError              the snapshot is not valid JSON
      ├── ParameterNotFoundError     the run has no parameter of that name
-     └── DataDecodeError            a value in a results table cannot be decoded
+     ├── DataDecodeError            a value in a results table cannot be decoded
+     └── DataElsewhereError         the run's data are stored outside the file, and not found
 
     QcsqlWarning (UserWarning)
      └── UnknownSchemaVersionWarning  newer schema than qcsql knows, read best-effort
@@ -37,6 +38,7 @@ from pathlib import Path
 __all__ = [
     "AmbiguousRunSpecError",
     "DataDecodeError",
+    "DataElsewhereError",
     "DatabaseBusyError",
     "DatabaseCorruptError",
     "DatabaseNotFoundError",
@@ -133,6 +135,11 @@ class ParameterNotFoundError(QcsqlError, LookupError):
 
 class DataDecodeError(QcsqlError):
     """A stored value is not what its column's parameter type promises (corrupt blob, stray text)."""
+
+
+class DataElsewhereError(QcsqlError):
+    """The run's data live outside the database file (another SQLite file, a netCDF export)
+    and cannot be read from where the database says they are."""
 
 
 class QcsqlWarning(UserWarning):

@@ -116,6 +116,9 @@ class ResultsTable:
         with self._conn.reading_raw(run_id=self.run_id, table=self.name) as raw:
             return raw.execute(statement.sql, statement.values(values)).fetchall()
 
+    def count_rows(self) -> int:
+        return int(self._fetch(_compiled(sa.select(sa.func.count()).select_from(self.model)))[0][0])
+
     def max_id(self) -> int:
         value = self._fetch(_compiled(sa.select(sa.func.max(self.model.c.id))))[0][0]
         return int(value or 0)

@@ -43,6 +43,9 @@ STANDARD_RUN_COLUMNS = frozenset(
         "parent_datasets",
         "captured_run_id",
         "captured_counter",
+        # QCoDeS >= 0.59: where a run's raw data live when not in this file (a storage
+        # pointer, which QCoDeS hides from a run's metadata too)
+        "raw_data_db_path",
     }
 )
 

@@ -83,7 +83,9 @@ def test_missing_results_table(tmp_path: Path) -> None:
     with qcsql.open_database(copy) as db:
         run = db.load_by_id(NUMERIC_RUN)
         assert run.number_of_results == 0
-        with pytest.raises(qcsql.SchemaError, match=f"results table '{table}' is not in the file"):
+        with pytest.raises(
+            qcsql.DataElsewhereError, match=f"results table '{table}' is not in the file"
+        ):
             run.get_parameter_data()
 
 

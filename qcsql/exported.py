@@ -1,0 +1,59 @@
+"""Read a run's data back from the netCDF file QCoDeS exported it to.
+
+Metadata-only databases and ``DataSetInMem`` runs keep no results table: their data
+exist only in the export named by the run's ``export_info`` metadata. They are read
+as QCoDeS' ``DataSetInMem`` reads them (``_from_xarray_dataset_to_qcodes_raw_data``):
+each data variable with the coordinates of its dimensions, expanded to a grid when
+it has several, and the levels of a compressed ``multi_index`` row by row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5netcdf
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["read_exported"]
+
+
+def _values(variable: Any) -> npt.NDArray[Any]:
+    data = np.asarray(variable[...])
+    if data.dtype.names == ("r", "i"):  # the netCDF compound for complex numbers
+        data = data["r"] + 1j * data["i"]
+    return data
+
+
+def _coordinate_names(handle: Any) -> set[str]:
+    names = set(handle.dimensions)
+    for variable in handle.variables.values():
+        names.update(str(variable.attrs.get("coordinates", "")).split())
+    names.update(str(handle.attrs.get("coordinates", "")).split())
+    return names
+
+
+def read_exported(path: Path) -> dict[str, dict[str, npt.NDArray[Any]]]:
+    """``{parameter: {parameter: array, setpoint: array, ...}}`` from a QCoDeS export."""
+    output: dict[str, dict[str, npt.NDArray[Any]]] = {}
+    with h5netcdf.File(path, "r") as handle:
+        coordinates = _coordinate_names(handle)
+        for name, variable in handle.variables.items():
+            if name in coordinates:
+                continue
+            tree = output[name] = {name: _values(variable)}
+            dims = variable.dimensions
+            if len(dims) > 1:
+                grids = np.meshgrid(*(_values(handle.variables[d]) for d in dims), indexing="ij")
+                tree.update(zip(dims, grids, strict=True))
+            elif dims:
+                index = handle.variables[dims[0]]
+                levels = str(index.attrs.get("compress", "")).split()
+                if levels:  # cf_xarray's compressed multi-index: decode the levels row by row
+                    values = [_values(handle.variables[level]) for level in levels]
+                    codes = np.unravel_index(_values(index), tuple(len(v) for v in values))
+                    tree.update({lv: v[c] for lv, v, c in zip(levels, values, codes, strict=True)})
+                else:
+                    tree[dims[0]] = _values(index)
+    return output
