@@ -14,6 +14,7 @@ import io
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ def exercise_run(run: qcsql.Run, out: Path) -> None:
 
 
 def main(path: Path, out: Path) -> None:
+    warnings.simplefilter("ignore", qcsql.QcsqlWarning)  # e.g. a damaged user_version
     db = attempt("open", lambda: qcsql.open_database(path))
     if db is not None:
         with db:

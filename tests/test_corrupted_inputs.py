@@ -35,6 +35,29 @@ def _sql(*statements: str) -> Callable[[Path], None]:
     return damage
 
 
+def _column_of(path: Path, declared: str) -> tuple[str, str]:
+    """(results table, column) of the first column of this declared type in any run."""
+    with sqlite3.connect(path) as conn:
+        for (table,) in conn.execute("SELECT result_table_name FROM runs ORDER BY run_id"):
+            for row in conn.execute(f'PRAGMA table_info("{table}")'):
+                if str(row[2]).lower() == declared:
+                    return table, row[1]
+    raise sqlite3.OperationalError(f"no {declared} column")
+
+
+def _damage_column(declared: str, value: str, where: str) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        table, column = _column_of(path, declared)
+        _sql(f'UPDATE "{table}" SET "{column}" = {value} WHERE {where}')(path)
+
+    return damage
+
+
+def _drop_first_results_table(path: Path) -> None:
+    table, _ = _column_of(path, "numeric")
+    _sql(f'DROP TABLE "{table}"')(path)
+
+
 def _truncate(fraction: float) -> Callable[[Path], None]:
     def damage(path: Path) -> None:
         data = path.read_bytes()
@@ -70,11 +93,11 @@ DAMAGES: dict[str, Callable[[Path], None]] = {
     "empty": _write(b""),
     "text": _write(b"lab notes, not a database\n" * 50),
     "dropped-runs": _sql("DROP TABLE runs"),
-    "dropped-results": _sql('DROP TABLE "results-1-1"'),
+    "dropped-results": _drop_first_results_table,
     "bad-description": _sql('UPDATE runs SET run_description = \'{"version": 3, "interdep\''),
     "bad-snapshot": _sql("UPDATE runs SET snapshot = '[1, 2'"),
-    "bad-blob": _sql('UPDATE "results-1-1" SET "dmm_current" = X\'93\' WHERE id % 3 = 0'),
-    "wrong-type": _sql('UPDATE "results-1-1" SET "dac_plunger" = \'left\' WHERE id = 2'),
+    "bad-blob": _damage_column("array", "X'93'", "id % 3 = 0"),
+    "wrong-type": _damage_column("numeric", "'left'", "id = 2"),
     "user-version-99": _sql("PRAGMA user_version = 99"),
 }
 
