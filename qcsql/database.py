@@ -514,14 +514,7 @@ class Database:
                 path=self.path,
                 run_id=run.run_id,
             )
-        found = locate_side_file(recorded, self.path.parent)
-        if found is None:
-            raise DataElsewhereError(
-                f"{where}: its data are in the export {recorded}, which does not exist "
-                f"(nor does any tail of that path under {self.path.parent})",
-                path=self.path,
-                run_id=run.run_id,
-            )
+        found = self._side_file(run, recorded, "its data are in the export")
         if start is not None or end is not None:
             raise DataElsewhereError(
                 f"{where}: start/end are not supported for data read from the export {found}",
@@ -549,17 +542,21 @@ class Database:
             return {n: data[n] for n in names}
         return data
 
-    def _results_table_elsewhere(self, run: Run, recorded: str) -> ResultsTable:
-        """The results table in the separate raw-data file QCoDeS >= 0.59 can write."""
+    def _side_file(self, run: Run, recorded: str, what: str) -> Path:
         found = locate_side_file(recorded, self.path.parent)
         if found is None:
             raise DataElsewhereError(
-                f"{self.path}, run {run.run_id}: its raw data are in {recorded}, which does "
-                f"not exist (nor does any tail of that path under {self.path.parent})",
+                f"{self.path}, run {run.run_id}: {what} {recorded}, which does not exist "
+                f"(nor does any tail of that path under {self.path.parent})",
                 path=self.path,
                 run_id=run.run_id,
                 table=run.table_name,
             )
+        return found
+
+    def _results_table_elsewhere(self, run: Run, recorded: str) -> ResultsTable:
+        """The results table in the separate raw-data file QCoDeS >= 0.59 can write."""
+        found = self._side_file(run, recorded, "its raw data are in")
         side = self._side_connections.get(found)
         if side is None:
             side = self._side_connections[found] = ReadOnlyConnection(found)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import pytest
@@ -111,12 +112,8 @@ def _make(source: Path, name: str, folder: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("damage", list(DAMAGES))
-@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
-def test_damaged_database(source: Path, damage: str, tmp_path: Path) -> None:
-    path = _make(source, damage, tmp_path / "input")
-    before = FileState.of(path)
-    out = tmp_path / "out"
+def _probe(path: Path, out: Path) -> dict[str, Any]:
+    """Run tests/corruption_probe.py on ``path`` in a subprocess (a hang is a timeout)."""
     out.mkdir()
     result = subprocess.run(
         [sys.executable, "-m", "tests.corruption_probe", str(path), str(out)],
@@ -126,7 +123,17 @@ def test_damaged_database(source: Path, damage: str, tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
+def test_damaged_database(source: Path, damage: str, tmp_path: Path) -> None:
+    path = _make(source, damage, tmp_path / "input")
+    before = FileState.of(path)
+    out = tmp_path / "out"
+    report = _probe(path, out)
     assert report["raw"] == [], "\n".join(report["raw"])
     assert set(report["cli"].values()) <= {0, 1}, report["cli"]
     assert FileState.of(path) == before
@@ -140,14 +147,5 @@ def test_damaged_database(source: Path, damage: str, tmp_path: Path) -> None:
 def test_a_directory_named_like_a_database(tmp_path: Path) -> None:
     folder = tmp_path / "looks.db"
     folder.mkdir()
-    out = tmp_path / "out"
-    out.mkdir()
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.corruption_probe", str(folder), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report = _probe(folder, tmp_path / "out")
     assert report["raw"] == [] and set(report["cli"].values()) == {1}
