@@ -9,6 +9,7 @@ schema-v0 files with runs (its 0->1 upgrade needs ``GUID_type =
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import tempfile
@@ -43,7 +44,7 @@ class ReferenceDatabase:
 
 
 def _raw_run_ids(path: Path) -> list[int]:
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn, conn:
         return [row[0] for row in conn.execute("SELECT run_id FROM runs ORDER BY run_id")]
 
 

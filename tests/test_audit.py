@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -77,7 +78,7 @@ def test_healthy_file_exits_0() -> None:
 
 def test_deep_audit_finds_a_damaged_blob_in_the_middle(tmp_path: Path) -> None:
     copy = copy_database(EXAMPLE_DB, tmp_path)
-    with sqlite3.connect(copy) as conn:
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
         conn.execute("UPDATE \"results-2-1\" SET spectrum = X'0011' WHERE id = 6")
     assert not {f.code for f in audit(copy).findings} & {"data_undecodable"}
     deep = [f for f in audit(copy, deep=True).findings if f.code == "data_undecodable"]

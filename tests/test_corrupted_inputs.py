@@ -7,6 +7,7 @@ and the damaged input itself must not change.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import sqlite3
@@ -27,18 +28,18 @@ SOURCES = [EXAMPLE_DB, LEGACY / "v4_qcodes-0.2.1.db"]
 
 def _sql(*statements: str) -> Callable[[Path], None]:
     def damage(path: Path) -> None:
-        with sqlite3.connect(path) as conn:
+        # closing(): sqlite3's own context manager commits but leaves the connection (and
+        # a WAL file's -wal/-shm) open until garbage collection.
+        with contextlib.closing(sqlite3.connect(path)) as conn, conn:
             for statement in statements:
                 conn.execute(statement)
-        with sqlite3.connect(path) as conn:  # fold any WAL back into the file
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     return damage
 
 
 def _column_of(path: Path, declared: str) -> tuple[str, str]:
     """(results table, column) of the first column of this declared type in any run."""
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         for (table,) in conn.execute("SELECT result_table_name FROM runs ORDER BY run_id"):
             for row in conn.execute(f'PRAGMA table_info("{table}")'):
                 if str(row[2]).lower() == declared:

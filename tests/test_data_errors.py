@@ -3,6 +3,7 @@ read are read where their data exist."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def _damaged(tmp_path: Path, run_id: int, statement: str) -> tuple[Path, str]:
     with qcsql.open_database(copy) as db:
         table = db.load_by_id(run_id).table_name
     assert table is not None
-    with sqlite3.connect(copy) as conn:
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
         conn.execute(statement.format(t=f'"{table}"'))
     return copy, table
 

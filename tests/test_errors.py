@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tests.helpers import EXAMPLE_DB, copy_database
 
 def _corrupt(copy: Path, *statements: str) -> Path:
     """Damage a copy of a genuine database the way a bad tool or disk would."""
-    with sqlite3.connect(copy) as conn:
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
         for statement in statements:
             conn.execute(statement)
     return copy
@@ -70,7 +71,7 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def _other_sqlite(path: Path) -> Path:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
     return path
 

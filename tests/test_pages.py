@@ -88,7 +88,7 @@ def test_page_reader_handles_every_integer_width_and_nan(
         "nan",
         None,
     ]
-    with sqlite3.connect(copy) as conn:
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
         conn.execute("PRAGMA journal_mode=DELETE")
         conn.execute(f'DELETE FROM "{table}"')
         conn.executemany(

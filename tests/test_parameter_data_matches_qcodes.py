@@ -6,6 +6,7 @@ SQLite's 15-significant-digit text rendering and qcsql reads them exactly.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sqlite3
 from pathlib import Path
@@ -71,7 +72,10 @@ def test_every_run_reads_like_qcodes(any_database: Path, guard: list[Path]) -> N
 def assert_reads_raw_columns(run: qcsql.Run, path: Path) -> None:
     """A run QCoDeS cannot describe (no layouts table): each column, decoded independently."""
     data = run.get_parameter_data()
-    with sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True) as conn:
+    with (
+        contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)) as conn,
+        conn,
+    ):
         for name, tree in data.items():
             raw = [
                 v

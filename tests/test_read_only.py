@@ -3,6 +3,7 @@ and a QCoDeS writer working on the same file is neither blocked nor missed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -99,7 +100,7 @@ def test_wal_file_without_writer_is_read_in_place(tmp_path: Path, guard: list[Pa
 def test_rollback_journal_writer_commits_while_qcsql_has_the_file_open(tmp_path: Path) -> None:
     """Between reads qcsql holds no lock, so a writer's commit never waits for it."""
     copy = copy_database(EXAMPLE_DB, tmp_path)
-    with sqlite3.connect(copy) as setup:
+    with contextlib.closing(sqlite3.connect(copy)) as setup, setup:
         setup.execute("PRAGMA journal_mode=DELETE")
     with qcsql.open_database(copy) as db:
         assert db.access is qcsql.Access.READ_ONLY
@@ -208,7 +209,12 @@ def test_wal_files_on_read_only_media_open(tmp_path: Path) -> None:
             for name in ("with_wal.db", "with_wal_and_shm.db"):
                 shutil.copyfile(wal_source, folder / name)
                 shutil.copyfile(side_files(wal_source)[0], folder / (name + "-wal"))
-            with sqlite3.connect(f"file:{folder / 'with_wal_and_shm.db'}?mode=ro", uri=True) as c:
+            with (
+                contextlib.closing(
+                    sqlite3.connect(f"file:{folder / 'with_wal_and_shm.db'}?mode=ro", uri=True)
+                ) as c,
+                c,
+            ):
                 c.execute(
                     "SELECT count(*) FROM runs"
                 ).fetchone()  # leaves a -shm, as a crashed writer would

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -19,7 +20,7 @@ def _actual_schema(
     path: Path, folder: Path
 ) -> tuple[int, set[str], dict[str, list[str]], set[str]]:
     copy = copy_database(path, folder)  # the main file alone may lack what its -wal holds
-    with sqlite3.connect(f"file:{copy}?mode=ro", uri=True) as conn:
+    with contextlib.closing(sqlite3.connect(f"file:{copy}?mode=ro", uri=True)) as conn, conn:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         columns = {

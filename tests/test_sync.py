@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
@@ -145,7 +146,7 @@ def test_run_without_qh_meta_warns_and_still_syncs(synced_db: Path, tmp_path: Pa
 def test_malformed_snapshot_warns(synced_db: Path, tmp_path: Path) -> None:
     copy = tmp_path / "broken.db"
     copy.write_bytes(synced_db.read_bytes())
-    with sqlite3.connect(copy) as conn:
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
         conn.execute("UPDATE runs SET snapshot = '{\"station\": ' WHERE run_id = 1")
     with qcsql.open_database(copy) as db:
         with pytest.warns(SnapshotMetadataWarning, match="not valid JSON"):
@@ -191,7 +192,7 @@ def _write(path: Path, data: bytes) -> Path:
 
 
 def _plain_sqlite(path: Path) -> Path:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.execute("CREATE TABLE t (x)")
     return path
 
