@@ -85,6 +85,7 @@ def _streamed_plan(run: Run) -> DatasetPlan | None:
             attrs=dataset_attrs(run),
             fill=_fill_along_setpoint(stream, top, setpoints[0], shape),
             unlimited=frozenset(setpoints),
+            expected_rows=stream.rows,
         )
     if shape is None or math.prod(shape) > stream.rows:
         return None

@@ -80,6 +80,7 @@ class DatasetPlan:
     attrs: dict[str, Any]
     fill: Callable[[Mapping[str, Any], Callable[[str, int], None]], None] | None = None
     unlimited: frozenset[str] = frozenset()
+    expected_rows: int | None = None  # along the unlimited dims: sizes their HDF5 chunks
 
     @property
     def coords(self) -> list[Variable]:

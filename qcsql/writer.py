@@ -68,7 +68,8 @@ def _chunks(plan: DatasetPlan, variable: Variable) -> tuple[int, ...] | None:
     """HDF5 chunks only where a dimension grows (contiguous otherwise, as xarray writes)."""
     if not set(variable.dims) & plan.unlimited:
         return None
-    return tuple(STREAM_CHUNK if d in plan.unlimited else plan.dims[d] for d in variable.dims)
+    rows = max(1, min(STREAM_CHUNK, plan.expected_rows or STREAM_CHUNK))  # small runs, small files
+    return tuple(rows if d in plan.unlimited else plan.dims[d] for d in variable.dims)
 
 
 def _attribute(value: Any) -> Any:
