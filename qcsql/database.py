@@ -15,7 +15,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 
 from qcsql.connection import Access, ReadOnlyConnection
@@ -28,9 +27,7 @@ from qcsql.description import (
 )
 from qcsql.errors import (
     AmbiguousRunSpecError,
-    DataElsewhereError,
     NotQCoDeSError,
-    ParameterNotFoundError,
     QcsqlError,
     RunDescriptionError,
     RunNotFoundError,
@@ -42,6 +39,7 @@ from qcsql.parameter_data import ParameterData, read_parameter_data
 from qcsql.records import Experiment, RunRow
 from qcsql.results import ResultsTable
 from qcsql.runs import Run
+from qcsql.storage import SideStorage
 from qcsql.tables import bind_runs_table, tables_for
 from qcsql.versions import NEWEST_KNOWN_VERSION, STANDARD_RUN_COLUMNS, model_version_for
 
@@ -95,7 +93,7 @@ class Database:
     """A QCoDeS SQLite file, opened read-only; never upgraded, never written."""
 
     def __init__(self, path: str | Path) -> None:
-        self._side_connections: dict[Path, ReadOnlyConnection] = {}
+        self._elsewhere = SideStorage(self)
         self._conn = ReadOnlyConnection(path)
         try:
             self._inspect_schema()
@@ -159,9 +157,7 @@ class Database:
         return "wal" if self._conn.header.wal_mode else "rollback"
 
     def close(self) -> None:
-        for side in self._side_connections.values():
-            side.close()
-        self._side_connections.clear()
+        self._elsewhere.close()
         self._conn.close()
 
     def __enter__(self) -> Database:
@@ -473,7 +469,7 @@ class Database:
         description = run.description
         if not names and not description.interdependencies.parameters:
             return {}  # pristine, or nothing described: QCoDeS returns {} too
-        exported = self._exported_data(run, names, start, end)
+        exported = self._elsewhere.exported_data(run, names, start, end)
         if exported is not None:
             return exported
         table = self._results_table(run)
@@ -484,7 +480,7 @@ class Database:
         if run.table_name is not None and not self.has_table(run.table_name):
             recorded = self._scalar_of_run(run, "raw_data_db_path")
             if recorded:
-                return self._results_table_elsewhere(run, str(recorded))
+                return self._elsewhere.results_table(run, str(recorded))
         if run.table_name is None or not self.has_table(run.table_name):
             raise SchemaError(
                 f"{self.path}, run {run.run_id}: its results table {run.table_name!r} is not "
@@ -494,73 +490,6 @@ class Database:
                 table=run.table_name,
             )
         return ResultsTable(self._conn, run.run_id, run.table_name)
-
-    def _exported_data(
-        self, run: Run, names: Sequence[str], start: int | None, end: int | None
-    ) -> ParameterData | None:
-        """Data of a run without results table, from the netCDF file its export_info names
-        (metadata-only databases, DataSetInMem runs); None for runs with a results table."""
-        if run.table_name is not None and self.has_table(run.table_name):
-            return None
-        if self._scalar_of_run(run, "raw_data_db_path"):
-            return None
-        where = f"{self.path}, run {run.run_id}"
-        recorded = _export_path(run.metadata.get("export_info"))
-        if recorded is None:
-            raise DataElsewhereError(
-                f"{where}: its results table {run.table_name!r} is not in the file, and "
-                "export_info records no netCDF export (an in-memory run that was never "
-                "exported keeps no data)",
-                path=self.path,
-                run_id=run.run_id,
-            )
-        found = self._side_file(run, recorded, "its data are in the export")
-        if start is not None or end is not None:
-            raise DataElsewhereError(
-                f"{where}: start/end are not supported for data read from the export {found}",
-                path=self.path,
-                run_id=run.run_id,
-            )
-        from qcsql.exported import read_exported  # reading netCDF needs h5netcdf
-
-        try:
-            data = read_exported(found)
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataElsewhereError(
-                f"{where}: cannot read the export {found} ({exc})",
-                path=self.path,
-                run_id=run.run_id,
-            ) from exc
-        if names:
-            missing = [n for n in names if n not in data]
-            if missing:
-                raise ParameterNotFoundError(
-                    f"{where}: the export {found} has no parameter {missing[0]!r}",
-                    path=self.path,
-                    run_id=run.run_id,
-                )
-            return {n: data[n] for n in names}
-        return data
-
-    def _side_file(self, run: Run, recorded: str, what: str) -> Path:
-        found = locate_side_file(recorded, self.path.parent)
-        if found is None:
-            raise DataElsewhereError(
-                f"{self.path}, run {run.run_id}: {what} {recorded}, which does not exist "
-                f"(nor does any tail of that path under {self.path.parent})",
-                path=self.path,
-                run_id=run.run_id,
-                table=run.table_name,
-            )
-        return found
-
-    def _results_table_elsewhere(self, run: Run, recorded: str) -> ResultsTable:
-        """The results table in the separate raw-data file QCoDeS >= 0.59 can write."""
-        found = self._side_file(run, recorded, "its raw data are in")
-        side = self._side_connections.get(found)
-        if side is None:
-            side = self._side_connections[found] = ReadOnlyConnection(found)
-        return ResultsTable(side, run.run_id, str(run.table_name))
 
     def _count_results(self, run: Run) -> int:
         if run.table_name is None:
@@ -603,30 +532,6 @@ class Database:
             completed_runs=int(n_completed),
             metadata_columns=self.metadata_columns,
         )
-
-
-def _export_path(export_info: Any) -> str | None:
-    """The netCDF path in QCoDeS' export_info metadata (``{"export_paths": {"nc": ...}}``)."""
-    if not isinstance(export_info, str):
-        return None
-    try:
-        parsed = orjson.loads(export_info)
-    except orjson.JSONDecodeError:
-        return None
-    path = (parsed.get("export_paths") or {}).get("nc") if isinstance(parsed, dict) else None
-    return path if isinstance(path, str) and path else None
-
-
-def locate_side_file(recorded: str, folder: Path) -> Path | None:
-    """Where a file the database points to is now: the recorded path if it exists (a
-    relative one taken against the database's folder), else the longest tail of the
-    recorded path that exists under that folder (the folder moved, or came from another
-    machine, with its side files)."""
-    path = Path(recorded)
-    candidates = [path if path.is_absolute() else folder / path]
-    parts = path.parts[1:]
-    candidates += [folder.joinpath(*parts[i:]) for i in range(len(parts))]
-    return next((c for c in candidates if c.is_file()), None)
 
 
 def _quote(identifier: str) -> str:
