@@ -146,12 +146,13 @@ class Progress:
         self.stream, self.total = stream, total
         self.enabled = enabled and total > 0 and stream.isatty()
 
-    def show(self, done: int, label: str) -> None:
+    def show(self, done: float, label: str) -> None:
+        """``done`` runs, a fraction for the run under way."""
         if self.enabled:
             width = 30
-            filled = width * done // self.total
+            filled = int(width * done // self.total)
             bar = "#" * filled + "." * (width - filled)
-            self.stream.write(f"\r[{bar}] {done}/{self.total} {label[:40]:<40}")
+            self.stream.write(f"\r[{bar}] {int(done)}/{self.total} {label[:40]:<40}")
             self.stream.flush()
 
     def close(self) -> None:
@@ -178,9 +179,14 @@ def cmd_export(db: Database, args: argparse.Namespace, out: TextIO) -> int:
     written: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     for index, run in enumerate(runs):
-        progress.show(index, f"run {run.run_id} {run.name or ''}")
+        label = f"run {run.run_id} {run.name or ''}"
+        progress.show(index, label)
+
+        def within(rows: int, expected: int, index: int = index, label: str = label) -> None:
+            progress.show(index + min(rows / max(expected, 1), 1.0), f"{label} {rows:,} rows")
+
         try:
-            path = run.export_hdf5(target)
+            path = run.export_hdf5(target, within)
         except QcsqlError as exc:
             failed.append({"run_id": run.run_id, "error": str(exc)})
             continue

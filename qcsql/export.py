@@ -48,7 +48,10 @@ def default_file_name(run: Run) -> str:
     return f"qcodes_{run.captured_run_id}_{guid}.nc"
 
 
-def _streamed_plan(run: Run) -> DatasetPlan | None:
+Progress = Callable[[int, int], None]  # (rows written, rows expected at most)
+
+
+def _streamed_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
     """The plan of a large numeric run whose rows can go straight into the file, or None.
 
     Two layouts stream: a parameter against one setpoint (QCoDeS lays it out along the
@@ -83,7 +86,7 @@ def _streamed_plan(run: Run) -> DatasetPlan | None:
             dims={setpoints[0]: 0},
             variables=variables,
             attrs=dataset_attrs(run),
-            fill=_fill_along_setpoint(stream, top, setpoints[0], shape),
+            fill=_fill_along_setpoint(stream, top, setpoints[0], shape, progress),
             unlimited=frozenset(setpoints),
             expected_rows=stream.rows,
         )
@@ -93,12 +96,16 @@ def _streamed_plan(run: Run) -> DatasetPlan | None:
         dims=dict(zip(setpoints, shape, strict=True)),
         variables=variables,
         attrs=dataset_attrs(run),
-        fill=_fill_grid(stream, top, tuple(setpoints), tuple(shape)),
+        fill=_fill_grid(stream, top, tuple(setpoints), tuple(shape), progress),
     )
 
 
 def _fill_along_setpoint(
-    stream: NumericTreeStream, top: str, setpoint: str, shape: tuple[int, ...] | None
+    stream: NumericTreeStream,
+    top: str,
+    setpoint: str,
+    shape: tuple[int, ...] | None,
+    progress: Progress | None,
 ) -> Callable[[Mapping[str, Any], Callable[[str, int], None]], None]:
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
         position, previous = 0, None
@@ -112,6 +119,8 @@ def _fill_along_setpoint(
             created[top][position : position + m] = values
             created[setpoint][position : position + m] = coordinate
             position += m
+            if progress is not None:
+                progress(position, stream.rows)
         complete_shape = shape is not None and tuple(shape) == (position,)
         if direction is None and not complete_shape:
             raise _NotStreamable  # duplicated setpoints: QCoDeS uses an index layout
@@ -120,7 +129,11 @@ def _fill_along_setpoint(
 
 
 def _fill_grid(
-    stream: NumericTreeStream, top: str, setpoints: tuple[str, ...], shape: tuple[int, ...]
+    stream: NumericTreeStream,
+    top: str,
+    setpoints: tuple[str, ...],
+    shape: tuple[int, ...],
+    progress: Progress | None,
 ) -> Callable[[Mapping[str, Any], Callable[[str, int], None]], None]:
     total = math.prod(shape)
     strides = [math.prod(shape[axis + 1 :]) for axis in range(len(shape))]
@@ -140,6 +153,8 @@ def _fill_grid(
                 axes[name][steps] = columns[axis + 1][steps * strides[axis] - position]
             _write_c_order(created[top], values, position, shape, line)
             position = end
+            if progress is not None:
+                progress(position, total)
         if position != total:
             raise _NotStreamable  # an incomplete grid: QCoDeS' layout sorts and pads it
         for name, values in axes.items():
@@ -205,14 +220,15 @@ def _monotonic(values: Any, previous: float | None, direction: int) -> int | Non
     return direction
 
 
-def export_run(run: Run, path_or_dir: str | Path) -> Path:
-    """Write ``run`` as HDF5/netCDF4; a directory gets QCoDeS' default file name."""
+def export_run(run: Run, path_or_dir: str | Path, progress: Progress | None = None) -> Path:
+    """Write ``run`` as HDF5/netCDF4; a directory gets QCoDeS' default file name.
+    ``progress(rows written, rows expected)`` is called as a streamed export goes."""
     target = Path(path_or_dir).expanduser()
     if target.is_dir():
         target = target / default_file_name(run)
     if not target.parent.is_dir():
         raise ExportError(f"{target}: the folder {target.parent} does not exist", path=target)
-    streamed = _streamed_plan(run)
+    streamed = _streamed_plan(run, progress)
     if streamed is not None:
         try:
             return write_plan(streamed, target)

@@ -22,7 +22,7 @@ from qcsql.parameter_data import ParameterData
 from qcsql.records import Link, MetadataValue, RunRow
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from qcsql.database import Database
     from qcsql.live import FollowChunk
@@ -196,7 +196,9 @@ class Run:
             self, poll_interval=poll_interval, idle_timeout=idle_timeout, yield_empty=yield_empty
         )
 
-    def export_hdf5(self, path_or_dir: str | Path) -> Path:
+    def export_hdf5(
+        self, path_or_dir: str | Path, progress: Callable[[int, int], None] | None = None
+    ) -> Path:
         """Write the run as the xarray-compatible HDF5 file QCoDeS' netCDF export would be.
 
         A directory gets QCoDeS' file name ``qcodes_<captured_run_id>_<guid>.nc``. The file
@@ -204,7 +206,7 @@ class Run:
         """
         from qcsql.export import export_run  # the writer layer sits above runs
 
-        return export_run(self, path_or_dir)
+        return export_run(self, path_or_dir, progress)
 
     @functools.cached_property
     def number_of_results(self) -> int:

@@ -121,3 +121,41 @@ def test_streamed_grid_rows_land_in_c_order(shape: tuple[int, ...], cuts: list[f
     for start, end in zip(bounds, bounds[1:], strict=False):
         _write_c_order(target, rows[start:end], start, shape, shape[-1])
     np.testing.assert_array_equal(target, rows.reshape(shape))
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert (
+        main(
+            ["export", str(EXAMPLE_DB), "--run", "11", "12", "-o", str(tmp_path / "a")],
+            out=io.StringIO(),
+        )
+        == 0
+    )
+    drawn = terminal.getvalue()
+    assert "\r[" in drawn and "run 11" in drawn and "rows" in drawn  # rows: progress within a run
+    quiet = _Terminal()
+    monkeypatch.setattr("sys.stderr", quiet)
+    assert (
+        main(
+            ["export", str(EXAMPLE_DB), "--run", "11", "-o", str(tmp_path / "b"), "--quiet"],
+            out=io.StringIO(),
+        )
+        == 0
+    )
+    assert quiet.getvalue() == ""
+    piped = io.StringIO()  # not a terminal: silent too
+    monkeypatch.setattr("sys.stderr", piped)
+    assert (
+        main(
+            ["export", str(EXAMPLE_DB), "--run", "11", "-o", str(tmp_path / "c")], out=io.StringIO()
+        )
+        == 0
+    )
+    assert piped.getvalue() == ""
