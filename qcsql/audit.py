@@ -186,16 +186,23 @@ def _check_run(db: Database, run: Run, report: AuditReport, deep: bool) -> None:
         return
     try:
         if deep:
-            data = run.get_parameter_data()
+            run.get_parameter_data()
         else:  # a sample: the first and the last row of every tree decode
-            data = run.get_parameter_data(end=1)
-            if run.number_of_results > 1:
-                run.get_parameter_data(start=run.number_of_results)
+            _decode_first_and_last_rows(run)
     except QcsqlError as exc:
         report.add("error", "data_undecodable", str(exc), run_id)
         return
     _check_shapes(run, report)
-    del data
+
+
+def _decode_first_and_last_rows(run: Run) -> None:
+    table = run.database._results_table(run)
+    upto = table.max_id()
+    for top in run.description.interdependencies.top_level_parameters:
+        rows = table.locate(top, None, None, upto).rows  # each tree has its own rows
+        run.get_parameter_data(top, end=1)
+        if rows > 1:
+            run.get_parameter_data(top, start=rows, end=rows)
 
 
 def _check_data_elsewhere(run: Run, report: AuditReport) -> None:

@@ -132,6 +132,7 @@ class Database:
             )
         self.model = tables_for(model_version_for(self.schema_version))
         self._runs = bind_runs_table(self.model, run_columns)
+        self._has_captured_ids = "captured_run_id" in self._runs.c  # schema >= 7
         self.metadata_columns: tuple[str, ...] = tuple(
             name for name in run_columns if name not in STANDARD_RUN_COLUMNS
         )
@@ -242,7 +243,7 @@ class Database:
             sample_name,
         ) = values[: len(_LISTED_RUN_COLUMNS) + 2]
         metadata_values = values[len(_LISTED_RUN_COLUMNS) + 2 :]
-        has_captured = "captured_run_id" in self._runs.c
+        has_captured = self._has_captured_ids
         return RunRow(
             run_id=run_id,
             exp_id=exp_id,

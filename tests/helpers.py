@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
+import sqlite3
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TESTS = Path(__file__).resolve().parent
 PROJECT = TESTS.parent
@@ -70,3 +74,24 @@ class FileState:
             user_version=int.from_bytes(data[60:64], "big"),
             folder_listing=tuple(sorted(os.listdir(path.parent))),
         )
+
+
+def write_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def plain_sqlite(path: Path) -> Path:
+    """An SQLite file that is not a QCoDeS database."""
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+    return path
+
+
+def comparable_description(text: str) -> Any:
+    """A run_description JSON parsed, with the lists QCoDeS builds from sets (standalones,
+    and the legacy paramspecs of version-0 runs) sorted: their order is hash-dependent."""
+    parsed = json.loads(text)
+    parsed["interdependencies_"]["standalones"].sort()
+    parsed["interdependencies"]["paramspecs"].sort(key=lambda spec: spec["name"])
+    return parsed

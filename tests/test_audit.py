@@ -90,3 +90,12 @@ def test_audit_of_something_that_is_not_a_database(tmp_path: Path) -> None:
     report = audit(tmp_path / "notes.db")
     assert [f.code for f in report.findings] == ["cannot_open"]
     assert main(["audit", str(tmp_path / "notes.db")], out=io.StringIO()) == 1
+
+
+def test_quick_audit_samples_the_last_row_of_each_tree(tmp_path: Path) -> None:
+    copy = copy_database(EXAMPLE_DB, tmp_path)
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
+        last = conn.execute('SELECT max(id) FROM "results-2-1"').fetchone()[0]
+        conn.execute(f'UPDATE "results-2-1" SET spectrum = X\'0011\' WHERE id = {last}')
+    found = [f for f in audit(copy).findings if f.code == "data_undecodable"]
+    assert [f.run_id for f in found] == [5]

@@ -10,7 +10,7 @@ import pytest
 
 import qcsql
 from qcsql.cli import main
-from tests.helpers import EXAMPLE_DB, copy_database
+from tests.helpers import EXAMPLE_DB, copy_database, plain_sqlite, write_file
 
 
 def _corrupt(copy: Path, *statements: str) -> Path:
@@ -27,19 +27,19 @@ def _corrupt(copy: Path, *statements: str) -> Path:
         (lambda d: d / "missing.db", qcsql.DatabaseNotFoundError, "no such file"),
         (lambda d: d, qcsql.DatabaseNotFoundError, "is a directory"),
         (
-            lambda d: _write(d / "notes.db", b"measurement notes\n" * 20),
+            lambda d: write_file(d / "notes.db", b"measurement notes\n" * 20),
             qcsql.NotSQLiteError,
             "not an SQLite",
         ),
-        (lambda d: _write(d / "empty.db", b""), qcsql.NotQCoDeSError, "empty"),
-        (lambda d: _other_sqlite(d / "other.db"), qcsql.NotQCoDeSError, "not a QCoDeS"),
+        (lambda d: write_file(d / "empty.db", b""), qcsql.NotQCoDeSError, "empty"),
+        (lambda d: plain_sqlite(d / "other.db"), qcsql.NotQCoDeSError, "not a QCoDeS"),
         (
-            lambda d: _write(d / "truncated.db", EXAMPLE_DB.read_bytes()[:50]),
+            lambda d: write_file(d / "truncated.db", EXAMPLE_DB.read_bytes()[:50]),
             qcsql.NotSQLiteError,
             "not an SQLite",
         ),
         (
-            lambda d: _write(d / "truncated.db", EXAMPLE_DB.read_bytes()[:40000]),
+            lambda d: write_file(d / "truncated.db", EXAMPLE_DB.read_bytes()[:40000]),
             qcsql.DatabaseCorruptError,
             "damaged or truncated",
         ),
@@ -63,17 +63,6 @@ def test_files_that_are_not_qcodes_databases(
     assert str(path) in str(raised.value)
     assert raised.value.path == path
     assert main(["info", str(path)]) == 1
-
-
-def _write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
-def _other_sqlite(path: Path) -> Path:
-    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
-    return path
 
 
 def test_unknown_run_id_names_the_range(tmp_path: Path) -> None:

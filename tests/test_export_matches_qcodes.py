@@ -10,7 +10,6 @@ coordinates, dims, dtypes, values (rtol 2e-14), variable and dataset attributes
 from __future__ import annotations
 
 import functools
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 
 import qcsql
-from tests.helpers import all_databases, copy_database
+from tests.helpers import all_databases, comparable_description, copy_database
 
 xr = pytest.importorskip("xarray")
 pytest.importorskip("qcodes")
@@ -62,18 +61,11 @@ def exports(path: Path) -> tuple[Path, dict[int, tuple[Path, Path] | str]]:
     return db_copy, out
 
 
-def _description(text: str) -> Any:
-    parsed = json.loads(text)
-    parsed["interdependencies_"]["standalones"].sort()
-    parsed["interdependencies"]["paramspecs"].sort(key=lambda spec: spec["name"])
-    return parsed
-
-
 def _attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in attrs.items():
         if key == "run_description":
-            value = _description(value)
+            value = comparable_description(value)
         elif isinstance(value, np.ndarray):
             value = value.tolist()
         elif isinstance(value, np.generic):

@@ -7,7 +7,6 @@ attributes and dataset attributes (run_description as parsed JSON).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 
 import qcsql
 from qcsql.plan import DatasetPlan, plan_run
-from tests.helpers import copy_database
+from tests.helpers import comparable_description, copy_database
 
 xr = pytest.importorskip("xarray")
 pytest.importorskip("qcodes")
@@ -68,20 +67,11 @@ def assert_plan_is(plan: DatasetPlan, theirs: Any, where: str) -> None:
         assert ours.attrs == dict(reference.attrs), at
     ours_attrs = dict(plan.attrs)
     theirs_attrs = dict(theirs.attrs)
-    assert _description(ours_attrs.pop("run_description")) == _description(
+    assert comparable_description(ours_attrs.pop("run_description")) == comparable_description(
         theirs_attrs.pop("run_description")
     )
     assert ours_attrs == theirs_attrs, where
     assert list(ours_attrs) == list(theirs_attrs), f"{where}: attribute order"
-
-
-def _description(text: str) -> Any:
-    """Parsed, with the lists QCoDeS builds from sets (standalones, and the legacy
-    paramspecs of version-0 runs) sorted: their order is hash-dependent in QCoDeS."""
-    parsed = json.loads(text)
-    parsed["interdependencies_"]["standalones"].sort()
-    parsed["interdependencies"]["paramspecs"].sort(key=lambda spec: spec["name"])
-    return parsed
 
 
 def test_every_run_plans_like_qcodes(any_database: Path, tmp_path: Path) -> None:

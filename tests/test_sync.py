@@ -13,7 +13,7 @@ import pytest
 
 import qcsql
 from qcsql.sync import QCoDeSConfigData, SnapshotMetadataWarning, dataset_info, runs_after
-from tests.helpers import EXAMPLE_DB
+from tests.helpers import EXAMPLE_DB, plain_sqlite, write_file
 
 pytest.importorskip("qcodes")
 xr = pytest.importorskip("xarray")
@@ -169,9 +169,9 @@ def test_new_runs_since_the_last_synced_one(synced_db: Path) -> None:
     [
         (lambda d: d / "missing.db", "does not exist"),
         (lambda d: d, "is not a file"),
-        (lambda d: _write(d / "data.sqlite", EXAMPLE_DB.read_bytes()), "does not end in .db"),
-        (lambda d: _write(d / "notes.db", b"not a database" * 10), "not an SQLite"),
-        (lambda d: _plain_sqlite(d / "other.db"), "not a QCoDeS"),
+        (lambda d: write_file(d / "data.sqlite", EXAMPLE_DB.read_bytes()), "does not end in .db"),
+        (lambda d: write_file(d / "notes.db", b"not a database" * 10), "not an SQLite"),
+        (lambda d: plain_sqlite(d / "other.db"), "not a QCoDeS"),
     ],
 )
 def test_config_validation(tmp_path: Path, make: Any, words: str) -> None:
@@ -184,17 +184,6 @@ def test_config_expands_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     (tmp_path / "lab.db").write_bytes(EXAMPLE_DB.read_bytes())
     config = QCoDeSConfigData(database_path="~/lab.db", set_up="x")
     assert config.database_path == tmp_path / "lab.db" and config.static_attributes == {}
-
-
-def _write(path: Path, data: bytes) -> Path:
-    path.write_bytes(data)
-    return path
-
-
-def _plain_sqlite(path: Path) -> Path:
-    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute("CREATE TABLE t (x)")
-    return path
 
 
 def test_qh_meta_rules_and_station_yaml(tmp_path: Path) -> None:
