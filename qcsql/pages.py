@@ -43,7 +43,7 @@ _SERIAL_SIZE = np.array(
 )
 
 
-class _Unsupported(Exception):
+class Unsupported(Exception):
     """Something this reader does not decode; the caller falls back to SQLite."""
 
 
@@ -72,7 +72,7 @@ class PageSource:
     def close(self) -> None:
         self._handle.close()
 
-    def _read_into(self, buffer: memoryview, offset: int) -> None:
+    def read_into(self, buffer: memoryview, offset: int) -> None:
         """Fill ``buffer`` from ``offset`` (positional reads where the OS has them: Windows
         has no pread, and seeking a file nobody else uses is as good there)."""
         if hasattr(os, "preadv"):
@@ -81,11 +81,20 @@ class PageSource:
             self._handle.seek(offset)
             done = self._handle.readinto(buffer)
         if done != len(buffer):
-            raise _Unsupported  # the file ends early: not a page this reader can trust
+            raise Unsupported  # the file ends early: not a page this reader can trust
+
+    @property
+    def lock_free(self) -> bool:
+        """Whether :meth:`window` takes no lock, so that several threads may read at once."""
+        return self._conn.access is Access.IMMUTABLE
+
+    def page_count(self) -> int:
+        """Whole pages in the file now (only meaningful inside :meth:`window`)."""
+        return os.fstat(self._handle.fileno()).st_size // self.page_size
 
     def page(self, number: int) -> bytes:
         data = bytearray(self.page_size)
-        self._read_into(memoryview(data), (number - 1) * self.page_size)
+        self.read_into(memoryview(data), (number - 1) * self.page_size)
         return bytes(data)
 
     def pages(self, numbers: Sequence[int]) -> npt.NDArray[np.uint8]:
@@ -96,7 +105,7 @@ class PageSource:
             end = start + 1
             while end < len(numbers) and numbers[end] == numbers[end - 1] + 1:
                 end += 1
-            self._read_into(
+            self.read_into(
                 memoryview(out[start:end].data).cast("B"), (numbers[start] - 1) * self.page_size
             )
             start = end
@@ -111,7 +120,7 @@ class PageSource:
             before = _stat(conn.path)
             yield before is not None
             if _stat(conn.path) != before:
-                raise _Unsupported  # a writer connected meanwhile: what was read may be stale
+                raise Unsupported  # a writer connected meanwhile: what was read may be stale
             return
         if conn.access is not Access.READ_ONLY or conn.header.wal_mode:
             yield False
@@ -133,7 +142,7 @@ def _stat(path: Path) -> tuple[int, int] | None:
     return info.st_mtime_ns, info.st_size
 
 
-def _varints(
+def varints(
     buffer: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64]
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """SQLite varints starting at ``offsets``: (values, lengths). The first byte is decoded
@@ -156,7 +165,7 @@ def _varints(
     return values, lengths
 
 
-def _leaf_pages(source: PageSource, root: int, after_id: int, limit: int) -> list[int]:
+def leaf_pages(source: PageSource, root: int, after_id: int, limit: int) -> list[int]:
     """Up to ``limit`` table leaf pages, in key order, from the one that holds ``after_id + 1``.
 
     All children of an interior page sit at the same depth, so once one child is a leaf
@@ -172,7 +181,7 @@ def _leaf_pages(source: PageSource, root: int, after_id: int, limit: int) -> lis
             found.append(number)
             return
         if kind != TABLE_INTERIOR:
-            raise _Unsupported
+            raise Unsupported
         children = _wanted_children(data, start, after_id)
         if not children:
             return
@@ -201,7 +210,7 @@ def _wanted_children(data: bytes, start: int, after_id: int) -> list[int]:
         | (page[pointers + 2].astype(np.int64) << 8)
         | page[pointers + 3]
     )
-    keys, _ = _varints(page, pointers + 4)
+    keys, _ = varints(page, pointers + 4)
     wanted = children[keys > after_id].tolist()  # a child holds the keys <= its key
     wanted.append(int.from_bytes(data[start + 8 : start + 12], "big"))  # right-most: the rest
     return [int(child) for child in wanted]
@@ -229,7 +238,7 @@ def _decode_leaves(
 ) -> NumericColumns:
     npages, size = page_bytes.shape
     if np.any(page_bytes[:, 0] != TABLE_LEAF):
-        raise _Unsupported
+        raise Unsupported
     counts = (page_bytes[:, 3].astype(np.int64) << 8) | page_bytes[:, 4]
     total = int(counts.sum())
     flat = np.concatenate([page_bytes.reshape(-1), np.zeros(_MAX_VARINT + 16, dtype=np.uint8)])
@@ -238,15 +247,15 @@ def _decode_leaves(
     slot = np.arange(total, dtype=np.int64) - np.repeat(first_cell, counts)
     pointer_at = page_of_cell * size + 8 + 2 * slot
     cell = page_of_cell * size + ((flat[pointer_at].astype(np.int64) << 8) | flat[pointer_at + 1])
-    payload, payload_len = _varints(flat, cell)
+    payload, payload_len = varints(flat, cell)
     if np.any(payload > source.usable - 35):
-        raise _Unsupported  # overflowing records: not numeric rows
+        raise Unsupported  # overflowing records: not numeric rows
     rowid_at = cell + payload_len
     record = rowid_at + _varint_lengths(flat, rowid_at)
     wanted, last = _in_id_range(flat, rowid_at, counts, page_of_cell, after_id, upto_id)
     header_size = flat[record].astype(np.int64)
     if np.any(header_size >= 0x80):
-        raise _Unsupported
+        raise Unsupported
     values = [np.empty(total, dtype=np.float64) for _ in column_indices]
     present = np.zeros(total, dtype=bool)  # the top column is not NULL
     common = _common_header(flat, record, header_size)
@@ -305,12 +314,12 @@ def _in_id_range(
         return wanted, -1
     ends = np.cumsum(counts) - 1
     filled = counts > 0
-    last_ids, _ = _varints(flat, rowid_at[ends[filled]])
+    last_ids, _ = varints(flat, rowid_at[ends[filled]])
     pages = np.flatnonzero(filled)
     check = set(pages[last_ids > upto_id].tolist())
     check.add(int(pages[0]))
     cells = np.flatnonzero(np.isin(page_of_cell, list(check)))
-    ids, _ = _varints(flat, rowid_at[cells])
+    ids, _ = varints(flat, rowid_at[cells])
     wanted[cells] = (ids > after_id) & (ids <= upto_id)
     return wanted, int(last_ids.max())
 
@@ -359,7 +368,7 @@ def _decode_same_header(
         if serial == 7:
             out[rows] = _big_endian_doubles(flat, at)
         else:
-            out[rows] = _numbers(flat, np.full(len(rows), serial, dtype=np.int64), at)
+            out[rows] = decode_numbers(flat, np.full(len(rows), serial, dtype=np.int64), at)
     top = column_indices[top_position]
     present[rows] = (int(serials[top]) if top < len(serials) else 0) != 0
 
@@ -383,12 +392,12 @@ def _decode_any_header(
         has = header_size > column + 1
         serial = flat[record + 1 + column].astype(np.int64)
         if np.any(serial[has] >= 0x80):
-            raise _Unsupported
+            raise Unsupported
         types[has, column] = serial[has]
         sizes[has, column] = _SERIAL_SIZE[serial[has]]
     value_at = (record + header_size)[:, None] + np.cumsum(sizes, axis=1) - sizes
     for out, column in zip(values, column_indices, strict=True):
-        out[rows] = _numbers(flat, types[:, column], value_at[:, column])
+        out[rows] = decode_numbers(flat, types[:, column], value_at[:, column])
     present[rows] = types[:, column_indices[top_position]] != 0
 
 
@@ -408,7 +417,7 @@ def _eight_bytes(flat: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]) -> npt.
     return sliding[at]
 
 
-def _numbers(
+def decode_numbers(
     flat: npt.NDArray[np.uint8], types: npt.NDArray[np.int64], at: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float64]:
     """Values of one column as QCoDeS returns them: float64, NULL and 'nan' as NaN."""
@@ -436,9 +445,9 @@ def _numbers(
         try:
             out[index] = float(content)
         except ValueError:
-            raise _Unsupported from None  # not a number: let the SQLite path name it
+            raise Unsupported from None  # not a number: let the SQLite path name it
     if np.any((types >= 12) & (types % 2 == 0)) or np.any((types == 10) | (types == 11)):
-        raise _Unsupported  # blobs in a numeric column: the SQLite path reports them
+        raise Unsupported  # blobs in a numeric column: the SQLite path reports them
     return out
 
 
@@ -456,12 +465,12 @@ def read_numeric_window(
         with source.window() as safe:
             if not safe:
                 return None
-            leaves = _leaf_pages(source, root, after_id, LEAVES_PER_WINDOW)
+            leaves = leaf_pages(source, root, after_id, LEAVES_PER_WINDOW)
             if not leaves:
                 return NumericColumns([np.empty(0) for _ in column_indices], upto_id)
             pages = source.pages(leaves)
             decoded = _decode_leaves(source, pages, column_indices, top_position, after_id, upto_id)
-    except (_Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError):
+    except (Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError):
         return None  # whatever these pages are, SQLite reads them (and reports damage) instead
     if decoded.last_rowid <= after_id:
         return None  # no progress: something about this tree is not what we expect

@@ -19,6 +19,7 @@ including its ragged object arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from qcsql.blob_pages import ColumnTarget
 from qcsql.description import RunDescription
 from qcsql.errors import DataDecodeError, ParameterNotFoundError
 from qcsql.npy import NpyHeader, decode_one, decode_uniform, parse_header
@@ -99,8 +101,12 @@ def read_parameter_data(
         top, setpoints, others = graph.tree_by_group(name)
         columns = (top, *setpoints, *others)
         kinds = tuple(graph.parameters[c].paramtype for c in columns)
-        if start is None and end is None and not set(kinds) & {"array", "text", "complex"}:
-            rows = table.all_rows(upto_id)  # numeric trees fill and then trim: no counting pass
+        if start is None and end is None and "array" in kinds and upto_id > 0:
+            # QCoDeS numbers rows 1..n, so the largest id bounds the rows without counting
+            # them (which means reading every leaf page); the arrays are trimmed at the end.
+            rows = RowRange(after_id=0, upto_id=upto_id, rows=upto_id, exact=False)
+        elif start is None and end is None and not set(kinds) & {"text", "complex"}:
+            rows = table.all_rows(upto_id)  # numeric trees fill and then trim
         else:
             rows = table.locate(top, start, end, upto_id)
         tree = _Tree(table, top, columns, kinds, rows, where)
@@ -261,23 +267,65 @@ def _read_array_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
     one shape S (or have size 1): every column becomes ``(rows, *S)`` like QCoDeS' expansion."""
     n = tree.rows.rows
     first = tree.table.first_row(tree.columns, tree.top, tree.rows)
+    if not first:  # the table has rows, none of them this tree's
+        return {column: np.array((), dtype=np.float64) for column in tree.columns}
     layout: dict[str, _ArrayColumn] = {}
     target = _plan_array_layout(tree, first, layout)
     row_bytes = sum(column.header.blob_size for column in layout.values())
-    out = _allocate(tree, layout, target, n)
+    try:
+        out = _allocate(tree, layout, target, n)
+    except MemoryError:
+        if tree.rows.exact:
+            raise
+        # Ids far beyond the row count (a table someone edited): count the rows after all.
+        tree = dataclasses.replace(tree, rows=tree.table.all_rows(tree.rows.upto_id))
+        n = tree.rows.rows
+        out = _allocate(tree, layout, target, n)
     texts: dict[str, list[Any]] = {
         c: [] for c, k in zip(tree.columns, tree.kinds, strict=True) if k == "text"
     }
-    position = 0
-    for chunk in tree.chunks(max(1, BLOB_BYTES_PER_CHUNK // max(row_bytes, 1))):
+    position, rest = _fill_from_pages(tree, layout, target, out)
+    ids_per_chunk = max(1, BLOB_BYTES_PER_CHUNK // max(row_bytes, 1))
+    for chunk in tree.table.chunks(tree.columns, tree.top, rest, ids_per_chunk):
         _fill_array_chunk(tree, chunk, layout, target, out, texts, position)
         position += len(chunk)
-    if position != n:
-        raise _Irregular
+    if position != n and tree.rows.exact:
+        raise _Irregular  # rows vanished under us (a rewritten file); read again, exactly
+    if position < n:  # the allocation was an upper bound: give back the untouched tail
+        for array in out.values():
+            array.resize((position, *array.shape[1:]), refcheck=False)
     for column, values in texts.items():
-        stacked = _maybe_ragged(values, None).reshape(n, *(1,) * len(target))
-        out[column] = np.array(np.broadcast_to(stacked, (n, *target)))
+        stacked = _maybe_ragged(values, None).reshape(position, *(1,) * len(target))
+        out[column] = np.array(np.broadcast_to(stacked, (position, *target)))
     return out
+
+
+def _fill_from_pages(
+    tree: _Tree,
+    layout: dict[str, _ArrayColumn],
+    target: tuple[int, ...],
+    out: dict[str, npt.NDArray[Any]],
+) -> tuple[int, RowRange]:
+    """Copy as many rows as :mod:`qcsql.blob_pages` can straight from the table's pages;
+    returns the rows filled and the rows SQLite still has to read."""
+    if not set(tree.kinds) <= {"array", "numeric"}:
+        return 0, tree.rows
+    targets = []
+    for column, kind in zip(tree.columns, tree.kinds, strict=True):
+        index = tree.table.record_index(column)
+        if kind == "numeric":
+            targets.append(ColumnTarget(index, None, 8, np.dtype(np.float64), out[column], False))
+            continue
+        header = layout[column].header
+        direct = header.shape == target and header.dtype == out[column].dtype
+        targets.append(
+            ColumnTarget(
+                index, layout[column].prefix, header.data_nbytes, header.dtype, out[column], direct
+            )
+        )
+    rows = tree.rows
+    filled, covered = tree.table.fill_from_pages(targets, rows)
+    return filled, RowRange(covered, rows.upto_id, rows.rows - filled, rows.exact)
 
 
 def _plan_array_layout(

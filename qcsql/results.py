@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from qcsql.blob_pages import ColumnTarget, fill_from_pages
 from qcsql.connection import ReadOnlyConnection
 from qcsql.errors import SchemaError
 from qcsql.pages import NumericColumns, PageSource, read_numeric_window
@@ -215,6 +216,18 @@ class ResultsTable:
                 if window is None:
                     return
                 after, left = window.last_rowid, left - window.rows
+        finally:
+            source.close()
+
+    def fill_from_pages(self, targets: Sequence[ColumnTarget], rows: RowRange) -> tuple[int, int]:
+        """Fill ``targets`` (the first is the tree's top column) with the rows of ``rows``
+        straight from the table's pages, as far as :mod:`qcsql.blob_pages` can; returns
+        ``(rows filled, last id covered)``: SQLite reads the rows after that id."""
+        source = PageSource(self._conn)
+        try:
+            return fill_from_pages(
+                source, self.root_page(), targets, 0, rows.after_id, rows.upto_id, rows.rows
+            )
         finally:
             source.close()
 

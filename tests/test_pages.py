@@ -117,14 +117,14 @@ def test_a_writer_connecting_mid_read_sends_the_read_back_to_sqlite(
     during a window discards that window, and SQLite (following the writer) reads the rest."""
     copy = copy_database(EXAMPLE_DB, tmp_path)
     expected = _read_all(copy)
-    real = qcsql.pages._leaf_pages
+    real = qcsql.pages.leaf_pages
     wal = copy.with_name(copy.name + "-wal")
 
     def writer_connects(*args: object, **kwargs: object) -> list[int]:
         wal.touch()  # what a QCoDeS writer's connection does first
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(qcsql.pages, "_leaf_pages", writer_connects)
+    monkeypatch.setattr(qcsql.pages, "leaf_pages", writer_connects)
     with qcsql.open_database(copy) as db:
         assert db.access is qcsql.Access.IMMUTABLE
         data = db.load_by_id(1).get_parameter_data()

@@ -1,0 +1,288 @@
+"""Array rows copied straight from the pages (qcsql/blob_pages.py) equal what SQLite and
+QCoDeS give, on every page layout SQLite produces: overflow chains before or after
+their leaf, many cells per leaf, interior pages between rows, chains through reused
+(scattered) pages, interleaved trees, every page size, rollback and WAL files."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import qcsql
+import qcsql.blob_pages
+import qcsql.results
+from qcsql.blob_pages import ColumnTarget
+from qcsql.connection import ReadOnlyConnection
+from qcsql.npy import parse_header
+from qcsql.results import ResultsTable, RowRange
+from tests.helpers import copy_database
+
+
+def _npy(values: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, values)
+    return buffer.getvalue()
+
+
+# -- the page reader alone, against SQLite, on tables written with plain SQLite -------------
+
+
+def _write_table(
+    path: Path,
+    page_size: int,
+    wal: bool,
+    rows: list[tuple[Any, Any, Any]],
+    filler: int,
+) -> None:
+    """A QCoDeS-like results table (id, an array top column, a numeric column, an array
+    setpoint); ``filler`` rows of a dropped table leave free pages that SQLite reuses for
+    the new rows' overflow chains, in no particular order."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA page_size={page_size}")
+    if wal:
+        conn.execute("PRAGMA journal_mode=WAL")
+    if filler:
+        conn.execute("CREATE TABLE filler (x BLOB)")
+        conn.executemany("INSERT INTO filler VALUES (?)", [(bytes(3000),)] * filler)
+        conn.commit()
+        conn.execute("DROP TABLE filler")
+    conn.execute(
+        'CREATE TABLE "results-1-1" (id INTEGER PRIMARY KEY AUTOINCREMENT, '
+        "signal array, gate numeric, freq array)"
+    )
+    conn.executemany('INSERT INTO "results-1-1" (signal, gate, freq) VALUES (?, ?, ?)', rows)
+    conn.commit()
+    conn.close()
+    assert not path.with_name(path.name + "-wal").exists()
+
+
+def _expected(rows: list[tuple[Any, Any, Any]], points: int) -> list[np.ndarray]:
+    kept = [row for row in rows if row[0] is not None]
+    signal = np.array([np.load(io.BytesIO(row[0])) for row in kept]).reshape(len(kept), points)
+    gate = np.array([np.nan if r[1] in (None, "nan") else float(r[1]) for r in kept])
+    freq = np.array([np.load(io.BytesIO(row[2])) for row in kept]).reshape(len(kept), points)
+    return [signal, np.broadcast_to(gate[:, None], (len(kept), points)), freq]
+
+
+def _fill(path: Path, points: int) -> tuple[int, list[np.ndarray], int]:
+    conn = ReadOnlyConnection(path)
+    try:
+        table = ResultsTable(conn, 1, "results-1-1")
+        upto = table.max_id()
+        with conn.reading_raw() as raw:
+            first = raw.execute(
+                'SELECT signal FROM "results-1-1" WHERE signal IS NOT NULL ORDER BY id LIMIT 1'
+            ).fetchone()[0]
+        header = parse_header(first)
+        prefix = first[: header.data_offset]
+        outs = [np.full((upto, points), -1.0) for _ in range(3)]
+        targets = [
+            ColumnTarget(1, prefix, header.data_nbytes, header.dtype, outs[0], True),
+            ColumnTarget(2, None, 8, np.dtype(np.float64), outs[1], False),
+            ColumnTarget(3, prefix, header.data_nbytes, header.dtype, outs[2], True),
+        ]
+        filled, covered = table.fill_from_pages(targets, RowRange(0, upto, upto, exact=False))
+        return filled, outs, covered
+    finally:
+        conn.close()
+
+
+def _rows(draw: st.DrawFn, count: int, points: int) -> list[tuple[Any, Any, Any]]:
+    freq = _npy(np.linspace(4e9, 8e9, points))
+    rows = []
+    for index in range(count):
+        top = draw(st.sampled_from(["array", "array", "array", "null"]))
+        gate = draw(
+            st.one_of(
+                st.integers(-(2**63), 2**63 - 1),
+                st.integers(-300, 300),
+                st.floats(allow_nan=False),
+                st.sampled_from([None, "nan", 0, 1]),
+            )
+        )
+        signal = None if top == "null" else _npy(np.arange(points) * 0.5 + index)
+        rows.append((signal, gate, freq if signal is not None else None))
+    return rows
+
+
+@st.composite
+def _tables(draw: st.DrawFn) -> dict[str, Any]:
+    points = draw(st.sampled_from([1, 3, 40, 500, 1000, 3000]))
+    count = draw(st.integers(1, 700))
+    rows = _rows(draw, count, points)
+    if all(row[0] is None for row in rows):
+        rows[0] = (_npy(np.arange(points) * 0.5), 1.0, _npy(np.linspace(4e9, 8e9, points)))
+    return {
+        "page_size": draw(st.sampled_from([512, 1024, 4096, 65536])),
+        "wal": draw(st.booleans()),
+        "filler": draw(st.sampled_from([0, 0, 50])),
+        "rows": rows,
+        "points": points,
+    }
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(table=_tables())
+def test_pages_give_what_sqlite_gives(tmp_path_factory: pytest.TempPathFactory, table: Any) -> None:
+    path = tmp_path_factory.mktemp("blob") / "table.db"
+    _write_table(path, table["page_size"], table["wal"], table["rows"], table["filler"])
+    expected = _expected(table["rows"], table["points"])
+    filled, outs, covered = _fill(path, table["points"])
+    ids = np.array([i + 1 for i, row in enumerate(table["rows"]) if row[0] is not None])
+    assert filled == int(np.sum(ids <= covered))  # exactly the tree's rows up to ``covered``
+    for out, want in zip(outs, expected, strict=True):
+        np.testing.assert_array_equal(out[:filled], want[:filled])
+
+
+def test_regular_layouts_are_read_entirely_from_pages(tmp_path: Path) -> None:
+    """Rows as QCoDeS appends them, in WAL (two threads) and rollback files: no SQLite."""
+    for wal in (True, False):
+        for points in (10, 1000):
+            path = tmp_path / f"regular-{wal}-{points}.db"
+            freq = _npy(np.linspace(0, 1, points))
+            rows = [(_npy(np.arange(points) + i * 1.0), i, freq) for i in range(2000)]
+            _write_table(path, 4096, wal, rows, 0)
+            filled, outs, covered = _fill(path, points)
+            assert (filled, covered) == (2000, 2000)
+            for out, want in zip(outs, _expected(rows, points), strict=True):
+                np.testing.assert_array_equal(out[:filled], want)
+
+
+def test_interleaved_trees_on_two_threads_close_the_gap(tmp_path: Path) -> None:
+    """Every other row belongs to another tree, so the second half of the ids, read on its
+    own thread from row ids/2, is moved down to follow the first half's rows."""
+    path = tmp_path / "interleaved.db"
+    freq = _npy(np.linspace(0, 1, 100))
+    rows = [
+        (_npy(np.arange(100) + i * 1.0), i, freq) if i % 2 else (None, i, None) for i in range(3000)
+    ]
+    _write_table(path, 4096, True, rows, 0)
+    filled, outs, covered = _fill(path, 100)
+    assert (filled, covered) == (1500, 3000)
+    for out, want in zip(outs, _expected(rows, 100), strict=True):
+        np.testing.assert_array_equal(out[:filled], want)
+
+
+# -- whole runs written by QCoDeS, against QCoDeS -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def array_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Array runs as QCoDeS 0.58 writes them: spectra against an array setpoint, spectra
+    against a numeric outer setpoint (integers of growing width), and two array
+    dependents written in separate calls (interleaved trees)."""
+    pytest.importorskip("qcodes")
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+    from qcodes.parameters import Parameter
+
+    path = tmp_path_factory.mktemp("arrays") / "arrays.db"
+    initialise_or_create_database_at(str(path))
+    experiment = load_or_create_experiment("blob pages", sample_name="s")
+    gate = Parameter("gate", set_cmd=None, get_cmd=None)
+    freq = Parameter("freq", set_cmd=None, get_cmd=None)
+    spectrum = Parameter("spectrum", set_cmd=None, get_cmd=None)
+    phase = Parameter("phase", set_cmd=None, get_cmd=None)
+    rng = np.random.default_rng(5)
+    frequencies = np.linspace(4e9, 8e9, 700)
+
+    plain = Measurement(exp=experiment, name="spectra")
+    plain.register_parameter(freq, paramtype="array")
+    plain.register_parameter(spectrum, setpoints=(freq,), paramtype="array")
+    with plain.run() as saver:
+        for _ in range(1200):
+            saver.add_result((freq, frequencies), (spectrum, rng.normal(size=700)))
+
+    outer = Measurement(exp=experiment, name="spectra over a gate")
+    outer.register_parameter(gate)
+    outer.register_parameter(freq, paramtype="array")
+    outer.register_parameter(spectrum, setpoints=(gate, freq), paramtype="array")
+    with outer.run() as saver:
+        for step in range(900):
+            saver.add_result(
+                (gate, step * 37 - 300), (freq, frequencies), (spectrum, rng.normal(size=700))
+            )
+
+    two = Measurement(exp=experiment, name="two dependents, separate calls")
+    two.register_parameter(freq, paramtype="array")
+    two.register_parameter(spectrum, setpoints=(freq,), paramtype="array")
+    two.register_parameter(phase, setpoints=(freq,), paramtype="array")
+    with two.run() as saver:
+        for _ in range(700):
+            saver.add_result((freq, frequencies), (spectrum, rng.normal(size=700)))
+            saver.add_result((freq, frequencies[:10]), (phase, rng.normal(size=10)))
+    experiment.conn.close()  # type: ignore[attr-defined]
+    return path
+
+
+@pytest.fixture(params=["wal", "delete"])
+def journal_copy(request: pytest.FixtureRequest, array_runs: Path, tmp_path: Path) -> Path:
+    copy = copy_database(array_runs, tmp_path)
+    if request.param == "delete":
+        conn = sqlite3.connect(copy)
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.close()
+    return copy
+
+
+@pytest.fixture
+def rows_from_pages(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    filled: list[int] = []
+    real = qcsql.results.fill_from_pages
+
+    def counting(*args: Any) -> tuple[int, int]:
+        result = real(*args)
+        filled.append(result[0])
+        return result
+
+    monkeypatch.setattr(qcsql.results, "fill_from_pages", counting)
+    yield filled
+
+
+def test_qcodes_array_runs_read_from_pages_like_qcodes(
+    journal_copy: Path, rows_from_pages: list[int]
+) -> None:
+    from tests.qcodes_reference import parameter_data_for
+    from tests.test_parameter_data_matches_qcodes import assert_same_data
+
+    reference = parameter_data_for(journal_copy)
+    with qcsql.open_database(journal_copy) as db:
+        for run in db.runs():
+            assert_same_data(
+                run.get_parameter_data(),
+                reference.by_run[(run.run_id, None, None)],
+                f"run {run.run_id}",
+            )
+    # Every row of every tree came from the pages: 1200, 900, then 700 and 700.
+    assert rows_from_pages == [1200, 900, 700, 700]
+
+
+def test_start_and_end_read_from_pages_like_qcodes(
+    array_runs: Path, tmp_path: Path, rows_from_pages: list[int]
+) -> None:
+    from tests.qcodes_reference import parameter_data_for
+    from tests.test_parameter_data_matches_qcodes import assert_same_data
+
+    copy = copy_database(array_runs, tmp_path)
+    ranges = ((1, 1), (2, 700), (650, None))
+    reference = parameter_data_for(copy, ranges)
+    with qcsql.open_database(copy) as db:
+        for run in db.runs():
+            for start, end in ranges:
+                assert_same_data(
+                    run.get_parameter_data(start=start, end=end),
+                    reference.by_run[(run.run_id, start, end)],
+                    f"run {run.run_id} rows {start}..{end}",
+                )
+    assert sum(rows_from_pages) > 0
