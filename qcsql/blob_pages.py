@@ -102,9 +102,11 @@ def fill_from_pages(
     after_id: int,
     upto_id: int,
     capacity: int,
+    buffers: list[npt.NDArray[np.uint8]],
 ) -> tuple[int, int]:
     """Fill ``targets`` (``capacity`` rows long) from row 0 with the tree's rows in
-    ``after_id < rowid <= upto_id``.
+    ``after_id < rowid <= upto_id``. ``buffers`` keeps page buffers between calls, so that
+    a run read window by window does not fault fresh memory for each.
 
     Returns ``(rows filled, last rowid covered)``; the caller reads the rows after that
     rowid through SQLite (all of them when this returns ``(0, after_id)``).
@@ -116,14 +118,27 @@ def fill_from_pages(
     """
     ids = upto_id - after_id
     if not (source.lock_free and capacity >= ids >= SPLIT_ROWS):
-        return _fill_range(source, root, targets, top_position, after_id, upto_id, 0, capacity)
+        return _fill_range(
+            source, root, targets, top_position, after_id, upto_id, 0, capacity, buffers
+        )
     mid = after_id + ids // 2
     offset = mid - after_id
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qcsql-pages") as pool:
         later = pool.submit(
-            _fill_range, source, root, targets, top_position, mid, upto_id, offset, capacity
+            _fill_range,
+            source,
+            root,
+            targets,
+            top_position,
+            mid,
+            upto_id,
+            offset,
+            capacity,
+            buffers,
         )
-        filled, covered = _fill_range(source, root, targets, top_position, after_id, mid, 0, offset)
+        filled, covered = _fill_range(
+            source, root, targets, top_position, after_id, mid, 0, offset, buffers
+        )
         more, further = later.result()
     if covered < mid:
         return filled, covered  # SQLite reads on from here, over whatever the second half wrote
@@ -142,11 +157,31 @@ def _fill_range(
     upto_id: int,
     position: int,
     capacity: int,
+    buffers: list[npt.NDArray[np.uint8]],
 ) -> tuple[int, int]:
     """Window after window, the rows of ``after_id < rowid <= upto_id`` into output rows
     ``position`` onwards (but not past ``capacity``): ``(rows filled, last rowid covered)``."""
+    span = _Span(source, buffers.pop() if buffers else None)
+    try:
+        return _fill_windows(
+            source, span, root, targets, top_position, after_id, upto_id, position, capacity
+        )
+    finally:
+        buffers.append(span.buffer)
+
+
+def _fill_windows(
+    source: PageSource,
+    span: _Span,
+    root: int,
+    targets: Sequence[ColumnTarget],
+    top_position: int,
+    after_id: int,
+    upto_id: int,
+    position: int,
+    capacity: int,
+) -> tuple[int, int]:
     filled, covered = 0, after_id
-    span = _Span(source)
     while covered < upto_id:
         window = _read_window(source, span, root, targets, top_position, covered, upto_id)
         if window is None or window.last_rowid <= covered:
@@ -162,11 +197,14 @@ def _fill_range(
 class _Span:
     """Consecutive pages of the file from ``first`` on, read as far as a window needs."""
 
-    def __init__(self, source: PageSource) -> None:
+    def __init__(self, source: PageSource, buffer: npt.NDArray[np.uint8] | None) -> None:
         self._source = source
         self.lead = 0  # SQLite writes a row's overflow pages just before its new leaf
         # Pages are read only as far as needed, so the rest of the buffer costs no memory.
-        self.buffer = np.empty(BUFFER_PAGES * source.page_size + 16, dtype=np.uint8)
+        size = BUFFER_PAGES * source.page_size + 16  # slack for gathers at the very end
+        self.buffer = (
+            buffer if buffer is not None and len(buffer) == size else np.empty(size, np.uint8)
+        )
         self.first = 0
         self.loaded = 0  # pages read
 
@@ -207,7 +245,7 @@ def _read_window(
                 return None
             start = max(1, leaves[0] - span.lead)
             for _ in range(2):
-                held = [page for page in leaves if start <= page < start + WINDOW_PAGES]
+                held = _leading_leaves(leaves, start)
                 if not held:
                     return None
                 span.start(start)
@@ -220,6 +258,17 @@ def _read_window(
     except (Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError):
         return None
     return None
+
+
+def _leading_leaves(leaves: list[int], start: int) -> list[int]:
+    """The leaves, in key order, up to the first one outside the buffer from ``start``
+    (a window must not skip a leaf: its rows would be lost between the rows around it)."""
+    held = []
+    for page in leaves:
+        if not start <= page < start + WINDOW_PAGES:
+            break
+        held.append(page)
+    return held
 
 
 def _parse_window(

@@ -10,6 +10,7 @@ Everything else is laid out in memory by :func:`qcsql.plan.plan_run`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -17,12 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from qcsql.parameter_data import NumericTreeStream, stream_numeric_tree
+from qcsql.parameter_data import (
+    ArrayTreeStream,
+    NumericTreeStream,
+    stream_array_tree,
+    stream_numeric_tree,
+)
 from qcsql.plan import (
+    INDEX,
     DatasetPlan,
     Variable,
     as_qcodes_sees,
     dataset_attrs,
+    plan_dataset,
     plan_run,
     variable_attrs,
 )
@@ -51,7 +59,74 @@ def default_file_name(run: Run) -> str:
 Progress = Callable[[int, int], None]  # (rows written, rows expected at most)
 
 
+ARRAY_BYTES_PER_CHUNK = 32 * 1024 * 1024  # of blobs read per window of an array run
+
+
 def _streamed_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
+    """The plan of a run whose rows can go straight into the file, or None."""
+    graph = run.description.interdependencies
+    if len(graph.top_level_parameters) != 1:
+        return None
+    top = graph.top_level_parameters[0]
+    arrays = stream_array_tree(run, top, ARRAY_BYTES_PER_CHUNK)
+    if arrays is not None:
+        return _streamed_index_plan(run, top, arrays, progress)
+    return _streamed_numeric_plan(run, progress)
+
+
+def _streamed_index_plan(
+    run: Run, top: str, stream: ArrayTreeStream, progress: Progress | None
+) -> DatasetPlan | None:
+    """An array run whose setpoint rows repeat (every sweep of a spectrum analyser, say):
+    QCoDeS lays it out flat along ``index``, row after row, which streams. The first
+    window of rows decides: its own plan must already be that layout (a repeat there is a
+    repeat in the whole run), and the run must declare no shape that could reshape it."""
+    if top in (run.shapes or {}):
+        return None
+    chunks = stream.chunks()
+    first = next(chunks, None)
+    if first is None:
+        return None
+    attrs = dataset_attrs(run)
+    probe = plan_dataset(run.description, {top: first[1]}, attrs)
+    if set(probe.dims) != {INDEX} or any(
+        v.data.dtype.kind not in "fiu" for v in probe.variables.values()
+    ):
+        return None
+    variables = {
+        name: Variable(name, v.dims, np.empty(0, v.data.dtype), v.attrs, v.is_coord, streamed=True)
+        for name, v in probe.variables.items()
+    }
+    per_row = {name: array.shape[1:] for name, array in first[1].items()}
+    dtypes = {name: v.data.dtype for name, v in probe.variables.items()}
+    total = math.prod(per_row[top]) * stream.tree.rows.rows
+    upto = stream.tree.rows.upto_id
+
+    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
+        position = 0
+        for last_id, data in itertools.chain([first], chunks):
+            if {name: a.shape[1:] for name, a in data.items()} != per_row:
+                raise _NotStreamable  # the arrays change shape between rows
+            flat = {name: array.reshape(-1) for name, array in data.items()}
+            m = len(flat[top])
+            if position + m > total:
+                raise _NotStreamable  # more rows than counted: the file changed meanwhile
+            for name, values in flat.items():
+                if values.dtype != dtypes[name]:
+                    raise _NotStreamable
+                created[name][position : position + m] = values
+            created[INDEX][position : position + m] = np.arange(position, position + m)
+            position += m
+            if progress is not None:
+                progress(last_id, upto)
+        if position != total:
+            raise _NotStreamable
+
+    # The size is known from the count, so the datasets are contiguous, as xarray writes.
+    return DatasetPlan(dims={INDEX: total}, variables=variables, attrs=attrs, fill=fill)
+
+
+def _streamed_numeric_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
     """The plan of a large numeric run whose rows can go straight into the file, or None.
 
     Two layouts stream: a parameter against one setpoint (QCoDeS lays it out along the

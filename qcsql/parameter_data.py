@@ -39,7 +39,7 @@ from qcsql.results import ResultsTable, RowRange
 if TYPE_CHECKING:
     from qcsql.runs import Run
 
-__all__ = ["ParameterData", "read_parameter_data"]
+__all__ = ["ArrayTreeStream", "ParameterData", "read_parameter_data", "stream_array_tree"]
 
 log = logging.getLogger(__name__)
 
@@ -530,3 +530,41 @@ def stream_numeric_tree(run: Run, top: str) -> NumericTreeStream | None:
     kinds = tuple("numeric" for _ in columns)
     tree = _Tree(table, top, columns, kinds, rows, f"{run.database.path}, run {run.run_id}")
     return NumericTreeStream(tree, rows.rows)
+
+
+@dataclass(frozen=True)
+class ArrayTreeStream:
+    """All rows of a tree with array columns, id window by id window, each decoded exactly
+    as :func:`read_parameter_data` decodes a whole tree (not reshaped). ``tree.rows`` holds
+    the exact number of rows."""
+
+    tree: _Tree
+    ids_per_chunk: int
+
+    def chunks(self) -> Iterator[tuple[int, dict[str, npt.NDArray[Any]]]]:
+        """``(last id read, {column: array})``; windows without rows of the tree are skipped."""
+        after, upto = self.tree.rows.after_id, self.tree.rows.upto_id
+        while after < upto:
+            high = min(after + self.ids_per_chunk, upto)
+            window = RowRange(after_id=after, upto_id=high, rows=high - after, exact=False)
+            data = _read_tree(dataclasses.replace(self.tree, rows=window))
+            if len(data[self.tree.top]):
+                yield high, data
+            after = high
+
+
+def stream_array_tree(run: Run, top: str, bytes_per_chunk: int) -> ArrayTreeStream | None:
+    """A streamed reader of ``top`` and its setpoints, if at least one of them is an array
+    and all are arrays or numbers, and nothing else belongs to the tree; else None."""
+    graph = run.description.interdependencies
+    _, setpoints, others = graph.tree_by_group(top)
+    columns = (top, *setpoints)
+    kinds = tuple(graph.parameters[c].paramtype for c in columns)
+    if others or "array" not in kinds or not set(kinds) <= {"array", "numeric"}:
+        return None
+    table = run.database._results_table(run)
+    rows = table.locate(top, None, None, table.max_id())  # exact: the file's size is known
+    tree = _Tree(table, top, columns, kinds, rows, f"{run.database.path}, run {run.run_id}")
+    first = table.first_row(columns, top, rows)
+    row_bytes = sum(len(value) if isinstance(value, bytes) else 8 for value in first) or 1
+    return ArrayTreeStream(tree, max(1, bytes_per_chunk // row_bytes))

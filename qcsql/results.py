@@ -17,6 +17,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
@@ -89,6 +91,7 @@ class ResultsTable:
                 column="id",
             )
         self._by_lower = {column.lower(): column for column in self.declared_types}
+        self._page_buffers: list[npt.NDArray[np.uint8]] = []  # reused by fill_from_pages
         self.model = sa.Table(
             name,
             sa.MetaData(),
@@ -226,7 +229,14 @@ class ResultsTable:
         source = PageSource(self._conn)
         try:
             return fill_from_pages(
-                source, self.root_page(), targets, 0, rows.after_id, rows.upto_id, rows.rows
+                source,
+                self.root_page(),
+                targets,
+                0,
+                rows.after_id,
+                rows.upto_id,
+                rows.rows,
+                self._page_buffers,
             )
         finally:
             source.close()

@@ -16,6 +16,7 @@ os.environ["HOME"] = tempfile.mkdtemp(prefix="qcsql-tests-home-")
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.helpers import FileState, all_databases  # noqa: E402
@@ -48,3 +49,55 @@ def guard() -> Iterator[list[Path]]:  # a list whose append() records the state 
     yield box
     for path, state in before.items():
         assert FileState.of(path) == state, f"{path} or its folder changed"
+
+
+@pytest.fixture(scope="session")
+def array_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Array runs as QCoDeS 0.58 writes them: spectra against an array setpoint, spectra
+    against a numeric outer setpoint (integers of growing width), and two array
+    dependents written in separate calls (interleaved trees)."""
+    pytest.importorskip("qcodes")
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+    from qcodes.parameters import Parameter
+
+    path = tmp_path_factory.mktemp("arrays") / "arrays.db"
+    initialise_or_create_database_at(str(path))
+    experiment = load_or_create_experiment("blob pages", sample_name="s")
+    gate = Parameter("gate", set_cmd=None, get_cmd=None)
+    freq = Parameter("freq", set_cmd=None, get_cmd=None)
+    spectrum = Parameter("spectrum", set_cmd=None, get_cmd=None)
+    phase = Parameter("phase", set_cmd=None, get_cmd=None)
+    rng = np.random.default_rng(5)
+    frequencies = np.linspace(4e9, 8e9, 700)
+
+    plain = Measurement(exp=experiment, name="spectra")
+    plain.register_parameter(freq, paramtype="array")
+    plain.register_parameter(spectrum, setpoints=(freq,), paramtype="array")
+    with plain.run() as saver:
+        for _ in range(1200):
+            saver.add_result((freq, frequencies), (spectrum, rng.normal(size=700)))
+
+    outer = Measurement(exp=experiment, name="spectra over a gate")
+    outer.register_parameter(gate)
+    outer.register_parameter(freq, paramtype="array")
+    outer.register_parameter(spectrum, setpoints=(gate, freq), paramtype="array")
+    with outer.run() as saver:
+        for step in range(900):
+            saver.add_result(
+                (gate, step * 37 - 300), (freq, frequencies), (spectrum, rng.normal(size=700))
+            )
+
+    two = Measurement(exp=experiment, name="two dependents, separate calls")
+    two.register_parameter(freq, paramtype="array")
+    two.register_parameter(spectrum, setpoints=(freq,), paramtype="array")
+    two.register_parameter(phase, setpoints=(freq,), paramtype="array")
+    with two.run() as saver:
+        for _ in range(700):
+            saver.add_result((freq, frequencies), (spectrum, rng.normal(size=700)))
+            saver.add_result((freq, frequencies[:10]), (phase, rng.normal(size=10)))
+    experiment.conn.close()  # type: ignore[attr-defined]
+    return path

@@ -96,6 +96,6 @@ def test_quick_audit_samples_the_last_row_of_each_tree(tmp_path: Path) -> None:
     copy = copy_database(EXAMPLE_DB, tmp_path)
     with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
         last = conn.execute('SELECT max(id) FROM "results-2-1"').fetchone()[0]
-        conn.execute(f'UPDATE "results-2-1" SET spectrum = X\'0011\' WHERE id = {last}')
+        conn.execute(f"UPDATE \"results-2-1\" SET spectrum = X'0011' WHERE id = {last}")
     found = [f for f in audit(copy).findings if f.code == "data_undecodable"]
     assert [f.run_id for f in found] == [5]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import qcsql
@@ -95,50 +95,54 @@ def _fill(path: Path, points: int) -> tuple[int, list[np.ndarray], int]:
         conn.close()
 
 
-def _rows(draw: st.DrawFn, count: int, points: int) -> list[tuple[Any, Any, Any]]:
+def _rows(points: int, spec: list[tuple[bool, Any]]) -> list[tuple[Any, Any, Any]]:
+    """Rows from a compact spec (so that hypothesis reports small examples): per row,
+    whether it belongs to the tree (else it is another tree's row, NULL here) and the
+    numeric column's value."""
     freq = _npy(np.linspace(4e9, 8e9, points))
-    rows = []
-    for index in range(count):
-        top = draw(st.sampled_from(["array", "array", "array", "null"]))
-        gate = draw(
-            st.one_of(
-                st.integers(-(2**63), 2**63 - 1),
-                st.integers(-300, 300),
-                st.floats(allow_nan=False),
-                st.sampled_from([None, "nan", 0, 1]),
-            )
-        )
-        signal = None if top == "null" else _npy(np.arange(points) * 0.5 + index)
-        rows.append((signal, gate, freq if signal is not None else None))
-    return rows
+    return [
+        (_npy(np.arange(points) * 0.5 + index), gate, freq) if ours else (None, gate, None)
+        for index, (ours, gate) in enumerate(spec)
+    ]
 
 
-@st.composite
-def _tables(draw: st.DrawFn) -> dict[str, Any]:
-    points = draw(st.sampled_from([1, 3, 40, 500, 1000, 3000]))
-    count = draw(st.integers(1, 700))
-    rows = _rows(draw, count, points)
-    if all(row[0] is None for row in rows):
-        rows[0] = (_npy(np.arange(points) * 0.5), 1.0, _npy(np.linspace(4e9, 8e9, points)))
-    return {
-        "page_size": draw(st.sampled_from([512, 1024, 4096, 65536])),
-        "wal": draw(st.booleans()),
-        "filler": draw(st.sampled_from([0, 0, 50])),
-        "rows": rows,
-        "points": points,
-    }
+_GATES = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.integers(-300, 300),
+    st.floats(allow_nan=False),
+    st.sampled_from([None, "nan", 0, 1]),
+)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(table=_tables())
-def test_pages_give_what_sqlite_gives(tmp_path_factory: pytest.TempPathFactory, table: Any) -> None:
+@given(
+    page_size=st.sampled_from([512, 1024, 4096, 65536]),
+    wal=st.booleans(),
+    filler=st.sampled_from([0, 0, 50]),
+    points=st.sampled_from([1, 3, 40, 500, 1000, 3000]),
+    spec=st.lists(
+        st.tuples(st.sampled_from([True, True, True, False]), _GATES), min_size=1, max_size=700
+    ),
+)
+@example(
+    page_size=65536, wal=False, filler=50, points=3000, spec=[(True, 0)] * 3
+)  # leaves out of order
+def test_pages_give_what_sqlite_gives(
+    tmp_path_factory: pytest.TempPathFactory,
+    page_size: int,
+    wal: bool,
+    filler: int,
+    points: int,
+    spec: list[tuple[bool, Any]],
+) -> None:
+    spec = [(True, spec[0][1]), *spec[1:]]  # the tree has at least one row
+    rows = _rows(points, spec)
     path = tmp_path_factory.mktemp("blob") / "table.db"
-    _write_table(path, table["page_size"], table["wal"], table["rows"], table["filler"])
-    expected = _expected(table["rows"], table["points"])
-    filled, outs, covered = _fill(path, table["points"])
-    ids = np.array([i + 1 for i, row in enumerate(table["rows"]) if row[0] is not None])
+    _write_table(path, page_size, wal, rows, filler)
+    filled, outs, covered = _fill(path, points)
+    ids = np.array([i + 1 for i, (ours, _) in enumerate(spec) if ours])
     assert filled == int(np.sum(ids <= covered))  # exactly the tree's rows up to ``covered``
-    for out, want in zip(outs, expected, strict=True):
+    for out, want in zip(outs, _expected(rows, points), strict=True):
         np.testing.assert_array_equal(out[:filled], want[:filled])
 
 
@@ -172,58 +176,6 @@ def test_interleaved_trees_on_two_threads_close_the_gap(tmp_path: Path) -> None:
 
 
 # -- whole runs written by QCoDeS, against QCoDeS -------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def array_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Array runs as QCoDeS 0.58 writes them: spectra against an array setpoint, spectra
-    against a numeric outer setpoint (integers of growing width), and two array
-    dependents written in separate calls (interleaved trees)."""
-    pytest.importorskip("qcodes")
-    from qcodes.dataset import (
-        Measurement,
-        initialise_or_create_database_at,
-        load_or_create_experiment,
-    )
-    from qcodes.parameters import Parameter
-
-    path = tmp_path_factory.mktemp("arrays") / "arrays.db"
-    initialise_or_create_database_at(str(path))
-    experiment = load_or_create_experiment("blob pages", sample_name="s")
-    gate = Parameter("gate", set_cmd=None, get_cmd=None)
-    freq = Parameter("freq", set_cmd=None, get_cmd=None)
-    spectrum = Parameter("spectrum", set_cmd=None, get_cmd=None)
-    phase = Parameter("phase", set_cmd=None, get_cmd=None)
-    rng = np.random.default_rng(5)
-    frequencies = np.linspace(4e9, 8e9, 700)
-
-    plain = Measurement(exp=experiment, name="spectra")
-    plain.register_parameter(freq, paramtype="array")
-    plain.register_parameter(spectrum, setpoints=(freq,), paramtype="array")
-    with plain.run() as saver:
-        for _ in range(1200):
-            saver.add_result((freq, frequencies), (spectrum, rng.normal(size=700)))
-
-    outer = Measurement(exp=experiment, name="spectra over a gate")
-    outer.register_parameter(gate)
-    outer.register_parameter(freq, paramtype="array")
-    outer.register_parameter(spectrum, setpoints=(gate, freq), paramtype="array")
-    with outer.run() as saver:
-        for step in range(900):
-            saver.add_result(
-                (gate, step * 37 - 300), (freq, frequencies), (spectrum, rng.normal(size=700))
-            )
-
-    two = Measurement(exp=experiment, name="two dependents, separate calls")
-    two.register_parameter(freq, paramtype="array")
-    two.register_parameter(spectrum, setpoints=(freq,), paramtype="array")
-    two.register_parameter(phase, setpoints=(freq,), paramtype="array")
-    with two.run() as saver:
-        for _ in range(700):
-            saver.add_result((freq, frequencies), (spectrum, rng.normal(size=700)))
-            saver.add_result((freq, frequencies[:10]), (phase, rng.normal(size=10)))
-    experiment.conn.close()  # type: ignore[attr-defined]
-    return path
 
 
 @pytest.fixture(params=["wal", "delete"])
