@@ -249,7 +249,7 @@ def _read_window(
                 if not held:
                     return None
                 span.start(start)
-                span.ensure(held[-1])
+                span.ensure(max(held))  # leaves of reused pages need not rise
                 window = _parse_window(source, span, held, targets, top_position, after_id, upto_id)
                 if isinstance(window, _Window):
                     return window
