@@ -27,6 +27,19 @@ def export_with_qcsql(path: Path, out: Path) -> Path:
         return db.load_by_id(1).export_hdf5(out)
 
 
+def fresh_folders(source: Path, root: Path) -> Any:
+    """A pytest-benchmark ``setup``: every round exports into a new, empty folder, as a sync
+    agent does, so that no round pays for replacing the previous round's file."""
+    rounds = iter(range(1_000_000))
+
+    def setup() -> tuple[tuple[Path, Path], dict[str, Any]]:
+        folder = root / f"round-{next(rounds)}"
+        folder.mkdir()
+        return (source, folder), {}
+
+    return setup
+
+
 def export_with_qcodes(path: Path, out: Path) -> None:
     from qcodes.dataset import load_by_id
     from qcodes.dataset.sqlite.database import connect
@@ -53,7 +66,7 @@ def _memory(which: str, path: Path, label: str) -> None:
 @pytest.mark.benchmark(group="export, 1-D numeric run")
 def test_export_numeric_qcsql(benchmark: Any, numeric_db: Path, tmp_path: Path) -> None:  # noqa: F811
     path = benchmark.pedantic(
-        export_with_qcsql, args=(numeric_db, tmp_path), rounds=3, iterations=1
+        export_with_qcsql, setup=fresh_folders(numeric_db, tmp_path), rounds=3, iterations=1
     )
     assert path.stat().st_size > NUMERIC_POINTS * 16
     _memory("qcsql", numeric_db, f"{NUMERIC_POINTS:,}-point numeric run")
@@ -69,7 +82,11 @@ def test_export_numeric_qcodes(benchmark: Any, numeric_db: Path, tmp_path: Path)
 @pytest.mark.benchmark(group="export, 10,000 x 1,000-point arrays")
 def test_export_arrays_qcsql(benchmark: Any, array_db: Path, tmp_path: Path) -> None:  # noqa: F811
     benchmark.pedantic(
-        export_with_qcsql, args=(array_db, tmp_path), rounds=3, iterations=1, warmup_rounds=1
+        export_with_qcsql,
+        setup=fresh_folders(array_db, tmp_path),
+        rounds=3,
+        iterations=1,
+        warmup_rounds=1,
     )
     _memory("qcsql", array_db, "10,000 x 1,000-point arrays")
 

@@ -60,6 +60,7 @@ Progress = Callable[[int, int], None]  # (rows written, rows expected at most)
 
 
 ARRAY_BYTES_PER_CHUNK = 32 * 1024 * 1024  # of blobs read per window of an array run
+PROBE_ROWS = 64  # rows whose own layout decides whether an array run streams
 
 
 def _streamed_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
@@ -79,8 +80,8 @@ def _streamed_index_plan(
 ) -> DatasetPlan | None:
     """An array run whose setpoint rows repeat (every sweep of a spectrum analyser, say):
     QCoDeS lays it out flat along ``index``, row after row, which streams. The first
-    window of rows decides: its own plan must already be that layout (a repeat there is a
-    repeat in the whole run), and the run must declare no shape that could reshape it."""
+    ``PROBE_ROWS`` rows decide: their own plan must already be that layout (a repeat there
+    is a repeat in the whole run), and the run must declare no shape that could reshape it."""
     if top in (run.shapes or {}):
         return None
     chunks = stream.chunks()
@@ -88,7 +89,8 @@ def _streamed_index_plan(
     if first is None:
         return None
     attrs = dataset_attrs(run)
-    probe = plan_dataset(run.description, {top: first[1]}, attrs)
+    head = {name: array[:PROBE_ROWS] for name, array in first[1].items()}
+    probe = plan_dataset(run.description, {top: head}, attrs)
     if set(probe.dims) != {INDEX} or any(
         v.data.dtype.kind not in "fiu" for v in probe.variables.values()
     ):

@@ -89,7 +89,7 @@ def _attribute(value: Any) -> Any:
 
 
 def _write(plan: DatasetPlan, path: Path) -> None:
-    with h5netcdf.File(path, "w") as handle:
+    with h5netcdf.File(path, "w-") as handle:  # create, never truncate (see _atomic_target)
         handle.dimensions = {
             dim: None if dim in plan.unlimited else size for dim, size in plan.dims.items()
         }
@@ -131,6 +131,9 @@ def _atomic_target(final: Path) -> Iterator[Path]:
         ) from exc
     os.close(descriptor)
     temporary = Path(name)
+    # The writer creates the file afresh: truncating an existing one, even an empty one,
+    # makes ext4 flush it on close (auto_da_alloc), which doubled the cost of a large export.
+    temporary.unlink()
     try:
         yield temporary
         with open(temporary, "rb+") as written:
