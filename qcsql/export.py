@@ -21,8 +21,9 @@ import numpy as np
 from qcsql.parameter_data import (
     ArrayTreeStream,
     NumericTreeStream,
+    RowsDiffer,
     stream_array_tree,
-    stream_numeric_tree,
+    stream_numeric_trees,
 )
 from qcsql.plan import (
     INDEX,
@@ -65,13 +66,11 @@ PROBE_ROWS = 64  # rows whose own layout decides whether an array run streams
 
 def _streamed_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
     """The plan of a run whose rows can go straight into the file, or None."""
-    graph = run.description.interdependencies
-    if len(graph.top_level_parameters) != 1:
-        return None
-    top = graph.top_level_parameters[0]
-    arrays = stream_array_tree(run, top, ARRAY_BYTES_PER_CHUNK)
-    if arrays is not None:
-        return _streamed_index_plan(run, top, arrays, progress)
+    tops = run.description.interdependencies.top_level_parameters
+    if len(tops) == 1:
+        arrays = stream_array_tree(run, tops[0], ARRAY_BYTES_PER_CHUNK)
+        if arrays is not None:
+            return _streamed_index_plan(run, tops[0], arrays, progress)
     return _streamed_numeric_plan(run, progress)
 
 
@@ -131,39 +130,42 @@ def _streamed_index_plan(
 def _streamed_numeric_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
     """The plan of a large numeric run whose rows can go straight into the file, or None.
 
-    Two layouts stream: a parameter against one setpoint (QCoDeS lays it out along the
+    The run's parameters must share their setpoints and be measured in the same rows (a
+    sweep recording several dependents at each point; checked while streaming). Two
+    layouts stream: parameters against one setpoint (QCoDeS lays them out along the
     setpoint, in measured order, when the setpoint values are unique or the run is
     complete), and a complete shaped run on several setpoints (QCoDeS' direct layout:
     rows in C order, coordinates from the first line along each axis). A run that turns
     out not to fit while streaming is laid out in memory instead."""
-    graph = run.description.interdependencies
-    if len(graph.top_level_parameters) != 1:
+    tops = list(run.description.interdependencies.top_level_parameters)
+    if not tops:
         return None
-    top, setpoints, _ = graph.tree_by_group(graph.top_level_parameters[0])
-    shape = (run.shapes or {}).get(top)
-    stream = stream_numeric_tree(run, top)
-    if stream is None or not setpoints:
+    declared = {tuple(s) if s is not None else None for s in map((run.shapes or {}).get, tops)}
+    stream = stream_numeric_trees(run, tops)
+    if stream is None or len(declared) != 1:
         return None
+    shape = declared.pop()
+    setpoints = stream.tree.columns[len(tops) :]
+    if not setpoints or (shape is not None and len(shape) != len(setpoints)):
+        return None  # no setpoint, or QCoDeS' reshaping and its layout disagree
     specs = run.description.paramspecs
-    variables = {
+    variables = {  # in the order QCoDeS' merge of the parameters' datasets lists them
         name: Variable(
             name,
-            tuple(setpoints) if name == top else (name,),
+            tuple(setpoints) if name in tops else (name,),
             np.empty(0),
             variable_attrs(specs[name]),
-            is_coord=name != top,
+            is_coord=name not in tops,
             streamed=True,
         )
-        for name in (top, *setpoints)
+        for name in (tops[0], *setpoints, *tops[1:])
     }
-    if shape is not None and len(shape) != len(setpoints):
-        return None  # QCoDeS' reshaping and its layout disagree; leave it to the plan
     if len(setpoints) == 1:
         return DatasetPlan(
             dims={setpoints[0]: 0},
             variables=variables,
             attrs=dataset_attrs(run),
-            fill=_fill_along_setpoint(stream, top, setpoints[0], shape, progress),
+            fill=_fill_along_setpoint(stream, tops, setpoints[0], shape, progress),
             unlimited=frozenset(setpoints),
             expected_rows=stream.rows,
         )
@@ -173,27 +175,32 @@ def _streamed_numeric_plan(run: Run, progress: Progress | None = None) -> Datase
         dims=dict(zip(setpoints, shape, strict=True)),
         variables=variables,
         attrs=dataset_attrs(run),
-        fill=_fill_grid(stream, top, tuple(setpoints), tuple(shape), progress),
+        fill=_fill_grid(stream, tops, tuple(setpoints), tuple(shape), progress),
     )
+
+
+Fill = Callable[[Mapping[str, Any], Callable[[str, int], None]], None]
 
 
 def _fill_along_setpoint(
     stream: NumericTreeStream,
-    top: str,
+    tops: list[str],
     setpoint: str,
     shape: tuple[int, ...] | None,
     progress: Progress | None,
-) -> Callable[[Mapping[str, Any], Callable[[str, int], None]], None]:
+) -> Fill:
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
         position, previous = 0, None
         direction: int | None = 0
-        for values, coordinate in _batches(stream.chunks()):
+        for columns in _batches(stream.chunks()):
+            coordinate = columns[len(tops)]
             if direction is not None:
                 direction = _monotonic(coordinate, previous, direction)
                 previous = coordinate[-1] if len(coordinate) else previous
-            m = len(values)
+            m = len(coordinate)
             grow(setpoint, position + m)
-            created[top][position : position + m] = values
+            for top, values in zip(tops, columns, strict=False):
+                created[top][position : position + m] = values
             created[setpoint][position : position + m] = coordinate
             position += m
             if progress is not None:
@@ -207,11 +214,11 @@ def _fill_along_setpoint(
 
 def _fill_grid(
     stream: NumericTreeStream,
-    top: str,
+    tops: list[str],
     setpoints: tuple[str, ...],
     shape: tuple[int, ...],
     progress: Progress | None,
-) -> Callable[[Mapping[str, Any], Callable[[str, int], None]], None]:
+) -> Fill:
     total = math.prod(shape)
     strides = [math.prod(shape[axis + 1 :]) for axis in range(len(shape))]
     line = shape[-1]
@@ -220,15 +227,15 @@ def _fill_grid(
         axes = {name: np.empty(size) for name, size in zip(setpoints, shape, strict=True)}
         position = 0
         for columns in _batches(stream.chunks()):
-            values = columns[0]
-            end = position + len(values)
+            end = position + len(columns[0])
             if end > total:
                 raise _NotStreamable  # more rows than the shape: QCoDeS keeps them flat
             for axis, name in enumerate(setpoints):  # coordinate i sits at row i * stride
                 steps = np.arange(-(-position // strides[axis]), -(-end // strides[axis]))
                 steps = steps[steps < shape[axis]]
-                axes[name][steps] = columns[axis + 1][steps * strides[axis] - position]
-            _write_c_order(created[top], values, position, shape, line)
+                axes[name][steps] = columns[len(tops) + axis][steps * strides[axis] - position]
+            for top, values in zip(tops, columns, strict=False):
+                _write_c_order(created[top], values, position, shape, line)
             position = end
             if progress is not None:
                 progress(position, total)
@@ -309,6 +316,6 @@ def export_run(run: Run, path_or_dir: str | Path, progress: Progress | None = No
     if streamed is not None:
         try:
             return write_plan(streamed, target)
-        except _NotStreamable:
+        except (_NotStreamable, RowsDiffer):
             pass
     return write_plan(plan_run(run), target)

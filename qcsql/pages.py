@@ -50,10 +50,13 @@ class Unsupported(Exception):
 @dataclass(frozen=True)
 class NumericColumns:
     """Decoded values of one window: one float64 array per requested column, for the rows
-    whose ``top`` column is not NULL, and the last rowid the window covered."""
+    where any of the leading ``tops`` columns is not NULL, and the last rowid the window
+    covered. ``has[:, t]`` says which of those rows hold top column ``t`` (QCoDeS writes
+    each parameter's tree in rows of its own, so a row usually holds just one)."""
 
     values: list[npt.NDArray[np.float64]]
     last_rowid: int
+    has: npt.NDArray[np.bool_] | None = None
 
     @property
     def rows(self) -> int:
@@ -232,7 +235,7 @@ def _decode_leaves(
     source: PageSource,
     page_bytes: npt.NDArray[np.uint8],
     column_indices: Sequence[int],
-    top_position: int,
+    tops: int,
     after_id: int,
     upto_id: int,
 ) -> NumericColumns:
@@ -257,13 +260,11 @@ def _decode_leaves(
     if np.any(header_size >= 0x80):
         raise Unsupported
     values = [np.empty(total, dtype=np.float64) for _ in column_indices]
-    present = np.zeros(total, dtype=bool)  # the top column is not NULL
+    found = np.zeros((total, tops), dtype=bool)  # which top columns are not NULL
     common = _common_header(flat, record, header_size)
     if common is not None:  # usually all, sometimes most records of a window share a header
         rows, header = common
-        _decode_same_header(
-            flat, record[rows], header, column_indices, top_position, values, present, rows
-        )
+        _decode_same_header(flat, record[rows], header, column_indices, tops, values, found, rows)
         rest = np.flatnonzero(~_mask(total, rows))
     else:
         rest = np.arange(total)
@@ -273,13 +274,13 @@ def _decode_leaves(
             record[rest],
             header_size[rest],
             column_indices,
-            top_position,
+            tops,
             values,
-            present,
+            found,
             rest,
         )
-    keep = present & wanted
-    return NumericColumns(values=[v[keep] for v in values], last_rowid=last)
+    keep = found.any(axis=1) & wanted
+    return NumericColumns([v[keep] for v in values], last, found[keep] if tops > 1 else None)
 
 
 def _varint_lengths(
@@ -354,9 +355,9 @@ def _decode_same_header(
     record: npt.NDArray[np.int64],
     header: npt.NDArray[np.uint8],
     column_indices: Sequence[int],
-    top_position: int,
+    tops: int,
     values: list[npt.NDArray[np.float64]],
-    present: npt.NDArray[np.bool_],
+    found: npt.NDArray[np.bool_],
     rows: npt.NDArray[np.int64],
 ) -> None:
     """Records with one header: every value sits at the same offset from its record."""
@@ -369,8 +370,8 @@ def _decode_same_header(
             out[rows] = _big_endian_doubles(flat, at)
         else:
             out[rows] = decode_numbers(flat, np.full(len(rows), serial, dtype=np.int64), at)
-    top = column_indices[top_position]
-    present[rows] = (int(serials[top]) if top < len(serials) else 0) != 0
+    for position, column in enumerate(column_indices[:tops]):
+        found[rows, position] = column < len(serials) and int(serials[column]) != 0
 
 
 def _decode_any_header(
@@ -378,9 +379,9 @@ def _decode_any_header(
     record: npt.NDArray[np.int64],
     header_size: npt.NDArray[np.int64],
     column_indices: Sequence[int],
-    top_position: int,
+    tops: int,
     values: list[npt.NDArray[np.float64]],
-    present: npt.NDArray[np.bool_],
+    found: npt.NDArray[np.bool_],
     rows: npt.NDArray[np.int64],
 ) -> None:
     """Records with different headers: serial types and offsets row by row, vectorised."""
@@ -398,7 +399,7 @@ def _decode_any_header(
     value_at = (record + header_size)[:, None] + np.cumsum(sizes, axis=1) - sizes
     for out, column in zip(values, column_indices, strict=True):
         out[rows] = decode_numbers(flat, types[:, column], value_at[:, column])
-    present[rows] = types[:, column_indices[top_position]] != 0
+    found[rows] = types[:, list(column_indices[:tops])] != 0
 
 
 def _big_endian_doubles(
@@ -455,7 +456,7 @@ def read_numeric_window(
     source: PageSource,
     root: int,
     column_indices: Sequence[int],
-    top_position: int,
+    tops: int,
     after_id: int,
     upto_id: int,
 ) -> NumericColumns | None:
@@ -469,9 +470,9 @@ def read_numeric_window(
             if not leaves:
                 return NumericColumns([np.empty(0) for _ in column_indices], upto_id)
             pages = source.pages(leaves)
-            decoded = _decode_leaves(source, pages, column_indices, top_position, after_id, upto_id)
+            decoded = _decode_leaves(source, pages, column_indices, tops, after_id, upto_id)
     except (Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError):
         return None  # whatever these pages are, SQLite reads them (and reports damage) instead
     if decoded.last_rowid <= after_id:
         return None  # no progress: something about this tree is not what we expect
-    return NumericColumns(decoded.values, min(decoded.last_rowid, upto_id))
+    return NumericColumns(decoded.values, min(decoded.last_rowid, upto_id), decoded.has)

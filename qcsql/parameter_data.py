@@ -39,7 +39,15 @@ from qcsql.results import ResultsTable, RowRange
 if TYPE_CHECKING:
     from qcsql.runs import Run
 
-__all__ = ["ArrayTreeStream", "ParameterData", "read_parameter_data", "stream_array_tree"]
+__all__ = [
+    "ArrayTreeStream",
+    "NumericTreeStream",
+    "ParameterData",
+    "RowsDiffer",
+    "read_parameter_data",
+    "stream_array_tree",
+    "stream_numeric_trees",
+]
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +199,7 @@ def numeric_chunks(tree: _Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
     """An all-numeric tree's rows, chunk by chunk, one float64 array per column: from the
     table's pages (:mod:`qcsql.pages`) for as long as they can be read, then from SQLite."""
     rest = RowRange(tree.rows.upto_id, tree.rows.upto_id, 0)
-    for left, window in tree.table.numeric_windows(tree.columns, tree.top, tree.rows):
+    for left, window in tree.table.numeric_windows(tree.columns, tree.rows):
         if window is None:
             rest = left
             break
@@ -504,32 +512,105 @@ def read_rows_between(
     return output
 
 
+class RowsDiffer(Exception):
+    """The trees of a joint stream do not have the same setpoints row for row (or the
+    pages that would show it cannot be read): lay the run out in memory instead."""
+
+
+JOINT_LAG = 1 << 22  # rows one tree may run ahead of another before the stream gives up
+
+
+class _RowQueue:
+    """Rows of one tree decoded but not yet matched with the other trees' rows."""
+
+    def __init__(self) -> None:
+        self.parts: list[list[npt.NDArray[np.float64]]] = []
+        self.rows = 0
+
+    def push(self, columns: list[npt.NDArray[np.float64]]) -> None:
+        if len(columns[0]):
+            self.parts.append(columns)
+            self.rows += len(columns[0])
+
+    def pop(self, rows: int) -> list[npt.NDArray[np.float64]]:
+        joined = [np.concatenate(column) for column in zip(*self.parts, strict=True)]
+        taken = [column[:rows] for column in joined]
+        rest = [column[rows:] for column in joined]
+        self.parts = [rest] if len(rest[0]) else []
+        self.rows -= rows
+        return taken
+
+
 @dataclass(frozen=True)
 class NumericTreeStream:
-    """All rows of an all-numeric tree (a parameter and its setpoints), chunk by chunk."""
+    """All rows of one or more all-numeric trees with the same setpoints (a sweep that
+    records several dependents at each point), chunk by chunk."""
 
-    tree: _Tree
+    tree: _Tree  # columns: the parameters, then the setpoints
     rows: int
+    tops: int = 1
 
     def chunks(self) -> Iterator[list[npt.NDArray[np.float64]]]:
-        """One float64 array per column (the parameter first, then its setpoints)."""
-        return numeric_chunks(self.tree)
+        """One float64 array per column (the parameters first, then the setpoints)."""
+        if self.tops == 1:
+            return numeric_chunks(self.tree)
+        return self._joint_chunks()
+
+    def _joint_chunks(self) -> Iterator[list[npt.NDArray[np.float64]]]:
+        """QCoDeS writes each parameter's tree in rows of its own, interleaved as the
+        measurement called add_result. Each tree's rows are queued, and rows are handed
+        on as soon as every tree has them, their setpoints checked to be the same values
+        in the same order (what makes QCoDeS' merge of the trees' datasets a plain
+        union). Only the pages tell which parameter a row holds: no SQLite fallback."""
+        tree, tops = self.tree, self.tops
+        queues = [_RowQueue() for _ in range(tops)]
+        for _, window in tree.table.numeric_windows(tree.columns, tree.rows, tops):
+            if window is None or window.has is None:
+                raise RowsDiffer
+            setpoints = window.values[tops:]
+            for top, queue in enumerate(queues):
+                held = window.has[:, top]
+                queue.push([window.values[top][held], *(s[held] for s in setpoints)])
+            ready = min(queue.rows for queue in queues)
+            if ready:
+                yield _matched([queue.pop(ready) for queue in queues])
+            if max(queue.rows for queue in queues) > JOINT_LAG:
+                raise RowsDiffer  # one tree far ahead: its rows would pile up in memory
+        if any(queue.rows for queue in queues):
+            raise RowsDiffer  # the trees have different numbers of rows
 
 
-def stream_numeric_tree(run: Run, top: str) -> NumericTreeStream | None:
-    """A streamed reader of ``top`` and its setpoints, if they are all numeric and nothing
-    else belongs to the tree; else None (read it in memory instead). ``rows`` is an upper
-    bound (the table's row count): streams need not count first."""
+def _matched(trees: list[list[npt.NDArray[np.float64]]]) -> list[npt.NDArray[np.float64]]:
+    """``[P1, ..., Pk, *setpoints]`` from each tree's ``[P, *setpoints]``, if the setpoints
+    are the same in every tree."""
+    first = trees[0][1:]
+    for other in trees[1:]:
+        for mine, theirs in zip(first, other[1:], strict=True):
+            if not np.array_equal(mine, theirs, equal_nan=True):
+                raise RowsDiffer
+    return [tree[0] for tree in trees] + first
+
+
+def stream_numeric_trees(run: Run, tops: Sequence[str]) -> NumericTreeStream | None:
+    """A streamed reader of the parameters ``tops`` and their setpoints, if all are numeric,
+    the parameters share their setpoints (in order) and nothing else belongs to their trees;
+    else None (read it in memory instead). ``rows`` is an upper bound (the table's row
+    count): streams need not count first."""
     graph = run.description.interdependencies
-    _, setpoints, others = graph.tree_by_group(top)
-    columns = (top, *setpoints)
-    if others or any(graph.parameters[c].paramtype != "numeric" for c in columns):
+    trees = [graph.tree_by_group(top) for top in tops]
+    setpoints = trees[0][1]
+    if any(tree[1] != setpoints or tree[2] for tree in trees):
+        return None
+    columns = (*tops, *setpoints)
+    if any(graph.parameters[c].paramtype != "numeric" for c in columns):
         return None
     table = run.database._results_table(run)
     rows = table.all_rows(table.max_id())
     kinds = tuple("numeric" for _ in columns)
-    tree = _Tree(table, top, columns, kinds, rows, f"{run.database.path}, run {run.run_id}")
-    return NumericTreeStream(tree, rows.rows)
+    where = f"{run.database.path}, run {run.run_id}"
+    return NumericTreeStream(
+        _Tree(table, tops[0], columns, kinds, rows, where), rows.rows, len(tops)
+    )
 
 
 @dataclass(frozen=True)

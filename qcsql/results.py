@@ -199,9 +199,10 @@ class ResultsTable:
         return int(self._fetch(statement)[0][0])
 
     def numeric_windows(
-        self, columns: Sequence[str], top: str, rows: RowRange
+        self, columns: Sequence[str], rows: RowRange, tops: int = 1
     ) -> Iterator[tuple[RowRange, NumericColumns | None]]:
-        """Decode all-numeric rows straight from the table's pages, window by window.
+        """Decode all-numeric rows straight from the table's pages, window by window: the
+        rows where any of the first ``tops`` columns (the tree's parameters) is not NULL.
 
         Yields ``(rows still to read, window)``; a window of None means the pages cannot
         be used from here on, and the caller reads the rows still to read through SQLite.
@@ -209,12 +210,11 @@ class ResultsTable:
         source = PageSource(self._conn)
         try:
             indices = [self.record_index(name) for name in columns]
-            top_index = columns.index(top)
             root = self.root_page()
             after, left = rows.after_id, rows.rows
             while after < rows.upto_id and left > 0:
                 remaining = RowRange(after, rows.upto_id, left)
-                window = read_numeric_window(source, root, indices, top_index, after, rows.upto_id)
+                window = read_numeric_window(source, root, indices, tops, after, rows.upto_id)
                 yield remaining, window
                 if window is None:
                     return

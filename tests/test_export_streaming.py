@@ -112,3 +112,83 @@ def test_a_run_that_changes_shape_midway_is_written_from_memory(
         assert dict(b.sizes) == dict(expected.dims)
         for name, variable in expected.variables.items():
             np.testing.assert_array_equal(b[name].values, variable.data)
+
+
+# -- several dependents measured together ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dependents_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """QCoDeS 0.58 sweeps recording several dependents at each point: a 1-D sweep of
+    three (one of them NaN now and then, a real NaN, not a missing value), a shaped 2-D
+    sweep of two, two dependents written in separate calls point by point, and a second
+    dependent measured at every other point only (the trees' setpoints differ)."""
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+    from qcodes.parameters import Parameter
+
+    path = tmp_path_factory.mktemp("dependents") / "dependents.db"
+    initialise_or_create_database_at(str(path))
+    experiment = load_or_create_experiment("dependents", sample_name="s")
+    x, y = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("x", "y"))
+    i, q, r = (Parameter(n, unit="V", set_cmd=None, get_cmd=None) for n in ("i", "q", "r"))
+    rng = np.random.default_rng(9)
+
+    sweep = Measurement(exp=experiment, name="1-D, three dependents")
+    sweep.register_parameter(x)
+    for dependent in (i, q, r):
+        sweep.register_parameter(dependent, setpoints=(x,))
+    with sweep.run() as saver:
+        for start in range(0, 30_000, 1000):
+            xs = np.arange(start, start + 1000) * 1e-3
+            rs = rng.normal(size=1000)
+            rs[::97] = np.nan
+            saver.add_result((x, xs), (i, np.sin(xs)), (q, np.cos(xs)), (r, rs))
+
+    grid = Measurement(exp=experiment, name="2-D shaped, two dependents")
+    grid.register_parameter(x)
+    grid.register_parameter(y)
+    for dependent in (i, q):
+        grid.register_parameter(dependent, setpoints=(x, y))
+    grid.set_shapes({"i": (40, 50), "q": (40, 50)})
+    with grid.run() as saver:
+        for xv in np.linspace(-1, 1, 40):
+            ys = np.linspace(0, 2, 50)
+            saver.add_result((x, np.full(50, xv)), (y, ys), (i, xv * ys), (q, xv - ys))
+
+    apart = Measurement(exp=experiment, name="two dependents, separate calls")
+    apart.register_parameter(x)
+    for dependent in (i, q):
+        apart.register_parameter(dependent, setpoints=(x,))
+    with apart.run() as saver:
+        for xv in np.linspace(0, 1, 500):
+            saver.add_result((x, xv), (i, 2 * xv))
+            saver.add_result((x, xv), (q, 3 * xv))
+
+    sparse = Measurement(exp=experiment, name="second dependent at every other point")
+    sparse.register_parameter(x)
+    for dependent in (i, q):
+        sparse.register_parameter(dependent, setpoints=(x,))
+    with sparse.run() as saver:
+        for step, xv in enumerate(np.linspace(0, 1, 500)):
+            saver.add_result((x, xv), (i, 2 * xv))
+            if step % 2:
+                saver.add_result((x, xv), (q, 3 * xv))
+    experiment.conn.close()  # type: ignore[attr-defined]
+    return path
+
+
+@pytest.mark.parametrize(("run_id", "streams"), [(1, True), (2, True), (3, True), (4, False)])
+def test_dependents_measured_together_stream_and_equal_qcodes(
+    dependents_db: Path, tmp_path: Path, streamed: list[str], run_id: int, streams: bool
+) -> None:
+    theirs = _qcodes_export(dependents_db, run_id, tmp_path / "qcodes")
+    with qcsql.open_database(dependents_db) as db:
+        ours = db.load_by_id(run_id).export_hdf5(tmp_path)
+    assert ("in memory" not in streamed) is streams
+    for engine in ENGINES:
+        with xr.open_dataset(theirs, engine=engine) as a, xr.open_dataset(ours, engine=engine) as b:
+            assert_same_dataset(b.load(), a.load(), f"run {run_id} ({engine})")
