@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from qcsql.parameter_data import (
     ArrayTreeStream,
@@ -62,6 +63,7 @@ Progress = Callable[[int, int], None]  # (rows written, rows expected at most)
 
 ARRAY_BYTES_PER_CHUNK = 32 * 1024 * 1024  # of blobs read per window of an array run
 PROBE_ROWS = 64  # rows whose own layout decides whether an array run streams
+GRID_CELLS = 1 << 28  # larger grids of an interrupted sweep are left to the in-memory plan
 
 
 def _streamed_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
@@ -169,13 +171,83 @@ def _streamed_numeric_plan(run: Run, progress: Progress | None = None) -> Datase
             unlimited=frozenset(setpoints),
             expected_rows=stream.rows,
         )
-    if shape is None or math.prod(shape) > stream.rows:
+    if shape is None:
+        return None  # unshaped: QCoDeS' layout depends on every row (grid or multi-index)
+    if math.prod(shape) <= stream.rows // stream.tops:  # the shape may be complete
+        return DatasetPlan(
+            dims=dict(zip(setpoints, shape, strict=True)),
+            variables=variables,
+            attrs=dataset_attrs(run),
+            fill=_fill_grid(stream, tops, tuple(setpoints), tuple(shape), progress),
+        )
+    return _levels_grid_plan(run, stream, tops, tuple(setpoints), variables, progress)
+
+
+def _levels_grid_plan(
+    run: Run,
+    stream: NumericTreeStream,
+    tops: list[str],
+    setpoints: tuple[str, ...],
+    variables: dict[str, Variable],
+    progress: Progress | None,
+) -> DatasetPlan | None:
+    """A shaped sweep that stopped early (or ran over): QCoDeS lays it out on a grid of
+    each setpoint's sorted distinct values (as it reads them, to 15 digits), with NaN
+    where no row landed. A first pass over the setpoints finds those values; the second
+    puts every row in its cell. Two rows in one cell mean QCoDeS would use an index
+    layout instead: the run is then written from memory."""
+    k = len(tops)
+    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]] = [
+        (np.empty(0), np.empty(0)) for _ in setpoints
+    ]
+    try:
+        for columns in _batches(stream.chunks()):
+            for axis, column in enumerate(columns[k:]):
+                if np.isnan(column).any():
+                    return None  # pandas keeps NaN out of its levels: leave it to the plan
+                keys, values = found[axis]
+                joined_keys = np.concatenate([keys, as_qcodes_sees(column)])
+                joined = np.concatenate([values, column])
+                keys, first = np.unique(joined_keys, return_index=True)  # earlier rows win
+                found[axis] = (keys, joined[first])
+    except RowsDiffer:
         return None
+    shape = tuple(len(keys) for keys, _ in found)
+    if 0 in shape or math.prod(shape) > GRID_CELLS:
+        return None
+    line = shape[-1]
+
+    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
+        filled = np.zeros(math.prod(shape), dtype=bool)
+        done = 0
+        for columns in _batches(stream.chunks()):
+            codes = [
+                np.searchsorted(found[axis][0], as_qcodes_sees(column))
+                for axis, column in enumerate(columns[k:])
+            ]
+            cells = np.ravel_multi_index(codes, shape)
+            order = np.argsort(cells, kind="stable")
+            cells = cells[order]
+            if np.any(filled[cells]) or np.any(cells[1:] == cells[:-1]):
+                raise _NotStreamable  # two rows in one cell: QCoDeS uses an index layout
+            filled[cells] = True
+            starts = np.concatenate([[0], np.flatnonzero(np.diff(cells) != 1) + 1])
+            ends = np.append(starts[1:], len(cells))
+            for top, values in zip(tops, columns, strict=False):
+                ordered = values[order]
+                for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                    _write_c_order(created[top], ordered[start:end], int(cells[start]), shape, line)
+            done += len(cells)
+            if progress is not None:
+                progress(done, stream.rows // stream.tops)
+        for name, (_, values) in zip(setpoints, found, strict=True):
+            created[name][:] = values
+
     return DatasetPlan(
         dims=dict(zip(setpoints, shape, strict=True)),
         variables=variables,
         attrs=dataset_attrs(run),
-        fill=_fill_grid(stream, tops, tuple(setpoints), tuple(shape), progress),
+        fill=fill,
     )
 
 

@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -249,7 +250,8 @@ def _decode_leaves(
     first_cell = np.cumsum(counts) - counts
     slot = np.arange(total, dtype=np.int64) - np.repeat(first_cell, counts)
     pointer_at = page_of_cell * size + 8 + 2 * slot
-    cell = page_of_cell * size + ((flat[pointer_at].astype(np.int64) << 8) | flat[pointer_at + 1])
+    pointers: npt.NDArray[Any] = np.ndarray((len(flat) - 1,), ">u2", flat, strides=(1,))
+    cell = page_of_cell * size + pointers[pointer_at].astype(np.int64)
     payload, payload_len = varints(flat, cell)
     if np.any(payload > source.usable - 35):
         raise Unsupported  # overflowing records: not numeric rows
@@ -342,7 +344,7 @@ def _common_header(
     if np.any(first[1:] >= 0x80):
         return None
     if size <= 8:  # one 8-byte gather per record, compared under a mask of the header bytes
-        words = _eight_bytes(flat, record).view(">u8").ravel()
+        words = _eight_bytes(flat, record, ">u8")
         mask = np.uint64((1 << 64) - (1 << (8 * (8 - size))))
         same = (words & mask) == (words[0] & mask)
     else:
@@ -406,14 +408,16 @@ def _big_endian_doubles(
     flat: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.float64]:
     """The 8-byte big-endian doubles at byte offsets ``at``, in one gather."""
-    return _eight_bytes(flat, at).view(">f8").ravel().astype(np.float64)
+    return _eight_bytes(flat, at, ">f8").astype(np.float64)
 
 
-def _eight_bytes(flat: npt.NDArray[np.uint8], at: npt.NDArray[np.int64]) -> npt.NDArray[np.uint8]:
-    """The 8 bytes at each offset ``at``, as an (n, 8) array, in one gather: row i of a
-    sliding view of the buffer is its bytes i..i+7."""
-    sliding = np.lib.stride_tricks.as_strided(
-        flat, shape=(len(flat) - 7, 8), strides=(1, 1), writeable=False
+def _eight_bytes(
+    flat: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], dtype: str
+) -> npt.NDArray[Any]:
+    """The 8-byte values of ``dtype`` at each offset ``at``, in one gather: element i of a
+    view of the buffer with a stride of one byte is the value in its bytes i..i+7."""
+    sliding: npt.NDArray[Any] = np.ndarray(
+        shape=(len(flat) - 7,), dtype=dtype, buffer=flat, strides=(1,)
     )
     return sliding[at]
 

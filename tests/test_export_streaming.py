@@ -192,3 +192,60 @@ def test_dependents_measured_together_stream_and_equal_qcodes(
     for engine in ENGINES:
         with xr.open_dataset(theirs, engine=engine) as a, xr.open_dataset(ours, engine=engine) as b:
             assert_same_dataset(b.load(), a.load(), f"run {run_id} ({engine})")
+
+
+# -- shaped sweeps that stopped early --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """QCoDeS 0.58 shaped 2-D sweeps that stopped early: mid-line with two dependents,
+    with a descending inner axis, exactly at a line's end, and one that revisits a point
+    (two rows in one cell: QCoDeS lays that out along an index)."""
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+    from qcodes.parameters import Parameter
+
+    path = tmp_path_factory.mktemp("interrupted") / "interrupted.db"
+    initialise_or_create_database_at(str(path))
+    experiment = load_or_create_experiment("interrupted", sample_name="s")
+    x, y = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("x", "y"))
+    i, q = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("i", "q"))
+
+    def sweep(name: str, ys: np.ndarray, points: int, dependents: tuple[Parameter, ...]) -> None:
+        measurement = Measurement(exp=experiment, name=name)
+        measurement.register_parameter(x)
+        measurement.register_parameter(y)
+        for dependent in dependents:
+            measurement.register_parameter(dependent, setpoints=(x, y))
+        measurement.set_shapes({d.name: (12, len(ys)) for d in dependents})
+        grid = [(xv, yv) for xv in np.linspace(-1, 1, 12) for yv in ys]
+        if name.startswith("revisits"):
+            grid[5] = grid[4]
+        with measurement.run() as saver:
+            for xv, yv in grid[:points]:
+                values = [(d, xv * 10 + yv + n) for n, d in enumerate(dependents)]
+                saver.add_result((x, xv), (y, yv), *values)
+
+    sweep("mid-line, two dependents", np.linspace(0, 1, 30), 7 * 30 + 11, (i, q))
+    sweep("descending inner axis", np.linspace(1, 0, 30), 5 * 30 + 3, (i,))
+    sweep("stopped at a line's end", np.linspace(0, 1, 30), 4 * 30, (i,))
+    sweep("revisits a point", np.linspace(0, 1, 30), 100, (i,))
+    experiment.conn.close()  # type: ignore[attr-defined]
+    return path
+
+
+@pytest.mark.parametrize(("run_id", "streams"), [(1, True), (2, True), (3, True), (4, False)])
+def test_interrupted_sweeps_stream_and_equal_qcodes(
+    interrupted_db: Path, tmp_path: Path, streamed: list[str], run_id: int, streams: bool
+) -> None:
+    theirs = _qcodes_export(interrupted_db, run_id, tmp_path / "qcodes")
+    with qcsql.open_database(interrupted_db) as db:
+        ours = db.load_by_id(run_id).export_hdf5(tmp_path)
+    assert ("in memory" not in streamed) is streams
+    for engine in ENGINES:
+        with xr.open_dataset(theirs, engine=engine) as a, xr.open_dataset(ours, engine=engine) as b:
+            assert_same_dataset(b.load(), a.load(), f"run {run_id} ({engine})")
