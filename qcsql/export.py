@@ -171,16 +171,17 @@ def _streamed_numeric_plan(run: Run, progress: Progress | None = None) -> Datase
             unlimited=frozenset(setpoints),
             expected_rows=stream.rows,
         )
-    if shape is None:
-        return None  # unshaped: QCoDeS' layout depends on every row (grid or multi-index)
-    if math.prod(shape) <= stream.rows // stream.tops:  # the shape may be complete
+    if shape is not None and math.prod(shape) <= stream.rows // stream.tops:  # may be complete
         return DatasetPlan(
             dims=dict(zip(setpoints, shape, strict=True)),
             variables=variables,
             attrs=dataset_attrs(run),
             fill=_fill_grid(stream, tops, tuple(setpoints), tuple(shape), progress),
         )
-    return _levels_grid_plan(run, stream, tops, tuple(setpoints), variables, progress)
+    # Without any shapes, QCoDeS uses the grid only if every cell has its row (else its
+    # compressed multi-index, which is left to the in-memory plan).
+    on_grid_only = run.description.shapes is None
+    return _levels_grid_plan(run, stream, tops, tuple(setpoints), variables, on_grid_only, progress)
 
 
 def _levels_grid_plan(
@@ -189,19 +190,22 @@ def _levels_grid_plan(
     tops: list[str],
     setpoints: tuple[str, ...],
     variables: dict[str, Variable],
+    on_grid_only: bool,
     progress: Progress | None,
 ) -> DatasetPlan | None:
-    """A shaped sweep that stopped early (or ran over): QCoDeS lays it out on a grid of
-    each setpoint's sorted distinct values (as it reads them, to 15 digits), with NaN
-    where no row landed. A first pass over the setpoints finds those values; the second
+    """A shaped sweep that stopped early (or ran over), or a complete unshaped one: QCoDeS
+    lays it out on a grid of each setpoint's sorted distinct values (as it reads them, to
+    15 digits), with NaN where no row landed. A first pass over the setpoints finds those values; the second
     puts every row in its cell. Two rows in one cell mean QCoDeS would use an index
     layout instead: the run is then written from memory."""
     k = len(tops)
     found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]] = [
         (np.empty(0), np.empty(0)) for _ in setpoints
     ]
+    rows = 0
     try:
         for columns in _batches(stream.chunks()):
+            rows += len(columns[0])
             for axis, column in enumerate(columns[k:]):
                 if np.isnan(column).any():
                     return None  # pandas keeps NaN out of its levels: leave it to the plan
@@ -215,6 +219,8 @@ def _levels_grid_plan(
     shape = tuple(len(keys) for keys, _ in found)
     if 0 in shape or math.prod(shape) > GRID_CELLS:
         return None
+    if on_grid_only and math.prod(shape) != rows:
+        return None  # scattered setpoints: QCoDeS' multi-index
     line = shape[-1]
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:

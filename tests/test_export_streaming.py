@@ -201,7 +201,8 @@ def test_dependents_measured_together_stream_and_equal_qcodes(
 def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """QCoDeS 0.58 shaped 2-D sweeps that stopped early: mid-line with two dependents,
     with a descending inner axis, exactly at a line's end, and one that revisits a point
-    (two rows in one cell: QCoDeS lays that out along an index)."""
+    (two rows in one cell: QCoDeS lays that out along an index); and two unshaped ones,
+    complete (a grid) and stopped mid-line (QCoDeS' compressed multi-index)."""
     from qcodes.dataset import (
         Measurement,
         initialise_or_create_database_at,
@@ -215,13 +216,20 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     x, y = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("x", "y"))
     i, q = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("i", "q"))
 
-    def sweep(name: str, ys: np.ndarray, points: int, dependents: tuple[Parameter, ...]) -> None:
+    def sweep(
+        name: str,
+        ys: np.ndarray,
+        points: int,
+        dependents: tuple[Parameter, ...],
+        shaped: bool = True,
+    ) -> None:
         measurement = Measurement(exp=experiment, name=name)
         measurement.register_parameter(x)
         measurement.register_parameter(y)
         for dependent in dependents:
             measurement.register_parameter(dependent, setpoints=(x, y))
-        measurement.set_shapes({d.name: (12, len(ys)) for d in dependents})
+        if shaped:
+            measurement.set_shapes({d.name: (12, len(ys)) for d in dependents})
         grid = [(xv, yv) for xv in np.linspace(-1, 1, 12) for yv in ys]
         if name.startswith("revisits"):
             grid[5] = grid[4]
@@ -234,11 +242,15 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sweep("descending inner axis", np.linspace(1, 0, 30), 5 * 30 + 3, (i,))
     sweep("stopped at a line's end", np.linspace(0, 1, 30), 4 * 30, (i,))
     sweep("revisits a point", np.linspace(0, 1, 30), 100, (i,))
+    sweep("unshaped, complete", np.linspace(0, 1, 30), 12 * 30, (i, q), shaped=False)
+    sweep("unshaped, stopped mid-line", np.linspace(0, 1, 30), 100, (i,), shaped=False)
     experiment.conn.close()  # type: ignore[attr-defined]
     return path
 
 
-@pytest.mark.parametrize(("run_id", "streams"), [(1, True), (2, True), (3, True), (4, False)])
+@pytest.mark.parametrize(
+    ("run_id", "streams"), [(1, True), (2, True), (3, True), (4, False), (5, True), (6, False)]
+)
 def test_interrupted_sweeps_stream_and_equal_qcodes(
     interrupted_db: Path, tmp_path: Path, streamed: list[str], run_id: int, streams: bool
 ) -> None:
