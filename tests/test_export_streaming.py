@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import qcsql
 import qcsql.export
@@ -261,3 +263,75 @@ def test_interrupted_sweeps_stream_and_equal_qcodes(
     for engine in ENGINES:
         with xr.open_dataset(theirs, engine=engine) as a, xr.open_dataset(ours, engine=engine) as b:
             assert_same_dataset(b.load(), a.load(), f"run {run_id} ({engine})")
+
+
+# -- streamed and in-memory layouts agree on random sweeps ----------------------------------
+
+
+@st.composite
+def _sweeps(draw: st.DrawFn) -> dict[str, Any]:
+    outer = draw(st.integers(1, 6))
+    inner = draw(st.integers(1, 7))
+    return {
+        "outer": np.linspace(-1, 1, outer)[:: draw(st.sampled_from([1, -1]))],
+        "inner": np.linspace(0, 2, inner)[:: draw(st.sampled_from([1, -1]))],
+        "points": draw(st.integers(1, outer * inner + 3)),  # beyond the grid: runs over
+        "shaped": draw(st.booleans()),
+        "dependents": draw(st.integers(1, 3)),
+        "together": draw(st.booleans()),  # one add_result per point, or one per dependent
+        "revisit": draw(st.booleans()),
+    }
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sweep=_sweeps())
+def test_streamed_sweeps_equal_the_in_memory_layout(
+    tmp_path_factory: pytest.TempPathFactory, sweep: dict[str, Any]
+) -> None:
+    """Whatever the streamed path writes equals the in-memory plan's file (itself compared
+    with QCoDeS' exports run by run); when the stream gives up, the file is that plan's."""
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+    from qcodes.parameters import Parameter
+
+    folder = tmp_path_factory.mktemp("sweep")
+    path = folder / "sweep.db"
+    initialise_or_create_database_at(str(path))
+    experiment = load_or_create_experiment("sweeps", sample_name="s")
+    x, y = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("x", "y"))
+    dependents = [
+        Parameter(f"d{n}", set_cmd=None, get_cmd=None) for n in range(sweep["dependents"])
+    ]
+    measurement = Measurement(exp=experiment, name="random sweep")
+    measurement.register_parameter(x)
+    measurement.register_parameter(y)
+    for dependent in dependents:
+        measurement.register_parameter(dependent, setpoints=(x, y))
+    if sweep["shaped"]:
+        shape = (len(sweep["outer"]), len(sweep["inner"]))
+        measurement.set_shapes({d.name: shape for d in dependents})
+    grid = [(a, b) for a in sweep["outer"] for b in sweep["inner"]]
+    grid = (grid * 2)[: sweep["points"]]
+    if sweep["revisit"] and len(grid) > 2:
+        grid[-1] = grid[0]
+    with measurement.run() as saver:
+        for n, (a, b) in enumerate(grid):
+            values = [(d, a * 10 + b + k + n * 1e-3) for k, d in enumerate(dependents)]
+            if sweep["together"]:
+                saver.add_result((x, a), (y, b), *values)
+            else:
+                for value in values:
+                    saver.add_result((x, a), (y, b), value)
+    experiment.conn.close()  # type: ignore[attr-defined]
+
+    with qcsql.open_database(path) as db:
+        run = db.load_by_id(1)
+        streamed = run.export_hdf5(folder / "streamed.nc")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(qcsql.export, "_streamed_plan", lambda run, progress=None: None)
+            in_memory = run.export_hdf5(folder / "in_memory.nc")
+    with xr.open_dataset(streamed) as a, xr.open_dataset(in_memory) as b:
+        xr.testing.assert_identical(a.load(), b.load())
