@@ -23,7 +23,7 @@ from qcsql.parameter_data import (
     ArrayTreeStream,
     NumericTreeStream,
     RowsDiffer,
-    stream_array_tree,
+    stream_array_trees,
     stream_numeric_trees,
 )
 from qcsql.plan import (
@@ -69,29 +69,35 @@ GRID_CELLS = 1 << 28  # larger grids of an interrupted sweep are left to the in-
 def _streamed_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
     """The plan of a run whose rows can go straight into the file, or None."""
     tops = run.description.interdependencies.top_level_parameters
-    if len(tops) == 1:
-        arrays = stream_array_tree(run, tops[0], ARRAY_BYTES_PER_CHUNK)
-        if arrays is not None:
-            return _streamed_index_plan(run, tops[0], arrays, progress)
+    if not tops:
+        return None
+    arrays = stream_array_trees(run, tops, ARRAY_BYTES_PER_CHUNK)
+    if arrays is not None:
+        try:
+            return _streamed_index_plan(run, list(tops), arrays, progress)
+        except RowsDiffer:
+            return None
     return _streamed_numeric_plan(run, progress)
 
 
 def _streamed_index_plan(
-    run: Run, top: str, stream: ArrayTreeStream, progress: Progress | None
+    run: Run, tops: list[str], stream: ArrayTreeStream, progress: Progress | None
 ) -> DatasetPlan | None:
     """An array run whose setpoint rows repeat (every sweep of a spectrum analyser, say):
-    QCoDeS lays it out flat along ``index``, row after row, which streams. The first
+    QCoDeS lays each parameter out flat along ``index``, row after row, which streams
+    (several parameters on the same setpoints merge into one such layout). The first
     ``PROBE_ROWS`` rows decide: their own plan must already be that layout (a repeat there
     is a repeat in the whole run), and the run must declare no shape that could reshape it."""
-    if top in (run.shapes or {}):
+    if set(tops) & set(run.shapes or {}):
         return None
     chunks = stream.chunks()
     first = next(chunks, None)
     if first is None:
         return None
     attrs = dataset_attrs(run)
-    head = {name: array[:PROBE_ROWS] for name, array in first[1].items()}
-    probe = plan_dataset(run.description, {top: head}, attrs)
+    setpoints = stream.trees[0].columns[1:]
+    head = {top: {name: first[1][name][:PROBE_ROWS] for name in (top, *setpoints)} for top in tops}
+    probe = plan_dataset(run.description, head, attrs)
     if set(probe.dims) != {INDEX} or any(
         v.data.dtype.kind not in "fiu" for v in probe.variables.values()
     ):
@@ -101,9 +107,11 @@ def _streamed_index_plan(
         for name, v in probe.variables.items()
     }
     per_row = {name: array.shape[1:] for name, array in first[1].items()}
+    if len({per_row[top] for top in tops}) != 1:
+        return None  # parameters of different lengths do not share one index
     dtypes = {name: v.data.dtype for name, v in probe.variables.items()}
-    total = math.prod(per_row[top]) * stream.tree.rows.rows
-    upto = stream.tree.rows.upto_id
+    total = math.prod(per_row[tops[0]]) * stream.rows
+    upto = max(tree.rows.upto_id for tree in stream.trees)
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
         position = 0
@@ -111,7 +119,7 @@ def _streamed_index_plan(
             if {name: a.shape[1:] for name, a in data.items()} != per_row:
                 raise _NotStreamable  # the arrays change shape between rows
             flat = {name: array.reshape(-1) for name, array in data.items()}
-            m = len(flat[top])
+            m = len(flat[tops[0]])
             if position + m > total:
                 raise _NotStreamable  # more rows than counted: the file changed meanwhile
             for name, values in flat.items():

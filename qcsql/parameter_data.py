@@ -45,7 +45,7 @@ __all__ = [
     "ParameterData",
     "RowsDiffer",
     "read_parameter_data",
-    "stream_array_tree",
+    "stream_array_trees",
     "stream_numeric_trees",
 ]
 
@@ -533,6 +533,9 @@ class _RowQueue:
             self.rows += len(columns[0])
 
     def pop(self, rows: int) -> list[npt.NDArray[np.float64]]:
+        if len(self.parts) == 1 and rows == self.rows:  # one tree, or trees in step: no copy
+            taken, self.parts, self.rows = self.parts[0], [], 0
+            return taken
         joined = [np.concatenate(column) for column in zip(*self.parts, strict=True)]
         taken = [column[:rows] for column in joined]
         rest = [column[rows:] for column in joined]
@@ -615,37 +618,70 @@ def stream_numeric_trees(run: Run, tops: Sequence[str]) -> NumericTreeStream | N
 
 @dataclass(frozen=True)
 class ArrayTreeStream:
-    """All rows of a tree with array columns, id window by id window, each decoded exactly
-    as :func:`read_parameter_data` decodes a whole tree (not reshaped). ``tree.rows`` holds
-    the exact number of rows."""
+    """All rows of one or more trees with array columns and the same setpoints, id window
+    by id window, each decoded exactly as :func:`read_parameter_data` decodes a whole tree
+    (not reshaped). Each tree's ``rows`` holds its exact number of rows (all the same)."""
 
-    tree: _Tree
+    trees: list[_Tree]
     ids_per_chunk: int
 
+    @property
+    def rows(self) -> int:
+        return self.trees[0].rows.rows
+
     def chunks(self) -> Iterator[tuple[int, dict[str, npt.NDArray[Any]]]]:
-        """``(last id read, {column: array})``; windows without rows of the tree are skipped."""
-        after, upto = self.tree.rows.after_id, self.tree.rows.upto_id
+        """``(last id read, {parameter: array, ..., setpoint: array, ...})``. Several trees
+        are matched row for row as :class:`NumericTreeStream` matches them."""
+        first = self.trees[0]
+        setpoints = first.columns[1:]
+        queues = [_RowQueue() for _ in self.trees]
+        after = min(tree.rows.after_id for tree in self.trees)
+        upto = max(tree.rows.upto_id for tree in self.trees)
         while after < upto:
             high = min(after + self.ids_per_chunk, upto)
             window = RowRange(after_id=after, upto_id=high, rows=high - after, exact=False)
-            data = _read_tree(dataclasses.replace(self.tree, rows=window))
-            if len(data[self.tree.top]):
-                yield high, data
+            for tree, queue in zip(self.trees, queues, strict=True):
+                data = _read_tree(dataclasses.replace(tree, rows=window))
+                if len(data[tree.top]):
+                    queue.push([data[column] for column in tree.columns])
+            ready = min(queue.rows for queue in queues)
+            if ready:
+                matched = _matched([queue.pop(ready) for queue in queues])
+                tops = [tree.top for tree in self.trees]
+                yield high, dict(zip([*tops, *setpoints], matched, strict=True))
+            if max(queue.rows for queue in queues) > JOINT_LAG:
+                raise RowsDiffer
             after = high
+        if any(queue.rows for queue in queues):
+            raise RowsDiffer
 
 
-def stream_array_tree(run: Run, top: str, bytes_per_chunk: int) -> ArrayTreeStream | None:
-    """A streamed reader of ``top`` and its setpoints, if at least one of them is an array
-    and all are arrays or numbers, and nothing else belongs to the tree; else None."""
+def stream_array_trees(
+    run: Run, tops: Sequence[str], bytes_per_chunk: int
+) -> ArrayTreeStream | None:
+    """A streamed reader of the parameters ``tops`` and their setpoints, if the parameters
+    share their setpoints (in order), at least one column is an array and all are arrays
+    or numbers, nothing else belongs to the trees, and every tree has as many rows; else
+    None."""
     graph = run.description.interdependencies
-    _, setpoints, others = graph.tree_by_group(top)
-    columns = (top, *setpoints)
-    kinds = tuple(graph.parameters[c].paramtype for c in columns)
-    if others or "array" not in kinds or not set(kinds) <= {"array", "numeric"}:
+    groups = [graph.tree_by_group(top) for top in tops]
+    setpoints = groups[0][1]
+    if any(group[1] != setpoints or group[2] for group in groups):
+        return None
+    kinds = {graph.parameters[c].paramtype for c in (*tops, *setpoints)}
+    if "array" not in kinds or not kinds <= {"array", "numeric"}:
         return None
     table = run.database._results_table(run)
-    rows = table.locate(top, None, None, table.max_id())  # exact: the file's size is known
-    tree = _Tree(table, top, columns, kinds, rows, f"{run.database.path}, run {run.run_id}")
-    first = table.first_row(columns, top, rows)
+    upto = table.max_id()
+    where = f"{run.database.path}, run {run.run_id}"
+    trees = []
+    for top in tops:
+        columns = (top, *setpoints)
+        rows = table.locate(top, None, None, upto)  # exact: the file's size is known
+        kinds_of = tuple(graph.parameters[c].paramtype for c in columns)
+        trees.append(_Tree(table, top, columns, kinds_of, rows, where))
+    if len({tree.rows.rows for tree in trees}) != 1:
+        return None
+    first = table.first_row(trees[0].columns, tops[0], trees[0].rows)
     row_bytes = sum(len(value) if isinstance(value, bytes) else 8 for value in first) or 1
-    return ArrayTreeStream(tree, max(1, bytes_per_chunk // row_bytes))
+    return ArrayTreeStream(trees, max(1, bytes_per_chunk // (row_bytes * len(tops))))

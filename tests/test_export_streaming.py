@@ -335,3 +335,68 @@ def test_streamed_sweeps_equal_the_in_memory_layout(
             in_memory = run.export_hdf5(folder / "in_memory.nc")
     with xr.open_dataset(streamed) as a, xr.open_dataset(in_memory) as b:
         xr.testing.assert_identical(a.load(), b.load())
+
+
+@pytest.fixture(scope="module")
+def two_spectra_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """QCoDeS 0.58: magnitude and phase spectra against the same frequencies, repeated
+    (QCoDeS writes each in rows of its own), and a pair whose second spectrum is shorter."""
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+    from qcodes.parameters import Parameter
+
+    path = tmp_path_factory.mktemp("spectra") / "spectra.db"
+    initialise_or_create_database_at(str(path))
+    experiment = load_or_create_experiment("spectra", sample_name="s")
+    freq, mag, phase = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("freq", "mag", "phase"))
+    rng = np.random.default_rng(3)
+    for name, second in (("magnitude and phase", 300), ("phase shorter", 200)):
+        measurement = Measurement(exp=experiment, name=name)
+        measurement.register_parameter(freq, paramtype="array")
+        measurement.register_parameter(mag, setpoints=(freq,), paramtype="array")
+        measurement.register_parameter(phase, setpoints=(freq,), paramtype="array")
+        frequencies = np.linspace(1e9, 2e9, 300)
+        with measurement.run() as saver:
+            for _ in range(400):
+                saver.add_result(
+                    (freq, frequencies),
+                    (mag, rng.normal(size=300)),
+                    (phase, rng.normal(size=300)),
+                ) if second == 300 else (
+                    saver.add_result((freq, frequencies), (mag, rng.normal(size=300))),
+                    saver.add_result(
+                        (freq, frequencies[:second]), (phase, rng.normal(size=second))
+                    ),
+                )
+    experiment.conn.close()  # type: ignore[attr-defined]
+    return path
+
+
+def test_spectra_on_the_same_frequencies_stream_and_equal_qcodes(
+    two_spectra_db: Path, tmp_path: Path, streamed: list[str]
+) -> None:
+    theirs = _qcodes_export(two_spectra_db, 1, tmp_path / "qcodes")
+    with qcsql.open_database(two_spectra_db) as db:
+        ours = db.load_by_id(1).export_hdf5(tmp_path)
+    assert streamed == ["streamed"]
+    for engine in ENGINES:
+        with xr.open_dataset(theirs, engine=engine) as a, xr.open_dataset(ours, engine=engine) as b:
+            assert_same_dataset(b.load(), a.load(), f"magnitude and phase ({engine})")
+
+
+def test_spectra_of_different_lengths_are_not_streamed(
+    two_spectra_db: Path, tmp_path: Path, streamed: list[str]
+) -> None:
+    """The trees' frequencies differ, so the stream gives up before writing anything and
+    the in-memory plan decides: QCoDeS' own export fails on this run (xarray MergeError),
+    qcsql's with a typed PlanError naming the variable, and no file is left."""
+    with (
+        qcsql.open_database(two_spectra_db) as db,
+        pytest.raises(qcsql.plan.PlanError, match="freq"),
+    ):
+        db.load_by_id(2).export_hdf5(tmp_path)
+    assert streamed == ["in memory"]
+    assert not list(tmp_path.iterdir())
