@@ -1,49 +1,23 @@
 """Export a run to the xarray-compatible HDF5 (netCDF4) file a QCoDeS export would be.
 
 ``qcodes_<captured_run_id>_<guid>.nc`` by default, as QCoDeS names its exports.
-
-Large runs of the common one-dimensional kind (one parameter against one numeric
-setpoint) are streamed: the file's structure is written first and the rows go
-from the chunked reader straight into it, so memory does not grow with the run.
-Everything else is laid out in memory by :func:`qcsql.plan.plan_run`.
+The layouts of large sweeps are streamed (:mod:`qcsql.streamed`): the file's
+structure is written first and the rows go from the page readers straight into
+it, so memory does not grow with the run. Everything else, and every stream that
+gives up part-way, is laid out in memory by :func:`qcsql.plan.plan_run`.
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from qcsql.parameter_data import (
-    ArrayTreeStream,
-    NumericTreeStream,
-    RowsDiffer,
-    stream_array_trees,
-    stream_numeric_trees,
-)
-from qcsql.plan import (
-    INDEX,
-    DatasetPlan,
-    Variable,
-    as_qcodes_sees,
-    dataset_attrs,
-    plan_dataset,
-    plan_run,
-    variable_attrs,
-)
+from qcsql.parameter_data import RowsDiffer
+from qcsql.plan import plan_run
 from qcsql.runs import Run
+from qcsql.streamed import NotStreamable, Progress, streamed_plan
 from qcsql.writer import ExportError, write_plan
 
 __all__ = ["default_file_name", "export_run"]
-
-
-class _NotStreamable(Exception):
-    """The rows turned out not to fit the streamed layout; lay the run out in memory."""
 
 
 def default_file_name(run: Run) -> str:
@@ -58,338 +32,6 @@ def default_file_name(run: Run) -> str:
     return f"qcodes_{run.captured_run_id}_{guid}.nc"
 
 
-Progress = Callable[[int, int], None]  # (rows written, rows expected at most)
-
-
-ARRAY_BYTES_PER_CHUNK = 32 * 1024 * 1024  # of blobs read per window of an array run
-PROBE_ROWS = 64  # rows whose own layout decides whether an array run streams
-GRID_CELLS = 1 << 28  # larger grids of an interrupted sweep are left to the in-memory plan
-
-
-def _streamed_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
-    """The plan of a run whose rows can go straight into the file, or None."""
-    tops = run.description.interdependencies.top_level_parameters
-    if not tops:
-        return None
-    arrays = stream_array_trees(run, tops, ARRAY_BYTES_PER_CHUNK)
-    if arrays is not None:
-        try:
-            return _streamed_index_plan(run, list(tops), arrays, progress)
-        except RowsDiffer:
-            return None
-    return _streamed_numeric_plan(run, progress)
-
-
-def _streamed_index_plan(
-    run: Run, tops: list[str], stream: ArrayTreeStream, progress: Progress | None
-) -> DatasetPlan | None:
-    """An array run whose setpoint rows repeat (every sweep of a spectrum analyser, say):
-    QCoDeS lays each parameter out flat along ``index``, row after row, which streams
-    (several parameters on the same setpoints merge into one such layout). The first
-    ``PROBE_ROWS`` rows decide: their own plan must already be that layout (a repeat there
-    is a repeat in the whole run), and the run must declare no shape that could reshape it."""
-    if set(tops) & set(run.shapes or {}):
-        return None
-    chunks = stream.chunks()
-    first = next(chunks, None)
-    if first is None:
-        return None
-    attrs = dataset_attrs(run)
-    setpoints = stream.trees[0].columns[1:]
-    head = {top: {name: first[1][name][:PROBE_ROWS] for name in (top, *setpoints)} for top in tops}
-    probe = plan_dataset(run.description, head, attrs)
-    if set(probe.dims) != {INDEX} or any(
-        v.data.dtype.kind not in "fiu" for v in probe.variables.values()
-    ):
-        return None
-    variables = {
-        name: Variable(name, v.dims, np.empty(0, v.data.dtype), v.attrs, v.is_coord, streamed=True)
-        for name, v in probe.variables.items()
-    }
-    per_row = {name: array.shape[1:] for name, array in first[1].items()}
-    if len({per_row[top] for top in tops}) != 1:
-        return None  # parameters of different lengths do not share one index
-    dtypes = {name: v.data.dtype for name, v in probe.variables.items()}
-    total = math.prod(per_row[tops[0]]) * stream.rows
-    upto = max(tree.rows.upto_id for tree in stream.trees)
-
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        position = 0
-        for last_id, data in itertools.chain([first], chunks):
-            if {name: a.shape[1:] for name, a in data.items()} != per_row:
-                raise _NotStreamable  # the arrays change shape between rows
-            flat = {name: array.reshape(-1) for name, array in data.items()}
-            m = len(flat[tops[0]])
-            if position + m > total:
-                raise _NotStreamable  # more rows than counted: the file changed meanwhile
-            for name, values in flat.items():
-                if values.dtype != dtypes[name]:
-                    raise _NotStreamable
-                created[name][position : position + m] = values
-            created[INDEX][position : position + m] = np.arange(position, position + m)
-            position += m
-            if progress is not None:
-                progress(last_id, upto)
-        if position != total:
-            raise _NotStreamable
-
-    # The size is known from the count, so the datasets are contiguous, as xarray writes.
-    return DatasetPlan(dims={INDEX: total}, variables=variables, attrs=attrs, fill=fill)
-
-
-def _streamed_numeric_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
-    """The plan of a large numeric run whose rows can go straight into the file, or None.
-
-    The run's parameters must share their setpoints and be measured in the same rows (a
-    sweep recording several dependents at each point; checked while streaming). Two
-    layouts stream: parameters against one setpoint (QCoDeS lays them out along the
-    setpoint, in measured order, when the setpoint values are unique or the run is
-    complete), and a complete shaped run on several setpoints (QCoDeS' direct layout:
-    rows in C order, coordinates from the first line along each axis). A run that turns
-    out not to fit while streaming is laid out in memory instead."""
-    tops = list(run.description.interdependencies.top_level_parameters)
-    if not tops:
-        return None
-    declared = {tuple(s) if s is not None else None for s in map((run.shapes or {}).get, tops)}
-    stream = stream_numeric_trees(run, tops)
-    if stream is None or len(declared) != 1:
-        return None
-    shape = declared.pop()
-    setpoints = stream.tree.columns[len(tops) :]
-    if not setpoints or (shape is not None and len(shape) != len(setpoints)):
-        return None  # no setpoint, or QCoDeS' reshaping and its layout disagree
-    specs = run.description.paramspecs
-    variables = {  # in the order QCoDeS' merge of the parameters' datasets lists them
-        name: Variable(
-            name,
-            tuple(setpoints) if name in tops else (name,),
-            np.empty(0),
-            variable_attrs(specs[name]),
-            is_coord=name not in tops,
-            streamed=True,
-        )
-        for name in (tops[0], *setpoints, *tops[1:])
-    }
-    if len(setpoints) == 1:
-        return DatasetPlan(
-            dims={setpoints[0]: 0},
-            variables=variables,
-            attrs=dataset_attrs(run),
-            fill=_fill_along_setpoint(stream, tops, setpoints[0], shape, progress),
-            unlimited=frozenset(setpoints),
-            expected_rows=stream.rows,
-        )
-    if shape is not None and math.prod(shape) <= stream.rows // stream.tops:  # may be complete
-        return DatasetPlan(
-            dims=dict(zip(setpoints, shape, strict=True)),
-            variables=variables,
-            attrs=dataset_attrs(run),
-            fill=_fill_grid(stream, tops, tuple(setpoints), tuple(shape), progress),
-        )
-    # Without any shapes, QCoDeS uses the grid only if every cell has its row (else its
-    # compressed multi-index, which is left to the in-memory plan).
-    on_grid_only = run.description.shapes is None
-    return _levels_grid_plan(run, stream, tops, tuple(setpoints), variables, on_grid_only, progress)
-
-
-def _levels_grid_plan(
-    run: Run,
-    stream: NumericTreeStream,
-    tops: list[str],
-    setpoints: tuple[str, ...],
-    variables: dict[str, Variable],
-    on_grid_only: bool,
-    progress: Progress | None,
-) -> DatasetPlan | None:
-    """A shaped sweep that stopped early (or ran over), or a complete unshaped one: QCoDeS
-    lays it out on a grid of each setpoint's sorted distinct values (as it reads them, to
-    15 digits), with NaN where no row landed. A first pass over the setpoints finds those values; the second
-    puts every row in its cell. Two rows in one cell mean QCoDeS would use an index
-    layout instead: the run is then written from memory."""
-    k = len(tops)
-    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]] = [
-        (np.empty(0), np.empty(0)) for _ in setpoints
-    ]
-    rows = 0
-    try:
-        for columns in _batches(stream.chunks()):
-            rows += len(columns[0])
-            for axis, column in enumerate(columns[k:]):
-                if np.isnan(column).any():
-                    return None  # pandas keeps NaN out of its levels: leave it to the plan
-                keys, values = found[axis]
-                joined_keys = np.concatenate([keys, as_qcodes_sees(column)])
-                joined = np.concatenate([values, column])
-                keys, first = np.unique(joined_keys, return_index=True)  # earlier rows win
-                found[axis] = (keys, joined[first])
-    except RowsDiffer:
-        return None
-    shape = tuple(len(keys) for keys, _ in found)
-    if 0 in shape or math.prod(shape) > GRID_CELLS:
-        return None
-    if on_grid_only and math.prod(shape) != rows:
-        return None  # scattered setpoints: QCoDeS' multi-index
-    line = shape[-1]
-
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        filled = np.zeros(math.prod(shape), dtype=bool)
-        done = 0
-        for columns in _batches(stream.chunks()):
-            codes = [
-                np.searchsorted(found[axis][0], as_qcodes_sees(column))
-                for axis, column in enumerate(columns[k:])
-            ]
-            cells = np.ravel_multi_index(codes, shape)
-            order = np.argsort(cells, kind="stable")
-            cells = cells[order]
-            if np.any(filled[cells]) or np.any(cells[1:] == cells[:-1]):
-                raise _NotStreamable  # two rows in one cell: QCoDeS uses an index layout
-            filled[cells] = True
-            starts = np.concatenate([[0], np.flatnonzero(np.diff(cells) != 1) + 1])
-            ends = np.append(starts[1:], len(cells))
-            for top, values in zip(tops, columns, strict=False):
-                ordered = values[order]
-                for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-                    _write_c_order(created[top], ordered[start:end], int(cells[start]), shape, line)
-            done += len(cells)
-            if progress is not None:
-                progress(done, stream.rows // stream.tops)
-        for name, (_, values) in zip(setpoints, found, strict=True):
-            created[name][:] = values
-
-    return DatasetPlan(
-        dims=dict(zip(setpoints, shape, strict=True)),
-        variables=variables,
-        attrs=dataset_attrs(run),
-        fill=fill,
-    )
-
-
-Fill = Callable[[Mapping[str, Any], Callable[[str, int], None]], None]
-
-
-def _fill_along_setpoint(
-    stream: NumericTreeStream,
-    tops: list[str],
-    setpoint: str,
-    shape: tuple[int, ...] | None,
-    progress: Progress | None,
-) -> Fill:
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        position, previous = 0, None
-        direction: int | None = 0
-        for columns in _batches(stream.chunks()):
-            coordinate = columns[len(tops)]
-            if direction is not None:
-                direction = _monotonic(coordinate, previous, direction)
-                previous = coordinate[-1] if len(coordinate) else previous
-            m = len(coordinate)
-            grow(setpoint, position + m)
-            for top, values in zip(tops, columns, strict=False):
-                created[top][position : position + m] = values
-            created[setpoint][position : position + m] = coordinate
-            position += m
-            if progress is not None:
-                progress(position, stream.rows)
-        complete_shape = shape is not None and tuple(shape) == (position,)
-        if direction is None and not complete_shape:
-            raise _NotStreamable  # duplicated setpoints: QCoDeS uses an index layout
-
-    return fill
-
-
-def _fill_grid(
-    stream: NumericTreeStream,
-    tops: list[str],
-    setpoints: tuple[str, ...],
-    shape: tuple[int, ...],
-    progress: Progress | None,
-) -> Fill:
-    total = math.prod(shape)
-    strides = [math.prod(shape[axis + 1 :]) for axis in range(len(shape))]
-    line = shape[-1]
-
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        axes = {name: np.empty(size) for name, size in zip(setpoints, shape, strict=True)}
-        position = 0
-        for columns in _batches(stream.chunks()):
-            end = position + len(columns[0])
-            if end > total:
-                raise _NotStreamable  # more rows than the shape: QCoDeS keeps them flat
-            for axis, name in enumerate(setpoints):  # coordinate i sits at row i * stride
-                steps = np.arange(-(-position // strides[axis]), -(-end // strides[axis]))
-                steps = steps[steps < shape[axis]]
-                axes[name][steps] = columns[len(tops) + axis][steps * strides[axis] - position]
-            for top, values in zip(tops, columns, strict=False):
-                _write_c_order(created[top], values, position, shape, line)
-            position = end
-            if progress is not None:
-                progress(position, total)
-        if position != total:
-            raise _NotStreamable  # an incomplete grid: QCoDeS' layout sorts and pads it
-        for name, values in axes.items():
-            created[name][:] = values
-
-    return fill
-
-
-def _write_c_order(target: Any, values: Any, start: int, shape: tuple[int, ...], line: int) -> None:
-    """Rows ``start`` .. of a C-ordered grid: a partial first line, the full lines (one
-    write for two dimensions), a partial last line."""
-    end = start + len(values)
-    offset = 0
-    while start < end:
-        lead = np.unravel_index(start // line, shape[:-1])
-        column = start % line
-        if column == 0 and len(shape) == 2 and end - start >= line:
-            lines = (end - start) // line
-            first = start // line
-            target[first : first + lines, :] = values[offset : offset + lines * line].reshape(
-                lines, line
-            )
-            count = lines * line
-        else:
-            count = min(line - column, end - start)
-            target[(*(int(i) for i in lead), slice(column, column + count))] = values[
-                offset : offset + count
-            ]
-        start += count
-        offset += count
-
-
-def _batches(chunks: Iterator[list[Any]], rows: int = 1 << 20) -> Iterator[list[Any]]:
-    """Chunks joined into batches of about ``rows`` rows (8 MiB a column): few, large
-    writes into the file, memory still bounded."""
-    pending: list[list[Any]] = []
-    count = 0
-    for chunk in chunks:
-        pending.append(chunk)
-        count += len(chunk[0])
-        if count >= rows:
-            yield [np.concatenate(parts) for parts in zip(*pending, strict=True)]
-            pending, count = [], 0
-    if pending:
-        yield [np.concatenate(parts) for parts in zip(*pending, strict=True)]
-
-
-def _monotonic(values: Any, previous: float | None, direction: int) -> int | None:
-    """The direction (+1/-1) in which the setpoint values keep strictly rising or falling as
-    QCoDeS sees them (15 significant digits); None once they do not."""
-    joined = values if previous is None else np.concatenate([[previous], values])
-    if len(joined) < 2:
-        return direction
-    steps = np.diff(joined)
-    # Steps well above the 15th digit cannot vanish in QCoDeS' rounding: no need to round.
-    close = np.abs(steps) <= 1e-13 * np.maximum(np.abs(joined[1:]), np.abs(joined[:-1]))
-    if close.any() or not np.all(np.isfinite(steps)):
-        steps = np.diff(as_qcodes_sees(joined))
-    signs = np.sign(steps)
-    direction = direction or int(signs[0])
-    if direction == 0 or np.any(signs != direction):
-        return None
-    return direction
-
-
 def export_run(run: Run, path_or_dir: str | Path, progress: Progress | None = None) -> Path:
     """Write ``run`` as HDF5/netCDF4; a directory gets QCoDeS' default file name.
     ``progress(rows written, rows expected)`` is called as a streamed export goes."""
@@ -398,10 +40,10 @@ def export_run(run: Run, path_or_dir: str | Path, progress: Progress | None = No
         target = target / default_file_name(run)
     if not target.parent.is_dir():
         raise ExportError(f"{target}: the folder {target.parent} does not exist", path=target)
-    streamed = _streamed_plan(run, progress)
+    streamed = streamed_plan(run, progress)
     if streamed is not None:
         try:
             return write_plan(streamed, target)
-        except (_NotStreamable, RowsDiffer):
+        except (NotStreamable, RowsDiffer):
             pass
     return write_plan(plan_run(run), target)

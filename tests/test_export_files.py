@@ -112,7 +112,7 @@ def test_cli_export_usage_errors(tmp_path: Path) -> None:
 )
 def test_streamed_grid_rows_land_in_c_order(shape: tuple[int, ...], cuts: list[float]) -> None:
     """Rows written in arbitrary batches end up where reshape(shape) puts them."""
-    from qcsql.export import _write_c_order
+    from qcsql.streamed import _write_c_order
 
     total = int(np.prod(shape))
     rows = np.arange(total, dtype=float)
