@@ -370,6 +370,30 @@ def _reindex(
     return Variable(variable.name, variable.dims, data, dict(variable.attrs), variable.is_coord)
 
 
+def _side_by_side(
+    names: Sequence[str], parts: Sequence[_Part], specs: Mapping[str, ParamSpec]
+) -> tuple[dict[str, int], dict[str, Variable]]:
+    """Trees that cannot be merged (QCoDeS' export raises xarray's MergeError), each in its
+    own layout: the dimensions and variables of parameter P's tree other than P itself
+    are named ``<name>__<P>``, so that xarray opens the file and nothing is lost."""
+    dims: dict[str, int] = {}
+    variables: dict[str, Variable] = {}
+    for top, part in zip(names, parts, strict=True):
+        rename = {n: n if n == top else f"{n}__{top}" for n in (*part.dims, *part.variables)}
+        for dim, size in part.dims.items():
+            dims[rename[dim]] = size
+        for variable in part.variables.values():
+            attrs = dict(variable.attrs)
+            if variable.name in specs and variable.name not in (INDEX, MULTI_INDEX):
+                attrs.update(variable_attrs(specs[variable.name]))
+            if "compress" in attrs:
+                attrs["compress"] = " ".join(rename.get(n, n) for n in attrs["compress"].split())
+            name = rename[variable.name]
+            dims_of = tuple(rename[d] for d in variable.dims)
+            variables[name] = Variable(name, dims_of, variable.data, attrs, variable.is_coord)
+    return dims, variables
+
+
 def plan_dataset(
     description: RunDescription,
     data: Mapping[str, Mapping[str, npt.NDArray[Any]]],
@@ -383,8 +407,11 @@ def plan_dataset(
             parts.append(_direct(description, name, sub))
         else:
             parts.append(_through_index(description, name, sub))
-    dims, variables = _merge(parts) if parts else ({}, {})
     specs = description.paramspecs
+    try:
+        dims, variables = _merge(parts) if parts else ({}, {})
+    except PlanError:  # QCoDeS' export fails here (xarray cannot merge the trees' datasets)
+        dims, variables = _side_by_side(list(data), parts, specs)
     for variable in variables.values():
         if variable.name not in (INDEX, MULTI_INDEX) and variable.name in specs:
             variable.attrs.update(variable_attrs(specs[variable.name]))

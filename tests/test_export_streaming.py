@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import qcsql
 import qcsql.export
 import qcsql.plan
+import qcsql.streamed
 from tests.helpers import copy_database
 
 xr = pytest.importorskip("xarray")
@@ -27,7 +28,7 @@ from tests.test_export_matches_qcodes import ENGINES, assert_same_dataset  # noq
 def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records, per export, whether the streamed index plan was taken and completed."""
     events: list[str] = []
-    real_plan = qcsql.export._streamed_index_plan
+    real_plan = qcsql.streamed._streamed_index_plan
     real_memory = qcsql.export.plan_run
 
     def plan(*args: Any) -> Any:
@@ -39,9 +40,9 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         events.append("in memory")
         return real_memory(run)
 
-    monkeypatch.setattr(qcsql.export, "_streamed_index_plan", plan)
+    monkeypatch.setattr(qcsql.streamed, "_streamed_index_plan", plan)
     monkeypatch.setattr(qcsql.export, "plan_run", memory)
-    monkeypatch.setattr(qcsql.export, "ARRAY_BYTES_PER_CHUNK", 64 * 1024)  # many windows
+    monkeypatch.setattr(qcsql.streamed, "ARRAY_BYTES_PER_CHUNK", 64 * 1024)  # many windows
     return events
 
 
@@ -331,7 +332,7 @@ def test_streamed_sweeps_equal_the_in_memory_layout(
         run = db.load_by_id(1)
         streamed = run.export_hdf5(folder / "streamed.nc")
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(qcsql.export, "_streamed_plan", lambda run, progress=None: None)
+            patch.setattr(qcsql.export, "streamed_plan", lambda run, progress=None: None)
             in_memory = run.export_hdf5(folder / "in_memory.nc")
     with xr.open_dataset(streamed) as a, xr.open_dataset(in_memory) as b:
         xr.testing.assert_identical(a.load(), b.load())
@@ -340,7 +341,8 @@ def test_streamed_sweeps_equal_the_in_memory_layout(
 @pytest.fixture(scope="module")
 def two_spectra_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """QCoDeS 0.58: magnitude and phase spectra against the same frequencies, repeated
-    (QCoDeS writes each in rows of its own), and a pair whose second spectrum is shorter."""
+    (QCoDeS writes each in rows of its own), a pair whose second spectrum is shorter, and
+    complex traces (a VNA's S21) as complex128 arrays."""
     from qcodes.dataset import (
         Measurement,
         initialise_or_create_database_at,
@@ -371,6 +373,13 @@ def two_spectra_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         (freq, frequencies[:second]), (phase, rng.normal(size=second))
                     ),
                 )
+    vna = Measurement(exp=experiment, name="complex S21 traces")
+    vna.register_parameter(freq, paramtype="array")
+    vna.register_parameter(mag, setpoints=(freq,), paramtype="array")
+    with vna.run() as saver:
+        for _ in range(300):
+            trace = rng.normal(size=300) + 1j * rng.normal(size=300)
+            saver.add_result((freq, np.linspace(4e9, 8e9, 300)), (mag, trace))
     experiment.conn.close()  # type: ignore[attr-defined]
     return path
 
@@ -387,16 +396,47 @@ def test_spectra_on_the_same_frequencies_stream_and_equal_qcodes(
             assert_same_dataset(b.load(), a.load(), f"magnitude and phase ({engine})")
 
 
-def test_spectra_of_different_lengths_are_not_streamed(
+def test_spectra_of_different_lengths_are_written_side_by_side(
     two_spectra_db: Path, tmp_path: Path, streamed: list[str]
 ) -> None:
-    """The trees' frequencies differ, so the stream gives up before writing anything and
-    the in-memory plan decides: QCoDeS' own export fails on this run (xarray MergeError),
-    qcsql's with a typed PlanError naming the variable, and no file is left."""
-    with (
-        qcsql.open_database(two_spectra_db) as db,
-        pytest.raises(qcsql.plan.PlanError, match="freq"),
-    ):
-        db.load_by_id(2).export_hdf5(tmp_path)
+    """The trees' frequencies differ: the stream gives up before writing anything, and
+    QCoDeS' own export fails (xarray MergeError). qcsql writes each tree in its own
+    layout, its dimensions and setpoints suffixed with the parameter's name, and every
+    value is the one QCoDeS' get_parameter_data gives."""
+    from tests.qcodes_reference import parameter_data_for
+
+    reference = parameter_data_for(two_spectra_db).by_run[(2, None, None)]
+    with qcsql.open_database(two_spectra_db) as db:
+        ours = db.load_by_id(2).export_hdf5(tmp_path)
     assert streamed == ["in memory"]
-    assert not list(tmp_path.iterdir())
+    for engine in ENGINES:
+        with xr.open_dataset(ours, engine=engine) as b:
+            assert set(b.variables) == {
+                "mag",
+                "phase",
+                "freq__mag",
+                "freq__phase",
+                "index__mag",
+                "index__phase",
+            }
+            for top in ("mag", "phase"):
+                assert b[top].dims == (f"index__{top}",)
+                np.testing.assert_array_equal(b[top].values, reference[top][top].ravel())
+                np.testing.assert_array_equal(
+                    b[f"freq__{top}"].values, reference[top]["freq"].ravel()
+                )
+                assert b[top].attrs["units"] == "" and b[f"freq__{top}"].attrs["name"] == "freq"
+
+
+def test_complex_traces_stream_and_equal_qcodes(
+    two_spectra_db: Path, tmp_path: Path, streamed: list[str]
+) -> None:
+    theirs = _qcodes_export(two_spectra_db, 3, tmp_path / "qcodes")
+    with qcsql.open_database(two_spectra_db) as db:
+        ours = db.load_by_id(3).export_hdf5(tmp_path)
+    assert streamed == ["streamed"]
+    for engine in ENGINES:
+        with xr.open_dataset(theirs, engine=engine) as a, xr.open_dataset(ours, engine=engine) as b:
+            if engine == "h5netcdf":  # netCDF4 reads HDF5 complex as a compound of r and i
+                assert b["mag"].dtype == np.complex128
+            assert_same_dataset(b.load(), a.load(), f"complex traces ({engine})")
