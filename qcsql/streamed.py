@@ -30,6 +30,7 @@ from qcsql.parameter_data import (
 )
 from qcsql.plan import (
     INDEX,
+    MULTI_INDEX,
     DatasetPlan,
     Variable,
     as_qcodes_sees,
@@ -133,8 +134,8 @@ def _streamed_numeric_plan(run: Run, progress: Progress | None = None) -> Datase
     one setpoint (QCoDeS lays them out along the setpoint, in measured order, when the
     setpoint values are unique or the run is complete); a complete shaped run on several
     setpoints (QCoDeS' direct layout: rows in C order, coordinates from the first line
-    along each axis); and the grid of sorted levels of interrupted or unshaped sweeps
-    (:func:`_levels_grid_plan`)."""
+    along each axis); and the grid of sorted levels (or the multi-index over them) of
+    interrupted or unshaped sweeps (:func:`_levels_grid_plan`)."""
     tops = list(run.description.interdependencies.top_level_parameters)
     if not tops:
         return None
@@ -175,7 +176,7 @@ def _streamed_numeric_plan(run: Run, progress: Progress | None = None) -> Datase
             fill=_fill_grid(stream, tops, tuple(setpoints), tuple(shape), progress),
         )
     # Without any shapes, QCoDeS uses the grid only if every cell has its row (else its
-    # compressed multi-index, which is left to the in-memory plan).
+    # compressed multi-index).
     on_grid_only = run.description.shapes is None
     return _levels_grid_plan(run, stream, tops, tuple(setpoints), variables, on_grid_only, progress)
 
@@ -189,50 +190,31 @@ def _levels_grid_plan(
     on_grid_only: bool,
     progress: Progress | None,
 ) -> DatasetPlan | None:
-    """A shaped sweep that stopped early (or ran over), or a complete unshaped one: QCoDeS
-    lays it out on a grid of each setpoint's sorted distinct values (as it reads them, to
-    15 digits), with NaN where no row landed. A first pass over the setpoints finds those values; the second
-    puts every row in its cell. Two rows in one cell mean QCoDeS would use an index
-    layout instead: the run is then written from memory."""
-    k = len(tops)
-    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]] = [
-        (np.empty(0), np.empty(0)) for _ in setpoints
-    ]
-    rows = 0
-    try:
-        for columns in _batches(stream.chunks()):
-            rows += len(columns[0])
-            for axis, column in enumerate(columns[k:]):
-                if np.isnan(column).any():
-                    return None  # pandas keeps NaN out of its levels: leave it to the plan
-                keys, values = found[axis]
-                joined_keys = np.concatenate([keys, as_qcodes_sees(column)])
-                joined = np.concatenate([values, column])
-                keys, first = np.unique(joined_keys, return_index=True)  # earlier rows win
-                found[axis] = (keys, joined[first])
-    except RowsDiffer:
+    """A shaped sweep that stopped early (or ran over), or an unshaped one: QCoDeS lays it
+    out on a grid of each setpoint's sorted distinct values (as it reads them, to 15
+    digits), with NaN where no row landed, or, for an unshaped run whose rows do not fill
+    that grid, as cf_xarray's compressed multi-index over those values. A first pass over
+    the setpoints finds the values; the second puts every row in its place. Two rows in
+    one cell mean QCoDeS would use an index layout instead: the run is then written from
+    memory."""
+    levels = _find_levels(stream)
+    if levels is None:
         return None
+    found, rows = levels
     shape = tuple(len(keys) for keys, _ in found)
     if 0 in shape or math.prod(shape) > GRID_CELLS:
         return None
     if on_grid_only and math.prod(shape) != rows:
-        return None  # scattered setpoints: QCoDeS' multi-index
+        return _multi_index_plan(run, stream, tops, setpoints, found, rows, progress)
     line = shape[-1]
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        filled = np.zeros(math.prod(shape), dtype=bool)
+        cells_of = _CellFinder(found, shape, len(tops))
         done = 0
         for columns in _batches(stream.chunks()):
-            codes = [
-                np.searchsorted(found[axis][0], as_qcodes_sees(column))
-                for axis, column in enumerate(columns[k:])
-            ]
-            cells = np.ravel_multi_index(codes, shape)
+            cells = cells_of(columns)
             order = np.argsort(cells, kind="stable")
             cells = cells[order]
-            if np.any(filled[cells]) or np.any(cells[1:] == cells[:-1]):
-                raise NotStreamable  # two rows in one cell: QCoDeS uses an index layout
-            filled[cells] = True
             starts = np.concatenate([[0], np.flatnonzero(np.diff(cells) != 1) + 1])
             ends = np.append(starts[1:], len(cells))
             for top, values in zip(tops, columns, strict=False):
@@ -241,7 +223,7 @@ def _levels_grid_plan(
                     _write_c_order(created[top], ordered[start:end], int(cells[start]), shape, line)
             done += len(cells)
             if progress is not None:
-                progress(done, stream.rows // stream.tops)
+                progress(done, rows)
         for name, (_, values) in zip(setpoints, found, strict=True):
             created[name][:] = values
 
@@ -251,6 +233,105 @@ def _levels_grid_plan(
         attrs=dataset_attrs(run),
         fill=fill,
     )
+
+
+def _multi_index_plan(
+    run: Run,
+    stream: NumericTreeStream,
+    tops: list[str],
+    setpoints: tuple[str, ...],
+    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
+    rows: int,
+    progress: Progress | None,
+) -> DatasetPlan:
+    """Scattered setpoints of an unshaped run: every setpoint its own dimension of sorted
+    distinct values, the parameters in measured order along ``multi_index``, and
+    ``multi_index`` each row's flat position in the grid of those values."""
+    specs = run.description.paramspecs
+    shape = tuple(len(keys) for keys, _ in found)
+
+    def variable(name: str, dims: tuple[str, ...], dtype: Any, coord: bool) -> Variable:
+        attrs = variable_attrs(specs[name]) if name in specs else {"compress": " ".join(setpoints)}
+        return Variable(name, dims, np.empty(0, dtype), attrs, coord, streamed=True)
+
+    variables = {  # in the order QCoDeS' merge of the parameters' datasets lists them
+        **{name: variable(name, (name,), np.float64, True) for name in setpoints},
+        tops[0]: variable(tops[0], (MULTI_INDEX,), np.float64, False),
+        MULTI_INDEX: variable(MULTI_INDEX, (MULTI_INDEX,), np.int64, True),
+        **{name: variable(name, (MULTI_INDEX,), np.float64, False) for name in tops[1:]},
+    }
+
+    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
+        cells_of = _CellFinder(found, shape, len(tops))
+        done = 0
+        for columns in _batches(stream.chunks()):
+            cells = cells_of(columns)
+            end = done + len(cells)
+            if end > rows:
+                raise NotStreamable  # more rows than the first pass saw: the file changed
+            for top, values in zip(tops, columns, strict=False):
+                created[top][done:end] = values
+            created[MULTI_INDEX][done:end] = cells
+            done = end
+            if progress is not None:
+                progress(done, rows)
+        if done != rows:
+            raise NotStreamable
+        for name, (_, values) in zip(setpoints, found, strict=True):
+            created[name][:] = values
+
+    dims = {**dict(zip(setpoints, shape, strict=True)), MULTI_INDEX: rows}
+    return DatasetPlan(dims=dims, variables=variables, attrs=dataset_attrs(run), fill=fill)
+
+
+def _find_levels(
+    stream: NumericTreeStream,
+) -> tuple[list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], int] | None:
+    """Each setpoint's sorted distinct values as QCoDeS reads them (their 15-digit keys,
+    and the first exact value of each), and the number of rows; None when the rows cannot
+    be read together or a setpoint is NaN (pandas keeps NaN out of its levels)."""
+    k = stream.tops
+    setpoints = len(stream.tree.columns) - k
+    found = [(np.empty(0), np.empty(0)) for _ in range(setpoints)]
+    rows = 0
+    try:
+        for columns in _batches(stream.chunks()):
+            rows += len(columns[0])
+            for axis, column in enumerate(columns[k:]):
+                if np.isnan(column).any():
+                    return None
+                keys, values = found[axis]
+                joined_keys = np.concatenate([keys, as_qcodes_sees(column)])
+                joined = np.concatenate([values, column])
+                keys, first = np.unique(joined_keys, return_index=True)  # earlier rows win
+                found[axis] = (keys, joined[first])
+    except RowsDiffer:
+        return None
+    return found, rows
+
+
+class _CellFinder:
+    """Each row's flat position in the grid of levels, refusing a cell seen before: two
+    rows with the same setpoints mean QCoDeS lays the run out along an index instead."""
+
+    def __init__(
+        self, found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], shape: tuple[int, ...], k: int
+    ) -> None:
+        self._keys = [keys for keys, _ in found]
+        self._shape = shape
+        self._k = k
+        self._seen = np.zeros(math.prod(shape), dtype=bool)
+
+    def __call__(self, columns: list[npt.NDArray[Any]]) -> npt.NDArray[np.int64]:
+        codes = [
+            np.searchsorted(keys, as_qcodes_sees(column))
+            for keys, column in zip(self._keys, columns[self._k :], strict=True)
+        ]
+        cells: npt.NDArray[np.int64] = np.ravel_multi_index(codes, self._shape).astype(np.int64)
+        if np.any(self._seen[cells]) or len(np.unique(cells)) != len(cells):
+            raise NotStreamable
+        self._seen[cells] = True
+        return cells
 
 
 Fill = Callable[[Mapping[str, Any], Callable[[str, int], None]], None]

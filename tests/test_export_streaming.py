@@ -252,7 +252,7 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("run_id", "streams"), [(1, True), (2, True), (3, True), (4, False), (5, True), (6, False)]
+    ("run_id", "streams"), [(1, True), (2, True), (3, True), (4, False), (5, True), (6, True)]
 )
 def test_interrupted_sweeps_stream_and_equal_qcodes(
     interrupted_db: Path, tmp_path: Path, streamed: list[str], run_id: int, streams: bool
