@@ -14,7 +14,7 @@ from pathlib import Path
 from qcsql.parameter_data import RowsDiffer
 from qcsql.plan import plan_run
 from qcsql.runs import Run
-from qcsql.streamed import NotStreamable, Progress, streamed_plan
+from qcsql.streamed import NotStreamable, Progress, streamed_plans
 from qcsql.writer import ExportError, write_plan
 
 __all__ = ["default_file_name", "export_run"]
@@ -40,10 +40,9 @@ def export_run(run: Run, path_or_dir: str | Path, progress: Progress | None = No
         target = target / default_file_name(run)
     if not target.parent.is_dir():
         raise ExportError(f"{target}: the folder {target.parent} does not exist", path=target)
-    streamed = streamed_plan(run, progress)
-    if streamed is not None:
+    for streamed in streamed_plans(run, progress):
         try:
             return write_plan(streamed, target)
         except (NotStreamable, RowsDiffer):
-            pass
+            continue  # the rows stopped fitting: the partial file is gone, try the next
     return write_plan(plan_run(run), target)

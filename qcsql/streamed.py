@@ -40,7 +40,7 @@ from qcsql.plan import (
 )
 from qcsql.runs import Run
 
-__all__ = ["NotStreamable", "Progress", "streamed_plan"]
+__all__ = ["NotStreamable", "Progress", "streamed_plans"]
 
 
 class NotStreamable(Exception):
@@ -55,18 +55,23 @@ PROBE_ROWS = 64  # rows whose own layout decides whether an array run streams
 GRID_CELLS = 1 << 28  # larger grids of an interrupted sweep are left to the in-memory plan
 
 
-def streamed_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
-    """The plan of a run whose rows can go straight into the file, or None."""
+def streamed_plans(run: Run, progress: Progress | None = None) -> Iterator[DatasetPlan]:
+    """The plans under which a run's rows could go straight into the file, cheapest
+    first; each may still give up while writing (:class:`NotStreamable`), and the caller
+    then tries the next, and finally the in-memory plan."""
     tops = run.description.interdependencies.top_level_parameters
     if not tops:
-        return None
+        return
     arrays = stream_array_trees(run, tops, ARRAY_BYTES_PER_CHUNK)
     if arrays is not None:
         try:
-            return _streamed_index_plan(run, list(tops), arrays, progress)
+            plan = _streamed_index_plan(run, list(tops), arrays, progress)
         except RowsDiffer:
-            return None
-    return _streamed_numeric_plan(run, progress)
+            return
+        if plan is not None:
+            yield plan
+        return
+    yield from _numeric_plans(run, progress)
 
 
 def _streamed_index_plan(
@@ -126,59 +131,167 @@ def _streamed_index_plan(
     return DatasetPlan(dims={INDEX: total}, variables=variables, attrs=attrs, fill=fill)
 
 
-def _streamed_numeric_plan(run: Run, progress: Progress | None = None) -> DatasetPlan | None:
-    """The plan of a numeric run whose rows can go straight into the file, or None.
+def _numeric_plans(run: Run, progress: Progress | None = None) -> Iterator[DatasetPlan]:
+    """Plans of a numeric run whose rows can go straight into the file.
 
     The run's parameters must share their setpoints, row for row (a sweep recording
-    several dependents; checked while streaming). Three layouts stream: parameters against
-    one setpoint (QCoDeS lays them out along the setpoint, in measured order, when the
-    setpoint values are unique or the run is complete); a complete shaped run on several
-    setpoints (QCoDeS' direct layout: rows in C order, coordinates from the first line
-    along each axis); and the grid of sorted levels (or the multi-index over them) of
-    interrupted or unshaped sweeps (:func:`_levels_grid_plan`)."""
+    several dependents; checked while streaming). First the one-pass layouts: along a
+    single setpoint whose values keep rising or falling (so are unique), and a complete
+    shaped grid (QCoDeS' direct layout: rows in C order, coordinates from the first line
+    along each axis). Then the layouts that need a pass over the setpoints first
+    (:func:`_levels_plans`): any other single-setpoint run, interrupted, over-run or
+    unshaped sweeps, and runs with repeated setpoints."""
     tops = list(run.description.interdependencies.top_level_parameters)
-    if not tops:
-        return None
     declared = {tuple(s) if s is not None else None for s in map((run.shapes or {}).get, tops)}
     stream = stream_numeric_trees(run, tops)
     if stream is None or len(declared) != 1:
-        return None
+        return
     shape = declared.pop()
-    setpoints = stream.tree.columns[len(tops) :]
+    setpoints = tuple(stream.tree.columns[len(tops) :])
     if not setpoints or (shape is not None and len(shape) != len(setpoints)):
-        return None  # no setpoint, or QCoDeS' reshaping and its layout disagree
-    specs = run.description.paramspecs
-    variables = {  # in the order QCoDeS' merge of the parameters' datasets lists them
-        name: Variable(
-            name,
-            tuple(setpoints) if name in tops else (name,),
-            np.empty(0),
-            variable_attrs(specs[name]),
-            is_coord=name not in tops,
-            streamed=True,
-        )
-        for name in (tops[0], *setpoints, *tops[1:])
-    }
+        return  # no setpoint, or QCoDeS' reshaping and its layout disagree
+    variables = _variables(run, tops, setpoints, {name: setpoints for name in tops})
     if len(setpoints) == 1:
-        return DatasetPlan(
-            dims={setpoints[0]: 0},
-            variables=variables,
-            attrs=dataset_attrs(run),
-            fill=_fill_along_setpoint(stream, tops, setpoints[0], shape, progress),
-            unlimited=frozenset(setpoints),
-            expected_rows=stream.rows,
-        )
-    if shape is not None and math.prod(shape) <= stream.rows // stream.tops:  # may be complete
-        return DatasetPlan(
+        yield _along_setpoint_plan(run, stream, tops, variables, shape, True, progress)
+    elif shape is not None and math.prod(shape) <= stream.rows // stream.tops:
+        yield DatasetPlan(
             dims=dict(zip(setpoints, shape, strict=True)),
             variables=variables,
             attrs=dataset_attrs(run),
-            fill=_fill_grid(stream, tops, tuple(setpoints), tuple(shape), progress),
+            fill=_fill_grid(stream, tops, setpoints, shape, progress),
         )
-    # Without any shapes, QCoDeS uses the grid only if every cell has its row (else its
-    # compressed multi-index).
-    on_grid_only = run.description.shapes is None
-    return _levels_grid_plan(run, stream, tops, tuple(setpoints), variables, on_grid_only, progress)
+    yield from _levels_plans(run, stream, tops, setpoints, variables, shape, progress)
+
+
+def _variables(
+    run: Run,
+    tops: list[str],
+    setpoints: tuple[str, ...],
+    dims: Mapping[str, tuple[str, ...]],
+    extra: Mapping[str, Variable] | None = None,
+) -> dict[str, Variable]:
+    """Empty streamed variables: each parameter over ``dims[parameter]``, each setpoint a
+    coordinate over itself unless ``dims`` says otherwise, then ``extra`` (an index), in
+    the order QCoDeS' merge of the parameters' datasets lists them: the first parameter's
+    dataset (its setpoints after it, or before it when they are data along an index),
+    then the other parameters."""
+    specs = run.description.paramspecs
+
+    def streamed(name: str, coord: bool) -> Variable:
+        own = dims.get(name, (name,))
+        return Variable(name, own, np.empty(0), variable_attrs(specs[name]), coord, streamed=True)
+
+    first = {tops[0]: streamed(tops[0], False)}
+    around = {name: streamed(name, name not in dims) for name in setpoints}
+    ordered = (
+        {**around, **first} if any(name in dims for name in setpoints) else {**first, **around}
+    )
+    return {**ordered, **(extra or {}), **{name: streamed(name, False) for name in tops[1:]}}
+
+
+def _along_setpoint_plan(
+    run: Run,
+    stream: NumericTreeStream,
+    tops: list[str],
+    variables: dict[str, Variable],
+    shape: tuple[int, ...] | None,
+    monotonic: bool,
+    progress: Progress | None,
+) -> DatasetPlan:
+    setpoint = stream.tree.columns[len(tops)]
+    return DatasetPlan(
+        dims={setpoint: 0},
+        variables=variables,
+        attrs=dataset_attrs(run),
+        fill=_fill_along_setpoint(stream, tops, setpoint, shape, monotonic, progress),
+        unlimited=frozenset({setpoint}),
+        expected_rows=stream.rows,
+    )
+
+
+def _levels_plans(
+    run: Run,
+    stream: NumericTreeStream,
+    tops: list[str],
+    setpoints: tuple[str, ...],
+    variables: dict[str, Variable],
+    shape: tuple[int, ...] | None,
+    progress: Progress | None,
+) -> Iterator[DatasetPlan]:
+    """The layouts QCoDeS picks from all of a run's setpoints, decided by passes over
+    them: a first finds each setpoint's distinct values (as QCoDeS reads them, to 15
+    digits) and counts the rows; for several setpoints a second looks for two rows with
+    the same setpoints. Repeated setpoints: the flat index layout. Unique ones: along the
+    single setpoint in measured order, or a grid of the sorted values (NaN where no row
+    landed), or, for unshaped runs whose rows do not fill that grid, cf_xarray's
+    compressed multi-index over them."""
+    levels = _find_levels(stream)
+    if levels is None:
+        return
+    found, rows = levels
+    grid = tuple(len(keys) for keys, _ in found)
+    if 0 in grid or math.prod(grid) > GRID_CELLS:
+        return
+    repeated = rows > len(found[0][0]) if len(setpoints) == 1 else _repeats(stream, found, grid)
+    if repeated is None:
+        return
+    if repeated:
+        yield _numeric_index_plan(run, stream, tops, setpoints, rows, progress)
+    elif len(setpoints) == 1:
+        yield _along_setpoint_plan(run, stream, tops, variables, shape, False, progress)
+    elif run.description.shapes is None and math.prod(grid) != rows:
+        yield _multi_index_plan(run, stream, tops, setpoints, found, rows, progress)
+    else:
+        yield _levels_grid_plan(run, stream, tops, setpoints, variables, found, rows, progress)
+
+
+def _repeats(
+    stream: NumericTreeStream,
+    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
+    grid: tuple[int, ...],
+) -> bool | None:
+    """Whether two rows have the same setpoints (None: the rows cannot be read together)."""
+    cells_of = _CellFinder(found, grid, stream.tops)
+    try:
+        for columns in _batches(stream.chunks()):
+            cells_of(columns)
+    except NotStreamable:
+        return True
+    except RowsDiffer:
+        return None
+    return False
+
+
+def _numeric_index_plan(
+    run: Run,
+    stream: NumericTreeStream,
+    tops: list[str],
+    setpoints: tuple[str, ...],
+    rows: int,
+    progress: Progress | None,
+) -> DatasetPlan:
+    """Repeated setpoints: the rows in measured order along ``index`` (QCoDeS'
+    ``reset_index().to_xarray()``), the setpoints data beside the parameters."""
+    index = Variable(INDEX, (INDEX,), np.empty(0, np.int64), {}, True, streamed=True)
+    along = {name: (INDEX,) for name in (*tops, *setpoints)}
+    variables = _variables(run, tops, setpoints, along, {INDEX: index})
+
+    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
+        done = 0
+        for columns in _batches(stream.chunks()):
+            end = done + len(columns[0])
+            if end > rows:
+                raise NotStreamable  # more rows than the first pass saw: the file changed
+            for name, values in zip((*tops, *setpoints), columns, strict=True):
+                created[name][done:end] = values
+            created[INDEX][done:end] = np.arange(done, end)
+            done = end
+            if progress is not None:
+                progress(done, rows)
+        if done != rows:
+            raise NotStreamable
+
+    return DatasetPlan(dims={INDEX: rows}, variables=variables, attrs=dataset_attrs(run), fill=fill)
 
 
 def _levels_grid_plan(
@@ -187,25 +300,14 @@ def _levels_grid_plan(
     tops: list[str],
     setpoints: tuple[str, ...],
     variables: dict[str, Variable],
-    on_grid_only: bool,
+    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
+    rows: int,
     progress: Progress | None,
-) -> DatasetPlan | None:
-    """A shaped sweep that stopped early (or ran over), or an unshaped one: QCoDeS lays it
-    out on a grid of each setpoint's sorted distinct values (as it reads them, to 15
-    digits), with NaN where no row landed, or, for an unshaped run whose rows do not fill
-    that grid, as cf_xarray's compressed multi-index over those values. A first pass over
-    the setpoints finds the values; the second puts every row in its place. Two rows in
-    one cell mean QCoDeS would use an index layout instead: the run is then written from
-    memory."""
-    levels = _find_levels(stream)
-    if levels is None:
-        return None
-    found, rows = levels
+) -> DatasetPlan:
+    """Unique setpoints on a grid of their sorted distinct values: every row written into
+    its cell, NaN where no row landed (a sweep that stopped early, ran over, or had no
+    shapes)."""
     shape = tuple(len(keys) for keys, _ in found)
-    if 0 in shape or math.prod(shape) > GRID_CELLS:
-        return None
-    if on_grid_only and math.prod(shape) != rows:
-        return _multi_index_plan(run, stream, tops, setpoints, found, rows, progress)
     line = shape[-1]
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
@@ -342,16 +444,23 @@ def _fill_along_setpoint(
     tops: list[str],
     setpoint: str,
     shape: tuple[int, ...] | None,
+    monotonic: bool,
     progress: Progress | None,
 ) -> Fill:
+    """Rows in measured order. With ``monotonic``, the setpoint's values must keep rising
+    or falling (then they are unique) unless the run is complete; without, a first pass
+    has found them unique."""
+
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
         position, previous = 0, None
-        direction: int | None = 0
+        direction: int | None = 0 if monotonic else None
         for columns in _batches(stream.chunks()):
             coordinate = columns[len(tops)]
             if direction is not None:
                 direction = _monotonic(coordinate, previous, direction)
                 previous = coordinate[-1] if len(coordinate) else previous
+                if direction is None and shape is None:
+                    raise NotStreamable  # no shape can vouch for it: stop writing now
             m = len(coordinate)
             grow(setpoint, position + m)
             for top, values in zip(tops, columns, strict=False):
@@ -361,8 +470,8 @@ def _fill_along_setpoint(
             if progress is not None:
                 progress(position, stream.rows)
         complete_shape = shape is not None and tuple(shape) == (position,)
-        if direction is None and not complete_shape:
-            raise NotStreamable  # duplicated setpoints: QCoDeS uses an index layout
+        if monotonic and direction is None and not complete_shape:
+            raise NotStreamable  # not sure to be unique: the next plan counts the values
 
     return fill
 

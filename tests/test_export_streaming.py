@@ -252,7 +252,7 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("run_id", "streams"), [(1, True), (2, True), (3, True), (4, False), (5, True), (6, True)]
+    ("run_id", "streams"), [(1, True), (2, True), (3, True), (4, True), (5, True), (6, True)]
 )
 def test_interrupted_sweeps_stream_and_equal_qcodes(
     interrupted_db: Path, tmp_path: Path, streamed: list[str], run_id: int, streams: bool
@@ -332,7 +332,7 @@ def test_streamed_sweeps_equal_the_in_memory_layout(
         run = db.load_by_id(1)
         streamed = run.export_hdf5(folder / "streamed.nc")
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(qcsql.export, "streamed_plan", lambda run, progress=None: None)
+            patch.setattr(qcsql.export, "streamed_plans", lambda run, progress=None: iter(()))
             in_memory = run.export_hdf5(folder / "in_memory.nc")
     with xr.open_dataset(streamed) as a, xr.open_dataset(in_memory) as b:
         xr.testing.assert_identical(a.load(), b.load())
@@ -440,3 +440,60 @@ def test_complex_traces_stream_and_equal_qcodes(
             if engine == "h5netcdf":  # netCDF4 reads HDF5 complex as a compound of r and i
                 assert b["mag"].dtype == np.complex128
             assert_same_dataset(b.load(), a.load(), f"complex traces ({engine})")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    values=st.lists(st.sampled_from([-1.0, 0.0, 0.5, 1e-3, 2.0, 7.5]), min_size=1, max_size=12)
+    | st.permutations([0.1 * n for n in range(9)]),
+    dependents=st.integers(1, 3),
+    shaped=st.booleans(),
+    together=st.booleans(),
+)
+def test_streamed_one_dimensional_runs_equal_the_in_memory_layout(
+    tmp_path_factory: pytest.TempPathFactory,
+    values: list[float],
+    dependents: int,
+    shaped: bool,
+    together: bool,
+) -> None:
+    """Single-setpoint runs in any order, with or without repeats: monotonic ones stream
+    in one pass, the others after a pass that counts the distinct values (repeats: the
+    flat index layout), and the file is the in-memory plan's."""
+    from qcodes.dataset import (
+        Measurement,
+        initialise_or_create_database_at,
+        load_or_create_experiment,
+    )
+    from qcodes.parameters import Parameter
+
+    folder = tmp_path_factory.mktemp("one-d")
+    path = folder / "one-d.db"
+    initialise_or_create_database_at(str(path))
+    experiment = load_or_create_experiment("one-d", sample_name="s")
+    x = Parameter("x", set_cmd=None, get_cmd=None)
+    outputs = [Parameter(f"d{n}", set_cmd=None, get_cmd=None) for n in range(dependents)]
+    measurement = Measurement(exp=experiment, name="1-D")
+    measurement.register_parameter(x)
+    for output in outputs:
+        measurement.register_parameter(output, setpoints=(x,))
+    if shaped:
+        measurement.set_shapes({o.name: (len(values),) for o in outputs})
+    with measurement.run() as saver:
+        for n, value in enumerate(values):
+            results = [(o, value * 3 + k + n * 1e-3) for k, o in enumerate(outputs)]
+            if together:
+                saver.add_result((x, value), *results)
+            else:
+                for result in results:
+                    saver.add_result((x, value), result)
+    experiment.conn.close()  # type: ignore[attr-defined]
+
+    with qcsql.open_database(path) as db:
+        run = db.load_by_id(1)
+        streamed = run.export_hdf5(folder / "streamed.nc")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(qcsql.export, "streamed_plans", lambda run, progress=None: iter(()))
+            in_memory = run.export_hdf5(folder / "in_memory.nc")
+    with xr.open_dataset(streamed) as a, xr.open_dataset(in_memory) as b:
+        xr.testing.assert_identical(a.load(), b.load())
