@@ -44,6 +44,7 @@ BUFFER_PAGES = 2 * WINDOW_PAGES  # the last rows' overflow pages follow the last
 SPLIT_ROWS = 512  # from this many ids on, lock-free reads split the range over two threads
 GATHER_ROWS = 64  # rows per fancy-indexed copy: the temporary stays in the CPU cache
 MAX_HEADER = 256  # bytes of record header this reader parses
+MAX_GROUPS = 16  # distinct record headers in a window; more are read through SQLite
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,23 @@ def _leading_leaves(leaves: list[int], start: int) -> list[int]:
     return held
 
 
+@dataclass(frozen=True)
+class _Cells:
+    """The cells of a window's leaves, in key order: where each record starts in the
+    buffer, how much of its payload the leaf holds, and its chain of overflow pages."""
+
+    rowids: npt.NDArray[np.int64]
+    record: npt.NDArray[np.int64]  # buffer offset of the record (its header size varint)
+    local: npt.NDArray[np.int64]  # payload bytes on the leaf
+    overflow_pages: npt.NDArray[np.int64]
+    first_overflow: npt.NDArray[np.int64]  # 0 where the payload does not spill
+
+    @property
+    def last_page(self) -> npt.NDArray[np.int64]:
+        chain_end = self.first_overflow + self.overflow_pages - 1
+        return np.where(self.overflow_pages > 0, chain_end, 0)
+
+
 def _parse_window(
     source: PageSource,
     span: _Span,
@@ -282,9 +300,24 @@ def _parse_window(
 ) -> _Window | int:
     """The window's rows, or the page to start the buffer from when the first row's
     overflow chain lies before it (the first rows of a table, written before its root split)."""
-    size, usable = source.page_size, source.usable
-    buffer, first_page = span.buffer, span.first
-    starts = (np.asarray(leaves, dtype=np.int64) - first_page) * size
+    cells = _read_cells(span, leaves, source.page_size, source.usable)
+    try:
+        held = _rows_held(span, cells, after_id)
+    except _ChainBefore as before:
+        return before.page
+    last_rowid = int(cells.rowids[held - 1])
+    in_range = (cells.rowids > after_id) & (cells.rowids <= upto_id)
+    chosen = np.flatnonzero((np.arange(len(cells.rowids)) < held) & in_range)
+    groups = _header_groups(span, cells, chosen, targets[top_position].record_index, source)
+    window = _Window(span, groups, sum(len(group.positions) for group in groups), last_rowid)
+    for group in groups:
+        _check_group(window, group, targets)
+    return window
+
+
+def _read_cells(span: _Span, leaves: list[int], size: int, usable: int) -> _Cells:
+    buffer = span.buffer
+    starts = (np.asarray(leaves, dtype=np.int64) - span.first) * size
     header_at = np.where(np.asarray(leaves) == 1, 100, 0)
     if np.any(buffer[starts + header_at] != pages.TABLE_LEAF):
         raise Unsupported
@@ -300,68 +333,89 @@ def _parse_window(
     rowids, rowid_len = varints(buffer, rowid_at)
     if np.any(np.diff(rowids) <= 0):
         raise Unsupported  # keys must rise through the leaves
-    record = rowid_at + rowid_len
-    in_range = (rowids > after_id) & (rowids <= upto_id)
     local = _local_sizes(payload, usable)
-    overflow_pages = np.where(payload > local, -(-(payload - local) // (usable - 4)), 0)
     spills = payload > local
     cell_end = cell - starts[page_of_cell] + payload_len + rowid_len + local + 4 * spills
     if np.any(cell_end > usable):
         raise Unsupported  # a cell running off its page: damage, which SQLite reports
-    # The window ends before the first row whose pages are not all in the buffer.
-    first_overflow = _first_overflow(buffer, record + local, payload > local)
-    last_page = np.where(overflow_pages > 0, first_overflow + overflow_pages - 1, 0)
-    fits = (overflow_pages == 0) | (span.holds(first_overflow) & span.holds(last_page))
-    fits |= rowids <= after_id  # rows read by the previous window are not needed
-    usable_rows = int(np.argmin(fits)) if not fits.all() else len(fits)
-    if usable_rows == 0:
-        if 0 < first_overflow[0] < first_page:
-            return int(first_overflow[0])
+    record = rowid_at + rowid_len
+    return _Cells(
+        rowids=rowids,
+        record=record,
+        local=local,
+        overflow_pages=np.where(spills, -(-(payload - local) // (usable - 4)), 0),
+        first_overflow=_first_overflow(buffer, record + local, spills),
+    )
+
+
+class _ChainBefore(Exception):
+    """The first row's overflow chain starts before the buffer, at ``page``."""
+
+    def __init__(self, page: int) -> None:
+        super().__init__(page)
+        self.page = page
+
+
+def _rows_held(span: _Span, cells: _Cells, after_id: int) -> int:
+    """How many leading cells have all their pages in the buffer (reading them now)."""
+    last_page = cells.last_page
+    fits = (cells.overflow_pages == 0) | (span.holds(cells.first_overflow) & span.holds(last_page))
+    fits |= cells.rowids <= after_id  # rows read by the previous window are not needed
+    held = int(np.argmin(fits)) if not fits.all() else len(fits)
+    if held == 0:
+        if 0 < cells.first_overflow[0] < span.first:
+            raise _ChainBefore(int(cells.first_overflow[0]))
         raise Unsupported  # a row larger than the buffer: SQLite reads it
-    needed = int(last_page[:usable_rows].max())
+    needed = int(last_page[:held].max())
     span.ensure(needed)
     if needed >= span.first + span.loaded:
         raise Unsupported  # the chains claim pages past the end of the file
-    keep = np.arange(len(rowids)) < usable_rows
-    last_rowid = int(rowids[usable_rows - 1])
-    chosen = np.flatnonzero(keep & in_range)
+    return held
+
+
+def _header_groups(
+    span: _Span,
+    cells: _Cells,
+    chosen: npt.NDArray[np.int64],
+    top: int,
+    source: PageSource,
+) -> list[_Group]:
+    """The chosen rows grouped by record header, without the rows of other trees (whose
+    ``top`` column is NULL); each group knows where its rows go among the window's."""
     if not len(chosen):
-        return _Window(span, [], 0, last_rowid)
+        return []
+    buffer, record = span.buffer, cells.record
     header_size, header_len = varints(buffer, record[chosen])
-    if np.any(header_size > np.minimum(local[chosen], MAX_HEADER)):
+    if np.any(header_size > np.minimum(cells.local[chosen], MAX_HEADER)):
         raise Unsupported
     widest = int(header_size.max())
     header_bytes = buffer[record[chosen, None] + np.arange(widest)]
     header_bytes[np.arange(widest) >= header_size[:, None]] = 0
     keys = np.ascontiguousarray(header_bytes).view(np.dtype((np.void, widest))).ravel()
     unique, inverse = np.unique(keys, return_inverse=True)
-    if len(unique) > 16:
+    if len(unique) > MAX_GROUPS:
         raise Unsupported  # rows too varied to group: SQLite reads them
-    groups: list[_Group] = []
-    ordinal = np.zeros(len(chosen), dtype=np.int64)
-    kept_rows = np.zeros(len(chosen), dtype=bool)
+    kept = np.zeros(len(chosen), dtype=bool)
     plans: list[tuple[npt.NDArray[np.int64], list[int], list[int]]] = []
     for group_index in range(len(unique)):
         members = np.flatnonzero(inverse == group_index)
-        row = chosen[members[0]]
+        first = members[0]
         serials, value_at = _parse_header(
-            buffer, int(record[row]), int(header_size[members[0]]), int(header_len[members[0]])
+            buffer, int(record[chosen[first]]), int(header_size[first]), int(header_len[first])
         )
-        top = targets[top_position].record_index
         if top >= len(serials) or serials[top] == 0:
             continue  # rows of another tree interleaved in this table
-        kept_rows[members] = True
+        kept[members] = True
         plans.append((members, serials, value_at))
-    ordinal[kept_rows] = np.arange(int(kept_rows.sum()))
+    ordinal = np.zeros(len(chosen), dtype=np.int64)
+    ordinal[kept] = np.arange(int(kept.sum()))
+    groups = []
     for members, serials, value_at in plans:
         rows = chosen[members]
-        bases = _segments(buffer, rows, record, overflow_pages, first_overflow, first_page, size)
-        group = _Group(ordinal[members], serials, value_at, bases, int(local[rows[0]]), usable - 4)
-        groups.append(group)
-    window = _Window(span, groups, int(kept_rows.sum()), last_rowid)
-    for group in groups:
-        _check_group(window, group, targets)
-    return window
+        bases = _segments(buffer, rows, cells, span.first, source.page_size)
+        local = int(cells.local[rows[0]])
+        groups.append(_Group(ordinal[members], serials, value_at, bases, local, source.usable - 4))
+    return groups
 
 
 def _local_sizes(payload: npt.NDArray[np.int64], usable: int) -> npt.NDArray[np.int64]:
@@ -414,16 +468,14 @@ def _serial_size(serial: int) -> int:
 def _segments(
     buffer: npt.NDArray[np.uint8],
     rows: npt.NDArray[np.int64],
-    record: npt.NDArray[np.int64],
-    overflow_pages: npt.NDArray[np.int64],
-    first_overflow: npt.NDArray[np.int64],
+    cells: _Cells,
     first_page: int,
     size: int,
 ) -> npt.NDArray[np.int64]:
     """Buffer offset of each segment of each row's payload (the leaf part, then each
     overflow page's content), with every chain checked to run through the pages assumed."""
-    count = int(overflow_pages[rows[0]])
-    chain = first_overflow[rows, None] + np.arange(count)
+    count = int(cells.overflow_pages[rows[0]])
+    chain = cells.first_overflow[rows, None] + np.arange(count)
     page_start = (chain - first_page) * size
     expected_next = np.where(np.arange(count) < count - 1, chain + 1, 0)
     actual_next = np.zeros_like(chain)
@@ -431,7 +483,7 @@ def _segments(
         actual_next = (actual_next << 8) | buffer[page_start + byte]
     if np.any(actual_next != expected_next):
         raise Unsupported  # a chain through scattered pages: SQLite follows it
-    return np.concatenate([record[rows, None], page_start + 4], axis=1)
+    return np.concatenate([cells.record[rows, None], page_start + 4], axis=1)
 
 
 def _pieces(group: _Group, start: int, length: int) -> list[_Piece]:
