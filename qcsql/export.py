@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qcsql.parameter_data import RowsDiffer
 from qcsql.plan import plan_run
 from qcsql.runs import Run
 from qcsql.streamed import NotStreamable, Progress, streamed_plans
+from qcsql.streams import RowsDiffer
 from qcsql.writer import ExportError, write_plan
 
 __all__ = ["default_file_name", "export_run"]

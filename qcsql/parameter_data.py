@@ -37,17 +37,9 @@ from qcsql.npy import NpyHeader, decode_one, decode_uniform, parse_header
 from qcsql.results import ResultsTable, RowRange
 
 if TYPE_CHECKING:
-    from qcsql.runs import Run
+    pass
 
-__all__ = [
-    "ArrayTreeStream",
-    "NumericTreeStream",
-    "ParameterData",
-    "RowsDiffer",
-    "read_parameter_data",
-    "stream_array_trees",
-    "stream_numeric_trees",
-]
+__all__ = ["ParameterData", "Tree", "numeric_chunks", "read_parameter_data", "read_tree"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +54,7 @@ class _Irregular(Exception):
 
 
 @dataclass
-class _Tree:
+class Tree:
     """One requested parameter, its columns, and where their rows are."""
 
     table: ResultsTable
@@ -117,14 +109,14 @@ def read_parameter_data(
             rows = table.all_rows(upto_id)  # numeric trees fill and then trim
         else:
             rows = table.locate(top, start, end, upto_id)
-        tree = _Tree(table, top, columns, kinds, rows, where)
-        data = _read_tree(tree)
+        tree = Tree(table, top, columns, kinds, rows, where)
+        data = read_tree(tree)
         shapes = description.shapes or {}
         output[name] = _reshape(data, shapes.get(name), name)
     return output
 
 
-def _read_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
+def read_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
     if tree.rows.rows == 0:  # QCoDeS: np.array((), dtype=float64 or None) -> float64 either way
         return {column: np.array((), dtype=np.float64) for column in tree.columns}
     try:
@@ -138,7 +130,7 @@ def _read_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
 # -- scalar trees: numeric, text and complex columns ------------------------------------------
 
 
-def _numeric(tree: _Tree, column: str, values: Sequence[Any]) -> npt.NDArray[np.float64]:
+def _numeric(tree: Tree, column: str, values: Sequence[Any]) -> npt.NDArray[np.float64]:
     try:
         return np.array(values, dtype=np.float64)
     except (ValueError, TypeError):
@@ -169,7 +161,7 @@ def _is_number_like(value: Any) -> bool:
         return False
 
 
-def _complex(tree: _Tree, column: str, values: Sequence[Any]) -> npt.NDArray[Any]:
+def _complex(tree: Tree, column: str, values: Sequence[Any]) -> npt.NDArray[Any]:
     """Complex scalars stored as ``(1,)`` npy blobs; element [0] of each, as QCoDeS takes it."""
     if any(v is None for v in values):
         raise _Irregular
@@ -181,21 +173,21 @@ def _complex(tree: _Tree, column: str, values: Sequence[Any]) -> npt.NDArray[Any
     return np.array([_decode(tree, column, v)[0] for v in values])
 
 
-def _header(tree: _Tree, column: str, blob: Any) -> NpyHeader:
+def _header(tree: Tree, column: str, blob: Any) -> NpyHeader:
     try:
         return parse_header(blob)
     except ValueError as exc:
         raise tree.fail(column, str(exc)) from None
 
 
-def _decode(tree: _Tree, column: str, blob: Any) -> npt.NDArray[Any]:
+def _decode(tree: Tree, column: str, blob: Any) -> npt.NDArray[Any]:
     try:
         return decode_one(blob)
     except ValueError as exc:
         raise tree.fail(column, str(exc)) from None
 
 
-def numeric_chunks(tree: _Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
+def numeric_chunks(tree: Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
     """An all-numeric tree's rows, chunk by chunk, one float64 array per column: from the
     table's pages (:mod:`qcsql.pages`) for as long as they can be read, then from SQLite."""
     rest = RowRange(tree.rows.upto_id, tree.rows.upto_id, 0)
@@ -215,7 +207,7 @@ def numeric_chunks(tree: _Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
             yield [_numeric(tree, c, v) for c, v in zip(tree.columns, by_column, strict=True)]
 
 
-def _read_scalar_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
+def _read_scalar_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
     n = tree.rows.rows
     numeric = [kind not in ("text", "complex") for kind in tree.kinds]
     floats = {
@@ -270,7 +262,7 @@ class _ArrayColumn:
     prefix: bytes
 
 
-def _read_array_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
+def _read_array_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
     """The common case: every blob of a column has one header, and all array columns share
     one shape S (or have size 1): every column becomes ``(rows, *S)`` like QCoDeS' expansion."""
     n = tree.rows.rows
@@ -309,7 +301,7 @@ def _read_array_tree(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
 
 
 def _fill_from_pages(
-    tree: _Tree,
+    tree: Tree,
     layout: dict[str, _ArrayColumn],
     target: tuple[int, ...],
     out: dict[str, npt.NDArray[Any]],
@@ -337,7 +329,7 @@ def _fill_from_pages(
 
 
 def _plan_array_layout(
-    tree: _Tree, first_row: tuple[Any, ...], layout: dict[str, _ArrayColumn]
+    tree: Tree, first_row: tuple[Any, ...], layout: dict[str, _ArrayColumn]
 ) -> tuple[int, ...]:
     shapes: list[tuple[int, ...]] = []
     for column, kind, value in zip(tree.columns, tree.kinds, first_row, strict=True):
@@ -360,7 +352,7 @@ def _plan_array_layout(
 
 
 def _allocate(
-    tree: _Tree, layout: dict[str, _ArrayColumn], target: tuple[int, ...], n: int
+    tree: Tree, layout: dict[str, _ArrayColumn], target: tuple[int, ...], n: int
 ) -> dict[str, npt.NDArray[Any]]:
     out: dict[str, npt.NDArray[Any]] = {}
     for column, kind in zip(tree.columns, tree.kinds, strict=True):
@@ -374,7 +366,7 @@ def _allocate(
 
 
 def _fill_array_chunk(
-    tree: _Tree,
+    tree: Tree,
     chunk: list[tuple[Any, ...]],
     layout: dict[str, _ArrayColumn],
     target: tuple[int, ...],
@@ -410,7 +402,7 @@ def _fill_array_chunk(
 # -- the exact slow path ----------------------------------------------------------------------
 
 
-def _read_exactly_like_qcodes(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
+def _read_exactly_like_qcodes(tree: Tree) -> dict[str, npt.NDArray[Any]]:
     """Row by row, QCoDeS' own algorithm (``_expand_data_to_arrays`` and friends)."""
     rows: list[list[Any]] = []
     for chunk in tree.chunks(NUMERIC_ROWS_PER_CHUNK // 16):
@@ -430,7 +422,7 @@ def _read_exactly_like_qcodes(tree: _Tree) -> dict[str, npt.NDArray[Any]]:
     return result
 
 
-def _decode_value(tree: _Tree, column: str, kind: str, value: Any) -> Any:
+def _decode_value(tree: Tree, column: str, kind: str, value: Any) -> Any:
     if value is None:
         return None
     if kind == "array":
@@ -444,7 +436,7 @@ def _decode_value(tree: _Tree, column: str, kind: str, value: Any) -> Any:
     return float(value)
 
 
-def _expand_like_qcodes(tree: _Tree, rows: list[list[Any]]) -> None:
+def _expand_like_qcodes(tree: Tree, rows: list[list[Any]]) -> None:
     kinds = tree.kinds
     first_array = kinds.index("array")
     for row in rows:
@@ -508,180 +500,5 @@ def read_rows_between(
         kinds = tuple(graph.parameters[c].paramtype for c in columns)
         rows = table.locate(top, None, None, upto_id, after_id)
         if rows.rows:
-            output[name] = _read_tree(_Tree(table, top, columns, kinds, rows, where))
+            output[name] = read_tree(Tree(table, top, columns, kinds, rows, where))
     return output
-
-
-class RowsDiffer(Exception):
-    """The trees of a joint stream do not have the same setpoints row for row (or the
-    pages that would show it cannot be read): lay the run out in memory instead."""
-
-
-JOINT_LAG = 1 << 22  # rows one tree may run ahead of another before the stream gives up
-
-
-class _RowQueue:
-    """Rows of one tree decoded but not yet matched with the other trees' rows."""
-
-    def __init__(self) -> None:
-        self.parts: list[list[npt.NDArray[np.float64]]] = []
-        self.rows = 0
-
-    def push(self, columns: list[npt.NDArray[np.float64]]) -> None:
-        if len(columns[0]):
-            self.parts.append(columns)
-            self.rows += len(columns[0])
-
-    def pop(self, rows: int) -> list[npt.NDArray[np.float64]]:
-        if len(self.parts) == 1 and rows == self.rows:  # one tree, or trees in step: no copy
-            taken, self.parts, self.rows = self.parts[0], [], 0
-            return taken
-        joined = [np.concatenate(column) for column in zip(*self.parts, strict=True)]
-        taken = [column[:rows] for column in joined]
-        rest = [column[rows:] for column in joined]
-        self.parts = [rest] if len(rest[0]) else []
-        self.rows -= rows
-        return taken
-
-
-@dataclass(frozen=True)
-class NumericTreeStream:
-    """All rows of one or more all-numeric trees with the same setpoints (a sweep that
-    records several dependents at each point), chunk by chunk."""
-
-    tree: _Tree  # columns: the parameters, then the setpoints
-    rows: int
-    tops: int = 1
-
-    def chunks(self) -> Iterator[list[npt.NDArray[np.float64]]]:
-        """One float64 array per column (the parameters first, then the setpoints)."""
-        if self.tops == 1:
-            return numeric_chunks(self.tree)
-        return self._joint_chunks()
-
-    def _joint_chunks(self) -> Iterator[list[npt.NDArray[np.float64]]]:
-        """QCoDeS writes each parameter's tree in rows of its own, interleaved as the
-        measurement called add_result. Each tree's rows are queued, and rows are handed
-        on as soon as every tree has them, their setpoints checked to be the same values
-        in the same order (what makes QCoDeS' merge of the trees' datasets a plain
-        union). Only the pages tell which parameter a row holds: no SQLite fallback."""
-        tree, tops = self.tree, self.tops
-        queues = [_RowQueue() for _ in range(tops)]
-        for _, window in tree.table.numeric_windows(tree.columns, tree.rows, tops):
-            if window is None or window.has is None:
-                raise RowsDiffer
-            setpoints = window.values[tops:]
-            for top, queue in enumerate(queues):
-                held = window.has[:, top]
-                queue.push([window.values[top][held], *(s[held] for s in setpoints)])
-            ready = min(queue.rows for queue in queues)
-            if ready:
-                yield _matched([queue.pop(ready) for queue in queues])
-            if max(queue.rows for queue in queues) > JOINT_LAG:
-                raise RowsDiffer  # one tree far ahead: its rows would pile up in memory
-        if any(queue.rows for queue in queues):
-            raise RowsDiffer  # the trees have different numbers of rows
-
-
-def _matched(trees: list[list[npt.NDArray[np.float64]]]) -> list[npt.NDArray[np.float64]]:
-    """``[P1, ..., Pk, *setpoints]`` from each tree's ``[P, *setpoints]``, if the setpoints
-    are the same in every tree."""
-    first = trees[0][1:]
-    for other in trees[1:]:
-        for mine, theirs in zip(first, other[1:], strict=True):
-            if not np.array_equal(mine, theirs, equal_nan=True):
-                raise RowsDiffer
-    return [tree[0] for tree in trees] + first
-
-
-def stream_numeric_trees(run: Run, tops: Sequence[str]) -> NumericTreeStream | None:
-    """A streamed reader of the parameters ``tops`` and their setpoints, if all are numeric,
-    the parameters share their setpoints (in order) and nothing else belongs to their trees;
-    else None (read it in memory instead). ``rows`` is an upper bound (the table's row
-    count): streams need not count first."""
-    graph = run.description.interdependencies
-    trees = [graph.tree_by_group(top) for top in tops]
-    setpoints = trees[0][1]
-    if any(tree[1] != setpoints or tree[2] for tree in trees):
-        return None
-    columns = (*tops, *setpoints)
-    if any(graph.parameters[c].paramtype != "numeric" for c in columns):
-        return None
-    table = run.database._results_table(run)
-    rows = table.all_rows(table.max_id())
-    kinds = tuple("numeric" for _ in columns)
-    where = f"{run.database.path}, run {run.run_id}"
-    return NumericTreeStream(
-        _Tree(table, tops[0], columns, kinds, rows, where), rows.rows, len(tops)
-    )
-
-
-@dataclass(frozen=True)
-class ArrayTreeStream:
-    """All rows of one or more trees with array columns and the same setpoints, id window
-    by id window, each decoded exactly as :func:`read_parameter_data` decodes a whole tree
-    (not reshaped). Each tree's ``rows`` holds its exact number of rows (all the same)."""
-
-    trees: list[_Tree]
-    ids_per_chunk: int
-
-    @property
-    def rows(self) -> int:
-        return self.trees[0].rows.rows
-
-    def chunks(self) -> Iterator[tuple[int, dict[str, npt.NDArray[Any]]]]:
-        """``(last id read, {parameter: array, ..., setpoint: array, ...})``. Several trees
-        are matched row for row as :class:`NumericTreeStream` matches them."""
-        first = self.trees[0]
-        setpoints = first.columns[1:]
-        queues = [_RowQueue() for _ in self.trees]
-        after = min(tree.rows.after_id for tree in self.trees)
-        upto = max(tree.rows.upto_id for tree in self.trees)
-        while after < upto:
-            high = min(after + self.ids_per_chunk, upto)
-            window = RowRange(after_id=after, upto_id=high, rows=high - after, exact=False)
-            for tree, queue in zip(self.trees, queues, strict=True):
-                data = _read_tree(dataclasses.replace(tree, rows=window))
-                if len(data[tree.top]):
-                    queue.push([data[column] for column in tree.columns])
-            ready = min(queue.rows for queue in queues)
-            if ready:
-                matched = _matched([queue.pop(ready) for queue in queues])
-                tops = [tree.top for tree in self.trees]
-                yield high, dict(zip([*tops, *setpoints], matched, strict=True))
-            if max(queue.rows for queue in queues) > JOINT_LAG:
-                raise RowsDiffer
-            after = high
-        if any(queue.rows for queue in queues):
-            raise RowsDiffer
-
-
-def stream_array_trees(
-    run: Run, tops: Sequence[str], bytes_per_chunk: int
-) -> ArrayTreeStream | None:
-    """A streamed reader of the parameters ``tops`` and their setpoints, if the parameters
-    share their setpoints (in order), at least one column is an array and all are arrays
-    or numbers, nothing else belongs to the trees, and every tree has as many rows; else
-    None."""
-    graph = run.description.interdependencies
-    groups = [graph.tree_by_group(top) for top in tops]
-    setpoints = groups[0][1]
-    if any(group[1] != setpoints or group[2] for group in groups):
-        return None
-    kinds = {graph.parameters[c].paramtype for c in (*tops, *setpoints)}
-    if "array" not in kinds or not kinds <= {"array", "numeric"}:
-        return None
-    table = run.database._results_table(run)
-    upto = table.max_id()
-    where = f"{run.database.path}, run {run.run_id}"
-    trees = []
-    for top in tops:
-        columns = (top, *setpoints)
-        rows = table.locate(top, None, None, upto)  # exact: the file's size is known
-        kinds_of = tuple(graph.parameters[c].paramtype for c in columns)
-        trees.append(_Tree(table, top, columns, kinds_of, rows, where))
-    if len({tree.rows.rows for tree in trees}) != 1:
-        return None
-    first = table.first_row(trees[0].columns, tops[0], trees[0].rows)
-    row_bytes = sum(len(value) if isinstance(value, bytes) else 8 for value in first) or 1
-    return ArrayTreeStream(trees, max(1, bytes_per_chunk // (row_bytes * len(tops))))

@@ -21,13 +21,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.parameter_data import (
-    ArrayTreeStream,
-    NumericTreeStream,
-    RowsDiffer,
-    stream_array_trees,
-    stream_numeric_trees,
-)
 from qcsql.plan import (
     INDEX,
     MULTI_INDEX,
@@ -39,6 +32,13 @@ from qcsql.plan import (
     variable_attrs,
 )
 from qcsql.runs import Run
+from qcsql.streams import (
+    ArrayTreeStream,
+    NumericTreeStream,
+    RowsDiffer,
+    stream_array_trees,
+    stream_numeric_trees,
+)
 
 __all__ = ["NotStreamable", "Progress", "streamed_plans"]
 

@@ -1,0 +1,210 @@
+"""Rows of one or more parameter trees, window by window, for the streamed exports.
+
+:mod:`qcsql.parameter_data` decodes a tree's rows exactly as QCoDeS'
+``get_parameter_data`` does; the streams here hand them on in windows of ids, so
+that an export never holds a whole run. QCoDeS writes each parameter's tree in
+rows of its own, interleaved as the measurement called ``add_result``; a stream
+of several trees queues each tree's rows and hands them on once every tree has
+them, with the setpoints checked to be the same values in the same order (which
+makes QCoDeS' merge of the trees' datasets a plain union). When they are not,
+:class:`RowsDiffer` tells the export to lay the run out in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qcsql.parameter_data import Tree, numeric_chunks, read_tree
+from qcsql.results import RowRange
+
+if TYPE_CHECKING:
+    from qcsql.runs import Run
+
+__all__ = [
+    "ArrayTreeStream",
+    "NumericTreeStream",
+    "RowsDiffer",
+    "stream_array_trees",
+    "stream_numeric_trees",
+]
+
+
+class RowsDiffer(Exception):
+    """The trees of a joint stream do not have the same setpoints row for row (or the
+    pages that would show it cannot be read): lay the run out in memory instead."""
+
+
+JOINT_LAG = 1 << 22  # rows one tree may run ahead of another before the stream gives up
+
+
+class _RowQueue:
+    """Rows of one tree decoded but not yet matched with the other trees' rows."""
+
+    def __init__(self) -> None:
+        self.parts: list[list[npt.NDArray[np.float64]]] = []
+        self.rows = 0
+
+    def push(self, columns: list[npt.NDArray[np.float64]]) -> None:
+        if len(columns[0]):
+            self.parts.append(columns)
+            self.rows += len(columns[0])
+
+    def pop(self, rows: int) -> list[npt.NDArray[np.float64]]:
+        if len(self.parts) == 1 and rows == self.rows:  # one tree, or trees in step: no copy
+            taken, self.parts, self.rows = self.parts[0], [], 0
+            return taken
+        joined = [np.concatenate(column) for column in zip(*self.parts, strict=True)]
+        taken = [column[:rows] for column in joined]
+        rest = [column[rows:] for column in joined]
+        self.parts = [rest] if len(rest[0]) else []
+        self.rows -= rows
+        return taken
+
+
+@dataclass(frozen=True)
+class NumericTreeStream:
+    """All rows of one or more all-numeric trees with the same setpoints (a sweep that
+    records several dependents at each point), chunk by chunk."""
+
+    tree: Tree  # columns: the parameters, then the setpoints
+    rows: int
+    tops: int = 1
+
+    def chunks(self) -> Iterator[list[npt.NDArray[np.float64]]]:
+        """One float64 array per column (the parameters first, then the setpoints)."""
+        if self.tops == 1:
+            return numeric_chunks(self.tree)
+        return self._joint_chunks()
+
+    def _joint_chunks(self) -> Iterator[list[npt.NDArray[np.float64]]]:
+        """QCoDeS writes each parameter's tree in rows of its own, interleaved as the
+        measurement called add_result. Each tree's rows are queued, and rows are handed
+        on as soon as every tree has them, their setpoints checked to be the same values
+        in the same order (what makes QCoDeS' merge of the trees' datasets a plain
+        union). Only the pages tell which parameter a row holds: no SQLite fallback."""
+        tree, tops = self.tree, self.tops
+        queues = [_RowQueue() for _ in range(tops)]
+        for _, window in tree.table.numeric_windows(tree.columns, tree.rows, tops):
+            if window is None or window.has is None:
+                raise RowsDiffer
+            setpoints = window.values[tops:]
+            for top, queue in enumerate(queues):
+                held = window.has[:, top]
+                queue.push([window.values[top][held], *(s[held] for s in setpoints)])
+            ready = min(queue.rows for queue in queues)
+            if ready:
+                yield _matched([queue.pop(ready) for queue in queues])
+            if max(queue.rows for queue in queues) > JOINT_LAG:
+                raise RowsDiffer  # one tree far ahead: its rows would pile up in memory
+        if any(queue.rows for queue in queues):
+            raise RowsDiffer  # the trees have different numbers of rows
+
+
+def _matched(trees: list[list[npt.NDArray[np.float64]]]) -> list[npt.NDArray[np.float64]]:
+    """``[P1, ..., Pk, *setpoints]`` from each tree's ``[P, *setpoints]``, if the setpoints
+    are the same in every tree."""
+    first = trees[0][1:]
+    for other in trees[1:]:
+        for mine, theirs in zip(first, other[1:], strict=True):
+            if not np.array_equal(mine, theirs, equal_nan=True):
+                raise RowsDiffer
+    return [tree[0] for tree in trees] + first
+
+
+def stream_numeric_trees(run: Run, tops: Sequence[str]) -> NumericTreeStream | None:
+    """A streamed reader of the parameters ``tops`` and their setpoints, if all are numeric,
+    the parameters share their setpoints (in order) and nothing else belongs to their trees;
+    else None (read it in memory instead). ``rows`` is an upper bound (the table's row
+    count): streams need not count first."""
+    graph = run.description.interdependencies
+    trees = [graph.tree_by_group(top) for top in tops]
+    setpoints = trees[0][1]
+    if any(tree[1] != setpoints or tree[2] for tree in trees):
+        return None
+    columns = (*tops, *setpoints)
+    if any(graph.parameters[c].paramtype != "numeric" for c in columns):
+        return None
+    table = run.database._results_table(run)
+    rows = table.all_rows(table.max_id())
+    kinds = tuple("numeric" for _ in columns)
+    where = f"{run.database.path}, run {run.run_id}"
+    return NumericTreeStream(
+        Tree(table, tops[0], columns, kinds, rows, where), rows.rows, len(tops)
+    )
+
+
+@dataclass(frozen=True)
+class ArrayTreeStream:
+    """All rows of one or more trees with array columns and the same setpoints, id window
+    by id window, each decoded exactly as :func:`read_parameter_data` decodes a whole tree
+    (not reshaped). Each tree's ``rows`` holds its exact number of rows (all the same)."""
+
+    trees: list[Tree]
+    ids_per_chunk: int
+
+    @property
+    def rows(self) -> int:
+        return self.trees[0].rows.rows
+
+    def chunks(self) -> Iterator[tuple[int, dict[str, npt.NDArray[Any]]]]:
+        """``(last id read, {parameter: array, ..., setpoint: array, ...})``. Several trees
+        are matched row for row as :class:`NumericTreeStream` matches them."""
+        first = self.trees[0]
+        setpoints = first.columns[1:]
+        queues = [_RowQueue() for _ in self.trees]
+        after = min(tree.rows.after_id for tree in self.trees)
+        upto = max(tree.rows.upto_id for tree in self.trees)
+        while after < upto:
+            high = min(after + self.ids_per_chunk, upto)
+            window = RowRange(after_id=after, upto_id=high, rows=high - after, exact=False)
+            for tree, queue in zip(self.trees, queues, strict=True):
+                data = read_tree(dataclasses.replace(tree, rows=window))
+                if len(data[tree.top]):
+                    queue.push([data[column] for column in tree.columns])
+            ready = min(queue.rows for queue in queues)
+            if ready:
+                matched = _matched([queue.pop(ready) for queue in queues])
+                tops = [tree.top for tree in self.trees]
+                yield high, dict(zip([*tops, *setpoints], matched, strict=True))
+            if max(queue.rows for queue in queues) > JOINT_LAG:
+                raise RowsDiffer
+            after = high
+        if any(queue.rows for queue in queues):
+            raise RowsDiffer
+
+
+def stream_array_trees(
+    run: Run, tops: Sequence[str], bytes_per_chunk: int
+) -> ArrayTreeStream | None:
+    """A streamed reader of the parameters ``tops`` and their setpoints, if the parameters
+    share their setpoints (in order), at least one column is an array and all are arrays
+    or numbers, nothing else belongs to the trees, and every tree has as many rows; else
+    None."""
+    graph = run.description.interdependencies
+    groups = [graph.tree_by_group(top) for top in tops]
+    setpoints = groups[0][1]
+    if any(group[1] != setpoints or group[2] for group in groups):
+        return None
+    kinds = {graph.parameters[c].paramtype for c in (*tops, *setpoints)}
+    if "array" not in kinds or not kinds <= {"array", "numeric"}:
+        return None
+    table = run.database._results_table(run)
+    upto = table.max_id()
+    where = f"{run.database.path}, run {run.run_id}"
+    trees = []
+    for top in tops:
+        columns = (top, *setpoints)
+        rows = table.locate(top, None, None, upto)  # exact: the file's size is known
+        kinds_of = tuple(graph.parameters[c].paramtype for c in columns)
+        trees.append(Tree(table, top, columns, kinds_of, rows, where))
+    if len({tree.rows.rows for tree in trees}) != 1:
+        return None
+    first = table.first_row(trees[0].columns, tops[0], trees[0].rows)
+    row_bytes = sum(len(value) if isinstance(value, bytes) else 8 for value in first) or 1
+    return ArrayTreeStream(trees, max(1, bytes_per_chunk // (row_bytes * len(tops))))
