@@ -297,7 +297,9 @@ def _merge(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Variable]]
             previous = variables.get(name)
             if previous is None:
                 variables[name] = variable
-            elif previous.dims != variable.dims or not _equal(previous.data, variable.data):
+            elif previous.dims != variable.dims or not same_as_qcodes_sees(
+                previous.data, variable.data
+            ):
                 return _merge_outer(parts)
         for dim, size in part.dims.items():
             if dims.setdefault(dim, size) != size:
@@ -305,7 +307,7 @@ def _merge(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Variable]]
     return dims, variables
 
 
-def _equal(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> bool:
+def same_as_qcodes_sees(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> bool:
     """Equal as QCoDeS' merge sees them (floats at its 15-digit precision)."""
     if a.shape != b.shape:
         return False
@@ -326,7 +328,7 @@ def _merge_outer(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Vari
             own = part.variables.get(dim)
             if own is None or own.dims != (dim,):
                 continue
-            if dim in index_values and not _equal(index_values[dim], own.data):
+            if dim in index_values and not same_as_qcodes_sees(index_values[dim], own.data):
                 if dim == MULTI_INDEX or len(np.unique(own.data)) != len(own.data):
                     raise PlanError(
                         f"cannot align dimension {dim!r} of different trees (QCoDeS cannot either)"
@@ -344,7 +346,7 @@ def _merge_outer(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Vari
             aligned = _reindex(variable, part, index_values)
             aligned.is_coord = aligned.is_coord or name in coords
             previous = variables.get(name)
-            if previous is not None and not _equal(previous.data, aligned.data):
+            if previous is not None and not same_as_qcodes_sees(previous.data, aligned.data):
                 raise PlanError(f"variable {name!r} differs between parameter trees")
             variables[name] = aligned
     return dims, variables
@@ -357,7 +359,7 @@ def _reindex(
     for axis, dim in enumerate(variable.dims):
         target = index_values.get(dim)
         own = part.variables.get(dim)
-        if target is None or own is None or _equal(own.data, target):
+        if target is None or own is None or same_as_qcodes_sees(own.data, target):
             continue
         positions = np.searchsorted(target, own.data)
         shape = list(data.shape)

@@ -29,6 +29,7 @@ from qcsql.plan import (
     as_qcodes_sees,
     dataset_attrs,
     plan_dataset,
+    same_as_qcodes_sees,
     variable_attrs,
 )
 from qcsql.runs import Run
@@ -161,6 +162,73 @@ def _numeric_plans(run: Run, progress: Progress | None = None) -> Iterator[Datas
             fill=_fill_grid(stream, tops, setpoints, shape, progress),
         )
     yield from _levels_plans(run, stream, tops, setpoints, variables, shape, progress)
+    if len(tops) > 1 and len(setpoints) == 1:
+        plan = _outer_merge_plan(run, tops, setpoints[0], progress)
+        if plan is not None:
+            yield plan
+
+
+def _outer_merge_plan(
+    run: Run, tops: list[str], setpoint: str, progress: Progress | None
+) -> DatasetPlan | None:
+    """Dependents measured at different values of one setpoint: QCoDeS merges their
+    datasets with xarray's outer join, the union of the values (sorted, unless every tree
+    has the same ones) and NaN where a tree has no row. A first pass reads each tree's
+    setpoint values (the coordinate, so memory of its size), the second writes each tree's
+    values at their places."""
+    streams = [stream_numeric_trees(run, [top]) for top in tops]
+    coordinates = []
+    for stream in streams:
+        if stream is None:
+            return None
+        try:
+            parts = [columns[1] for columns in _batches(stream.chunks())]
+        except RowsDiffer:
+            return None
+        values = np.concatenate(parts) if parts else np.empty(0)
+        keys = as_qcodes_sees(values)
+        if np.isnan(values).any() or len(np.unique(keys)) != len(keys):
+            return None  # repeated or NaN setpoints: QCoDeS' merge fails or differs
+        coordinates.append(values)
+    target = coordinates[0]
+    for values in coordinates[1:]:  # as _merge_outer builds it
+        if not same_as_qcodes_sees(target, values):
+            target = np.union1d(target, values)
+    variables = _variables(run, tops, (setpoint,), {name: (setpoint,) for name in tops})
+
+    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
+        done = 0
+        for top, stream, values in zip(tops, streams, coordinates, strict=True):
+            aligned = same_as_qcodes_sees(values, target)
+            start = 0
+            assert stream is not None
+            for columns in _batches(stream.chunks()):
+                end = start + len(columns[0])
+                if aligned:
+                    created[top][start:end] = columns[0]
+                else:
+                    places = np.searchsorted(target, columns[1])
+                    order = np.argsort(places, kind="stable")
+                    _write_runs(created[top], places[order], columns[0][order])
+                start = end
+                done += len(columns[0])
+                if progress is not None:
+                    progress(done, sum(len(c) for c in coordinates))
+            if start != len(values):
+                raise NotStreamable  # a tree changed between the passes
+        created[setpoint][:] = target
+
+    dims = {setpoint: len(target)}
+    return DatasetPlan(dims=dims, variables=variables, attrs=dataset_attrs(run), fill=fill)
+
+
+def _write_runs(target: Any, places: npt.NDArray[np.int64], values: npt.NDArray[Any]) -> None:
+    """``target[places] = values`` for sorted ``places``, one slice per run of consecutive
+    places (HDF5 writes slices fast, scattered points slowly)."""
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(places) != 1) + 1])
+    ends = np.append(starts[1:], len(places))
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        target[int(places[start]) : int(places[start]) + end - start] = values[start:end]
 
 
 def _variables(
