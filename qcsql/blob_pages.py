@@ -99,15 +99,15 @@ def fill_from_pages(
     source: PageSource,
     root: int,
     targets: Sequence[ColumnTarget],
-    top_position: int,
     after_id: int,
     upto_id: int,
     capacity: int,
     buffers: list[npt.NDArray[np.uint8]],
 ) -> tuple[int, int]:
-    """Fill ``targets`` (``capacity`` rows long) from row 0 with the tree's rows in
-    ``after_id < rowid <= upto_id``. ``buffers`` keeps page buffers between calls, so that
-    a run read window by window does not fault fresh memory for each.
+    """Fill ``targets`` (``capacity`` rows long; the first is the tree's top column) from
+    row 0 with the tree's rows in ``after_id < rowid <= upto_id``. ``buffers`` keeps page
+    buffers between calls, so that a run read window by window does not fault fresh
+    memory for each.
 
     Returns ``(rows filled, last rowid covered)``; the caller reads the rows after that
     rowid through SQLite (all of them when this returns ``(0, after_id)``).
@@ -117,29 +117,15 @@ def fill_from_pages(
     half is written from row ``mid - after_id`` (no more rows than ids precede it) and
     moved down afterwards if the first half held fewer rows than ids.
     """
+    reader = _Reader(source, root, targets, buffers)
     ids = upto_id - after_id
     if not (source.lock_free and capacity >= ids >= SPLIT_ROWS):
-        return _fill_range(
-            source, root, targets, top_position, after_id, upto_id, 0, capacity, buffers
-        )
+        return reader.fill(after_id, upto_id, 0, capacity)
     mid = after_id + ids // 2
     offset = mid - after_id
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qcsql-pages") as pool:
-        later = pool.submit(
-            _fill_range,
-            source,
-            root,
-            targets,
-            top_position,
-            mid,
-            upto_id,
-            offset,
-            capacity,
-            buffers,
-        )
-        filled, covered = _fill_range(
-            source, root, targets, top_position, after_id, mid, 0, offset, buffers
-        )
+        later = pool.submit(reader.fill, mid, upto_id, offset, capacity)
+        filled, covered = reader.fill(after_id, mid, 0, offset)
         more, further = later.result()
     if covered < mid:
         return filled, covered  # SQLite reads on from here, over whatever the second half wrote
@@ -149,50 +135,33 @@ def fill_from_pages(
     return filled + more, max(further, covered)
 
 
-def _fill_range(
-    source: PageSource,
-    root: int,
-    targets: Sequence[ColumnTarget],
-    top_position: int,
-    after_id: int,
-    upto_id: int,
-    position: int,
-    capacity: int,
-    buffers: list[npt.NDArray[np.uint8]],
-) -> tuple[int, int]:
-    """Window after window, the rows of ``after_id < rowid <= upto_id`` into output rows
-    ``position`` onwards (but not past ``capacity``): ``(rows filled, last rowid covered)``."""
-    span = _Span(source, buffers.pop() if buffers else None)
-    try:
-        return _fill_windows(
-            source, span, root, targets, top_position, after_id, upto_id, position, capacity
-        )
-    finally:
-        buffers.append(span.buffer)
+@dataclass(frozen=True)
+class _Reader:
+    """One tree's table, where its columns go, and the page buffers to reuse."""
 
+    source: PageSource
+    root: int
+    targets: Sequence[ColumnTarget]
+    buffers: list[npt.NDArray[np.uint8]]
 
-def _fill_windows(
-    source: PageSource,
-    span: _Span,
-    root: int,
-    targets: Sequence[ColumnTarget],
-    top_position: int,
-    after_id: int,
-    upto_id: int,
-    position: int,
-    capacity: int,
-) -> tuple[int, int]:
-    filled, covered = 0, after_id
-    while covered < upto_id:
-        window = _read_window(source, span, root, targets, top_position, covered, upto_id)
-        if window is None or window.last_rowid <= covered:
-            break
-        if position + filled + window.rows > capacity:
-            break  # more rows than there is room for: the file changed; SQLite reads the rest
-        _copy_groups(window, window.groups, targets, position + filled)
-        filled += window.rows
-        covered = min(window.last_rowid, upto_id)
-    return filled, covered
+    def fill(self, after_id: int, upto_id: int, position: int, capacity: int) -> tuple[int, int]:
+        """Window after window, the rows of ``after_id < rowid <= upto_id`` into output rows
+        ``position`` onwards (not past ``capacity``): ``(rows filled, last rowid covered)``."""
+        span = _Span(self.source, self.buffers.pop() if self.buffers else None)
+        filled, covered = 0, after_id
+        try:
+            while covered < upto_id:
+                window = _read_window(self, span, covered, upto_id)
+                if window is None or window.last_rowid <= covered:
+                    break
+                if position + filled + window.rows > capacity:
+                    break  # more rows than room: the file changed; SQLite reads the rest
+                _copy_groups(window, window.groups, self.targets, position + filled)
+                filled += window.rows
+                covered = min(window.last_rowid, upto_id)
+        finally:
+            self.buffers.append(span.buffer)
+        return filled, covered
 
 
 class _Span:
@@ -228,20 +197,13 @@ class _Span:
         return (page >= self.first) & (page < self.first + BUFFER_PAGES)
 
 
-def _read_window(
-    source: PageSource,
-    span: _Span,
-    root: int,
-    targets: Sequence[ColumnTarget],
-    top_position: int,
-    after_id: int,
-    upto_id: int,
-) -> _Window | None:
+def _read_window(reader: _Reader, span: _Span, after_id: int, upto_id: int) -> _Window | None:
+    source = reader.source
     try:
         with source.window() as safe:
             if not safe:
                 return None
-            leaves = pages.leaf_pages(source, root, after_id, WINDOW_PAGES)
+            leaves = pages.leaf_pages(source, reader.root, after_id, WINDOW_PAGES)
             if not leaves:
                 return None
             start = max(1, leaves[0] - span.lead)
@@ -251,7 +213,7 @@ def _read_window(
                     return None
                 span.start(start)
                 span.ensure(max(held))  # leaves of reused pages need not rise
-                window = _parse_window(source, span, held, targets, top_position, after_id, upto_id)
+                window = _parse_window(source, span, held, reader.targets, after_id, upto_id)
                 if isinstance(window, _Window):
                     return window
                 span.lead = leaves[0] - window  # the first row's chain starts before its leaf
@@ -294,7 +256,6 @@ def _parse_window(
     span: _Span,
     leaves: list[int],
     targets: Sequence[ColumnTarget],
-    top_position: int,
     after_id: int,
     upto_id: int,
 ) -> _Window | int:
@@ -308,7 +269,7 @@ def _parse_window(
     last_rowid = int(cells.rowids[held - 1])
     in_range = (cells.rowids > after_id) & (cells.rowids <= upto_id)
     chosen = np.flatnonzero((np.arange(len(cells.rowids)) < held) & in_range)
-    groups = _header_groups(span, cells, chosen, targets[top_position].record_index, source)
+    groups = _header_groups(span, cells, chosen, targets[0].record_index, source)
     window = _Window(span, groups, sum(len(group.positions) for group in groups), last_rowid)
     for group in groups:
         _check_group(window, group, targets)

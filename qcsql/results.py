@@ -232,7 +232,6 @@ class ResultsTable:
                 source,
                 self.root_page(),
                 targets,
-                0,
                 rows.after_id,
                 rows.upto_id,
                 rows.rows,

@@ -345,19 +345,10 @@ def _numeric_index_plan(
     variables = _variables(run, tops, setpoints, along, {INDEX: index})
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        done = 0
-        for columns in _batches(stream.chunks()):
-            end = done + len(columns[0])
-            if end > rows:
-                raise NotStreamable  # more rows than the first pass saw: the file changed
+        for start, end, columns in _in_measured_order(stream, rows, progress):
             for name, values in zip((*tops, *setpoints), columns, strict=True):
-                created[name][done:end] = values
-            created[INDEX][done:end] = np.arange(done, end)
-            done = end
-            if progress is not None:
-                progress(done, rows)
-        if done != rows:
-            raise NotStreamable
+                created[name][start:end] = values
+            created[INDEX][start:end] = np.arange(start, end)
 
     return DatasetPlan(dims={INDEX: rows}, variables=variables, attrs=dataset_attrs(run), fill=fill)
 
@@ -433,25 +424,33 @@ def _multi_index_plan(
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
         cells_of = _CellFinder(found, shape, len(tops))
-        done = 0
-        for columns in _batches(stream.chunks()):
-            cells = cells_of(columns)
-            end = done + len(cells)
-            if end > rows:
-                raise NotStreamable  # more rows than the first pass saw: the file changed
+        for start, end, columns in _in_measured_order(stream, rows, progress):
             for top, values in zip(tops, columns, strict=False):
-                created[top][done:end] = values
-            created[MULTI_INDEX][done:end] = cells
-            done = end
-            if progress is not None:
-                progress(done, rows)
-        if done != rows:
-            raise NotStreamable
+                created[top][start:end] = values
+            created[MULTI_INDEX][start:end] = cells_of(columns)
         for name, (_, values) in zip(setpoints, found, strict=True):
             created[name][:] = values
 
     dims = {**dict(zip(setpoints, shape, strict=True)), MULTI_INDEX: rows}
     return DatasetPlan(dims=dims, variables=variables, attrs=dataset_attrs(run), fill=fill)
+
+
+def _in_measured_order(
+    stream: NumericTreeStream, rows: int, progress: Progress | None
+) -> Iterator[tuple[int, int, list[npt.NDArray[np.float64]]]]:
+    """``(first row, end row, columns)`` of each batch, in measured order, checking that
+    the run still has the ``rows`` an earlier pass counted."""
+    done = 0
+    for columns in _batches(stream.chunks()):
+        end = done + len(columns[0])
+        if end > rows:
+            raise NotStreamable  # more rows than the first pass saw: the file changed
+        yield done, end, columns
+        done = end
+        if progress is not None:
+            progress(done, rows)
+    if done != rows:
+        raise NotStreamable
 
 
 def _find_levels(
