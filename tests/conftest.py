@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from tests.helpers import FileState, all_databases  # noqa: E402
+from tests.qcodes_build import new_database, parameters  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -57,20 +58,11 @@ def array_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     against a numeric outer setpoint (integers of growing width), and two array
     dependents written in separate calls (interleaved trees)."""
     pytest.importorskip("qcodes")
-    from qcodes.dataset import (
-        Measurement,
-        initialise_or_create_database_at,
-        load_or_create_experiment,
-    )
-    from qcodes.parameters import Parameter
+    from qcodes.dataset import Measurement
 
     path = tmp_path_factory.mktemp("arrays") / "arrays.db"
-    initialise_or_create_database_at(str(path))
-    experiment = load_or_create_experiment("blob pages", sample_name="s")
-    gate = Parameter("gate", set_cmd=None, get_cmd=None)
-    freq = Parameter("freq", set_cmd=None, get_cmd=None)
-    spectrum = Parameter("spectrum", set_cmd=None, get_cmd=None)
-    phase = Parameter("phase", set_cmd=None, get_cmd=None)
+    experiment = new_database(path, "blob pages")
+    gate, freq, spectrum, phase = parameters("gate", "freq", "spectrum", "phase")
     rng = np.random.default_rng(5)
     frequencies = np.linspace(4e9, 8e9, 700)
 

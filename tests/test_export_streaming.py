@@ -18,10 +18,11 @@ import qcsql.export
 import qcsql.plan
 import qcsql.streamed
 from tests.helpers import copy_database
+from tests.qcodes_build import new_database, parameters, qcodes_export
 
 xr = pytest.importorskip("xarray")
 pytest.importorskip("qcodes")
-from tests.test_export_matches_qcodes import ENGINES, assert_same_dataset  # noqa: E402
+from tests.test_export_matches_qcodes import ENGINES, _attrs, assert_same_dataset  # noqa: E402
 
 
 @pytest.fixture
@@ -46,23 +47,30 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return events
 
 
-def _qcodes_export(path: Path, run_id: int, folder: Path) -> Path:
-    from qcodes.dataset import load_by_id
-    from qcodes.dataset.sqlite.database import connect
+def _assert_exports_like_qcodes(path: Path, run_id: int, ours: Path, folder: Path) -> None:
+    theirs = qcodes_export(path, run_id, folder / "qcodes")
+    for engine in ENGINES:
+        with xr.open_dataset(theirs, engine=engine) as a, xr.open_dataset(ours, engine=engine) as b:
+            assert_same_dataset(b.load(), a.load(), f"{path.name} run {run_id} ({engine})")
 
-    conn = connect(str(copy_database(path, folder / "db")))
-    try:
-        dataset = load_by_id(run_id, conn=conn)
-        dataset.export("netcdf", path=str(folder))
-        return Path(dataset.export_info.export_paths["nc"])
-    finally:
-        conn.close()
+
+def _assert_streamed_equals_in_memory(path: Path, folder: Path) -> None:
+    """Run 1 exported as qcsql does (streamed where it can) and with streaming switched
+    off give identical datasets."""
+    with qcsql.open_database(path) as db:
+        run = db.load_by_id(1)
+        streamed = run.export_hdf5(folder / "streamed.nc")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(qcsql.export, "streamed_plans", lambda run, progress=None: iter(()))
+            in_memory = run.export_hdf5(folder / "in_memory.nc")
+    with xr.open_dataset(streamed) as a, xr.open_dataset(in_memory) as b:
+        xr.testing.assert_identical(a.load(), b.load())
 
 
 def test_repeated_sweeps_stream_and_equal_qcodes(
     array_runs: Path, tmp_path: Path, streamed: list[str]
 ) -> None:
-    theirs = _qcodes_export(array_runs, 1, tmp_path / "qcodes")
+    theirs = qcodes_export(array_runs, 1, tmp_path / "qcodes")
     progress: list[tuple[int, int]] = []
     with qcsql.open_database(array_runs) as db:
         run = db.load_by_id(1)
@@ -82,12 +90,10 @@ def test_unique_setpoint_rows_are_not_streamed(
     array_runs: Path, tmp_path: Path, streamed: list[str]
 ) -> None:
     """Spectra over a gate: every (gate, freq) pair is new, so QCoDeS builds a grid."""
-    theirs = _qcodes_export(array_runs, 2, tmp_path / "qcodes")
     with qcsql.open_database(array_runs) as db:
         ours = db.load_by_id(2).export_hdf5(tmp_path)
     assert streamed == ["not streamable", "in memory"]
-    with xr.open_dataset(theirs, engine="h5netcdf") as a, xr.open_dataset(ours) as b:
-        assert_same_dataset(b.load(), a.load(), "spectra over a gate")
+    _assert_exports_like_qcodes(array_runs, 2, ours, tmp_path)
 
 
 def test_a_run_that_changes_shape_midway_is_written_from_memory(
@@ -126,18 +132,14 @@ def dependents_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     three (one of them NaN now and then, a real NaN, not a missing value), a shaped 2-D
     sweep of two, two dependents written in separate calls point by point, and a second
     dependent measured at every other point only (the trees' setpoints differ)."""
-    from qcodes.dataset import (
-        Measurement,
-        initialise_or_create_database_at,
-        load_or_create_experiment,
-    )
-    from qcodes.parameters import Parameter
+    from qcodes.dataset import Measurement
 
     path = tmp_path_factory.mktemp("dependents") / "dependents.db"
-    initialise_or_create_database_at(str(path))
-    experiment = load_or_create_experiment("dependents", sample_name="s")
-    x, y = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("x", "y"))
-    i, q, r = (Parameter(n, unit="V", set_cmd=None, get_cmd=None) for n in ("i", "q", "r"))
+    experiment = new_database(path, "dependents")
+    x, y = parameters("x", "y")
+    i, q, r = parameters("i", "q", "r")
+    for dependent in (i, q, r):
+        dependent.unit = "V"
     rng = np.random.default_rng(9)
 
     sweep = Measurement(exp=experiment, name="1-D, three dependents")
@@ -188,13 +190,10 @@ def dependents_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dependents_measured_together_stream_and_equal_qcodes(
     dependents_db: Path, tmp_path: Path, streamed: list[str], run_id: int, streams: bool
 ) -> None:
-    theirs = _qcodes_export(dependents_db, run_id, tmp_path / "qcodes")
     with qcsql.open_database(dependents_db) as db:
         ours = db.load_by_id(run_id).export_hdf5(tmp_path)
     assert ("in memory" not in streamed) is streams
-    for engine in ENGINES:
-        with xr.open_dataset(theirs, engine=engine) as a, xr.open_dataset(ours, engine=engine) as b:
-            assert_same_dataset(b.load(), a.load(), f"run {run_id} ({engine})")
+    _assert_exports_like_qcodes(dependents_db, run_id, ours, tmp_path)
 
 
 # -- shaped sweeps that stopped early --------------------------------------------------------
@@ -206,24 +205,18 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with a descending inner axis, exactly at a line's end, and one that revisits a point
     (two rows in one cell: QCoDeS lays that out along an index); and two unshaped ones,
     complete (a grid) and stopped mid-line (QCoDeS' compressed multi-index)."""
-    from qcodes.dataset import (
-        Measurement,
-        initialise_or_create_database_at,
-        load_or_create_experiment,
-    )
-    from qcodes.parameters import Parameter
+    from qcodes.dataset import Measurement
 
     path = tmp_path_factory.mktemp("interrupted") / "interrupted.db"
-    initialise_or_create_database_at(str(path))
-    experiment = load_or_create_experiment("interrupted", sample_name="s")
-    x, y = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("x", "y"))
-    i, q = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("i", "q"))
+    experiment = new_database(path, "interrupted")
+    x, y = parameters("x", "y")
+    i, q = parameters("i", "q")
 
     def sweep(
         name: str,
         ys: np.ndarray,
         points: int,
-        dependents: tuple[Parameter, ...],
+        dependents: tuple[Any, ...],
         shaped: bool = True,
     ) -> None:
         measurement = Measurement(exp=experiment, name=name)
@@ -257,13 +250,10 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_interrupted_sweeps_stream_and_equal_qcodes(
     interrupted_db: Path, tmp_path: Path, streamed: list[str], run_id: int, streams: bool
 ) -> None:
-    theirs = _qcodes_export(interrupted_db, run_id, tmp_path / "qcodes")
     with qcsql.open_database(interrupted_db) as db:
         ours = db.load_by_id(run_id).export_hdf5(tmp_path)
     assert ("in memory" not in streamed) is streams
-    for engine in ENGINES:
-        with xr.open_dataset(theirs, engine=engine) as a, xr.open_dataset(ours, engine=engine) as b:
-            assert_same_dataset(b.load(), a.load(), f"run {run_id} ({engine})")
+    _assert_exports_like_qcodes(interrupted_db, run_id, ours, tmp_path)
 
 
 # -- streamed and in-memory layouts agree on random sweeps ----------------------------------
@@ -291,21 +281,13 @@ def test_streamed_sweeps_equal_the_in_memory_layout(
 ) -> None:
     """Whatever the streamed path writes equals the in-memory plan's file (itself compared
     with QCoDeS' exports run by run); when the stream gives up, the file is that plan's."""
-    from qcodes.dataset import (
-        Measurement,
-        initialise_or_create_database_at,
-        load_or_create_experiment,
-    )
-    from qcodes.parameters import Parameter
+    from qcodes.dataset import Measurement
 
     folder = tmp_path_factory.mktemp("sweep")
     path = folder / "sweep.db"
-    initialise_or_create_database_at(str(path))
-    experiment = load_or_create_experiment("sweeps", sample_name="s")
-    x, y = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("x", "y"))
-    dependents = [
-        Parameter(f"d{n}", set_cmd=None, get_cmd=None) for n in range(sweep["dependents"])
-    ]
+    experiment = new_database(path, "sweeps")
+    x, y = parameters("x", "y")
+    dependents = parameters(*(f"d{n}" for n in range(sweep["dependents"])))
     measurement = Measurement(exp=experiment, name="random sweep")
     measurement.register_parameter(x)
     measurement.register_parameter(y)
@@ -328,14 +310,7 @@ def test_streamed_sweeps_equal_the_in_memory_layout(
                     saver.add_result((x, a), (y, b), value)
     experiment.conn.close()  # type: ignore[attr-defined]
 
-    with qcsql.open_database(path) as db:
-        run = db.load_by_id(1)
-        streamed = run.export_hdf5(folder / "streamed.nc")
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(qcsql.export, "streamed_plans", lambda run, progress=None: iter(()))
-            in_memory = run.export_hdf5(folder / "in_memory.nc")
-    with xr.open_dataset(streamed) as a, xr.open_dataset(in_memory) as b:
-        xr.testing.assert_identical(a.load(), b.load())
+    _assert_streamed_equals_in_memory(path, folder)
 
 
 @pytest.fixture(scope="module")
@@ -343,17 +318,11 @@ def two_spectra_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """QCoDeS 0.58: magnitude and phase spectra against the same frequencies, repeated
     (QCoDeS writes each in rows of its own), a pair whose second spectrum is shorter, and
     complex traces (a VNA's S21) as complex128 arrays."""
-    from qcodes.dataset import (
-        Measurement,
-        initialise_or_create_database_at,
-        load_or_create_experiment,
-    )
-    from qcodes.parameters import Parameter
+    from qcodes.dataset import Measurement
 
     path = tmp_path_factory.mktemp("spectra") / "spectra.db"
-    initialise_or_create_database_at(str(path))
-    experiment = load_or_create_experiment("spectra", sample_name="s")
-    freq, mag, phase = (Parameter(n, set_cmd=None, get_cmd=None) for n in ("freq", "mag", "phase"))
+    experiment = new_database(path, "spectra")
+    freq, mag, phase = parameters("freq", "mag", "phase")
     rng = np.random.default_rng(3)
     for name, second in (("magnitude and phase", 300), ("phase shorter", 200)):
         measurement = Measurement(exp=experiment, name=name)
@@ -387,13 +356,10 @@ def two_spectra_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_spectra_on_the_same_frequencies_stream_and_equal_qcodes(
     two_spectra_db: Path, tmp_path: Path, streamed: list[str]
 ) -> None:
-    theirs = _qcodes_export(two_spectra_db, 1, tmp_path / "qcodes")
     with qcsql.open_database(two_spectra_db) as db:
         ours = db.load_by_id(1).export_hdf5(tmp_path)
     assert streamed == ["streamed"]
-    for engine in ENGINES:
-        with xr.open_dataset(theirs, engine=engine) as a, xr.open_dataset(ours, engine=engine) as b:
-            assert_same_dataset(b.load(), a.load(), f"magnitude and phase ({engine})")
+    _assert_exports_like_qcodes(two_spectra_db, 1, ours, tmp_path)
 
 
 def test_spectra_of_different_lengths_are_written_side_by_side(
@@ -406,6 +372,8 @@ def test_spectra_of_different_lengths_are_written_side_by_side(
     from tests.qcodes_reference import parameter_data_for
 
     reference = parameter_data_for(two_spectra_db).by_run[(2, None, None)]
+    with xr.open_dataset(qcodes_export(two_spectra_db, 1, tmp_path / "qcodes")) as same_params:
+        attrs = {name: same_params[name].attrs for name in ("mag", "phase", "freq")}
     with qcsql.open_database(two_spectra_db) as db:
         ours = db.load_by_id(2).export_hdf5(tmp_path)
     assert streamed == ["in memory"]
@@ -425,13 +393,14 @@ def test_spectra_of_different_lengths_are_written_side_by_side(
                 np.testing.assert_array_equal(
                     b[f"freq__{top}"].values, reference[top]["freq"].ravel()
                 )
-                assert b[top].attrs["units"] == "" and b[f"freq__{top}"].attrs["name"] == "freq"
+                assert _attrs(b[top].attrs) == _attrs(attrs[top])
+                assert _attrs(b[f"freq__{top}"].attrs) == _attrs(attrs["freq"])
 
 
 def test_complex_traces_stream_and_equal_qcodes(
     two_spectra_db: Path, tmp_path: Path, streamed: list[str]
 ) -> None:
-    theirs = _qcodes_export(two_spectra_db, 3, tmp_path / "qcodes")
+    theirs = qcodes_export(two_spectra_db, 3, tmp_path / "qcodes")
     with qcsql.open_database(two_spectra_db) as db:
         ours = db.load_by_id(3).export_hdf5(tmp_path)
     assert streamed == ["streamed"]
@@ -463,19 +432,13 @@ def test_streamed_one_dimensional_runs_equal_the_in_memory_layout(
     fewer points: monotonic ones stream in one pass, the others after a pass that counts
     the distinct values (repeats: the flat index layout), dependents at different points
     as QCoDeS' outer merge; the file is the in-memory plan's."""
-    from qcodes.dataset import (
-        Measurement,
-        initialise_or_create_database_at,
-        load_or_create_experiment,
-    )
-    from qcodes.parameters import Parameter
+    from qcodes.dataset import Measurement
 
     folder = tmp_path_factory.mktemp("one-d")
     path = folder / "one-d.db"
-    initialise_or_create_database_at(str(path))
-    experiment = load_or_create_experiment("one-d", sample_name="s")
-    x = Parameter("x", set_cmd=None, get_cmd=None)
-    outputs = [Parameter(f"d{n}", set_cmd=None, get_cmd=None) for n in range(dependents)]
+    experiment = new_database(path, "one-d")
+    (x,) = parameters("x")
+    outputs = parameters(*(f"d{n}" for n in range(dependents)))
     measurement = Measurement(exp=experiment, name="1-D")
     measurement.register_parameter(x)
     for output in outputs:
@@ -492,11 +455,4 @@ def test_streamed_one_dimensional_runs_equal_the_in_memory_layout(
                     saver.add_result((x, value), result)
     experiment.conn.close()  # type: ignore[attr-defined]
 
-    with qcsql.open_database(path) as db:
-        run = db.load_by_id(1)
-        streamed = run.export_hdf5(folder / "streamed.nc")
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(qcsql.export, "streamed_plans", lambda run, progress=None: iter(()))
-            in_memory = run.export_hdf5(folder / "in_memory.nc")
-    with xr.open_dataset(streamed) as a, xr.open_dataset(in_memory) as b:
-        xr.testing.assert_identical(a.load(), b.load())
+    _assert_streamed_equals_in_memory(path, folder)

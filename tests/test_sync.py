@@ -14,6 +14,7 @@ import pytest
 import qcsql
 from qcsql.sync import QCoDeSConfigData, SnapshotMetadataWarning, dataset_info, runs_after
 from tests.helpers import EXAMPLE_DB, plain_sqlite, write_file
+from tests.qcodes_build import new_database
 
 pytest.importorskip("qcodes")
 xr = pytest.importorskip("xarray")
@@ -23,19 +24,14 @@ NAME = "gate map\nafter the second cooldown\nfridge at 12 mK"
 
 @pytest.fixture(scope="module")
 def synced_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from qcodes.dataset import (
-        Measurement,
-        initialise_or_create_database_at,
-        load_or_create_experiment,
-    )
+    from qcodes.dataset import Measurement
     from qcodes.parameters import Parameter
     from qcodes.station import Station
 
     from qcsql.qcodes_metadata import QHMetaData
 
     path = tmp_path_factory.mktemp("sync") / "lab.db"
-    initialise_or_create_database_at(str(path))
-    experiment = load_or_create_experiment("cooldown 7", sample_name="chip B3")
+    experiment = new_database(path, "cooldown 7", sample="chip B3")
     meta = QHMetaData(
         static_tags=["BF1", "cooldown 7"], static_attributes={"fridge": "BF1", "operator": "ann"}
     )
