@@ -9,9 +9,14 @@ value sits at the same offset of every row's payload. This module reads a window
 of pages with one positional read, maps payload offsets to buffer offsets once
 per header, and moves each piece of each column for all rows of the window with
 one numpy copy (a strided copy when the rows lie at a fixed distance, as they do
-when QCoDeS appends them). Where windows need no lock (a WAL file without a
-writer), the two halves of a run are read on two threads, one per core: the
-positional reads and numpy's copies both release the GIL.
+when QCoDeS appends them). Once a window shows that its rows follow a pattern
+(one cell per leaf, chains at a fixed distance from their leaves), the next
+windows skip the buffer: :mod:`qcsql.blob_scatter` reads their overflow pages
+straight into the output, checks what it predicted, and hands back to the
+buffered windows where the pattern breaks. Small windows learn the pattern
+first, growing while the rows follow none. Where windows need no lock (a WAL
+file without a writer), the two halves of a run are read on two threads, one per
+core: the positional reads and numpy's copies both release the GIL.
 
 Like :mod:`qcsql.pages`, this is only an accelerator: it reads pages only while
 SQLite guarantees they cannot change (:meth:`PageSource.window`), checks every
@@ -27,7 +32,8 @@ File format: https://www.sqlite.org/fileformat2.html (cell payload overflow).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -35,15 +41,25 @@ import numpy as np
 import numpy.typing as npt
 
 from qcsql import pages
+from qcsql.blob_cells import (
+    MAX_HEADER,
+    Cells,
+    Piece,
+    gather,
+    into_rows,
+    parse_header,
+    read_cells,
+    serial_size,
+)
+from qcsql.blob_scatter import ChainPattern, learn_pattern, scatter_window
 from qcsql.pages import PageSource, Unsupported, decode_numbers, varints
 
-__all__ = ["ColumnTarget", "fill_from_pages"]
+__all__ = ["ColumnTarget", "PageMemory", "fill_from_pages"]
 
 WINDOW_PAGES = 4096  # pages between the first and last leaf of a window (16 MB at 4 kB pages)
 BUFFER_PAGES = 2 * WINDOW_PAGES  # the last rows' overflow pages follow the last leaf
 SPLIT_ROWS = 512  # from this many ids on, lock-free reads split the range over two threads
-GATHER_ROWS = 64  # rows per fancy-indexed copy: the temporary stays in the CPU cache
-MAX_HEADER = 256  # bytes of record header this reader parses
+LEARNING_LEAVES = 32  # leaves of the first window, when no pattern is known yet
 MAX_GROUPS = 16  # distinct record headers in a window; more are read through SQLite
 
 
@@ -66,15 +82,6 @@ class ColumnTarget:
 
 
 @dataclass(frozen=True)
-class _Piece:
-    """A stretch of one column that lies on one page for every row of a header group."""
-
-    source: npt.NDArray[np.int64]  # buffer offset of the stretch, per row
-    length: int
-    into: int  # offset in the column's bytes
-
-
-@dataclass(frozen=True)
 class _Group:
     """Rows of a window sharing one record header, and their places in the output."""
 
@@ -93,6 +100,17 @@ class _Window:
     groups: list[_Group]
     rows: int
     last_rowid: int
+    pattern: ChainPattern | None = None  # how its rows lie, if regularly enough to scatter
+
+
+@dataclass
+class PageMemory:
+    """What one table's page reads keep between calls: page buffers, so that a run read
+    window by window does not fault fresh memory for each, and the pattern its rows were
+    last seen to follow, so that windows scatter from the first (:mod:`qcsql.blob_scatter`)."""
+
+    buffers: list[npt.NDArray[np.uint8]] = field(default_factory=list)
+    pattern: ChainPattern | None = None
 
 
 def fill_from_pages(
@@ -102,12 +120,10 @@ def fill_from_pages(
     after_id: int,
     upto_id: int,
     capacity: int,
-    buffers: list[npt.NDArray[np.uint8]],
+    memory: PageMemory,
 ) -> tuple[int, int]:
     """Fill ``targets`` (``capacity`` rows long; the first is the tree's top column) from
-    row 0 with the tree's rows in ``after_id < rowid <= upto_id``. ``buffers`` keeps page
-    buffers between calls, so that a run read window by window does not fault fresh
-    memory for each.
+    row 0 with the tree's rows in ``after_id < rowid <= upto_id``.
 
     Returns ``(rows filled, last rowid covered)``; the caller reads the rows after that
     rowid through SQLite (all of them when this returns ``(0, after_id)``).
@@ -117,7 +133,7 @@ def fill_from_pages(
     half is written from row ``mid - after_id`` (no more rows than ids precede it) and
     moved down afterwards if the first half held fewer rows than ids.
     """
-    reader = _Reader(source, root, targets, buffers)
+    reader = _Reader(source, root, targets, memory)
     ids = upto_id - after_id
     if not (source.lock_free and capacity >= ids >= SPLIT_ROWS):
         return reader.fill(after_id, upto_id, 0, capacity)
@@ -137,21 +153,33 @@ def fill_from_pages(
 
 @dataclass(frozen=True)
 class _Reader:
-    """One tree's table, where its columns go, and the page buffers to reuse."""
+    """One tree's table, where its columns go, and what earlier reads kept."""
 
     source: PageSource
     root: int
     targets: Sequence[ColumnTarget]
-    buffers: list[npt.NDArray[np.uint8]]
+    memory: PageMemory
 
     def fill(self, after_id: int, upto_id: int, position: int, capacity: int) -> tuple[int, int]:
         """Window after window, the rows of ``after_id < rowid <= upto_id`` into output rows
         ``position`` onwards (not past ``capacity``): ``(rows filled, last rowid covered)``."""
-        span = _Span(self.source, self.buffers.pop() if self.buffers else None)
+        buffers = self.memory.buffers
+        span = _Span(self.source, buffers.pop() if buffers else None)
         filled, covered = 0, after_id
+        misses = 0  # windows in a row that found no pattern, or one that did not hold
         try:
             while covered < upto_id:
-                window = _read_window(self, span, covered, upto_id)
+                scattered = self._scatter(covered, upto_id, position + filled, capacity)
+                if scattered is not None:
+                    filled += scattered[0]
+                    covered = min(scattered[1], upto_id)
+                    misses = 0
+                    continue
+                # Small windows first show whether the rows (still) follow a pattern; they
+                # grow while the rows do not, so that irregular rows cost little more.
+                most = min(WINDOW_PAGES, LEARNING_LEAVES << misses)
+                misses += 1
+                window = _read_window(self, span, covered, upto_id, most)
                 if window is None or window.last_rowid <= covered:
                     break
                 if position + filled + window.rows > capacity:
@@ -159,9 +187,27 @@ class _Reader:
                 _copy_groups(window, window.groups, self.targets, position + filled)
                 filled += window.rows
                 covered = min(window.last_rowid, upto_id)
+                if window.pattern is not None:
+                    self.memory.pattern = window.pattern
         finally:
-            self.buffers.append(span.buffer)
+            buffers.append(span.buffer)
         return filled, covered
+
+    def _scatter(
+        self, after_id: int, upto_id: int, position: int, capacity: int
+    ) -> tuple[int, int] | None:
+        """The next window read straight into the output, if the rows so far followed a
+        pattern and the next ones still do; forgets the pattern when they do not."""
+        pattern = self.memory.pattern
+        if pattern is None or pattern.top != self.targets[0].record_index:
+            return None
+        room = capacity - position
+        found = scatter_window(
+            self.source, self.root, pattern, self.targets, after_id, upto_id, position, room
+        )
+        if found is None:
+            self.memory.pattern = None
+        return found
 
 
 class _Span:
@@ -197,13 +243,15 @@ class _Span:
         return (page >= self.first) & (page < self.first + BUFFER_PAGES)
 
 
-def _read_window(reader: _Reader, span: _Span, after_id: int, upto_id: int) -> _Window | None:
+def _read_window(
+    reader: _Reader, span: _Span, after_id: int, upto_id: int, most_leaves: int = WINDOW_PAGES
+) -> _Window | None:
     source = reader.source
     try:
         with source.window() as safe:
             if not safe:
                 return None
-            leaves = pages.leaf_pages(source, reader.root, after_id, WINDOW_PAGES)
+            leaves = pages.leaf_pages(source, reader.root, after_id, most_leaves)
             if not leaves:
                 return None
             start = max(1, leaves[0] - span.lead)
@@ -234,23 +282,6 @@ def _leading_leaves(leaves: list[int], start: int) -> list[int]:
     return held
 
 
-@dataclass(frozen=True)
-class _Cells:
-    """The cells of a window's leaves, in key order: where each record starts in the
-    buffer, how much of its payload the leaf holds, and its chain of overflow pages."""
-
-    rowids: npt.NDArray[np.int64]
-    record: npt.NDArray[np.int64]  # buffer offset of the record (its header size varint)
-    local: npt.NDArray[np.int64]  # payload bytes on the leaf
-    overflow_pages: npt.NDArray[np.int64]
-    first_overflow: npt.NDArray[np.int64]  # 0 where the payload does not spill
-
-    @property
-    def last_page(self) -> npt.NDArray[np.int64]:
-        chain_end = self.first_overflow + self.overflow_pages - 1
-        return np.where(self.overflow_pages > 0, chain_end, 0)
-
-
 def _parse_window(
     source: PageSource,
     span: _Span,
@@ -261,7 +292,9 @@ def _parse_window(
 ) -> _Window | int:
     """The window's rows, or the page to start the buffer from when the first row's
     overflow chain lies before it (the first rows of a table, written before its root split)."""
-    cells = _read_cells(span, leaves, source.page_size, source.usable)
+    starts = (np.asarray(leaves, dtype=np.int64) - span.first) * source.page_size
+    header_at = np.where(np.asarray(leaves) == 1, 100, 0)
+    cells = read_cells(span.buffer, starts, header_at, source.usable)
     try:
         held = _rows_held(span, cells, after_id)
     except _ChainBefore as before:
@@ -273,40 +306,14 @@ def _parse_window(
     window = _Window(span, groups, sum(len(group.positions) for group in groups), last_rowid)
     for group in groups:
         _check_group(window, group, targets)
+    if len(groups) == 1 and len(groups[0].positions) == len(chosen):
+        leaf_numbers = np.asarray(leaves, dtype=np.int64)
+        top, group = targets[0].record_index, groups[0]
+        pattern = learn_pattern(
+            span.buffer, cells, leaf_numbers, chosen, top, group.serials, group.value_at
+        )
+        window = dataclasses.replace(window, pattern=pattern)
     return window
-
-
-def _read_cells(span: _Span, leaves: list[int], size: int, usable: int) -> _Cells:
-    buffer = span.buffer
-    starts = (np.asarray(leaves, dtype=np.int64) - span.first) * size
-    header_at = np.where(np.asarray(leaves) == 1, 100, 0)
-    if np.any(buffer[starts + header_at] != pages.TABLE_LEAF):
-        raise Unsupported
-    counts = (buffer[starts + header_at + 3].astype(np.int64) << 8) | buffer[starts + header_at + 4]
-    page_of_cell = np.repeat(np.arange(len(leaves)), counts)
-    slot = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    pointer_at = starts[page_of_cell] + header_at[page_of_cell] + 8 + 2 * slot
-    cell = starts[page_of_cell] + (
-        (buffer[pointer_at].astype(np.int64) << 8) | buffer[pointer_at + 1]
-    )
-    payload, payload_len = varints(buffer, cell)
-    rowid_at = cell + payload_len
-    rowids, rowid_len = varints(buffer, rowid_at)
-    if np.any(np.diff(rowids) <= 0):
-        raise Unsupported  # keys must rise through the leaves
-    local = _local_sizes(payload, usable)
-    spills = payload > local
-    cell_end = cell - starts[page_of_cell] + payload_len + rowid_len + local + 4 * spills
-    if np.any(cell_end > usable):
-        raise Unsupported  # a cell running off its page: damage, which SQLite reports
-    record = rowid_at + rowid_len
-    return _Cells(
-        rowids=rowids,
-        record=record,
-        local=local,
-        overflow_pages=np.where(spills, -(-(payload - local) // (usable - 4)), 0),
-        first_overflow=_first_overflow(buffer, record + local, spills),
-    )
 
 
 class _ChainBefore(Exception):
@@ -317,7 +324,7 @@ class _ChainBefore(Exception):
         self.page = page
 
 
-def _rows_held(span: _Span, cells: _Cells, after_id: int) -> int:
+def _rows_held(span: _Span, cells: Cells, after_id: int) -> int:
     """How many leading cells have all their pages in the buffer (reading them now)."""
     last_page = cells.last_page
     fits = (cells.overflow_pages == 0) | (span.holds(cells.first_overflow) & span.holds(last_page))
@@ -336,7 +343,7 @@ def _rows_held(span: _Span, cells: _Cells, after_id: int) -> int:
 
 def _header_groups(
     span: _Span,
-    cells: _Cells,
+    cells: Cells,
     chosen: npt.NDArray[np.int64],
     top: int,
     source: PageSource,
@@ -361,7 +368,7 @@ def _header_groups(
     for group_index in range(len(unique)):
         members = np.flatnonzero(inverse == group_index)
         first = members[0]
-        serials, value_at = _parse_header(
+        serials, value_at = parse_header(
             buffer, int(record[chosen[first]]), int(header_size[first]), int(header_len[first])
         )
         if top >= len(serials) or serials[top] == 0:
@@ -379,57 +386,10 @@ def _header_groups(
     return groups
 
 
-def _local_sizes(payload: npt.NDArray[np.int64], usable: int) -> npt.NDArray[np.int64]:
-    """Bytes of each cell's payload stored on the leaf page itself (SQLite's rule)."""
-    most = usable - 35
-    least = ((usable - 12) * 32 // 255) - 23
-    spill = least + (payload - least) % (usable - 4)
-    return np.where(payload <= most, payload, np.where(spill <= most, spill, least))
-
-
-def _first_overflow(
-    buffer: npt.NDArray[np.uint8], at: npt.NDArray[np.int64], spills: npt.NDArray[np.bool_]
-) -> npt.NDArray[np.int64]:
-    """The 4-byte big-endian page number after each spilling cell's local payload."""
-    number = np.zeros(len(at), dtype=np.int64)
-    where = np.flatnonzero(spills)
-    for byte in range(4):
-        number[where] = (number[where] << 8) | buffer[at[where] + byte]
-    return number
-
-
-def _parse_header(
-    buffer: npt.NDArray[np.uint8], record: int, size: int, size_len: int
-) -> tuple[list[int], list[int]]:
-    """Serial types of one record, and the payload offset of each value."""
-    serials: list[int] = []
-    position = size_len
-    while position < size:
-        value, length = varints(buffer, np.array([record + position]))
-        serials.append(int(value[0]))
-        position += int(length[0])
-    if position != size:
-        raise Unsupported
-    value_at = []
-    offset = size
-    for serial in serials:
-        value_at.append(offset)
-        offset += _serial_size(serial)
-    return serials, value_at
-
-
-def _serial_size(serial: int) -> int:
-    if serial >= 12:
-        return (serial - 12) // 2
-    if serial in (10, 11):
-        raise Unsupported
-    return (0, 1, 2, 3, 4, 6, 8, 8, 0, 0)[serial]
-
-
 def _segments(
     buffer: npt.NDArray[np.uint8],
     rows: npt.NDArray[np.int64],
-    cells: _Cells,
+    cells: Cells,
     first_page: int,
     size: int,
 ) -> npt.NDArray[np.int64]:
@@ -447,7 +407,7 @@ def _segments(
     return np.concatenate([cells.record[rows, None], page_start + 4], axis=1)
 
 
-def _pieces(group: _Group, start: int, length: int) -> list[_Piece]:
+def _pieces(group: _Group, start: int, length: int) -> list[Piece]:
     """The stretches of payload bytes ``start .. start + length`` for every row of ``group``."""
     found = []
     for segment in range(group.segment_base.shape[1]):
@@ -456,65 +416,11 @@ def _pieces(group: _Group, start: int, length: int) -> list[_Piece]:
         begin, end = max(start, low), min(start + length, high)
         if begin < end:
             found.append(
-                _Piece(group.segment_base[:, segment] + (begin - low), end - begin, begin - start)
+                Piece(group.segment_base[:, segment] + (begin - low), end - begin, begin - start)
             )
     if sum(piece.length for piece in found) != length:
         raise Unsupported  # the value runs past the payload: not a record we understand
     return found
-
-
-Into = Callable[[slice, npt.NDArray[np.uint8]], None]
-
-
-def _gather(buffer: npt.NDArray[np.uint8], piece: _Piece, into: Into) -> None:
-    """Hand ``into(rows, bytes)`` the piece's bytes of all rows.
-
-    Rows QCoDeS appended lie at a fixed distance from each other, except where SQLite
-    put an interior page between them; each such run of rows is one strided view, copied
-    in one go. Rows scattered more than that are gathered a few at a time, so that the
-    gathered temporary stays in the CPU cache.
-    """
-    source, length = piece.source, piece.length
-    rows = len(source)
-    steps = np.diff(source)
-    step = int(steps[len(steps) // 2]) if len(steps) else 1
-    starts = np.flatnonzero(steps != step) + 1
-    if step and len(starts) <= max(4, rows // 64):
-        bounds = [0, *starts.tolist(), rows]
-        for first, end in zip(bounds[:-1], bounds[1:], strict=False):
-            if first == end:
-                continue
-            run = np.lib.stride_tricks.as_strided(
-                buffer[int(source[first]) :],
-                shape=(end - first, length),
-                strides=(step, 1),
-                writeable=False,
-            )
-            into(slice(first, end), run)
-        return
-    sliding = np.lib.stride_tricks.as_strided(
-        buffer, shape=(len(buffer) - length + 1, length), strides=(1, 1), writeable=False
-    )
-    for first in range(0, rows, GATHER_ROWS):
-        part = slice(first, min(first + GATHER_ROWS, rows))
-        into(part, sliding[source[part]])
-
-
-def _into(out: npt.NDArray[np.uint8], piece: _Piece, rows: npt.NDArray[np.int64] | slice) -> Into:
-    """Write gathered bytes into ``out[rows]`` at the piece's byte offset."""
-    columns = slice(piece.into, piece.into + piece.length)
-    if isinstance(rows, slice):
-        offset = rows.start
-
-        def into_slice(part: slice, data: npt.NDArray[np.uint8]) -> None:
-            out[offset + part.start : offset + part.stop, columns] = data
-
-        return into_slice
-
-    def into_rows(part: slice, data: npt.NDArray[np.uint8]) -> None:
-        out[rows[part], columns] = data
-
-    return into_rows
 
 
 def _raw_values(
@@ -524,7 +430,7 @@ def _raw_values(
     scratch = np.zeros((len(group.positions), width), dtype=np.uint8)
     whole = slice(0, len(group.positions))
     for piece in _pieces(group, start, length):
-        _gather(buffer, piece, _into(scratch, piece, whole))
+        gather(buffer, piece, into_rows(scratch, piece, whole))
     return scratch
 
 
@@ -537,7 +443,7 @@ def _check_group(window: _Window, group: _Group, targets: Sequence[ColumnTarget]
             if not (serial <= 9 or (serial >= 13 and serial % 2 == 1 and serial <= 29)):
                 raise Unsupported  # blobs or long text in a numeric column: SQLite decides
             at = group.value_at[index] if serial else 0  # a short record lacks the column: NULL
-            raw = _raw_values(window.span.buffer, group, at, _serial_size(serial), 8)
+            raw = _raw_values(window.span.buffer, group, at, serial_size(serial), 8)
             group.numbers[index] = decode_numbers(  # raises Unsupported for text not a number
                 np.concatenate([raw.reshape(-1), np.zeros(16, np.uint8)]),
                 np.full(len(raw), serial, dtype=np.int64),
@@ -576,7 +482,7 @@ def _copy_groups(
                     slice(int(rows[0]), int(rows[-1]) + 1) if contiguous else rows
                 )
                 for piece in _pieces(group, start, target.data_nbytes):
-                    _gather(window.span.buffer, piece, _into(flat, piece, where))
+                    gather(window.span.buffer, piece, into_rows(flat, piece, where))
                 continue
             raw = _raw_values(
                 window.span.buffer, group, start, target.data_nbytes, target.data_nbytes

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from qcsql import scatter_read
 from qcsql.connection import Access, ReadOnlyConnection
 
 __all__ = ["NumericColumns", "read_numeric_window"]
@@ -85,6 +86,12 @@ class PageSource:
             self._handle.seek(offset)
             done = self._handle.readinto(buffer)
         if done != len(buffer):
+            raise Unsupported  # the file ends early: not a page this reader can trust
+
+    def read_scattered(self, vectors: npt.NDArray[np.uint64], offset: int) -> None:
+        """Fill the ``(address, length)`` rows of ``vectors`` with consecutive bytes from
+        ``offset`` (see :mod:`qcsql.scatter_read`; the caller vouches for the addresses)."""
+        if not scatter_read.read_scattered(self._handle.fileno(), vectors, offset):
             raise Unsupported  # the file ends early: not a page this reader can trust
 
     @property

@@ -17,12 +17,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from qcsql.blob_pages import ColumnTarget, fill_from_pages
+from qcsql.blob_pages import ColumnTarget, PageMemory, fill_from_pages
 from qcsql.connection import ReadOnlyConnection
 from qcsql.errors import SchemaError
 from qcsql.pages import NumericColumns, PageSource, read_numeric_window
@@ -91,7 +89,7 @@ class ResultsTable:
                 column="id",
             )
         self._by_lower = {column.lower(): column for column in self.declared_types}
-        self._page_buffers: list[npt.NDArray[np.uint8]] = []  # reused by fill_from_pages
+        self._page_memory = PageMemory()  # kept by fill_from_pages between calls
         self.model = sa.Table(
             name,
             sa.MetaData(),
@@ -235,7 +233,7 @@ class ResultsTable:
                 rows.after_id,
                 rows.upto_id,
                 rows.rows,
-                self._page_buffers,
+                self._page_memory,
             )
         finally:
             source.close()

@@ -1,11 +1,13 @@
-"""Array rows copied straight from the pages (qcsql/blob_pages.py) equal what SQLite and
-QCoDeS give, on every page layout SQLite produces: overflow chains before or after
-their leaf, many cells per leaf, interior pages between rows, chains through reused
-(scattered) pages, interleaved trees, every page size, rollback and WAL files."""
+"""Array rows copied straight from the pages (qcsql/blob_pages.py, and the scattered
+reads of qcsql/blob_scatter.py) equal what SQLite and QCoDeS give, on every page layout
+SQLite produces: overflow chains before or after their leaf, many cells per leaf,
+interior pages between rows, chains through reused (scattered) pages, interleaved
+trees, every page size, rollback and WAL files."""
 
 from __future__ import annotations
 
 import io
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 import qcsql
 import qcsql.blob_pages
+import qcsql.blob_scatter
 import qcsql.results
 from qcsql.blob_pages import ColumnTarget
 from qcsql.connection import ReadOnlyConnection
@@ -125,6 +128,30 @@ def _parse_loaded_leaves_only(source: Any, span: Any, leaves: list[int], *rest: 
     return _real_parse(source, span, leaves, *rest)
 
 
+def _small_windows(patch: pytest.MonkeyPatch) -> None:
+    """Windows of a few pages, so that a table of a few hundred rows takes many of them,
+    and the scattered reads that follow a learned pattern get their turn."""
+    patch.setattr(qcsql.blob_pages, "WINDOW_PAGES", 24)
+    patch.setattr(qcsql.blob_pages, "BUFFER_PAGES", 48)
+    patch.setattr(qcsql.blob_pages, "LEARNING_LEAVES", 2)
+    patch.setattr(qcsql.blob_scatter, "SCATTER_PAGES", 20)
+
+
+@pytest.fixture
+def scattered_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Rows each scattered window filled."""
+    filled: list[int] = []
+    real = qcsql.blob_scatter.scatter_window
+
+    def counting(*args: Any) -> tuple[int, int] | None:
+        result = real(*args)
+        filled.append(result[0] if result else 0)
+        return result
+
+    monkeypatch.setattr(qcsql.blob_pages, "scatter_window", counting)
+    return filled
+
+
 _GATES = st.one_of(
     st.integers(-(2**63), 2**63 - 1),
     st.integers(-300, 300),
@@ -133,39 +160,61 @@ _GATES = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("QCSQL_EXAMPLES", "40"))  # more for a long run by hand
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     page_size=st.sampled_from([512, 1024, 4096, 65536]),
     wal=st.booleans(),
     filler=st.sampled_from([0, 0, 50]),
+    small=st.booleans(),
     points=st.sampled_from([1, 3, 40, 500, 1000, 3000]),
     spec=st.lists(
         st.tuples(st.sampled_from([True, True, True, False]), _GATES), min_size=1, max_size=700
     ),
+    regular=st.tuples(st.integers(0, 300), st.integers(0, 300)),
 )
 # Leaves out of key order in the file (free pages reused): one outside the buffer ended
 # a window too late, one inside it but past the last leaf was never read.
-@example(page_size=65536, wal=False, filler=50, points=3000, spec=[(True, 0)] * 3)
+@example(
+    page_size=65536,
+    wal=False,
+    filler=50,
+    small=False,
+    points=3000,
+    spec=[(True, 0)] * 3,
+    regular=(0, 0),
+)
 @example(
     page_size=1024,
     wal=False,
     filler=50,
+    small=False,
     points=40,
     spec=[(True, 127), (True, 127), (False, None), (True, -8e-300)],
+    regular=(0, 0),
 )
 def test_pages_give_what_sqlite_gives(
     tmp_path_factory: pytest.TempPathFactory,
     page_size: int,
     wal: bool,
     filler: int,
+    small: bool,
     points: int,
     spec: list[tuple[bool, Any]],
+    regular: tuple[int, int],
 ) -> None:
-    spec = [(True, spec[0][1]), *spec[1:]]  # the tree has at least one row
+    # Rows as QCoDeS appends them before and after the random ones: a pattern to learn,
+    # to scatter, to see broken and to learn again.
+    lead, trail = ([(True, index + 0.5)] * count for index, count in enumerate(regular))
+    spec = [*lead, (True, spec[0][1]), *spec[1:], *trail]  # the tree has at least one row
     rows = _rows(points, spec)
     path = tmp_path_factory.mktemp("blob") / "table.db"
     _write_table(path, page_size, wal, rows, filler)
     with pytest.MonkeyPatch.context() as patch:
+        if small:
+            _small_windows(patch)
         patch.setattr(qcsql.blob_pages._Span, "start", _poisoning_start)
         patch.setattr(qcsql.blob_pages, "_parse_window", _parse_loaded_leaves_only)
         filled, outs, covered = _fill(path, points)
@@ -175,18 +224,78 @@ def test_pages_give_what_sqlite_gives(
         np.testing.assert_array_equal(out[:filled], want[:filled])
 
 
-def test_regular_layouts_are_read_entirely_from_pages(tmp_path: Path) -> None:
-    """Rows as QCoDeS appends them, in WAL (two threads) and rollback files: no SQLite."""
+def test_regular_layouts_are_read_entirely_from_pages(
+    tmp_path: Path, scattered_rows: list[int]
+) -> None:
+    """Rows as QCoDeS appends them, in WAL (two threads) and rollback files: no SQLite;
+    rows whose blobs spill to overflow pages are read mostly by scattered reads."""
     for wal in (True, False):
         for points in (10, 1000):
             path = tmp_path / f"regular-{wal}-{points}.db"
             freq = _npy(np.linspace(0, 1, points))
             rows = [(_npy(np.arange(points) + i * 1.0), i, freq) for i in range(2000)]
             _write_table(path, 4096, wal, rows, 0)
+            scattered_rows.clear()
             filled, outs, covered = _fill(path, points)
             assert (filled, covered) == (2000, 2000)
             for out, want in zip(outs, _expected(rows, points), strict=True):
                 np.testing.assert_array_equal(out[:filled], want)
+            if points == 1000:
+                assert sum(scattered_rows) > 1800, scattered_rows
+            else:
+                assert scattered_rows == []  # no overflow pages: no pattern to scatter
+
+
+@pytest.mark.parametrize("change", ["shorter blob", "NULL array", "text gate", "reused pages"])
+def test_scattered_reads_stop_where_the_pattern_breaks(
+    tmp_path: Path, scattered_rows: list[int], change: str
+) -> None:
+    """Rows 1-1200 follow the pattern; from row 1201 on something differs. The scattered
+    windows stop before the first row that differs (whatever the read put in later rows
+    is overwritten), the buffered reader or SQLite reads it, and the pattern is learned
+    again afterwards."""
+    path = tmp_path / "breaks.db"
+    freq = _npy(np.linspace(0, 1, 1000))
+    rows: list[tuple[Any, Any, Any]] = [
+        (_npy(np.arange(1000) + i * 1.0), i, freq) for i in range(2400)
+    ]
+    if change == "shorter blob":
+        rows[1200] = (_npy(np.arange(999) * 1.0), 1200, freq)
+    elif change == "NULL array":
+        rows[1200] = (None, 1200, None)
+    elif change == "text gate":
+        rows[1200:1300] = [(row[0], "nan", row[2]) for row in rows[1200:1300]]
+    conn = sqlite3.connect(path)
+    if change == "reused pages":  # free pages of a dropped table, taken by rows 1200 on
+        conn.execute("CREATE TABLE filler (x BLOB)")
+        conn.commit()
+    conn.close()
+    _write_table(path, 4096, False, rows[:1200], 0)
+    conn = sqlite3.connect(path)
+    if change == "reused pages":
+        conn.executemany("INSERT INTO filler VALUES (?)", [(bytes(3000),)] * 400)
+        conn.commit()
+        conn.execute("DROP TABLE filler")
+        conn.commit()
+    conn.executemany('INSERT INTO "results-1-1" (signal, gate, freq) VALUES (?, ?, ?)', rows[1200:])
+    conn.commit()
+    conn.close()
+    with pytest.MonkeyPatch.context() as patch:
+        _small_windows(patch)
+        patch.setattr(qcsql.blob_scatter, "SCATTER_PAGES", 400)
+        filled, outs, covered = _fill(path, 1000)
+    read = [row for row in rows[:covered] if row[0] is not None]
+    assert filled == len(read)
+    for out, want in zip(outs, _expected(read, 1000), strict=True):
+        np.testing.assert_array_equal(out[:filled], want)
+    assert sum(scattered_rows) >= 1000, scattered_rows
+    if change == "shorter blob":
+        assert covered == 1200  # a blob of another size: SQLite reads on (and finds it ragged)
+    elif change == "reused pages":
+        assert covered >= 1200  # chains through pages out of order are left to SQLite
+    else:
+        assert covered == 2400
+        assert sum(scattered_rows) > 2000, scattered_rows  # learned again after the change
 
 
 def test_interleaved_trees_on_two_threads_close_the_gap(tmp_path: Path) -> None:

@@ -1,0 +1,400 @@
+"""Read the overflow pages of an array run straight into the output arrays.
+
+A window of :mod:`qcsql.blob_pages` reads its pages into a buffer and copies each
+blob out of it, so every blob byte crosses memory twice after the kernel's copy. But
+rows as QCoDeS appends them follow a pattern: one cell per leaf page, its overflow
+chain a fixed number of pages from the leaf, the same record header (so the same
+payload size and the same value offsets) in every row. Once a buffered window has
+shown that pattern (:func:`learn_pattern`), the next window's page layout follows
+from its leaf page numbers alone, which the interior pages give. One scattered read
+(:mod:`qcsql.scatter_read`) then puts the blob bytes of every overflow page at their
+final place in the output arrays, and the leaf pages, chain links and the few other
+payload bytes (record and ``.npy`` headers, numbers) into small buffers.
+
+Everything predicted is then checked against what was read, row by row: one cell
+per leaf, the payload size, the first overflow page, every chain link, the record
+header and every ``.npy`` header. The window ends before the first row that differs
+(what the read put in later output rows is overwritten by whoever reads them next),
+and :mod:`qcsql.blob_pages` reads on from there with its buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from qcsql import pages, scatter_read
+from qcsql.blob_cells import Cells, Piece, gather, into_rows, read_cells, serial_size
+from qcsql.pages import TABLE_LEAF, PageSource, Unsupported, decode_numbers, varints
+
+if TYPE_CHECKING:
+    from qcsql.blob_pages import ColumnTarget
+
+__all__ = ["ChainPattern", "learn_pattern", "scatter_window"]
+
+SCATTER_PAGES = 8192  # pages one scattered window spans (32 MB at 4 kB pages)
+SLACK = 512  # bytes after the leaf buffer: varints and header compares near its end
+
+
+@dataclass(frozen=True)
+class ChainPattern:
+    """How one tree's rows have been lying in the file: one cell per leaf page, an
+    overflow chain of ``chain_pages`` consecutive pages starting ``chain_offset`` pages
+    from the leaf, and the same record ``header`` in every row."""
+
+    top: int  # record index of the tree's top column
+    chain_offset: int
+    chain_pages: int
+    payload: int  # bytes of record per row
+    local: int  # of which on the leaf page
+    header: bytes
+    serials: tuple[int, ...]
+    value_at: tuple[int, ...]  # payload offset of each record column
+
+
+def learn_pattern(
+    buffer: npt.NDArray[np.uint8],
+    cells: Cells,
+    leaves: npt.NDArray[np.int64],
+    chosen: npt.NDArray[np.int64],
+    top: int,
+    serials: list[int],
+    value_at: list[int],
+) -> ChainPattern | None:
+    """The pattern of a window's ``chosen`` rows (all of one record header, whose
+    ``serials`` and ``value_at`` are given), or None if they do not show one."""
+    if len(chosen) < 2 or len(cells.counts) != len(leaves) or np.any(cells.counts != 1):
+        return None
+    spilled = cells.overflow_pages[chosen]
+    offsets = cells.first_overflow[chosen] - leaves[chosen]
+    if spilled[0] == 0 or np.any(spilled != spilled[0]) or np.any(offsets != offsets[0]):
+        return None
+    record = int(cells.record[chosen[0]])
+    header_size, _ = varints(buffer, np.array([record]))
+    local = int(cells.local[chosen[0]])
+    if int(header_size[0]) > local:
+        return None
+    return ChainPattern(
+        top=top,
+        chain_offset=int(offsets[0]),
+        chain_pages=int(spilled[0]),
+        payload=int(cells.payload[chosen[0]]),
+        local=local,
+        header=buffer[record : record + int(header_size[0])].tobytes(),
+        serials=tuple(serials),
+        value_at=tuple(value_at),
+    )
+
+
+@dataclass(frozen=True)
+class _Stretch:
+    """Payload bytes ``start .. end`` of every row: one column's blob data (``column``,
+    an index into the targets), or bytes kept in the window's small buffer (-1)."""
+
+    start: int
+    end: int
+    column: int
+    into: int  # byte offset in the column's row, or in the row's kept bytes
+
+
+@dataclass(frozen=True)
+class _Layout:
+    stretches: list[_Stretch]
+    kept: int  # bytes kept per row
+    rows: list[npt.NDArray[np.uint8] | None]  # each target's output as (rows, bytes)
+
+    def kept_at(self, payload_offset: int) -> int:
+        for stretch in self.stretches:
+            if stretch.column < 0 and stretch.start <= payload_offset < stretch.end:
+                return stretch.into + payload_offset - stretch.start
+        raise Unsupported  # pragma: no cover - every value outside blob data is kept
+
+
+def _layout(pattern: ChainPattern, targets: Sequence[ColumnTarget]) -> _Layout | None:
+    """Where each payload byte of a row goes, or None for targets this reader leaves to
+    the buffered one (converted arrays, other blob sizes, blobs in a numeric column)."""
+    serials, data = pattern.serials, []
+    rows: list[npt.NDArray[np.uint8] | None] = []
+    for column, target in enumerate(targets):
+        index = target.record_index
+        serial = serials[index] if index < len(serials) else 0
+        if target.prefix is None:
+            if not (serial <= 9 or (serial >= 13 and serial % 2 == 1 and serial <= 29)):
+                return None
+            rows.append(None)
+            continue
+        out = target.out
+        if not (target.direct and out.flags.c_contiguous):
+            return None
+        flat = out.reshape(len(out), -1).view(np.uint8)
+        if serial != 12 + 2 * (len(target.prefix) + target.data_nbytes):
+            return None
+        if flat.shape[1] != target.data_nbytes:
+            return None
+        start = pattern.value_at[index] + len(target.prefix)
+        data.append((start, start + target.data_nbytes, column))
+        rows.append(flat)
+    stretches, at, kept = [], 0, 0
+    for start, end, column in sorted(data):
+        if start < at:
+            return None
+        if start > at:
+            stretches.append(_Stretch(at, start, -1, kept))
+            kept += start - at
+        stretches.append(_Stretch(start, end, column, 0))
+        at = end
+    if at < pattern.payload:
+        stretches.append(_Stretch(at, pattern.payload, -1, kept))
+        kept += pattern.payload - at
+    return _Layout(stretches, kept, rows)
+
+
+def scatter_window(
+    source: PageSource,
+    root: int,
+    pattern: ChainPattern,
+    targets: Sequence[ColumnTarget],
+    after_id: int,
+    upto_id: int,
+    position: int,
+    room: int,
+) -> tuple[int, int] | None:
+    """Read the rows after ``after_id`` (not past ``upto_id``) that follow ``pattern`` into
+    output rows ``position`` onwards, at most ``room`` of them: ``(rows filled, last rowid
+    covered)``, or None if not even the first row follows the pattern."""
+    if room <= 0 or not scatter_read.AVAILABLE:
+        return None
+    layout = _layout(pattern, targets)
+    if layout is None:
+        return None
+    try:
+        with source.window() as safe:
+            if not safe:
+                return None
+            most = min(room, max(1, SCATTER_PAGES // (pattern.chain_pages + 1)))
+            leaves = np.asarray(pages.leaf_pages(source, root, after_id, most), dtype=np.int64)
+            window = (
+                _Window.read(source, pattern, layout, leaves, position) if len(leaves) else None
+            )
+            if window is None:
+                return None
+            return window.finish(targets, after_id, upto_id)
+    except (Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError):
+        return None
+
+
+@dataclass
+class _Window:
+    """One scattered read's leaf pages, chain links and kept bytes, to check and finish."""
+
+    source: PageSource
+    pattern: ChainPattern
+    layout: _Layout
+    leaves: npt.NDArray[np.int64]
+    chains: npt.NDArray[np.int64]  # (rows, chain pages): the pages predicted
+    position: int
+    leaf_bytes: npt.NDArray[np.uint8]  # the leaf pages, one after the other
+    links: npt.NDArray[np.uint8]  # (rows, chain pages, 4): each overflow page's next-page number
+    kept: npt.NDArray[np.uint8]  # (rows, kept bytes)
+    discard: npt.NDArray[np.uint8]  # one page: where bytes nobody needs are read to
+
+    @classmethod
+    def read(
+        cls,
+        source: PageSource,
+        pattern: ChainPattern,
+        layout: _Layout,
+        leaves: npt.NDArray[np.int64],
+        position: int,
+    ) -> _Window | None:
+        size = source.page_size
+        leaves = _fitting(leaves, pattern, source.page_count())
+        if not len(leaves):
+            return None  # the pattern does not fit even the first leaf: the buffered reader decides
+        count = len(leaves)
+        chains = leaves[:, None] + pattern.chain_offset + np.arange(pattern.chain_pages)
+        first = int(min(leaves.min(), chains.min()))
+        last = int(max(leaves.max(), chains.max()))
+        predicted = np.concatenate([leaves, chains.ravel()])
+        window = cls(
+            source,
+            pattern,
+            layout,
+            leaves,
+            chains,
+            position,
+            np.empty(count * size + SLACK, dtype=np.uint8),
+            np.empty((count, pattern.chain_pages, 4), dtype=np.uint8),
+            np.empty((count, max(layout.kept, 1)), dtype=np.uint8),
+            np.empty(size, dtype=np.uint8),
+        )
+        others = np.setdiff1d(np.arange(first, last + 1), predicted, assume_unique=True)
+        vectors = window._vectors(others)
+        if int(vectors[:, 1].sum()) != (last - first + 1) * size:
+            raise Unsupported  # pragma: no cover - every page is read exactly once
+        source.read_scattered(vectors, (first - 1) * size)
+        return window
+
+    def _vectors(self, others: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+        """``(address, length)`` of every stretch of every page, in file order; each block of
+        addresses is checked to lie inside the array it is meant for."""
+        pattern, size = self.pattern, self.source.page_size
+        discard = self.discard
+        blocks: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.int64], int]] = []
+
+        def add(
+            page: npt.NDArray[np.int64],
+            order: int,
+            inside: npt.NDArray[np.uint8],
+            offset: int,
+            stride: int,
+            length: int,
+        ) -> None:
+            base = inside.ctypes.data
+            lowest = offset + min(0, stride * (len(page) - 1))
+            highest = offset + max(0, stride * (len(page) - 1)) + length
+            if not (length > 0 and lowest >= 0 and highest <= inside.nbytes):
+                raise Unsupported  # a stretch outside its array: never read into it
+            blocks.append((page, order, base + offset + stride * np.arange(len(page)), length))
+
+        add(self.leaves, 0, self.leaf_bytes, 0, size, size)
+        add(others, 0, discard, 0, 0, size)
+        step = self.source.usable - 4
+        for page in range(pattern.chain_pages):
+            numbers = self.chains[:, page]
+            add(numbers, 0, self.links, 4 * page, 4 * pattern.chain_pages, 4)
+            begin = pattern.local + page * step
+            end = min(pattern.payload, begin + step)
+            order = 1
+            for stretch in self.layout.stretches:
+                low, high = max(begin, stretch.start), min(end, stretch.end)
+                if low >= high:
+                    continue
+                into = stretch.into + low - stretch.start
+                if stretch.column < 0:
+                    add(numbers, order, self.kept, into, self.kept.shape[1], high - low)
+                else:
+                    out = self.layout.rows[stretch.column]
+                    assert out is not None
+                    width = out.shape[1]
+                    add(numbers, order, out, self.position * width + into, width, high - low)
+                order += 1
+            if size - 4 - (end - begin) > 0:
+                add(numbers, order, discard, 0, 0, size - 4 - (end - begin))
+        page_of = np.concatenate([block[0] for block in blocks])
+        order_of = np.concatenate([np.full(len(block[0]), block[1]) for block in blocks])
+        address = np.concatenate([block[2] for block in blocks])
+        length = np.concatenate([np.full(len(block[0]), block[3]) for block in blocks])
+        sequence = np.lexsort((order_of, page_of))
+        return np.stack([address[sequence], length[sequence]], axis=1).astype(np.uint64)
+
+    def finish(
+        self, targets: Sequence[ColumnTarget], after_id: int, upto_id: int
+    ) -> tuple[int, int] | None:
+        """Check the rows read, copy the leaf parts of the good ones, and decode numbers."""
+        pattern, size = self.pattern, self.source.page_size
+        pages_read = self.leaf_bytes[: len(self.leaves) * size].reshape(len(self.leaves), size)
+        sound = (pages_read[:, 0] == TABLE_LEAF) & (pages_read[:, 3] == 0) & (pages_read[:, 4] == 1)
+        leading = len(sound) if sound.all() else int(np.argmin(sound))
+        if leading == 0:
+            return None
+        starts = np.arange(leading, dtype=np.int64) * size
+        cells = read_cells(self.leaf_bytes, starts, np.zeros(leading, np.int64), self.source.usable)
+        chains = self.chains[:leading]
+        links = self.links[:leading].view(">u4")[..., 0].astype(np.int64)
+        last_link = np.arange(pattern.chain_pages) == pattern.chain_pages - 1
+        header = np.frombuffer(pattern.header, dtype=np.uint8)
+        found = self.leaf_bytes[cells.record[:, None] + np.arange(len(header))]
+        good = (
+            (cells.payload == pattern.payload)
+            & (cells.first_overflow == chains[:, 0])
+            & np.all(links == np.where(last_link, 0, chains + 1), axis=1)
+            & np.all(found == header, axis=1)
+            & (cells.rowids > after_id)
+        )
+        in_range = cells.rowids <= upto_id
+        rows = _leading_true(good & in_range)
+        # The row after the last one taken follows the pattern but lies past upto_id.
+        ended = rows < leading and bool(good[rows]) and not bool(in_range[rows])
+        self._copy_leaf_parts(cells.record[:rows])
+        checked = self._check_prefixes(targets, rows)
+        if checked < rows:
+            rows, ended = checked, False
+        if rows:
+            self._write_numbers(targets, rows)
+        if ended:
+            return rows, upto_id
+        return (rows, int(cells.rowids[rows - 1])) if rows else None
+
+    def _copy_leaf_parts(self, record: npt.NDArray[np.int64]) -> None:
+        rows, local = len(record), self.pattern.local
+        if not rows:
+            return
+        for stretch in self.layout.stretches:
+            if stretch.start >= local:
+                continue
+            piece = Piece(record + stretch.start, min(stretch.end, local) - stretch.start, 0)
+            if stretch.column < 0:
+                piece = Piece(piece.source, piece.length, stretch.into)
+                gather(self.leaf_bytes, piece, into_rows(self.kept, piece, slice(0, rows)))
+                continue
+            out = self.layout.rows[stretch.column]
+            assert out is not None
+            window_rows = slice(self.position, self.position + rows)
+            gather(self.leaf_bytes, piece, into_rows(out, piece, window_rows))
+
+    def _check_prefixes(self, targets: Sequence[ColumnTarget], rows: int) -> int:
+        """Rows before the first whose ``.npy`` headers differ from the run's."""
+        good = np.ones(rows, dtype=bool)
+        for target in targets:
+            if target.prefix is None:
+                continue
+            at = self.layout.kept_at(self.pattern.value_at[target.record_index])
+            prefix = np.frombuffer(target.prefix, dtype=np.uint8)
+            good &= np.all(self.kept[:rows, at : at + len(prefix)] == prefix, axis=1)
+        return _leading_true(good)
+
+    def _write_numbers(self, targets: Sequence[ColumnTarget], rows: int) -> None:
+        kept_flat = np.concatenate([self.kept[:rows].reshape(-1), np.zeros(16, np.uint8)])
+        for target in targets:
+            if target.prefix is not None:
+                continue
+            index = target.record_index
+            serial = self.pattern.serials[index] if index < len(self.pattern.serials) else 0
+            at = self.layout.kept_at(self.pattern.value_at[index]) if serial_size(serial) else 0
+            values = decode_numbers(
+                kept_flat,
+                np.full(rows, serial, dtype=np.int64),
+                np.arange(rows, dtype=np.int64) * self.kept.shape[1] + at,
+            )
+            spread = (rows, *(1,) * (target.out.ndim - 1))
+            target.out[self.position : self.position + rows] = values.reshape(spread)
+
+
+def _fitting(
+    leaves: npt.NDArray[np.int64], pattern: ChainPattern, page_count: int
+) -> npt.NDArray[np.int64]:
+    """The leading leaves whose predicted chains fit the file: inside it, on no page
+    predicted twice, within a bounded span. Halving finds them in a few steps."""
+    while len(leaves):
+        chains = leaves[:, None] + pattern.chain_offset + np.arange(pattern.chain_pages)
+        predicted = np.concatenate([leaves, chains.ravel()])
+        first, last = int(predicted.min()), int(predicted.max())
+        widest = 2 * max(SCATTER_PAGES, len(leaves) * (pattern.chain_pages + 1))
+        if (
+            first >= 2
+            and last <= page_count
+            and last - first < widest
+            and len(np.unique(predicted)) == len(predicted)
+        ):
+            return leaves
+        leaves = leaves[: len(leaves) // 2]
+    return leaves
+
+
+def _leading_true(flags: npt.NDArray[np.bool_]) -> int:
+    return len(flags) if flags.all() else int(np.argmin(flags))
