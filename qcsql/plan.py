@@ -251,7 +251,11 @@ def _with_missing(dtype: np.dtype[Any]) -> np.dtype[Any]:
 
 
 def _missing(dtype: np.dtype[Any]) -> Any:
-    return np.nan if dtype.kind in "fciubO" else None
+    """What fills a hole: NaN, and for complex numbers NaN in both parts (xarray's
+    ``np.nan + np.nan * 1j``), not NaN + 0j."""
+    if dtype.kind == "c":
+        return complex(np.nan, np.nan)
+    return np.nan if dtype.kind in "fiubO" else None
 
 
 def _with_inferred(

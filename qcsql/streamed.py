@@ -162,7 +162,7 @@ def _numeric_plans(run: Run, progress: Progress | None = None) -> Iterator[Datas
             fill=_fill_grid(stream, tops, setpoints, shape, progress),
         )
     yield from _levels_plans(run, stream, tops, setpoints, variables, shape, progress)
-    if len(tops) > 1 and len(setpoints) == 1:
+    if len(tops) > 1 and len(setpoints) == 1 and _holes_allowed(run, tops):
         plan = _outer_merge_plan(run, tops, setpoints[0], progress)
         if plan is not None:
             yield plan
@@ -247,7 +247,8 @@ def _variables(
 
     def streamed(name: str, coord: bool) -> Variable:
         own = dims.get(name, (name,))
-        return Variable(name, own, np.empty(0), variable_attrs(specs[name]), coord, streamed=True)
+        empty = np.empty(0, _dtype(run, name))
+        return Variable(name, own, empty, variable_attrs(specs[name]), coord, streamed=True)
 
     first = {tops[0]: streamed(tops[0], False)}
     around = {name: streamed(name, name not in dims) for name in setpoints}
@@ -255,6 +256,18 @@ def _variables(
         {**around, **first} if any(name in dims for name in setpoints) else {**first, **around}
     )
     return {**ordered, **(extra or {}), **{name: streamed(name, False) for name in tops[1:]}}
+
+
+def _dtype(run: Run, name: str) -> np.dtype[Any]:
+    """What QCoDeS' arrays of a scalar parameter hold: complex numbers, or floats."""
+    complex_ = run.description.paramspecs[name].paramtype == "complex"
+    return np.dtype(np.complex128 if complex_ else np.float64)
+
+
+def _holes_allowed(run: Run, tops: list[str]) -> bool:
+    """Whether a layout with cells no row fills can stream: their NaN comes from the
+    file's fill value, which complex variables do not have (xarray writes none)."""
+    return all(_dtype(run, name).kind == "f" for name in tops)
 
 
 def _along_setpoint_plan(
@@ -309,7 +322,7 @@ def _levels_plans(
         yield _along_setpoint_plan(run, stream, tops, variables, shape, False, progress)
     elif run.description.shapes is None and math.prod(grid) != rows:
         yield _multi_index_plan(run, stream, tops, setpoints, found, rows, progress)
-    else:
+    elif math.prod(grid) == rows or _holes_allowed(run, tops):
         yield _levels_grid_plan(run, stream, tops, setpoints, variables, found, rows, progress)
 
 
@@ -417,9 +430,9 @@ def _multi_index_plan(
 
     variables = {  # in the order QCoDeS' merge of the parameters' datasets lists them
         **{name: variable(name, (name,), np.float64, True) for name in setpoints},
-        tops[0]: variable(tops[0], (MULTI_INDEX,), np.float64, False),
+        tops[0]: variable(tops[0], (MULTI_INDEX,), _dtype(run, tops[0]), False),
         MULTI_INDEX: variable(MULTI_INDEX, (MULTI_INDEX,), np.int64, True),
-        **{name: variable(name, (MULTI_INDEX,), np.float64, False) for name in tops[1:]},
+        **{name: variable(name, (MULTI_INDEX,), _dtype(run, name), False) for name in tops[1:]},
     }
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.parameter_data import Tree, numeric_chunks, read_tree
+from qcsql.parameter_data import NUMERIC_ROWS_PER_CHUNK, Tree, numeric_chunks, read_tree
 from qcsql.results import RowRange
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ __all__ = [
     "ArrayTreeStream",
     "NumericTreeStream",
     "RowsDiffer",
+    "matched_windows",
     "stream_array_trees",
     "stream_numeric_trees",
 ]
@@ -69,18 +70,32 @@ class _RowQueue:
 
 @dataclass(frozen=True)
 class NumericTreeStream:
-    """All rows of one or more all-numeric trees with the same setpoints (a sweep that
-    records several dependents at each point), chunk by chunk."""
+    """All rows of one or more scalar trees with the same numeric setpoints (a sweep that
+    records several dependents at each point), chunk by chunk. The parameters are numbers
+    or complex numbers."""
 
     tree: Tree  # columns: the parameters, then the setpoints
     rows: int
     tops: int = 1
 
-    def chunks(self) -> Iterator[list[npt.NDArray[np.float64]]]:
-        """One float64 array per column (the parameters first, then the setpoints)."""
+    def chunks(self) -> Iterator[list[npt.NDArray[Any]]]:
+        """One array per column (the parameters first, then the setpoints): float64, and
+        complex128 for complex parameters."""
+        if "complex" in self.tree.kinds:
+            # Complex numbers are .npy blobs, which only SQLite reads: tree by tree.
+            windows = matched_windows(self._trees_apart(), NUMERIC_ROWS_PER_CHUNK)
+            return (columns for _, columns in windows)
         if self.tops == 1:
             return numeric_chunks(self.tree)
         return self._joint_chunks()
+
+    def _trees_apart(self) -> list[Tree]:
+        tree, tops = self.tree, self.tops
+        setpoints, kinds = tree.columns[tops:], tree.kinds[tops:]
+        return [
+            dataclasses.replace(tree, top=top, columns=(top, *setpoints), kinds=(kind, *kinds))
+            for top, kind in zip(tree.columns[:tops], tree.kinds[:tops], strict=True)
+        ]
 
     def _joint_chunks(self) -> Iterator[list[npt.NDArray[np.float64]]]:
         """QCoDeS writes each parameter's tree in rows of its own, interleaved as the
@@ -106,7 +121,34 @@ class NumericTreeStream:
             raise RowsDiffer  # the trees have different numbers of rows
 
 
-def _matched(trees: list[list[npt.NDArray[np.float64]]]) -> list[npt.NDArray[np.float64]]:
+def matched_windows(
+    trees: Sequence[Tree], ids_per_chunk: int
+) -> Iterator[tuple[int, list[npt.NDArray[Any]]]]:
+    """``(last id read, [P1, ..., Pk, *setpoints])`` id window by id window, each tree's
+    rows decoded exactly as :func:`read_parameter_data` decodes a whole tree (not
+    reshaped), and the trees matched row for row as :class:`NumericTreeStream` matches
+    them."""
+    queues = [_RowQueue() for _ in trees]
+    after = min(tree.rows.after_id for tree in trees)
+    upto = max(tree.rows.upto_id for tree in trees)
+    while after < upto:
+        high = min(after + ids_per_chunk, upto)
+        window = RowRange(after_id=after, upto_id=high, rows=high - after, exact=False)
+        for tree, queue in zip(trees, queues, strict=True):
+            data = read_tree(dataclasses.replace(tree, rows=window))
+            if len(data[tree.top]):
+                queue.push([data[column] for column in tree.columns])
+        ready = min(queue.rows for queue in queues)
+        if ready:
+            yield high, _matched([queue.pop(ready) for queue in queues])
+        if max(queue.rows for queue in queues) > JOINT_LAG:
+            raise RowsDiffer
+        after = high
+    if any(queue.rows for queue in queues):
+        raise RowsDiffer
+
+
+def _matched(trees: list[list[npt.NDArray[Any]]]) -> list[npt.NDArray[Any]]:
     """``[P1, ..., Pk, *setpoints]`` from each tree's ``[P, *setpoints]``, if the setpoints
     are the same in every tree."""
     first = trees[0][1:]
@@ -118,21 +160,24 @@ def _matched(trees: list[list[npt.NDArray[np.float64]]]) -> list[npt.NDArray[np.
 
 
 def stream_numeric_trees(run: Run, tops: Sequence[str]) -> NumericTreeStream | None:
-    """A streamed reader of the parameters ``tops`` and their setpoints, if all are numeric,
-    the parameters share their setpoints (in order) and nothing else belongs to their trees;
-    else None (read it in memory instead). ``rows`` is an upper bound (the table's row
-    count): streams need not count first."""
+    """A streamed reader of the parameters ``tops`` and their setpoints, if the setpoints
+    are numeric and the parameters numeric or complex, the parameters share their
+    setpoints (in order) and nothing else belongs to their trees; else None (read it in
+    memory instead). ``rows`` is an upper bound (the table's row count): streams need
+    not count first."""
     graph = run.description.interdependencies
     trees = [graph.tree_by_group(top) for top in tops]
     setpoints = trees[0][1]
     if any(tree[1] != setpoints or tree[2] for tree in trees):
         return None
-    columns = (*tops, *setpoints)
-    if any(graph.parameters[c].paramtype != "numeric" for c in columns):
+    if any(graph.parameters[c].paramtype != "numeric" for c in setpoints):
         return None
+    if any(graph.parameters[c].paramtype not in ("numeric", "complex") for c in tops):
+        return None
+    columns = (*tops, *setpoints)
     table = run.database._results_table(run)
     rows = table.all_rows(table.max_id())
-    kinds = tuple("numeric" for _ in columns)
+    kinds = tuple(graph.parameters[c].paramtype for c in columns)
     where = f"{run.database.path}, run {run.run_id}"
     return NumericTreeStream(
         Tree(table, tops[0], columns, kinds, rows, where), rows.rows, len(tops)
@@ -153,30 +198,10 @@ class ArrayTreeStream:
         return self.trees[0].rows.rows
 
     def chunks(self) -> Iterator[tuple[int, dict[str, npt.NDArray[Any]]]]:
-        """``(last id read, {parameter: array, ..., setpoint: array, ...})``. Several trees
-        are matched row for row as :class:`NumericTreeStream` matches them."""
-        first = self.trees[0]
-        setpoints = first.columns[1:]
-        queues = [_RowQueue() for _ in self.trees]
-        after = min(tree.rows.after_id for tree in self.trees)
-        upto = max(tree.rows.upto_id for tree in self.trees)
-        while after < upto:
-            high = min(after + self.ids_per_chunk, upto)
-            window = RowRange(after_id=after, upto_id=high, rows=high - after, exact=False)
-            for tree, queue in zip(self.trees, queues, strict=True):
-                data = read_tree(dataclasses.replace(tree, rows=window))
-                if len(data[tree.top]):
-                    queue.push([data[column] for column in tree.columns])
-            ready = min(queue.rows for queue in queues)
-            if ready:
-                matched = _matched([queue.pop(ready) for queue in queues])
-                tops = [tree.top for tree in self.trees]
-                yield high, dict(zip([*tops, *setpoints], matched, strict=True))
-            if max(queue.rows for queue in queues) > JOINT_LAG:
-                raise RowsDiffer
-            after = high
-        if any(queue.rows for queue in queues):
-            raise RowsDiffer
+        """``(last id read, {parameter: array, ..., setpoint: array, ...})``."""
+        names = [*(tree.top for tree in self.trees), *self.trees[0].columns[1:]]
+        for last_id, matched in matched_windows(self.trees, self.ids_per_chunk):
+            yield last_id, dict(zip(names, matched, strict=True))
 
 
 def stream_array_trees(
