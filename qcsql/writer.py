@@ -61,6 +61,8 @@ def _storable(data: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], Any, Any]:
         return text.reshape(data.shape), h5py.string_dtype("utf-8"), None
     if data.dtype.kind == "f":
         return data, data.dtype, np.nan
+    if data.dtype.kind == "c":
+        return data, data.dtype, complex(np.nan, np.nan)  # see _write: no _FillValue for it
     return data, data.dtype, None
 
 
@@ -107,6 +109,11 @@ def _write(plan: DatasetPlan, path: Path) -> None:
                 fillvalue=fill,
                 chunks=_chunks(plan, variable),
             )
+            if data.dtype.kind == "c":
+                # xarray writes no _FillValue for complex numbers, but fills their holes
+                # with NaN + NaNj: the dataset keeps that fill value, for the cells a
+                # streamed layout leaves without a row, and loses the attribute.
+                del created.attrs["_FillValue"]
             created_by_name[variable.name] = created
             for key, value in variable.attrs.items():
                 created.attrs[key] = _attribute(value)
