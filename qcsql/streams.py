@@ -71,20 +71,20 @@ class _RowQueue:
 @dataclass(frozen=True)
 class NumericTreeStream:
     """All rows of one or more scalar trees with the same numeric setpoints (a sweep that
-    records several dependents at each point), chunk by chunk. The parameters are numbers
-    or complex numbers."""
+    records several dependents at each point), chunk by chunk. The parameters are numbers,
+    complex numbers or text."""
 
     tree: Tree  # columns: the parameters, then the setpoints
     rows: int
     tops: int = 1
 
     def chunks(self) -> Iterator[list[npt.NDArray[Any]]]:
-        """One array per column (the parameters first, then the setpoints): float64, and
-        complex128 for complex parameters."""
-        if "complex" in self.tree.kinds:
-            # Complex numbers are .npy blobs, which only SQLite reads: tree by tree.
+        """One array per column (the parameters first, then the setpoints): float64,
+        complex128 for complex parameters, Python strings for text."""
+        if {"complex", "text"} & set(self.tree.kinds):
+            # .npy blobs and text, which only SQLite reads: tree by tree.
             windows = matched_windows(self._trees_apart(), NUMERIC_ROWS_PER_CHUNK)
-            return (columns for _, columns in windows)
+            return ([_as_stored(column) for column in columns] for _, columns in windows)
         if self.tops == 1:
             return numeric_chunks(self.tree)
         return self._joint_chunks()
@@ -119,6 +119,11 @@ class NumericTreeStream:
                 raise RowsDiffer  # one tree far ahead: its rows would pile up in memory
         if any(queue.rows for queue in queues):
             raise RowsDiffer  # the trees have different numbers of rows
+
+
+def _as_stored(column: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Text as the Python strings h5py writes into variable-length string datasets."""
+    return column.astype(object) if column.dtype.kind == "U" else column
 
 
 def matched_windows(
@@ -161,7 +166,7 @@ def _matched(trees: list[list[npt.NDArray[Any]]]) -> list[npt.NDArray[Any]]:
 
 def stream_numeric_trees(run: Run, tops: Sequence[str]) -> NumericTreeStream | None:
     """A streamed reader of the parameters ``tops`` and their setpoints, if the setpoints
-    are numeric and the parameters numeric or complex, the parameters share their
+    are numeric and the parameters numeric, complex or text, the parameters share their
     setpoints (in order) and nothing else belongs to their trees; else None (read it in
     memory instead). ``rows`` is an upper bound (the table's row count): streams need
     not count first."""
@@ -172,7 +177,7 @@ def stream_numeric_trees(run: Run, tops: Sequence[str]) -> NumericTreeStream | N
         return None
     if any(graph.parameters[c].paramtype != "numeric" for c in setpoints):
         return None
-    if any(graph.parameters[c].paramtype not in ("numeric", "complex") for c in tops):
+    if any(graph.parameters[c].paramtype not in ("numeric", "complex", "text") for c in tops):
         return None
     columns = (*tops, *setpoints)
     table = run.database._results_table(run)

@@ -17,6 +17,7 @@ bytes: nothing time-dependent is written.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -54,10 +55,17 @@ def _coordinates_attribute(plan: DatasetPlan, variable: Variable) -> str | None:
     return " ".join(names) or None
 
 
+def _text(value: Any) -> str:
+    """A string as xarray stores it: missing values (None, or the NaN of a hole) as ""."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
 def _storable(data: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], Any, Any]:
     """(data, dtype, fill value) as xarray encodes them for h5netcdf."""
     if data.dtype.kind in "UO":
-        text = np.array(["" if v is None else str(v) for v in data.ravel()], dtype=object)
+        text = np.array([_text(v) for v in data.ravel()], dtype=object)
         return text.reshape(data.shape), h5py.string_dtype("utf-8"), None
     if data.dtype.kind == "f":
         return data, data.dtype, np.nan
