@@ -212,7 +212,10 @@ def _has_duplicate_rows(keys: Sequence[npt.NDArray[Any]]) -> bool:
     same = np.ones(len(order) - 1, dtype=bool) if len(order) else np.zeros(0, dtype=bool)
     for key in keys:
         ordered = key[order]
-        same &= ordered[1:] == ordered[:-1]
+        equal = ordered[1:] == ordered[:-1]
+        if ordered.dtype.kind in "fc":  # pandas counts two NaN setpoints as a duplicate
+            equal |= np.isnan(ordered[1:]) & np.isnan(ordered[:-1])
+        same &= equal
     return bool(same.any())
 
 

@@ -126,10 +126,21 @@ class ResultsTable:
         return int(value or 0)
 
     def all_rows(self, upto_id: int) -> RowRange:
-        """Every row up to ``upto_id``, counted the cheap way (SQLite counts b-tree cells
-        without reading them): an upper bound for any one tree's rows."""
-        count = self._fetch(_compiled(sa.select(sa.func.count()).select_from(self.model)))[0][0]
-        return RowRange(after_id=0, upto_id=upto_id, rows=int(count), exact=False)
+        """Every row up to ``upto_id``: an upper bound for any one tree's rows. Ids are
+        unique and positive, so there are at most ``upto_id`` rows; only where the ids
+        are too sparse for that bound to be useful (a row takes at least 8 bytes of the
+        file) does SQLite count them, since counting visits every leaf page (60 ms for 10
+        million rows)."""
+        size = sum(
+            path.stat().st_size
+            for path in (self._conn.path, self._conn.path.with_name(self._conn.path.name + "-wal"))
+            if path.exists()
+        )
+        rows = upto_id
+        if upto_id > size // 8:
+            statement = _compiled(sa.select(sa.func.count()).select_from(self.model))
+            rows = min(rows, int(self._fetch(statement)[0][0]))
+        return RowRange(after_id=0, upto_id=upto_id, rows=rows, exact=False)
 
     def locate(
         self, top: str, start: int | None, end: int | None, upto_id: int, after_id: int = 0

@@ -637,11 +637,21 @@ def _monotonic(values: Any, previous: float | None, direction: int) -> int | Non
     if len(joined) < 2:
         return direction
     steps = np.diff(joined)
+    # The common case in three passes: every step has one sign and, being no smaller than
+    # 1e-13 of the largest value (an end value, in a monotonic run), survives the rounding.
+    smallest, largest = float(steps.min()), float(steps.max())
+    magnitude = max(abs(float(joined[0])), abs(float(joined[-1])))
+    if direction >= 0 and smallest > 1e-13 * magnitude:
+        return 1
+    if direction <= 0 and -largest > 1e-13 * magnitude:
+        return -1
     # Steps well above the 15th digit cannot vanish in QCoDeS' rounding: no need to round.
     close = np.abs(steps) <= 1e-13 * np.maximum(np.abs(joined[1:]), np.abs(joined[:-1]))
     if close.any() or not np.all(np.isfinite(steps)):
         steps = np.diff(as_qcodes_sees(joined))
     signs = np.sign(steps)
+    if np.isnan(signs).any():
+        return None  # a NaN setpoint: neither rising nor falling
     direction = direction or int(signs[0])
     if direction == 0 or np.any(signs != direction):
         return None

@@ -529,7 +529,9 @@ def test_complex_and_text_sweeps_stream_and_equal_qcodes(
     suppress_health_check=[HealthCheck.too_slow],
 )
 @given(
-    values=st.lists(st.sampled_from([-1.0, 0.0, 0.5, 1e-3, 2.0, 7.5]), min_size=1, max_size=12)
+    values=st.lists(
+        st.sampled_from([-1.0, 0.0, 0.5, 1e-3, 2.0, 7.5, float("nan")]), min_size=1, max_size=12
+    )
     | st.permutations([0.1 * n for n in range(9)]),
     dependents=st.integers(1, 3),
     shaped=st.booleans(),
@@ -577,3 +579,49 @@ def test_streamed_one_dimensional_runs_equal_the_in_memory_layout(
     experiment.conn.close()  # type: ignore[attr-defined]
 
     _assert_streamed_equals_in_memory(path, folder)
+
+
+def _rounded_direction(values: np.ndarray, previous: float | None, direction: int) -> int | None:
+    """The definition: the signs of the steps between the values as QCoDeS reads them."""
+    joined = values if previous is None else np.concatenate([[previous], values])
+    if len(joined) < 2:
+        return direction
+    signs = np.sign(np.diff(qcsql.plan.as_qcodes_sees(joined)))
+    if np.isnan(signs).any():
+        return None
+    direction = direction or int(signs[0])
+    if direction == 0 or np.any(signs != direction):
+        return None
+    return direction
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.floats(-1e12, 1e12),
+    steps=st.lists(
+        st.sampled_from([1.0, 1e-3, 1e-12, 1e-15, 0.0, -1e-15, -1.0]) | st.floats(-1e3, 1e3),
+        min_size=0,
+        max_size=20,
+    ),
+    scale=st.sampled_from([1.0, -1.0, 1e-9, 1e9]),
+    previous=st.none() | st.floats(-1e12, 1e12),
+    direction=st.sampled_from([-1, 0, 1]),
+    nan_at=st.none() | st.integers(0, 20),
+)
+def test_monotonic_setpoints_are_judged_as_qcodes_rounds_them(
+    start: float,
+    steps: list[float],
+    scale: float,
+    previous: float | None,
+    direction: int,
+    nan_at: int | None,
+) -> None:
+    """The quick test for rising or falling setpoints (min and max of the steps) agrees
+    with rounding every value to 15 digits, QCoDeS' view, on runs that are monotonic,
+    nearly so, have steps below the 15th digit, or NaN."""
+    values = start + scale * np.cumsum([0.0, *steps])
+    if nan_at is not None and nan_at < len(values):
+        values[nan_at] = np.nan
+    assert qcsql.streamed._monotonic(values, previous, direction) == _rounded_direction(
+        values, previous, direction
+    )
