@@ -1,21 +1,23 @@
-"""Read the overflow pages of an array run straight into the output arrays.
+"""Read the pages of an array run straight into the output arrays.
 
 A window of :mod:`qcsql.blob_pages` reads its pages into a buffer and copies each
 blob out of it, so every blob byte crosses memory twice after the kernel's copy. But
-rows as QCoDeS appends them follow a pattern: one cell per leaf page, its overflow
-chain a fixed number of pages from the leaf, the same record header (so the same
-payload size and the same value offsets) in every row. Once a buffered window has
-shown that pattern (:func:`learn_pattern`), the next window's page layout follows
-from its leaf page numbers alone, which the interior pages give. One scattered read
-(:mod:`qcsql.scatter_read`) then puts the blob bytes of every overflow page at their
-final place in the output arrays, and the leaf pages, chain links and the few other
-payload bytes (record and ``.npy`` headers, numbers) into small buffers.
+rows as QCoDeS appends them follow a pattern: one cell per leaf page, flush against
+the end of the page, its overflow chain a fixed number of pages from the leaf, the
+same record header (so the same payload size and the same value offsets) in every
+row, and ids that follow one another. Once a buffered window has shown that pattern
+(:func:`learn_pattern`), the next window's page layout follows from its leaf page
+numbers alone, which the interior pages give. One scattered read
+(:mod:`qcsql.scatter_read`) then puts the blob bytes of every page at their final
+place in the output arrays, and the page heads, chain links and the few other payload
+bytes (record and ``.npy`` headers, numbers) into small buffers.
 
-Everything predicted is then checked against what was read, row by row: one cell
-per leaf, the payload size, the first overflow page, every chain link, the record
-header and every ``.npy`` header. The window ends before the first row that differs
-(what the read put in later output rows is overwritten by whoever reads them next),
-and :mod:`qcsql.blob_pages` reads on from there with its buffer.
+Everything predicted is then checked against what was read, row by row: the page
+type, one cell at the predicted place, the payload size, the rowid, the first overflow
+page, every chain link, the record header and every ``.npy`` header. The window ends
+before the first row that differs (what the read put in later output rows is
+overwritten by whoever reads them next), and :mod:`qcsql.blob_pages` reads on from
+there with its buffer.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qcsql import pages, scatter_read
-from qcsql.blob_cells import Cells, Piece, gather, into_rows, read_cells, serial_size
+from qcsql.blob_cells import Cells, serial_size
 from qcsql.pages import TABLE_LEAF, PageSource, Unsupported, decode_numbers, varints
 
 if TYPE_CHECKING:
@@ -37,7 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["ChainPattern", "learn_pattern", "scatter_window"]
 
 SCATTER_PAGES = 8192  # pages one scattered window spans (32 MB at 4 kB pages)
-SLACK = 512  # bytes after the leaf buffer: varints and header compares near its end
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,9 @@ def scatter_window(
             most = min(room, max(1, SCATTER_PAGES // (pattern.chain_pages + 1)))
             leaves = np.asarray(pages.leaf_pages(source, root, after_id, most), dtype=np.int64)
             window = (
-                _Window.read(source, pattern, layout, leaves, position) if len(leaves) else None
+                _Window.read(source, pattern, layout, leaves, after_id, position)
+                if len(leaves)
+                else None
             )
             if window is None:
                 return None
@@ -189,16 +192,27 @@ def scatter_window(
 
 @dataclass
 class _Window:
-    """One scattered read's leaf pages, chain links and kept bytes, to check and finish."""
+    """One scattered read's page heads, chain links and kept bytes, to check and finish.
+
+    A QCoDeS leaf page holds its one cell flush against the end of the usable area, so
+    its layout follows from the payload size and the row's id (whose varint length
+    shifts the cell by a byte at 128, 16384, ...): the page head (b-tree header, cell
+    pointer, free space, the cell's payload size and rowid) up to the record, then the
+    record's first ``local`` bytes, then the first overflow page's number. Ids are
+    predicted to follow one another; a gap ends the window there like any other
+    difference.
+    """
 
     source: PageSource
     pattern: ChainPattern
     layout: _Layout
     leaves: npt.NDArray[np.int64]
     chains: npt.NDArray[np.int64]  # (rows, chain pages): the pages predicted
+    rowids: npt.NDArray[np.int64]  # predicted
     position: int
-    leaf_bytes: npt.NDArray[np.uint8]  # the leaf pages, one after the other
-    links: npt.NDArray[np.uint8]  # (rows, chain pages, 4): each overflow page's next-page number
+    heads: npt.NDArray[np.uint8]  # (rows, head bytes): each leaf page up to its record
+    links: npt.NDArray[np.uint8]  # (rows, chain pages + 1, 4): the leaf's and each overflow
+    # page's next-page number
     kept: npt.NDArray[np.uint8]  # (rows, kept bytes)
     discard: npt.NDArray[np.uint8]  # one page: where bytes nobody needs are read to
 
@@ -209,6 +223,7 @@ class _Window:
         pattern: ChainPattern,
         layout: _Layout,
         leaves: npt.NDArray[np.int64],
+        after_id: int,
         position: int,
     ) -> _Window | None:
         size = source.page_size
@@ -220,15 +235,19 @@ class _Window:
         first = int(min(leaves.min(), chains.min()))
         last = int(max(leaves.max(), chains.max()))
         predicted = np.concatenate([leaves, chains.ravel()])
+        head = source.usable - pattern.local - 4
+        if head < 10 + _varint_length(np.array([pattern.payload]))[0] + 1:
+            return None  # no room for a page header and a cell: not a page SQLite writes
         window = cls(
             source,
             pattern,
             layout,
             leaves,
             chains,
+            after_id + 1 + np.arange(count, dtype=np.int64),
             position,
-            np.empty(count * size + SLACK, dtype=np.uint8),
-            np.empty((count, pattern.chain_pages, 4), dtype=np.uint8),
+            np.empty((count, head), dtype=np.uint8),
+            np.empty((count, pattern.chain_pages + 1, 4), dtype=np.uint8),
             np.empty((count, max(layout.kept, 1)), dtype=np.uint8),
             np.empty(size, dtype=np.uint8),
         )
@@ -242,7 +261,7 @@ class _Window:
     def _vectors(self, others: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
         """``(address, length)`` of every stretch of every page, in file order; each block of
         addresses is checked to lie inside the array it is meant for."""
-        pattern, size = self.pattern, self.source.page_size
+        pattern, size, usable = self.pattern, self.source.page_size, self.source.usable
         discard = self.discard
         blocks: list[tuple[npt.NDArray[np.int64], int, npt.NDArray[np.int64], int]] = []
 
@@ -253,99 +272,96 @@ class _Window:
             offset: int,
             stride: int,
             length: int,
-        ) -> None:
+        ) -> int:
             base = inside.ctypes.data
             lowest = offset + min(0, stride * (len(page) - 1))
             highest = offset + max(0, stride * (len(page) - 1)) + length
             if not (length > 0 and lowest >= 0 and highest <= inside.nbytes):
                 raise Unsupported  # a stretch outside its array: never read into it
             blocks.append((page, order, base + offset + stride * np.arange(len(page)), length))
+            return order + 1
 
-        add(self.leaves, 0, self.leaf_bytes, 0, size, size)
-        add(others, 0, discard, 0, 0, size)
-        step = self.source.usable - 4
-        for page in range(pattern.chain_pages):
-            numbers = self.chains[:, page]
-            add(numbers, 0, self.links, 4 * page, 4 * pattern.chain_pages, 4)
-            begin = pattern.local + page * step
-            end = min(pattern.payload, begin + step)
-            order = 1
+        def add_payload(page: npt.NDArray[np.int64], order: int, begin: int, end: int) -> int:
+            """The record bytes ``begin .. end`` of every row, as they lie on ``page``."""
             for stretch in self.layout.stretches:
                 low, high = max(begin, stretch.start), min(end, stretch.end)
                 if low >= high:
                     continue
                 into = stretch.into + low - stretch.start
                 if stretch.column < 0:
-                    add(numbers, order, self.kept, into, self.kept.shape[1], high - low)
-                else:
-                    out = self.layout.rows[stretch.column]
-                    assert out is not None
-                    width = out.shape[1]
-                    add(numbers, order, out, self.position * width + into, width, high - low)
-                order += 1
+                    order = add(page, order, self.kept, into, self.kept.shape[1], high - low)
+                    continue
+                out = self.layout.rows[stretch.column]
+                assert out is not None
+                width = out.shape[1]
+                order = add(page, order, out, self.position * width + into, width, high - low)
+            return order
+
+        links_per_row = 4 * (pattern.chain_pages + 1)
+        order = add(self.leaves, 0, self.heads, 0, self.heads.shape[1], self.heads.shape[1])
+        order = add_payload(self.leaves, order, 0, pattern.local)
+        order = add(self.leaves, order, self.links, 0, links_per_row, 4)
+        if size > usable:
+            add(self.leaves, order, discard, 0, 0, size - usable)
+        add(others, 0, discard, 0, 0, size)
+        step = usable - 4
+        for page in range(pattern.chain_pages):
+            numbers = self.chains[:, page]
+            order = add(numbers, 0, self.links, 4 * (page + 1), links_per_row, 4)
+            begin = pattern.local + page * step
+            end = min(pattern.payload, begin + step)
+            order = add_payload(numbers, order, begin, end)
             if size - 4 - (end - begin) > 0:
                 add(numbers, order, discard, 0, 0, size - 4 - (end - begin))
-        page_of = np.concatenate([block[0] for block in blocks])
-        order_of = np.concatenate([np.full(len(block[0]), block[1]) for block in blocks])
-        address = np.concatenate([block[2] for block in blocks])
-        length = np.concatenate([np.full(len(block[0]), block[3]) for block in blocks])
-        sequence = np.lexsort((order_of, page_of))
-        return np.stack([address[sequence], length[sequence]], axis=1).astype(np.uint64)
+        # Each block is in file order already: a stable sort merges them as runs.
+        assert order < 64
+        place = np.concatenate([block[0] * 64 + block[1] for block in blocks])
+        vectors = np.empty((len(place), 2), dtype=np.uint64)
+        vectors[:, 0] = np.concatenate([block[2] for block in blocks])
+        vectors[:, 1] = np.concatenate([np.full(len(block[0]), block[3]) for block in blocks])
+        return vectors[np.argsort(place, kind="stable")]
 
     def finish(
         self, targets: Sequence[ColumnTarget], after_id: int, upto_id: int
     ) -> tuple[int, int] | None:
-        """Check the rows read, copy the leaf parts of the good ones, and decode numbers."""
-        pattern, size = self.pattern, self.source.page_size
-        pages_read = self.leaf_bytes[: len(self.leaves) * size].reshape(len(self.leaves), size)
-        sound = (pages_read[:, 0] == TABLE_LEAF) & (pages_read[:, 3] == 0) & (pages_read[:, 4] == 1)
-        leading = len(sound) if sound.all() else int(np.argmin(sound))
-        if leading == 0:
-            return None
-        starts = np.arange(leading, dtype=np.int64) * size
-        cells = read_cells(self.leaf_bytes, starts, np.zeros(leading, np.int64), self.source.usable)
-        chains = self.chains[:leading]
-        links = self.links[:leading].view(">u4")[..., 0].astype(np.int64)
-        last_link = np.arange(pattern.chain_pages) == pattern.chain_pages - 1
-        header = np.frombuffer(pattern.header, dtype=np.uint8)
-        found = self.leaf_bytes[cells.record[:, None] + np.arange(len(header))]
-        good = (
-            (cells.payload == pattern.payload)
-            & (cells.first_overflow == chains[:, 0])
-            & np.all(links == np.where(last_link, 0, chains + 1), axis=1)
-            & np.all(found == header, axis=1)
-            & (cells.rowids > after_id)
+        """Check the rows read and decode their numbers: ``(rows, last rowid covered)``."""
+        pattern, usable, heads = self.pattern, self.source.usable, self.heads
+        count, head = heads.shape
+        rows = np.arange(count, dtype=np.int64)
+        payload_length = int(_varint_length(np.array([pattern.payload]))[0])
+        cell = usable - (payload_length + _varint_length(self.rowids) + pattern.local + 4)
+        flat = np.concatenate([heads.reshape(-1), np.zeros(16, np.uint8)])
+        pointer = (heads[:, 8].astype(np.int64) << 8) | heads[:, 9]
+        payload, _ = varints(flat, rows * head + np.minimum(cell, head - 1))
+        rowid, _ = varints(flat, rows * head + np.minimum(cell + payload_length, head - 1))
+        links = self.links.view(">u4")[..., 0].astype(np.int64)
+        following = np.where(
+            np.arange(self.chains.shape[1]) < self.chains.shape[1] - 1, self.chains + 1, 0
         )
-        in_range = cells.rowids <= upto_id
-        rows = _leading_true(good & in_range)
+        header = np.frombuffer(pattern.header, dtype=np.uint8)
+        at = self.layout.kept_at(0)
+        good = (
+            (heads[:, 0] == TABLE_LEAF)
+            & (heads[:, 3] == 0)
+            & (heads[:, 4] == 1)
+            & (pointer == cell)
+            & (payload == pattern.payload)
+            & (rowid == self.rowids)
+            & np.all(links == np.concatenate([self.chains[:, :1], following], axis=1), axis=1)
+            & np.all(self.kept[:, at : at + len(header)] == header, axis=1)
+        )
+        in_range = self.rowids <= upto_id
+        taken = _leading_true(good & in_range)
         # The row after the last one taken follows the pattern but lies past upto_id.
-        ended = rows < leading and bool(good[rows]) and not bool(in_range[rows])
-        self._copy_leaf_parts(cells.record[:rows])
-        checked = self._check_prefixes(targets, rows)
-        if checked < rows:
-            rows, ended = checked, False
-        if rows:
-            self._write_numbers(targets, rows)
+        ended = taken < count and bool(good[taken]) and not bool(in_range[taken])
+        checked = self._check_prefixes(targets, taken)
+        if checked < taken:
+            taken, ended = checked, False
+        if taken:
+            self._write_numbers(targets, taken)
         if ended:
-            return rows, upto_id
-        return (rows, int(cells.rowids[rows - 1])) if rows else None
-
-    def _copy_leaf_parts(self, record: npt.NDArray[np.int64]) -> None:
-        rows, local = len(record), self.pattern.local
-        if not rows:
-            return
-        for stretch in self.layout.stretches:
-            if stretch.start >= local:
-                continue
-            piece = Piece(record + stretch.start, min(stretch.end, local) - stretch.start, 0)
-            if stretch.column < 0:
-                piece = Piece(piece.source, piece.length, stretch.into)
-                gather(self.leaf_bytes, piece, into_rows(self.kept, piece, slice(0, rows)))
-                continue
-            out = self.layout.rows[stretch.column]
-            assert out is not None
-            window_rows = slice(self.position, self.position + rows)
-            gather(self.leaf_bytes, piece, into_rows(out, piece, window_rows))
+            return taken, upto_id
+        return (taken, int(self.rowids[taken - 1])) if taken else None
 
     def _check_prefixes(self, targets: Sequence[ColumnTarget], rows: int) -> int:
         """Rows before the first whose ``.npy`` headers differ from the run's."""
@@ -394,6 +410,14 @@ def _fitting(
             return leaves
         leaves = leaves[: len(leaves) // 2]
     return leaves
+
+
+def _varint_length(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Bytes of SQLite's varint of each (non-negative) value: 7 bits a byte, 9 at most."""
+    length = np.ones(len(values), dtype=np.int64)
+    for bits in range(7, 57, 7):
+        length += values >= (1 << bits)
+    return np.minimum(length, 9)
 
 
 def _leading_true(flags: npt.NDArray[np.bool_]) -> int:

@@ -227,14 +227,20 @@ def as_qcodes_sees(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
     the dataset would differ: 0.1 + 0.2 and 0.3 are one level for QCoDeS."""
     if values.dtype.kind != "f" or not len(values):
         return values
-    finite = np.isfinite(values) & (values != 0)
     keys = values.astype(np.float64, copy=True)
-    magnitude = np.floor(np.log10(np.abs(values[finite])))
+    size = np.abs(values)
+    # Near the ends of the double range 10 ** (magnitude - 14) under- or overflows: those
+    # few values are rounded through their text, as SQLite's are.
+    extreme = np.isfinite(values) & (values != 0) & ((size < 1e-290) | (size > 1e290))
+    finite = np.isfinite(values) & (values != 0) & ~extreme
+    magnitude = np.floor(np.log10(size[finite]))
     mantissa = np.rint(values[finite] / 10.0 ** (magnitude - 14))
     carry = np.abs(mantissa) >= 1e15
     mantissa[carry] = np.rint(mantissa[carry] / 10)
     magnitude[carry] += 1
     keys[finite] = mantissa * 10.0 ** (magnitude - 14)
+    if extreme.any():
+        keys[extreme] = [float(f"{value:.15g}") for value in values[extreme].tolist()]
     return keys
 
 

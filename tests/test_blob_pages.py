@@ -246,11 +246,14 @@ def test_regular_layouts_are_read_entirely_from_pages(
                 assert scattered_rows == []  # no overflow pages: no pattern to scatter
 
 
-@pytest.mark.parametrize("change", ["shorter blob", "NULL array", "text gate", "reused pages"])
+@pytest.mark.parametrize(
+    "change", ["shorter blob", "NULL array", "text gate", "reused pages", "id gap"]
+)
 def test_scattered_reads_stop_where_the_pattern_breaks(
     tmp_path: Path, scattered_rows: list[int], change: str
 ) -> None:
-    """Rows 1-1200 follow the pattern; from row 1201 on something differs. The scattered
+    """Rows 1-1200 follow the pattern; from row 1201 on something differs (for "id gap",
+    the next id is 1301, so the predicted rowid is wrong). The scattered
     windows stop before the first row that differs (whatever the read put in later rows
     is overwritten), the buffered reader or SQLite reads it, and the pattern is learned
     again afterwards."""
@@ -277,14 +280,20 @@ def test_scattered_reads_stop_where_the_pattern_breaks(
         conn.commit()
         conn.execute("DROP TABLE filler")
         conn.commit()
-    conn.executemany('INSERT INTO "results-1-1" (signal, gate, freq) VALUES (?, ?, ?)', rows[1200:])
+    ids = [
+        index + 1 + (100 if change == "id gap" and index >= 1200 else 0) for index in range(2400)
+    ]
+    conn.executemany(
+        'INSERT INTO "results-1-1" (id, signal, gate, freq) VALUES (?, ?, ?, ?)',
+        [(row_id, *row) for row_id, row in zip(ids[1200:], rows[1200:], strict=True)],
+    )
     conn.commit()
     conn.close()
     with pytest.MonkeyPatch.context() as patch:
         _small_windows(patch)
         patch.setattr(qcsql.blob_scatter, "SCATTER_PAGES", 400)
         filled, outs, covered = _fill(path, 1000)
-    read = [row for row in rows[:covered] if row[0] is not None]
+    read = [row for row, i in zip(rows, ids, strict=True) if i <= covered and row[0] is not None]
     assert filled == len(read)
     for out, want in zip(outs, _expected(read, 1000), strict=True):
         np.testing.assert_array_equal(out[:filled], want)
@@ -294,7 +303,7 @@ def test_scattered_reads_stop_where_the_pattern_breaks(
     elif change == "reused pages":
         assert covered >= 1200  # chains through pages out of order are left to SQLite
     else:
-        assert covered == 2400
+        assert covered == ids[-1]
         assert sum(scattered_rows) > 2000, scattered_rows  # learned again after the change
 
 
