@@ -45,7 +45,9 @@ SCATTER_PAGES = 8192  # pages one scattered window spans (32 MB at 4 kB pages)
 class ChainPattern:
     """How one tree's rows have been lying in the file: one cell per leaf page, an
     overflow chain of ``chain_pages`` consecutive pages starting ``chain_offset`` pages
-    from the leaf, and the same record ``header`` in every row."""
+    from the leaf, and the same record ``header`` in every row. (That each cell sits
+    flush against its page's end and that ids follow one another is checked window by
+    window, like the rest.)"""
 
     top: int  # record index of the tree's top column
     chain_offset: int
@@ -211,8 +213,9 @@ class _Window:
     rowids: npt.NDArray[np.int64]  # predicted
     position: int
     heads: npt.NDArray[np.uint8]  # (rows, head bytes): each leaf page up to its record
-    links: npt.NDArray[np.uint8]  # (rows, chain pages + 1, 4): the leaf's and each overflow
-    # page's next-page number
+    # (rows, chain pages + 1, 4): the next-page numbers at the end of the leaf's cell and
+    # at the start of each overflow page
+    links: npt.NDArray[np.uint8]
     kept: npt.NDArray[np.uint8]  # (rows, kept bytes)
     discard: npt.NDArray[np.uint8]  # one page: where bytes nobody needs are read to
 

@@ -30,7 +30,6 @@ __all__ = [
     "ArrayTreeStream",
     "NumericTreeStream",
     "RowsDiffer",
-    "matched_windows",
     "stream_array_trees",
     "stream_numeric_trees",
 ]
@@ -83,7 +82,7 @@ class NumericTreeStream:
         complex128 for complex parameters, Python strings for text."""
         if {"complex", "text"} & set(self.tree.kinds):
             # .npy blobs and text, which only SQLite reads: tree by tree.
-            windows = matched_windows(self._trees_apart(), NUMERIC_ROWS_PER_CHUNK)
+            windows = _matched_windows(self._trees_apart(), NUMERIC_ROWS_PER_CHUNK)
             return ([_as_stored(column) for column in columns] for _, columns in windows)
         if self.tops == 1:
             return numeric_chunks(self.tree)
@@ -126,7 +125,7 @@ def _as_stored(column: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return column.astype(object) if column.dtype.kind == "U" else column
 
 
-def matched_windows(
+def _matched_windows(
     trees: Sequence[Tree], ids_per_chunk: int
 ) -> Iterator[tuple[int, list[npt.NDArray[Any]]]]:
     """``(last id read, [P1, ..., Pk, *setpoints])`` id window by id window, each tree's
@@ -205,7 +204,7 @@ class ArrayTreeStream:
     def chunks(self) -> Iterator[tuple[int, dict[str, npt.NDArray[Any]]]]:
         """``(last id read, {parameter: array, ..., setpoint: array, ...})``."""
         names = [*(tree.top for tree in self.trees), *self.trees[0].columns[1:]]
-        for last_id, matched in matched_windows(self.trees, self.ids_per_chunk):
+        for last_id, matched in _matched_windows(self.trees, self.ids_per_chunk):
             yield last_id, dict(zip(names, matched, strict=True))
 
 
