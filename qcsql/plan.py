@@ -224,24 +224,105 @@ def as_qcodes_sees(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
     qcsql keeps exact doubles, but which setpoint values count as equal (grid levels,
     duplicates, merging trees) must be decided as QCoDeS decides it, or the structure of
-    the dataset would differ: 0.1 + 0.2 and 0.3 are one level for QCoDeS."""
+    the dataset would differ: 0.1 + 0.2 and 0.3 are one level for QCoDeS.
+
+    The 15-digit mantissa comes from one correctly rounded multiplication (or division)
+    by a power of ten, exact up to 10**22. Values within that rounding error of a tie
+    between two mantissas are decided exactly, with Dekker's error-free product; the few
+    beyond 10**22 and 1e+-290 are rounded through their text. Equal 15-digit decimals
+    give equal keys, in the same order.
+    """
     if values.dtype.kind != "f" or not len(values):
         return values
     keys = values.astype(np.float64, copy=True)
-    size = np.abs(values)
-    # Near the ends of the double range 10 ** (magnitude - 14) under- or overflows: those
-    # few values are rounded through their text, as SQLite's are.
-    extreme = np.isfinite(values) & (values != 0) & ((size < 1e-290) | (size > 1e290))
-    finite = np.isfinite(values) & (values != 0) & ~extreme
-    magnitude = np.floor(np.log10(size[finite]))
-    mantissa = np.rint(values[finite] / 10.0 ** (magnitude - 14))
+    for start in range(0, len(keys), _KEYS_PER_PASS):  # temporaries that stay in cache
+        _round_to_15_digits(keys[start : start + _KEYS_PER_PASS])
+    return keys
+
+
+_KEYS_PER_PASS = 1 << 15
+
+
+def _round_to_15_digits(keys: npt.NDArray[np.float64]) -> None:
+    """:func:`as_qcodes_sees` of one slice, in place."""
+    size = np.abs(keys)
+    chosen = np.flatnonzero((size >= 1e-290) & (size <= 1e290))
+    exact = keys[chosen]
+    magnitude = np.floor(np.log10(size[chosen])).astype(np.int64)
+    shift = 14 - magnitude  # moves the 15th significant digit to the units
+    scaled = _times_power_of_ten(exact, shift)
+    mantissa = np.rint(scaled)
+    # One rounding of at most half an ulp (a second one beyond 10**22): unsure within it.
+    near = np.abs(shift) <= 22
+    error = np.where(near, 0.5, 1.5) * np.spacing(np.abs(scaled))
+    unsure = np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5) <= error
+    decide = np.flatnonzero(unsure & near)
+    mantissa[decide] = _rounded_exactly(exact[decide], shift[decide], scaled[decide])
     carry = np.abs(mantissa) >= 1e15
     mantissa[carry] = np.rint(mantissa[carry] / 10)
     magnitude[carry] += 1
-    keys[finite] = mantissa * 10.0 ** (magnitude - 14)
-    if extreme.any():
-        keys[extreme] = [float(f"{value:.15g}") for value in values[extreme].tolist()]
-    return keys
+    for at in np.flatnonzero(unsure & ~near).tolist():
+        digits, exponent = f"{float(exact[at]):.14e}".split("e")
+        mantissa[at], magnitude[at] = float(digits.replace(".", "")), int(exponent)
+    keys[chosen] = _times_power_of_ten(mantissa, magnitude - 14)
+    extreme = np.flatnonzero(np.isfinite(keys) & (keys != 0) & ((size < 1e-290) | (size > 1e290)))
+    keys[extreme] = [float(f"{value:.15g}") for value in keys[extreme].tolist()]
+
+
+_POWERS_OF_TEN = np.power(10.0, np.arange(0, 309), dtype=np.float64)  # exact up to 10**22
+
+
+def _times_power_of_ten(
+    values: npt.NDArray[np.float64], exponents: npt.NDArray[np.int64]
+) -> npt.NDArray[np.float64]:
+    """``values * 10**exponents``, with one rounding where ``|exponent| <= 22``."""
+    steps = np.abs(exponents)
+    factor = _POWERS_OF_TEN[np.minimum(steps, 22)]
+    beyond = np.flatnonzero(steps > 22)
+    factor[beyond] *= _POWERS_OF_TEN[np.minimum(steps[beyond] - 22, len(_POWERS_OF_TEN) - 1)]
+    rising = exponents >= 0
+    out = np.empty_like(values)
+    np.multiply(values, factor, out=out, where=rising)
+    np.divide(values, factor, out=out, where=~rising)
+    return out
+
+
+def _rounded_exactly(
+    values: npt.NDArray[np.float64], shift: npt.NDArray[np.int64], scaled: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """``values * 10**shift`` rounded to the nearest integer, ties to even, for products
+    too close to ``floor + 0.5`` for their rounded value to tell. With ``shift >= 0`` the
+    exact product is compared with ``floor + 0.5``, else ``values`` with the exact
+    ``(floor + 0.5) * 10**-shift`` (``|shift| <= 22``: the powers are exact doubles)."""
+    power = _POWERS_OF_TEN[np.abs(shift)]
+    below = np.floor(scaled)
+    half = below + 0.5
+    rising = shift >= 0
+    # rising: compare values * power (= high + low exactly) with half;
+    # falling: compare values with half * power (= high + low exactly).
+    high, low = _exact_product(np.where(rising, values, half), power)
+    difference = np.where(rising, (high - half) + low, -((high - values) + low))
+    up = (difference > 0) | ((difference == 0) & (np.fmod(below, 2) != 0))
+    return np.asarray(below + up, dtype=np.float64)
+
+
+def _exact_product(
+    a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """``a * b`` as ``high + low`` exactly (Dekker's TwoProduct, Veltkamp's split)."""
+    high = a * b
+    a_high, a_low = _split(a)
+    b_high, b_low = _split(b)
+    low = ((a_high * b_high - high) + a_high * b_low + a_low * b_high) + a_low * b_low
+    return high, low
+
+
+def _split(
+    value: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    scaled = 134217729.0 * value  # 2**27 + 1
+    high = scaled - (scaled - value)
+    return high, value - high
 
 
 def _levels(column: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
