@@ -162,7 +162,7 @@ def _numeric_plans(run: Run, progress: Progress | None = None) -> Iterator[Datas
             fill=_fill_grid(stream, tops, setpoints, shape, progress),
         )
     yield from _levels_plans(run, stream, tops, setpoints, variables, shape, progress)
-    if len(tops) > 1 and len(setpoints) == 1 and _holes_allowed(run, tops):
+    if len(tops) > 1 and len(setpoints) == 1:
         plan = _outer_merge_plan(run, tops, setpoints[0], progress)
         if plan is not None:
             yield plan
@@ -264,12 +264,6 @@ def _dtype(run: Run, name: str) -> np.dtype[Any]:
     return np.dtype({"complex": np.complex128, "text": object}.get(paramtype, np.float64))
 
 
-def _holes_allowed(run: Run, tops: list[str]) -> bool:
-    """Whether a layout with cells no row fills can stream: their NaN comes from the
-    variables' fill values, and text (variable-length strings) has none."""
-    return all(_dtype(run, name).kind != "O" for name in tops)
-
-
 def _along_setpoint_plan(
     run: Run,
     stream: NumericTreeStream,
@@ -322,7 +316,7 @@ def _levels_plans(
         yield _along_setpoint_plan(run, stream, tops, variables, shape, False, progress)
     elif run.description.shapes is None and math.prod(grid) != rows:
         yield _multi_index_plan(run, stream, tops, setpoints, found, rows, progress)
-    elif math.prod(grid) == rows or _holes_allowed(run, tops):
+    else:  # cells without a row read as NaN (floats, complex numbers) or "" (text)
         yield _levels_grid_plan(run, stream, tops, setpoints, variables, found, rows, progress)
 
 
