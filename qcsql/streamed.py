@@ -464,8 +464,9 @@ def _find_levels(
     stream: NumericTreeStream,
 ) -> tuple[list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], int] | None:
     """Each setpoint's sorted distinct values as QCoDeS reads them (their 15-digit keys,
-    and the first exact value of each), and the number of rows; None when the rows cannot
-    be read together or a setpoint is NaN (pandas keeps NaN out of its levels)."""
+    and the first exact value of each; NaN one value, last), and the number of rows; None
+    when the rows cannot be read together, or a setpoint of several is NaN (pandas keeps
+    NaN out of the levels of its grids)."""
     k = stream.tops
     setpoints = len(stream.tree.columns) - k
     found = [(np.empty(0), np.empty(0)) for _ in range(setpoints)]
@@ -474,8 +475,8 @@ def _find_levels(
         for columns in _batches(stream.chunks()):
             rows += len(columns[0])
             for axis, column in enumerate(columns[k:]):
-                if np.isnan(column).any():
-                    return None
+                if setpoints > 1 and np.isnan(column).any():
+                    return None  # QCoDeS' grids drop NaN levels (or fail): laid out in memory
                 keys, values = found[axis]
                 joined_keys = np.concatenate([keys, as_qcodes_sees(column)])
                 joined = np.concatenate([values, column])
