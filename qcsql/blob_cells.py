@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.pages import TABLE_LEAF, Unsupported, varints
+from qcsql.pages import Unsupported, decode_numbers, leaf_cells, varints
 
 __all__ = [
     "Cells",
@@ -26,6 +26,7 @@ __all__ = [
     "gather",
     "into_rows",
     "local_sizes",
+    "numbers_in",
     "parse_header",
     "read_cells",
     "serial_size",
@@ -62,15 +63,7 @@ def read_cells(
 ) -> Cells:
     """The cells of the table leaf pages at buffer offsets ``starts`` (whose b-tree page
     header is ``header_at`` bytes in: 100 on page 1)."""
-    if np.any(buffer[starts + header_at] != TABLE_LEAF):
-        raise Unsupported
-    counts = (buffer[starts + header_at + 3].astype(np.int64) << 8) | buffer[starts + header_at + 4]
-    page_of_cell = np.repeat(np.arange(len(starts)), counts)
-    slot = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    pointer_at = starts[page_of_cell] + header_at[page_of_cell] + 8 + 2 * slot
-    cell = starts[page_of_cell] + (
-        (buffer[pointer_at].astype(np.int64) << 8) | buffer[pointer_at + 1]
-    )
+    counts, page_of_cell, cell = leaf_cells(buffer, starts, header_at)
     payload, payload_len = varints(buffer, cell)
     rowid_at = cell + payload_len
     rowids, rowid_len = varints(buffer, rowid_at)
@@ -130,6 +123,14 @@ def parse_header(
         value_at.append(offset)
         offset += serial_size(serial)
     return serials, value_at
+
+
+def numbers_in(rows: npt.NDArray[np.uint8], serial: int, at: int) -> npt.NDArray[np.float64]:
+    """The values of serial type ``serial`` at byte ``at`` of each row of ``rows``, as
+    QCoDeS returns numbers (see :func:`qcsql.pages.decode_numbers`)."""
+    flat = np.concatenate([rows.reshape(-1), np.zeros(16, np.uint8)])  # slack for gathers
+    positions = np.arange(len(rows), dtype=np.int64) * rows.shape[1] + at
+    return decode_numbers(flat, np.full(len(rows), serial, dtype=np.int64), positions)
 
 
 def serial_size(serial: int) -> int:

@@ -47,12 +47,13 @@ from qcsql.blob_cells import (
     Piece,
     gather,
     into_rows,
+    numbers_in,
     parse_header,
     read_cells,
     serial_size,
 )
 from qcsql.blob_scatter import ChainPattern, learn_pattern, scatter_window
-from qcsql.pages import PageSource, Unsupported, decode_numbers, varints
+from qcsql.pages import PageSource, Unsupported, varints
 
 __all__ = ["ColumnTarget", "PageMemory", "fill_from_pages"]
 
@@ -79,6 +80,14 @@ class ColumnTarget:
     dtype: np.dtype[np.generic]
     out: npt.NDArray[np.generic]
     direct: bool
+
+    def holds(self, serial: int) -> bool:
+        """Whether a record value of this serial type is one the page readers decode:
+        for an array column, a blob of the run's exact size; for a numeric column, a
+        number, NULL or short text (QCoDeS' 'nan'). Anything else is left to SQLite."""
+        if self.prefix is None:
+            return serial <= 9 or (13 <= serial <= 29 and serial % 2 == 1)
+        return serial == 12 + 2 * (len(self.prefix) + self.data_nbytes)
 
 
 @dataclass(frozen=True)
@@ -439,19 +448,13 @@ def _check_group(window: _Window, group: _Group, targets: Sequence[ColumnTarget]
     for target in targets:
         index = target.record_index
         serial = group.serials[index] if index < len(group.serials) else 0
+        if not target.holds(serial):
+            raise Unsupported  # a blob of another size, NULL arrays, blobs as numbers: SQLite
         if target.prefix is None:
-            if not (serial <= 9 or (serial >= 13 and serial % 2 == 1 and serial <= 29)):
-                raise Unsupported  # blobs or long text in a numeric column: SQLite decides
             at = group.value_at[index] if serial else 0  # a short record lacks the column: NULL
             raw = _raw_values(window.span.buffer, group, at, serial_size(serial), 8)
-            group.numbers[index] = decode_numbers(  # raises Unsupported for text not a number
-                np.concatenate([raw.reshape(-1), np.zeros(16, np.uint8)]),
-                np.full(len(raw), serial, dtype=np.int64),
-                np.arange(len(raw), dtype=np.int64) * 8,
-            )
+            group.numbers[index] = numbers_in(raw, serial, 0)  # Unsupported for other text
             continue
-        if serial != 12 + 2 * (len(target.prefix) + target.data_nbytes):
-            raise Unsupported  # NULL, or a blob of another size: SQLite decides
         prefix = np.frombuffer(target.prefix, dtype=np.uint8)
         found = _raw_values(
             window.span.buffer, group, group.value_at[index], len(prefix), len(prefix)

@@ -30,8 +30,8 @@ import numpy as np
 import numpy.typing as npt
 
 from qcsql import pages, scatter_read
-from qcsql.blob_cells import Cells, serial_size
-from qcsql.pages import TABLE_LEAF, PageSource, Unsupported, decode_numbers, varints
+from qcsql.blob_cells import Cells, numbers_in, serial_size
+from qcsql.pages import TABLE_LEAF, PageSource, Unsupported, varints
 
 if TYPE_CHECKING:
     from qcsql.blob_pages import ColumnTarget
@@ -124,18 +124,15 @@ def _layout(pattern: ChainPattern, targets: Sequence[ColumnTarget]) -> _Layout |
     rows: list[npt.NDArray[np.uint8] | None] = []
     for column, target in enumerate(targets):
         index = target.record_index
-        serial = serials[index] if index < len(serials) else 0
+        if not target.holds(serials[index] if index < len(serials) else 0):
+            return None
         if target.prefix is None:
-            if not (serial <= 9 or (serial >= 13 and serial % 2 == 1 and serial <= 29)):
-                return None
             rows.append(None)
             continue
         out = target.out
         if not (target.direct and out.flags.c_contiguous):
             return None
         flat = out.reshape(len(out), -1).view(np.uint8)
-        if serial != 12 + 2 * (len(target.prefix) + target.data_nbytes):
-            return None
         if flat.shape[1] != target.data_nbytes:
             return None
         start = pattern.value_at[index] + len(target.prefix)
@@ -230,14 +227,12 @@ class _Window:
         position: int,
     ) -> _Window | None:
         size = source.page_size
-        leaves = _fitting(leaves, pattern, source.page_count())
-        if not len(leaves):
+        fitting = _fitting(leaves, pattern, source.page_count())
+        if fitting is None:
             return None  # the pattern does not fit even the first leaf: the buffered reader decides
+        leaves, chains, predicted = fitting
         count = len(leaves)
-        chains = leaves[:, None] + pattern.chain_offset + np.arange(pattern.chain_pages)
-        first = int(min(leaves.min(), chains.min()))
-        last = int(max(leaves.max(), chains.max()))
-        predicted = np.concatenate([leaves, chains.ravel()])
+        first, last = int(predicted.min()), int(predicted.max())
         head = source.usable - pattern.local - 4
         if head < 10 + _varint_length(np.array([pattern.payload]))[0] + 1:
             return None  # no room for a page header and a cell: not a page SQLite writes
@@ -378,27 +373,23 @@ class _Window:
         return _leading_true(good)
 
     def _write_numbers(self, targets: Sequence[ColumnTarget], rows: int) -> None:
-        kept_flat = np.concatenate([self.kept[:rows].reshape(-1), np.zeros(16, np.uint8)])
         for target in targets:
             if target.prefix is not None:
                 continue
             index = target.record_index
             serial = self.pattern.serials[index] if index < len(self.pattern.serials) else 0
             at = self.layout.kept_at(self.pattern.value_at[index]) if serial_size(serial) else 0
-            values = decode_numbers(
-                kept_flat,
-                np.full(rows, serial, dtype=np.int64),
-                np.arange(rows, dtype=np.int64) * self.kept.shape[1] + at,
-            )
+            values = numbers_in(self.kept[:rows], serial, at)
             spread = (rows, *(1,) * (target.out.ndim - 1))
             target.out[self.position : self.position + rows] = values.reshape(spread)
 
 
 def _fitting(
     leaves: npt.NDArray[np.int64], pattern: ChainPattern, page_count: int
-) -> npt.NDArray[np.int64]:
-    """The leading leaves whose predicted chains fit the file: inside it, on no page
-    predicted twice, within a bounded span. Halving finds them in a few steps."""
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+    """The leading leaves whose predicted chains fit the file (inside it, on no page
+    predicted twice, within a bounded span), their chains ``(leaves, chain pages)`` and
+    every page predicted; halving finds them in a few steps."""
     while len(leaves):
         chains = leaves[:, None] + pattern.chain_offset + np.arange(pattern.chain_pages)
         predicted = np.concatenate([leaves, chains.ravel()])
@@ -410,9 +401,9 @@ def _fitting(
             and last - first < widest
             and len(np.unique(predicted)) == len(predicted)
         ):
-            return leaves
+            return leaves, chains, predicted
         leaves = leaves[: len(leaves) // 2]
-    return leaves
+    return None
 
 
 def _varint_length(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

@@ -53,7 +53,7 @@ from qcsql.errors import (
     SchemaError,
 )
 
-__all__ = ["Access", "ReadOnlyConnection", "translate_sqlite_errors"]
+__all__ = ["Access", "ReadOnlyConnection", "side_file", "translate_sqlite_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ def _lenient_text(value: bytes) -> str:
     return value.decode("utf-8", errors="replace")
 
 
-def _side_file(path: Path, suffix: str) -> Path:
+def side_file(path: Path, suffix: str) -> Path:
+    """SQLite's ``-wal``, ``-shm`` or ``-journal`` file beside the database ``path``."""
     return path.with_name(path.name + suffix)
 
 
@@ -204,9 +205,9 @@ class ReadOnlyConnection:
     def _choose_access(self) -> Access:
         if not self.header.wal_mode:
             return Access.READ_ONLY
-        if not _side_file(self.path, "-wal").exists():
+        if not side_file(self.path, "-wal").exists():
             return Access.IMMUTABLE
-        if _side_file(self.path, "-shm").exists():
+        if side_file(self.path, "-shm").exists():
             return Access.READ_ONLY
         return Access.SNAPSHOT_COPY
 
@@ -281,7 +282,7 @@ class ReadOnlyConnection:
         copy = folder / self.path.name
         try:
             shutil.copyfile(self.path, copy)
-            shutil.copyfile(_side_file(self.path, "-wal"), _side_file(copy, "-wal"))
+            shutil.copyfile(side_file(self.path, "-wal"), side_file(copy, "-wal"))
         except OSError as exc:
             raise DatabaseOpenError(
                 f"{self.path}: cannot copy it and its -wal to read them ({exc})", path=self.path
@@ -298,7 +299,7 @@ class ReadOnlyConnection:
 
     def _follow_new_writer(self) -> None:
         """An immutable read is only safe while no writer is connected; switch when one comes."""
-        if self.access is Access.IMMUTABLE and _side_file(self.path, "-wal").exists():
+        if self.access is Access.IMMUTABLE and side_file(self.path, "-wal").exists():
             log.info("%s: a writer connected, switching to shared read-only access", self.path)
             self._close_connection()
             self.access = Access.READ_ONLY

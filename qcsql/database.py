@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from qcsql.connection import Access, ReadOnlyConnection
+from qcsql.connection import Access, ReadOnlyConnection, side_file
 from qcsql.description import (
     LayoutRow,
     RunDescription,
@@ -520,7 +520,7 @@ class Database:
             n_experiments = sql.execute(
                 sa.select(sa.func.count()).select_from(self.model.experiments)
             ).scalar_one()
-        wal = self.path.with_name(self.path.name + "-wal")
+        wal = side_file(self.path, "-wal")
         return DatabaseSummary(
             path=self.path,
             size_bytes=self.path.stat().st_size,

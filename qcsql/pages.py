@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qcsql import scatter_read
-from qcsql.connection import Access, ReadOnlyConnection
+from qcsql.connection import Access, ReadOnlyConnection, side_file
 
 __all__ = ["NumericColumns", "read_numeric_window"]
 
@@ -147,7 +147,7 @@ class PageSource:
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
-    if path.with_name(path.name + "-wal").exists():
+    if side_file(path, "-wal").exists():
         return None
     info = path.stat()
     return info.st_mtime_ns, info.st_size
@@ -174,6 +174,24 @@ def varints(
         lengths[going] += 1
         going = going[byte >= 0x80]
     return values, lengths
+
+
+def leaf_cells(
+    buffer: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64], header_at: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The cells of the table leaf pages at buffer offsets ``starts`` (their b-tree page
+    header ``header_at`` bytes in: 100 on page 1), in key order: each page's cell count,
+    each cell's page (an index into ``starts``) and the buffer offset where it begins."""
+    at = starts + header_at
+    if np.any(buffer[at] != TABLE_LEAF):
+        raise Unsupported
+    counts = (buffer[at + 3].astype(np.int64) << 8) | buffer[at + 4]
+    page_of_cell = np.repeat(np.arange(len(starts), dtype=np.int64), counts)
+    first_cell = np.cumsum(counts) - counts
+    slot = np.arange(len(page_of_cell), dtype=np.int64) - np.repeat(first_cell, counts)
+    pointers: npt.NDArray[Any] = np.ndarray((len(buffer) - 1,), ">u2", buffer, strides=(1,))
+    cell = starts[page_of_cell] + pointers[at[page_of_cell] + 8 + 2 * slot].astype(np.int64)
+    return counts, page_of_cell, cell
 
 
 def leaf_pages(source: PageSource, root: int, after_id: int, limit: int) -> list[int]:
@@ -248,17 +266,10 @@ def _decode_leaves(
     upto_id: int,
 ) -> NumericColumns:
     npages, size = page_bytes.shape
-    if np.any(page_bytes[:, 0] != TABLE_LEAF):
-        raise Unsupported
-    counts = (page_bytes[:, 3].astype(np.int64) << 8) | page_bytes[:, 4]
-    total = int(counts.sum())
     flat = np.concatenate([page_bytes.reshape(-1), np.zeros(_MAX_VARINT + 16, dtype=np.uint8)])
-    page_of_cell = np.repeat(np.arange(npages, dtype=np.int64), counts)
-    first_cell = np.cumsum(counts) - counts
-    slot = np.arange(total, dtype=np.int64) - np.repeat(first_cell, counts)
-    pointer_at = page_of_cell * size + 8 + 2 * slot
-    pointers: npt.NDArray[Any] = np.ndarray((len(flat) - 1,), ">u2", flat, strides=(1,))
-    cell = page_of_cell * size + pointers[pointer_at].astype(np.int64)
+    starts = np.arange(npages, dtype=np.int64) * size
+    counts, page_of_cell, cell = leaf_cells(flat, starts, np.zeros(npages, dtype=np.int64))
+    total = len(cell)
     payload, payload_len = varints(flat, cell)
     if np.any(payload > source.usable - 35):
         raise Unsupported  # overflowing records: not numeric rows

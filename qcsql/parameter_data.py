@@ -25,7 +25,7 @@ import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,9 +35,6 @@ from qcsql.description import RunDescription
 from qcsql.errors import DataDecodeError, ParameterNotFoundError
 from qcsql.npy import NpyHeader, decode_one, decode_uniform, parse_header
 from qcsql.results import ResultsTable, RowRange
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["ParameterData", "Tree", "numeric_chunks", "read_parameter_data", "read_tree"]
 
@@ -101,12 +98,8 @@ def read_parameter_data(
         top, setpoints, others = graph.tree_by_group(name)
         columns = (top, *setpoints, *others)
         kinds = tuple(graph.parameters[c].paramtype for c in columns)
-        if start is None and end is None and "array" in kinds and upto_id > 0:
-            # QCoDeS numbers rows 1..n, so the largest id bounds the rows without counting
-            # them (which means reading every leaf page); the arrays are trimmed at the end.
-            rows = RowRange(after_id=0, upto_id=upto_id, rows=upto_id, exact=False)
-        elif start is None and end is None and not set(kinds) & {"text", "complex"}:
-            rows = table.all_rows(upto_id)  # numeric trees fill and then trim
+        if start is None and end is None and not set(kinds) & {"text", "complex"}:
+            rows = table.all_rows(upto_id)  # numeric and array trees fill and then trim
         else:
             rows = table.locate(top, start, end, upto_id)
         tree = Tree(table, top, columns, kinds, rows, where)
@@ -278,7 +271,8 @@ def _read_array_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
         if tree.rows.exact:
             raise
         # Ids far beyond the row count (a table someone edited): count the rows after all.
-        tree = dataclasses.replace(tree, rows=tree.table.all_rows(tree.rows.upto_id))
+        counted = RowRange(0, tree.rows.upto_id, tree.table.count_rows(), exact=False)
+        tree = dataclasses.replace(tree, rows=counted)
         n = tree.rows.rows
         out = _allocate(tree, layout, target, n)
     texts: dict[str, list[Any]] = {

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from qcsql.blob_pages import ColumnTarget, PageMemory, fill_from_pages
-from qcsql.connection import ReadOnlyConnection
+from qcsql.connection import ReadOnlyConnection, side_file
 from qcsql.errors import SchemaError
 from qcsql.pages import NumericColumns, PageSource, read_numeric_window
 
@@ -131,15 +131,9 @@ class ResultsTable:
         are too sparse for that bound to be useful (a row takes at least 8 bytes of the
         file) does SQLite count them, since counting visits every leaf page (60 ms for 10
         million rows)."""
-        size = sum(
-            path.stat().st_size
-            for path in (self._conn.path, self._conn.path.with_name(self._conn.path.name + "-wal"))
-            if path.exists()
-        )
-        rows = upto_id
-        if upto_id > size // 8:
-            statement = _compiled(sa.select(sa.func.count()).select_from(self.model))
-            rows = min(rows, int(self._fetch(statement)[0][0]))
+        files = (self._conn.path, side_file(self._conn.path, "-wal"))
+        size = sum(path.stat().st_size for path in files if path.exists())
+        rows = upto_id if upto_id <= size // 8 else min(upto_id, self.count_rows())
         return RowRange(after_id=0, upto_id=upto_id, rows=rows, exact=False)
 
     def locate(

@@ -196,16 +196,6 @@ def dependents_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("run_id", "streams"), [(1, True), (2, True), (3, True), (4, True)])
-def test_dependents_measured_together_stream_and_equal_qcodes(
-    dependents_db: Path, tmp_path: Path, streamed: list[str], run_id: int, streams: bool
-) -> None:
-    with qcsql.open_database(dependents_db) as db:
-        ours = db.load_by_id(run_id).export_hdf5(tmp_path)
-    assert ("in memory" not in streamed) is streams
-    _assert_exports_like_qcodes(dependents_db, run_id, ours, tmp_path)
-
-
 # -- shaped sweeps that stopped early --------------------------------------------------------
 
 
@@ -255,15 +245,23 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("run_id", "streams"), [(1, True), (2, True), (3, True), (4, True), (5, True), (6, True)]
+    ("database", "run_id"),
+    [("dependents_db", run_id) for run_id in range(1, 5)]
+    + [("interrupted_db", run_id) for run_id in range(1, 7)],
 )
-def test_interrupted_sweeps_stream_and_equal_qcodes(
-    interrupted_db: Path, tmp_path: Path, streamed: list[str], run_id: int, streams: bool
+def test_numeric_sweeps_stream_and_equal_qcodes(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    streamed: list[str],
+    database: str,
+    run_id: int,
 ) -> None:
-    with qcsql.open_database(interrupted_db) as db:
+    """Every run of both databases streams (none falls back to the in-memory plan)."""
+    path: Path = request.getfixturevalue(database)
+    with qcsql.open_database(path) as db:
         ours = db.load_by_id(run_id).export_hdf5(tmp_path)
-    assert ("in memory" not in streamed) is streams
-    _assert_exports_like_qcodes(interrupted_db, run_id, ours, tmp_path)
+    assert "in memory" not in streamed
+    _assert_exports_like_qcodes(path, run_id, ours, tmp_path)
 
 
 # -- streamed and in-memory layouts agree on random sweeps ----------------------------------
