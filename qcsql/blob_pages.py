@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,14 +52,14 @@ from qcsql.blob_cells import (
     read_cells,
     serial_size,
 )
-from qcsql.blob_scatter import ChainPattern, learn_pattern, scatter_window
+from qcsql.blob_scatter import ChainPattern, learn_pattern, scatter_window, scatter_windows
 from qcsql.pages import PageSource, Unsupported, varints
 
 __all__ = ["ColumnTarget", "PageMemory", "fill_from_pages"]
 
 WINDOW_PAGES = 4096  # pages between the first and last leaf of a window (16 MB at 4 kB pages)
 BUFFER_PAGES = 2 * WINDOW_PAGES  # the last rows' overflow pages follow the last leaf
-SPLIT_ROWS = 512  # from this many ids on, lock-free reads split the range over two threads
+SPLIT_ROWS = 512  # from this many ids on, lock-free reads share the work between two threads
 LEARNING_LEAVES = 32  # leaves of the first window, when no pattern is known yet
 MAX_GROUPS = 16  # distinct record headers in a window; more are read through SQLite
 
@@ -138,26 +138,41 @@ def fill_from_pages(
     rowid through SQLite (all of them when this returns ``(0, after_id)``).
 
     Where windows need no lock (:attr:`PageSource.lock_free`) and the output has room for
-    one row per id, the two halves of the id range are read on two threads: the second
-    half is written from row ``mid - after_id`` (no more rows than ids precede it) and
-    moved down afterwards if the first half held fewer rows than ids.
+    one row per id, two threads share the work. Once the first rows show a pattern, one
+    thread plans and checks scattered windows while the reads run on others
+    (:func:`scatter_windows`). Otherwise the two halves of the id range are read at once:
+    the second half is written from the row as far from the first as its first id (no
+    more rows than ids precede it) and moved down afterwards if the first half held fewer
+    rows than ids.
     """
     reader = _Reader(source, root, targets, memory)
-    ids = upto_id - after_id
-    if not (source.lock_free and capacity >= ids >= SPLIT_ROWS):
+    if not (source.lock_free and capacity >= upto_id - after_id >= SPLIT_ROWS):
         return reader.fill(after_id, upto_id, 0, capacity)
-    mid = after_id + ids // 2
-    offset = mid - after_id
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qcsql-pages") as pool:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="qcsql-pages") as pool:
+        reader = dataclasses.replace(reader, pool=pool)
+        filled, covered = 0, after_id
+        learning = LEARNING_LEAVES
+        while memory.pattern is None and learning <= SPLIT_ROWS // 2:  # how do the rows lie?
+            bound = covered + learning
+            more, covered = reader.fill(covered, bound, filled, capacity)
+            filled, learning = filled + more, 2 * learning
+            if covered < bound:
+                return filled, covered
+        if memory.pattern is not None:
+            more, covered = reader.fill(covered, upto_id, filled, capacity)
+            return filled + more, covered
+        mid = covered + (upto_id - covered) // 2
+        offset = filled + mid - covered
         later = pool.submit(reader.fill, mid, upto_id, offset, capacity)
-        filled, covered = reader.fill(after_id, mid, 0, offset)
-        more, further = later.result()
-    if covered < mid:
-        return filled, covered  # SQLite reads on from here, over whatever the second half wrote
-    if more and filled < offset:
+        more, reached = reader.fill(covered, mid, filled, offset)
+        rest, further = later.result()
+    filled += more
+    if reached < mid:
+        return filled, reached  # SQLite reads on from here, over whatever the second half wrote
+    if rest and filled < offset:
         for target in targets:
-            target.out[filled : filled + more] = target.out[offset : offset + more]
-    return filled + more, max(further, covered)
+            target.out[filled : filled + rest] = target.out[offset : offset + rest]
+    return filled + rest, max(further, reached)
 
 
 @dataclass(frozen=True)
@@ -168,6 +183,7 @@ class _Reader:
     root: int
     targets: Sequence[ColumnTarget]
     memory: PageMemory
+    pool: Executor | None = None  # where scattered windows' reads may run while more are planned
 
     def fill(self, after_id: int, upto_id: int, position: int, capacity: int) -> tuple[int, int]:
         """Window after window, the rows of ``after_id < rowid <= upto_id`` into output rows
@@ -211,9 +227,8 @@ class _Reader:
         if pattern is None or pattern.top != self.targets[0].record_index:
             return None
         room = capacity - position
-        found = scatter_window(
-            self.source, self.root, pattern, self.targets, after_id, upto_id, position, room
-        )
+        where = (self.source, self.root, pattern, self.targets, after_id, upto_id, position, room)
+        found = scatter_window(*where) if self.pool is None else scatter_windows(*where, self.pool)
         if found is None:
             self.memory.pattern = None
         return found

@@ -22,8 +22,10 @@ there with its buffer.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future, wait
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,9 +38,12 @@ from qcsql.pages import TABLE_LEAF, PageSource, Unsupported, varints
 if TYPE_CHECKING:
     from qcsql.blob_pages import ColumnTarget
 
-__all__ = ["ChainPattern", "learn_pattern", "scatter_window"]
+__all__ = ["ChainPattern", "learn_pattern", "scatter_window", "scatter_windows"]
 
 SCATTER_PAGES = 8192  # pages one scattered window spans (32 MB at 4 kB pages)
+IN_FLIGHT = 3  # windows planned and reading at once, when reads go to a pool
+# What a window that cannot be read as predicted raises: the buffered reader takes over.
+_GIVE_UP = (Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -166,27 +171,98 @@ def scatter_window(
     """Read the rows after ``after_id`` (not past ``upto_id``) that follow ``pattern`` into
     output rows ``position`` onwards, at most ``room`` of them: ``(rows filled, last rowid
     covered)``, or None if not even the first row follows the pattern."""
-    if room <= 0 or not scatter_read.AVAILABLE:
-        return None
-    layout = _layout(pattern, targets)
+    layout = _layout(pattern, targets) if room > 0 and scatter_read.AVAILABLE else None
     if layout is None:
         return None
     try:
         with source.window() as safe:
             if not safe:
                 return None
-            most = min(room, max(1, SCATTER_PAGES // (pattern.chain_pages + 1)))
-            leaves = np.asarray(pages.leaf_pages(source, root, after_id, most), dtype=np.int64)
-            window = (
-                _Window.read(source, pattern, layout, leaves, after_id, position)
-                if len(leaves)
-                else None
-            )
+            window = _Window.plan(source, root, pattern, layout, after_id, upto_id, position, room)
             if window is None:
                 return None
-            return window.finish(targets, after_id, upto_id)
-    except (Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError):
+            window.read()
+            return window.finish(targets, upto_id)
+    except _GIVE_UP:
         return None
+
+
+def scatter_windows(
+    source: PageSource,
+    root: int,
+    pattern: ChainPattern,
+    targets: Sequence[ColumnTarget],
+    after_id: int,
+    upto_id: int,
+    position: int,
+    room: int,
+    pool: Executor,
+) -> tuple[int, int] | None:
+    """Like :func:`scatter_window`, window after window for as long as the rows follow
+    ``pattern``, for a source that needs no lock (:attr:`PageSource.lock_free`).
+
+    Reading a window's pages is kernel work that releases the GIL; planning and checking
+    one is numpy work that does not. So the reads go to ``pool`` and the next window is
+    planned while they run, a few windows ahead, on the assumption that every row follows
+    the pattern. Where one does not, the windows planned beyond it are dropped once their
+    reads end (they wrote only to output rows that whoever reads on overwrites)."""
+    layout = _layout(pattern, targets) if room > 0 and scatter_read.AVAILABLE else None
+    if layout is None:
+        return None
+    try:
+        with source.window() as safe:
+            found = (
+                _pipeline(
+                    source, root, pattern, layout, targets, after_id, upto_id, position, room, pool
+                )
+                if safe
+                else None
+            )
+    except _GIVE_UP:
+        return None  # the file changed while it was read: what was read cannot be trusted
+    return found
+
+
+def _pipeline(
+    source: PageSource,
+    root: int,
+    pattern: ChainPattern,
+    layout: _Layout,
+    targets: Sequence[ColumnTarget],
+    after_id: int,
+    upto_id: int,
+    position: int,
+    room: int,
+    pool: Executor,
+) -> tuple[int, int] | None:
+    pending: deque[tuple[_Window, Future[None]]] = deque()
+    filled, covered = 0, after_id
+    planned, rows = after_id, 0  # the windows planned so far end there
+    try:
+        while True:
+            while len(pending) < IN_FLIGHT and planned < upto_id and rows < room:
+                window = _Window.plan(
+                    source, root, pattern, layout, planned, upto_id, position + rows, room - rows
+                )
+                if window is None:
+                    break
+                pending.append((window, pool.submit(window.read)))
+                planned, rows = planned + window.count, rows + window.count
+            if not pending:
+                break
+            window, reading = pending.popleft()
+            reading.result()
+            found = window.finish(targets, upto_id)
+            if found is None:
+                break
+            filled, covered = filled + found[0], found[1]
+            if found[0] < window.count or covered >= upto_id:
+                break
+    except _GIVE_UP:
+        pass  # the windows checked so far stand
+    finally:
+        wait([reading for _, reading in pending])  # no read may go on into the output
+    return (filled, covered) if filled else None
 
 
 @dataclass
@@ -215,24 +291,32 @@ class _Window:
     links: npt.NDArray[np.uint8]
     kept: npt.NDArray[np.uint8]  # (rows, kept bytes)
     discard: npt.NDArray[np.uint8]  # one page: where bytes nobody needs are read to
+    vectors: npt.NDArray[np.uint64] = field(default_factory=lambda: np.empty((0, 2), np.uint64))
+    offset: int = 0  # in the file, of the first page read
 
     @classmethod
-    def read(
+    def plan(
         cls,
         source: PageSource,
+        root: int,
         pattern: ChainPattern,
         layout: _Layout,
-        leaves: npt.NDArray[np.int64],
         after_id: int,
+        upto_id: int,
         position: int,
+        room: int,
     ) -> _Window | None:
+        """The window of the rows after ``after_id``, as the pattern predicts them, ready
+        to :meth:`read`; None if the pattern does not fit even its first leaf. It ends at
+        ``upto_id`` (rows are predicted to have consecutive ids)."""
         size = source.page_size
+        most = min(room, upto_id - after_id, max(1, SCATTER_PAGES // (pattern.chain_pages + 1)))
+        leaves = np.asarray(pages.leaf_pages(source, root, after_id, most), dtype=np.int64)
         fitting = _fitting(leaves, pattern, source.page_count())
         if fitting is None:
-            return None  # the pattern does not fit even the first leaf: the buffered reader decides
-        leaves, chains, predicted = fitting
+            return None  # the buffered reader decides
+        leaves, chains, first, others = fitting
         count = len(leaves)
-        first, last = int(predicted.min()), int(predicted.max())
         head = source.usable - pattern.local - 4
         if head < 10 + _varint_length(np.array([pattern.payload]))[0] + 1:
             return None  # no room for a page header and a cell: not a page SQLite writes
@@ -249,12 +333,20 @@ class _Window:
             np.empty((count, max(layout.kept, 1)), dtype=np.uint8),
             np.empty(size, dtype=np.uint8),
         )
-        others = np.setdiff1d(np.arange(first, last + 1), predicted, assume_unique=True)
-        vectors = window._vectors(others)
-        if int(vectors[:, 1].sum()) != (last - first + 1) * size:
+        window.vectors = window._vectors(others)
+        window.offset = (first - 1) * size
+        pages_spanned = count * (pattern.chain_pages + 1) + len(others)
+        if int(window.vectors[:, 1].sum()) != pages_spanned * size:
             raise Unsupported  # pragma: no cover - every page is read exactly once
-        source.read_scattered(vectors, (first - 1) * size)
         return window
+
+    @property
+    def count(self) -> int:
+        """Rows predicted."""
+        return len(self.leaves)
+
+    def read(self) -> None:
+        self.source.read_scattered(self.vectors, self.offset)
 
     def _vectors(self, others: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
         """``(address, length)`` of every stretch of every page, in file order; each block of
@@ -319,9 +411,7 @@ class _Window:
         vectors[:, 1] = np.concatenate([np.full(len(block[0]), block[3]) for block in blocks])
         return vectors[np.argsort(place, kind="stable")]
 
-    def finish(
-        self, targets: Sequence[ColumnTarget], after_id: int, upto_id: int
-    ) -> tuple[int, int] | None:
+    def finish(self, targets: Sequence[ColumnTarget], upto_id: int) -> tuple[int, int] | None:
         """Check the rows read and decode their numbers: ``(rows, last rowid covered)``."""
         pattern, usable, heads = self.pattern, self.source.usable, self.heads
         count, head = heads.shape
@@ -386,22 +476,20 @@ class _Window:
 
 def _fitting(
     leaves: npt.NDArray[np.int64], pattern: ChainPattern, page_count: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int, npt.NDArray[np.int64]] | None:
     """The leading leaves whose predicted chains fit the file (inside it, on no page
-    predicted twice, within a bounded span), their chains ``(leaves, chain pages)`` and
-    every page predicted; halving finds them in a few steps."""
+    predicted twice, within a bounded span), their chains ``(leaves, chain pages)``, the
+    first page of the span and the span's pages predicted for no row (read to nowhere);
+    halving finds them in a few steps."""
     while len(leaves):
         chains = leaves[:, None] + pattern.chain_offset + np.arange(pattern.chain_pages)
         predicted = np.concatenate([leaves, chains.ravel()])
         first, last = int(predicted.min()), int(predicted.max())
         widest = 2 * max(SCATTER_PAGES, len(leaves) * (pattern.chain_pages + 1))
-        if (
-            first >= 2
-            and last <= page_count
-            and last - first < widest
-            and len(np.unique(predicted)) == len(predicted)
-        ):
-            return leaves, chains, predicted
+        if first >= 2 and last <= page_count and last - first < widest:
+            times = np.bincount(predicted - first, minlength=last - first + 1)
+            if int(times.max()) == 1:
+                return leaves, chains, first, np.flatnonzero(times == 0) + first
         leaves = leaves[: len(leaves) // 2]
     return None
 
