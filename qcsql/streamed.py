@@ -13,6 +13,7 @@ in-memory plan.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -72,7 +73,7 @@ def streamed_plans(run: Run, progress: Progress | None = None) -> Iterator[Datas
         if plan is not None:
             yield plan
         return
-    yield from _numeric_plans(run, progress)
+    yield from _numeric_plans(run, list(tops), progress)
 
 
 def _streamed_index_plan(
@@ -132,20 +133,25 @@ def _streamed_index_plan(
     return DatasetPlan(dims={INDEX: total}, variables=variables, attrs=attrs, fill=fill)
 
 
-def _numeric_plans(run: Run, progress: Progress | None = None) -> Iterator[DatasetPlan]:
-    """Plans of a numeric run whose rows can go straight into the file.
+def _numeric_plans(
+    run: Run, tops: list[str], progress: Progress | None = None
+) -> Iterator[DatasetPlan]:
+    """Plans of the parameters ``tops`` of a numeric run whose rows can go straight into
+    the file.
 
-    The run's parameters must share their setpoints, row for row (a sweep recording
-    several dependents; checked while streaming). First the one-pass layouts: along a
+    Parameters that share their setpoints, row for row (a sweep recording several
+    dependents; checked while streaming), are written together; others tree by tree
+    (:func:`_tree_by_tree_plans`). First the one-pass layouts: along a
     single setpoint whose values keep rising or falling (so are unique), and a complete
     shaped grid (QCoDeS' direct layout: rows in C order, coordinates from the first line
     along each axis). Then the layouts that need a pass over the setpoints first
     (:func:`_levels_plans`): any other single-setpoint run, interrupted, over-run or
     unshaped sweeps, and runs with repeated setpoints."""
-    tops = list(run.description.interdependencies.top_level_parameters)
     declared = {tuple(s) if s is not None else None for s in map((run.shapes or {}).get, tops)}
     stream = stream_numeric_trees(run, tops)
     if stream is None or len(declared) != 1:
+        if len(tops) > 1:
+            yield from _tree_by_tree_plans(run, tops, progress)
         return
     shape = declared.pop()
     setpoints = tuple(stream.tree.columns[len(tops) :])
@@ -166,6 +172,144 @@ def _numeric_plans(run: Run, progress: Progress | None = None) -> Iterator[Datas
         plan = _outer_merge_plan(run, tops, setpoints[0], progress)
         if plan is not None:
             yield plan
+
+
+def _tree_by_tree_plans(
+    run: Run, tops: list[str], progress: Progress | None
+) -> Iterator[DatasetPlan]:
+    """Parameters on different setpoints (a gate leakage on ``x`` beside a current on
+    ``(x, y)``, two sweeps of different gates), or declaring different shapes: each tree
+    is planned on its own and the plans are merged as QCoDeS' ``xr.merge`` merges their
+    datasets where no alignment is needed, that is where dimensions of one name have one
+    size and coordinates of one name one set of values (checked while writing). Trees
+    that need xarray's outer join are left to the in-memory plan. The trees' first
+    plans are tried first; where one gives up, that tree's next plan is tried
+    (:func:`_numeric_plans` orders them cheapest first)."""
+    candidates = [
+        _numeric_plans(run, [top], _tree_progress(progress, index, len(tops)))
+        for index, top in enumerate(tops)
+    ]
+    chosen = [next(plans, None) for plans in candidates]
+    while True:
+        plans = [plan for plan in chosen if plan is not None]
+        if len(plans) < len(chosen):
+            return  # a tree with no streamed layout left
+        gave_up: list[int] = []
+        merged = _merged_plan(plans, dataset_attrs(run), gave_up)
+        if merged is None:
+            return
+        yield merged
+        if not gave_up:
+            return  # the trees need xarray's outer join, done in memory
+        chosen[gave_up[0]] = next(candidates[gave_up[0]], None)  # that tree's next layout
+
+
+def _tree_progress(progress: Progress | None, index: int, trees: int) -> Progress | None:
+    """One tree's progress as a share of the whole run's (the trees written one by one)."""
+    if progress is None:
+        return None
+    report = progress
+
+    def share(done: int, expected: int) -> None:
+        report(index * expected + done, trees * expected)
+
+    return share
+
+
+def _merged_plan(
+    plans: list[DatasetPlan], attrs: dict[str, Any], gave_up: list[int]
+) -> DatasetPlan | None:
+    """The trees' plans as one file: dims and variables in the order xarray's merge lists
+    them, a dimension growing only if it grows in every plan that has it. Each variable is
+    written by the first plan that has it; later plans' values for it must equal it (as
+    QCoDeS' merge compares them), and their growing dimensions must end at its size.
+    Where a tree's own plan gives up (its rows do not fit its layout), writing stops and
+    the tree's index goes to ``gave_up``."""
+    dims: dict[str, int] = {}
+    unlimited: set[str] = set()
+    for plan in plans:
+        for dim, size in plan.dims.items():
+            if dim not in dims:
+                dims[dim] = size
+                if dim in plan.unlimited:
+                    unlimited.add(dim)
+            elif dim in plan.unlimited:
+                continue  # checked while writing
+            elif dim in unlimited:
+                unlimited.discard(dim)
+                dims[dim] = size
+            elif dims[dim] != size:
+                return None  # xarray aligns the two by an outer join
+    variables: dict[str, Variable] = {}
+    writer: dict[str, int] = {}
+    for index, plan in enumerate(plans):
+        for name, variable in plan.variables.items():
+            previous = variables.get(name)
+            if previous is None:
+                variables[name], writer[name] = variable, index
+            elif previous.dims != variable.dims or not (previous.streamed and variable.streamed):
+                return None
+            elif variable.is_coord and not previous.is_coord:
+                variables[name] = dataclasses.replace(previous, is_coord=True)
+
+    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
+        size = dict(dims)
+        settled = set(dims) - unlimited  # sizes no later plan may change
+        for index, plan in enumerate(plans):
+            if plan.fill is None:
+                continue
+            reached: dict[str, int] = {}
+
+            def grow_to(dim: str, length: int, reached: dict[str, int] = reached) -> None:
+                reached[dim] = max(reached.get(dim, 0), length)
+                if length <= size[dim]:
+                    return
+                if dim in settled:
+                    raise _Misaligned  # longer along it than another tree
+                grow(dim, length)
+                size[dim] = length
+
+            own = {
+                name: created[name] if writer[name] == index else _Compared(created[name])
+                for name in plan.variables
+            }
+            try:
+                plan.fill(own, grow_to)
+            except _Misaligned:
+                raise
+            except (NotStreamable, RowsDiffer):
+                gave_up.append(index)
+                raise
+            for dim in plan.unlimited:
+                if reached.get(dim, 0) != size[dim]:
+                    raise _Misaligned  # shorter along it than another tree
+                settled.add(dim)
+
+    expected = [plan.expected_rows for plan in plans if plan.expected_rows is not None]
+    return DatasetPlan(
+        dims=dims,
+        variables=variables,
+        attrs=attrs,
+        fill=fill,
+        unlimited=frozenset(unlimited),
+        expected_rows=max(expected) if expected else None,
+    )
+
+
+class _Compared:
+    """A variable an earlier tree's plan wrote (a shared coordinate): writing it again
+    checks that the values are those already there, as QCoDeS' merge sees them."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __setitem__(self, key: Any, values: Any) -> None:
+        if not same_as_qcodes_sees(np.asarray(self._target[key]), np.asarray(values)):
+            raise _Misaligned  # the trees' coordinates differ
+
+
+class _Misaligned(NotStreamable):
+    """The trees' datasets need aligning (xarray's outer join): laid out in memory."""
 
 
 def _outer_merge_plan(

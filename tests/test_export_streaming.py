@@ -196,6 +196,100 @@ def dependents_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# -- parameters on different setpoints -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def apart_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """QCoDeS 0.58 runs whose dependents are on different setpoints: a current on an (x, y)
+    grid, shaped and not, with a gate leakage read once per x line; two gates swept one
+    after the other; and a leakage read on every other line only (QCoDeS' merge aligns
+    the two x by an outer join, which is laid out in memory)."""
+    from qcodes.dataset import Measurement
+
+    path = tmp_path_factory.mktemp("apart") / "apart.db"
+    experiment = new_database(path, "apart")
+    x, y, z = parameters("x", "y", "z")
+    current, leak = parameters("current", "leak")
+    xs, ys = np.linspace(-1, 1, 30), np.linspace(0, 2, 40)
+
+    def measurement(name: str, trees: dict[Any, tuple[Any, ...]]) -> Any:
+        built = Measurement(exp=experiment, name=name)
+        for setpoint in {s for setpoints in trees.values() for s in setpoints}:
+            built.register_parameter(setpoint)
+        for dependent, setpoints in trees.items():
+            built.register_parameter(dependent, setpoints=setpoints)
+        return built
+
+    for shaped in (True, False):
+        grid = measurement(
+            f"leak per line, {'shaped' if shaped else 'unshaped'}",
+            {current: (x, y), leak: (x,)},
+        )
+        if shaped:
+            grid.set_shapes({"current": (len(xs), len(ys)), "leak": (len(xs),)})
+        with grid.run() as saver:
+            for xv in xs:
+                saver.add_result((x, xv), (leak, xv * 1e-3))
+                saver.add_result((x, np.full(len(ys), xv)), (y, ys), (current, xv * ys))
+
+    gates = measurement("two gates one after the other", {current: (x,), leak: (z,)})
+    with gates.run() as saver:
+        for xv in xs:
+            saver.add_result((x, xv), (current, np.sin(xv)))
+        for zv in np.linspace(5, 3, 50):
+            saver.add_result((z, zv), (leak, np.cos(zv)))
+
+    sparse = measurement("leak on every other line", {current: (x, y), leak: (x,)})
+    with sparse.run() as saver:
+        for line, xv in enumerate(xs):
+            if line % 2 == 0:
+                saver.add_result((x, xv), (leak, xv * 1e-3))
+            saver.add_result((x, np.full(len(ys), xv)), (y, ys), (current, xv * ys))
+    experiment.conn.close()  # type: ignore[attr-defined]
+    return path
+
+
+@pytest.mark.parametrize(
+    ("run_id", "expected"),
+    [
+        (1, ["streamed"]),
+        (2, ["streamed"]),
+        (3, ["streamed"]),
+        (4, ["in memory"]),
+    ],
+)
+def test_parameters_on_different_setpoints_stream_tree_by_tree(
+    apart_db: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    run_id: int,
+    expected: list[str],
+) -> None:
+    """Each tree is planned on its own and the plans merged; a merge that needs xarray's
+    outer join (a coordinate with other values in the other tree) is written from memory."""
+    events: list[str] = []
+    real_merged, real_memory = qcsql.streamed._merged_plan, qcsql.export.plan_run
+
+    def merged(*args: Any) -> Any:
+        found = real_merged(*args)
+        events.append("merged" if found is not None else "not merged")
+        return found
+
+    def memory(run: Any) -> Any:
+        events.append("in memory")
+        return real_memory(run)
+
+    monkeypatch.setattr(qcsql.streamed, "_merged_plan", merged)
+    monkeypatch.setattr(qcsql.export, "plan_run", memory)
+    with qcsql.open_database(apart_db) as db:
+        ours = db.load_by_id(run_id).export_hdf5(tmp_path)
+    assert ("in memory" in events) == ("in memory" in expected), events
+    assert "merged" in events, events
+    _assert_exports_like_qcodes(apart_db, run_id, ours, tmp_path)
+    _assert_streamed_equals_in_memory(apart_db, tmp_path, run_id)
+
+
 # -- shaped sweeps that stopped early --------------------------------------------------------
 
 
@@ -279,6 +373,8 @@ def _sweeps(draw: st.DrawFn) -> dict[str, Any]:
         "dependents": draw(st.integers(1, 3)),
         "together": draw(st.booleans()),  # one add_result per point, or one per dependent
         "revisit": draw(st.booleans()),
+        # a dependent on x alone, read at the start of every line or every other line
+        "per_line": draw(st.sampled_from([0, 1, 2])),
         # complex and text values are read through SQLite
         "paramtype": draw(st.sampled_from(["numeric", "complex", "text"])),
     }
@@ -308,6 +404,9 @@ def test_streamed_sweeps_equal_the_in_memory_layout(
     paramtype = sweep["paramtype"]
     for dependent in dependents:
         measurement.register_parameter(dependent, setpoints=(x, y), paramtype=paramtype)
+    (leak,) = parameters("leak")
+    if sweep["per_line"]:
+        measurement.register_parameter(leak, setpoints=(x,))
     if sweep["shaped"] and paramtype != "text":  # QCoDeS' cache of shaped runs casts to float
         shape = (len(sweep["outer"]), len(sweep["inner"]))
         measurement.set_shapes({d.name: shape for d in dependents})
@@ -317,6 +416,9 @@ def test_streamed_sweeps_equal_the_in_memory_layout(
         grid[-1] = grid[0]
     with _qcodes_cache_casts_complex(), measurement.run() as saver:
         for n, (a, b) in enumerate(grid):
+            line = n // len(sweep["inner"])
+            if sweep["per_line"] and n % len(sweep["inner"]) == 0 and line % sweep["per_line"] == 0:
+                saver.add_result((x, a), (leak, a * 1e-3 + line))
             values = [
                 (d, _value(paramtype, a * 10 + b + k + n * 1e-3, a - b))
                 for k, d in enumerate(dependents)
