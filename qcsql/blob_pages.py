@@ -163,6 +163,8 @@ def fill_from_pages(
             return filled + more, covered
         mid = covered + (upto_id - covered) // 2
         offset = filled + mid - covered
+        # The second half takes one of the two workers; should either half learn a pattern
+        # later, its scattered reads queue for the other, which nothing else holds.
         later = pool.submit(reader.fill, mid, upto_id, offset, capacity)
         more, reached = reader.fill(covered, mid, filled, offset)
         rest, further = later.result()
