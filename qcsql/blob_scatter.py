@@ -238,13 +238,15 @@ def _pipeline(
     pending: deque[tuple[_Window, Future[None]]] = deque()
     filled, covered = 0, after_id
     planned, rows = after_id, 0  # the windows planned so far end there
+    fits = True  # whether the pattern still fits the next leaves
     try:
         while True:
-            while len(pending) < IN_FLIGHT and planned < upto_id and rows < room:
+            while fits and len(pending) < IN_FLIGHT and planned < upto_id and rows < room:
                 window = _Window.plan(
                     source, root, pattern, layout, planned, upto_id, position + rows, room - rows
                 )
                 if window is None:
+                    fits = False
                     break
                 pending.append((window, pool.submit(window.read)))
                 planned, rows = planned + window.count, rows + window.count
