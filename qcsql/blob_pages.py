@@ -52,7 +52,7 @@ from qcsql.blob_cells import (
     read_cells,
     serial_size,
 )
-from qcsql.blob_scatter import ChainPattern, learn_pattern, scatter_window, scatter_windows
+from qcsql.blob_scatter import ChainPattern, learn_pattern, scatter_windows
 from qcsql.pages import PageSource, Unsupported, varints
 
 __all__ = ["ColumnTarget", "PageMemory", "fill_from_pages"]
@@ -223,17 +223,25 @@ class _Reader:
     def _scatter(
         self, after_id: int, upto_id: int, position: int, capacity: int
     ) -> tuple[int, int] | None:
-        """The next window read straight into the output, if the rows so far followed a
-        pattern and the next ones still do; forgets the pattern when they do not."""
+        """The next windows read straight into the output, if the rows so far followed a
+        pattern and the next ones still do; forgets the pattern once they do not."""
         pattern = self.memory.pattern
         if pattern is None or pattern.top != self.targets[0].record_index:
             return None
-        room = capacity - position
-        where = (self.source, self.root, pattern, self.targets, after_id, upto_id, position, room)
-        found = scatter_window(*where) if self.pool is None else scatter_windows(*where, self.pool)
-        if found is None:
+        found = scatter_windows(
+            self.source,
+            self.root,
+            pattern,
+            self.targets,
+            after_id,
+            upto_id,
+            position,
+            capacity - position,
+            self.pool,
+        )
+        if found is None or not found.follow:
             self.memory.pattern = None
-        return found
+        return None if found is None else (found.rows, found.covered)
 
 
 class _Span:

@@ -38,7 +38,7 @@ from qcsql.pages import TABLE_LEAF, PageSource, Unsupported, varints
 if TYPE_CHECKING:
     from qcsql.blob_pages import ColumnTarget
 
-__all__ = ["ChainPattern", "learn_pattern", "scatter_window", "scatter_windows"]
+__all__ = ["ChainPattern", "Scattered", "learn_pattern", "scatter_windows"]
 
 SCATTER_PAGES = 8192  # pages one scattered window spans (32 MB at 4 kB pages)
 IN_FLIGHT = 3  # windows planned and reading at once, when reads go to a pool
@@ -158,33 +158,16 @@ def _layout(pattern: ChainPattern, targets: Sequence[ColumnTarget]) -> _Layout |
     return _Layout(stretches, kept, rows)
 
 
-def scatter_window(
-    source: PageSource,
-    root: int,
-    pattern: ChainPattern,
-    targets: Sequence[ColumnTarget],
-    after_id: int,
-    upto_id: int,
-    position: int,
-    room: int,
-) -> tuple[int, int] | None:
-    """Read the rows after ``after_id`` (not past ``upto_id``) that follow ``pattern`` into
-    output rows ``position`` onwards, at most ``room`` of them: ``(rows filled, last rowid
-    covered)``, or None if not even the first row follows the pattern."""
-    layout = _layout(pattern, targets) if room > 0 and scatter_read.AVAILABLE else None
-    if layout is None:
-        return None
-    try:
-        with source.window() as safe:
-            if not safe:
-                return None
-            window = _Window.plan(source, root, pattern, layout, after_id, upto_id, position, room)
-            if window is None:
-                return None
-            window.read()
-            return window.finish(targets, upto_id)
-    except _GIVE_UP:
-        return None
+@dataclass(frozen=True)
+class Scattered:
+    """What :func:`scatter_windows` read: ``rows`` filled, up to rowid ``covered``, and
+    whether the rows still ``follow`` the pattern there (they do when the reads stopped at
+    the end of the ids or of the room; after a row that differs they do not, and reading
+    on from it with the pattern would only read a window to find that again)."""
+
+    rows: int
+    covered: int
+    follow: bool
 
 
 def scatter_windows(
@@ -196,34 +179,37 @@ def scatter_windows(
     upto_id: int,
     position: int,
     room: int,
-    pool: Executor,
-) -> tuple[int, int] | None:
-    """Like :func:`scatter_window`, window after window for as long as the rows follow
-    ``pattern``, for a source that needs no lock (:attr:`PageSource.lock_free`).
+    pool: Executor | None = None,
+) -> Scattered | None:
+    """Read the rows after ``after_id`` (not past ``upto_id``) that follow ``pattern`` into
+    output rows ``position`` onwards, at most ``room`` of them; None if not even the first
+    row follows the pattern.
 
-    Reading a window's pages is kernel work that releases the GIL; planning and checking
-    one is numpy work that does not. So the reads go to ``pool`` and the next window is
-    planned while they run, a few windows ahead, on the assumption that every row follows
-    the pattern. Where one does not, the windows planned beyond it are dropped once their
-    reads end (they wrote only to output rows that whoever reads on overwrites)."""
+    Without ``pool``, one window, inside its own read transaction
+    (:meth:`PageSource.window`), so that a writer waits for one window at most. With a
+    pool, for a source that needs no lock (:attr:`PageSource.lock_free`), window after
+    window for as long as the rows follow the pattern: reading a window's pages is kernel
+    work that releases the GIL, planning and checking one is numpy work that does not, so
+    the reads go to ``pool`` and the next windows are planned while they run, on the
+    assumption that every row follows the pattern. Windows planned beyond a row that
+    does not are dropped once their reads end (they wrote only to output rows that
+    whoever reads on overwrites)."""
     layout = _layout(pattern, targets) if room > 0 and scatter_read.AVAILABLE else None
     if layout is None:
         return None
     try:
         with source.window() as safe:
-            found = (
-                _pipeline(
-                    source, root, pattern, layout, targets, after_id, upto_id, position, room, pool
-                )
-                if safe
-                else None
+            if not safe:
+                return None
+            found = _read_windows(
+                source, root, pattern, layout, targets, after_id, upto_id, position, room, pool
             )
     except _GIVE_UP:
         return None  # the file changed while it was read: what was read cannot be trusted
     return found
 
 
-def _pipeline(
+def _read_windows(
     source: PageSource,
     root: int,
     pattern: ChainPattern,
@@ -233,38 +219,44 @@ def _pipeline(
     upto_id: int,
     position: int,
     room: int,
-    pool: Executor,
-) -> tuple[int, int] | None:
-    pending: deque[tuple[_Window, Future[None]]] = deque()
+    pool: Executor | None,
+) -> Scattered | None:
+    ahead = 1 if pool is None else IN_FLIGHT  # windows planned and not yet checked
+    pending: deque[tuple[_Window, Future[None] | None]] = deque()
     filled, covered = 0, after_id
     planned, rows = after_id, 0  # the windows planned so far end there
-    fits = True  # whether the pattern still fits the next leaves
+    fits = follow = True  # the pattern fits the next leaves; the rows read follow it
     try:
         while True:
-            while fits and len(pending) < IN_FLIGHT and planned < upto_id and rows < room:
+            while fits and len(pending) < ahead and planned < upto_id and rows < room:
                 window = _Window.plan(
                     source, root, pattern, layout, planned, upto_id, position + rows, room - rows
                 )
                 if window is None:
                     fits = False
                     break
-                pending.append((window, pool.submit(window.read)))
+                pending.append((window, None if pool is None else pool.submit(window.read)))
                 planned, rows = planned + window.count, rows + window.count
             if not pending:
                 break
             window, reading = pending.popleft()
-            reading.result()
+            if reading is None:
+                window.read()
+            else:
+                reading.result()
             found = window.finish(targets, upto_id)
-            if found is None:
+            if found is not None:
+                filled, covered = filled + found[0], found[1]
+            if found is None or found[0] < window.count:
+                follow = False
                 break
-            filled, covered = filled + found[0], found[1]
-            if found[0] < window.count or covered >= upto_id:
+            if pool is None or covered >= upto_id:
                 break
     except _GIVE_UP:
-        pass  # the windows checked so far stand
+        follow = False  # the windows checked so far stand
     finally:
-        wait([reading for _, reading in pending])  # no read may go on into the output
-    return (filled, covered) if filled else None
+        wait([reading for _, reading in pending if reading is not None])  # none may go on
+    return Scattered(filled, covered, follow and fits) if filled else None
 
 
 @dataclass

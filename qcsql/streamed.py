@@ -17,6 +17,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -158,16 +159,17 @@ def _numeric_plans(
     if not setpoints or (shape is not None and len(shape) != len(setpoints)):
         return  # no setpoint, or QCoDeS' reshaping and its layout disagree
     variables = _variables(run, tops, setpoints, {name: setpoints for name in tops})
+    sweep = _Sweep(run, stream, tops, setpoints, shape, variables, progress)
     if len(setpoints) == 1:
-        yield _along_setpoint_plan(run, stream, tops, variables, shape, True, progress)
+        yield _along_setpoint_plan(sweep, True)
     elif shape is not None and math.prod(shape) <= stream.rows // stream.tops:
         yield DatasetPlan(
             dims=dict(zip(setpoints, shape, strict=True)),
             variables=variables,
             attrs=dataset_attrs(run),
-            fill=_fill_grid(stream, tops, setpoints, shape, progress),
+            fill=_fill_grid(sweep, shape),
         )
-    yield from _levels_plans(run, stream, tops, setpoints, variables, shape, progress)
+    yield from _levels_plans(sweep)
     if len(tops) > 1 and len(setpoints) == 1:
         plan = _outer_merge_plan(run, tops, setpoints[0], progress)
         if plan is not None:
@@ -408,35 +410,35 @@ def _dtype(run: Run, name: str) -> np.dtype[Any]:
     return np.dtype({"complex": np.complex128, "text": object}.get(paramtype, np.float64))
 
 
-def _along_setpoint_plan(
-    run: Run,
-    stream: NumericTreeStream,
-    tops: list[str],
-    variables: dict[str, Variable],
-    shape: tuple[int, ...] | None,
-    monotonic: bool,
-    progress: Progress | None,
-) -> DatasetPlan:
-    setpoint = stream.tree.columns[len(tops)]
+@dataclass(frozen=True)
+class _Sweep:
+    """Numeric parameters swept together, as the plans of their layouts need them: the
+    stream of their rows, their setpoints, the shape they declare, their variables laid
+    out over the setpoints (the index layouts make their own) and whom to tell how far
+    the writing is."""
+
+    run: Run
+    stream: NumericTreeStream
+    tops: list[str]
+    setpoints: tuple[str, ...]
+    shape: tuple[int, ...] | None
+    variables: dict[str, Variable]
+    progress: Progress | None
+
+
+def _along_setpoint_plan(sweep: _Sweep, monotonic: bool) -> DatasetPlan:
+    (setpoint,) = sweep.setpoints
     return DatasetPlan(
         dims={setpoint: 0},
-        variables=variables,
-        attrs=dataset_attrs(run),
-        fill=_fill_along_setpoint(stream, tops, setpoint, shape, monotonic, progress),
+        variables=sweep.variables,
+        attrs=dataset_attrs(sweep.run),
+        fill=_fill_along_setpoint(sweep, monotonic),
         unlimited=frozenset({setpoint}),
-        expected_rows=stream.rows,
+        expected_rows=sweep.stream.rows,
     )
 
 
-def _levels_plans(
-    run: Run,
-    stream: NumericTreeStream,
-    tops: list[str],
-    setpoints: tuple[str, ...],
-    variables: dict[str, Variable],
-    shape: tuple[int, ...] | None,
-    progress: Progress | None,
-) -> Iterator[DatasetPlan]:
+def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
     """The layouts QCoDeS picks from all of a run's setpoints, decided by passes over
     them: a first finds each setpoint's distinct values (as QCoDeS reads them, to 15
     digits) and counts the rows; for several setpoints a second looks for two rows with
@@ -444,6 +446,7 @@ def _levels_plans(
     single setpoint in measured order, or a grid of the sorted values (NaN where no row
     landed), or, for unshaped runs whose rows do not fill that grid, cf_xarray's
     compressed multi-index over them."""
+    stream, setpoints = sweep.stream, sweep.setpoints
     levels = _find_levels(stream)
     if levels is None:
         return
@@ -455,13 +458,13 @@ def _levels_plans(
     if repeated is None:
         return
     if repeated:
-        yield _numeric_index_plan(run, stream, tops, setpoints, rows, progress)
+        yield _numeric_index_plan(sweep, rows)
     elif len(setpoints) == 1:
-        yield _along_setpoint_plan(run, stream, tops, variables, shape, False, progress)
-    elif run.description.shapes is None and math.prod(grid) != rows:
-        yield _multi_index_plan(run, stream, tops, setpoints, found, rows, progress)
+        yield _along_setpoint_plan(sweep, False)
+    elif sweep.run.description.shapes is None and math.prod(grid) != rows:
+        yield _multi_index_plan(sweep, found, rows)
     else:  # cells without a row read as NaN (floats, complex numbers) or "" (text)
-        yield _levels_grid_plan(run, stream, tops, setpoints, variables, found, rows, progress)
+        yield _levels_grid_plan(sweep, found, rows)
 
 
 def _repeats(
@@ -481,22 +484,16 @@ def _repeats(
     return False
 
 
-def _numeric_index_plan(
-    run: Run,
-    stream: NumericTreeStream,
-    tops: list[str],
-    setpoints: tuple[str, ...],
-    rows: int,
-    progress: Progress | None,
-) -> DatasetPlan:
+def _numeric_index_plan(sweep: _Sweep, rows: int) -> DatasetPlan:
     """Repeated setpoints: the rows in measured order along ``index`` (QCoDeS'
     ``reset_index().to_xarray()``), the setpoints data beside the parameters."""
+    run, tops, setpoints = sweep.run, sweep.tops, sweep.setpoints
     index = Variable(INDEX, (INDEX,), np.empty(0, np.int64), {}, True, streamed=True)
     along = {name: (INDEX,) for name in (*tops, *setpoints)}
     variables = _variables(run, tops, setpoints, along, {INDEX: index})
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        for start, end, columns in _in_measured_order(stream, rows, progress):
+        for start, end, columns in _in_measured_order(sweep, rows):
             for name, values in zip((*tops, *setpoints), columns, strict=True):
                 created[name][start:end] = values
             created[INDEX][start:end] = np.arange(start, end)
@@ -505,18 +502,12 @@ def _numeric_index_plan(
 
 
 def _levels_grid_plan(
-    run: Run,
-    stream: NumericTreeStream,
-    tops: list[str],
-    setpoints: tuple[str, ...],
-    variables: dict[str, Variable],
-    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
-    rows: int,
-    progress: Progress | None,
+    sweep: _Sweep, found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], rows: int
 ) -> DatasetPlan:
     """Unique setpoints on a grid of their sorted distinct values: every row written into
     its cell, NaN where no row landed (a sweep that stopped early, ran over, or had no
     shapes)."""
+    stream, tops, setpoints, progress = sweep.stream, sweep.tops, sweep.setpoints, sweep.progress
     shape = tuple(len(keys) for keys, _ in found)
     line = shape[-1]
 
@@ -541,24 +532,19 @@ def _levels_grid_plan(
 
     return DatasetPlan(
         dims=dict(zip(setpoints, shape, strict=True)),
-        variables=variables,
-        attrs=dataset_attrs(run),
+        variables=sweep.variables,
+        attrs=dataset_attrs(sweep.run),
         fill=fill,
     )
 
 
 def _multi_index_plan(
-    run: Run,
-    stream: NumericTreeStream,
-    tops: list[str],
-    setpoints: tuple[str, ...],
-    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
-    rows: int,
-    progress: Progress | None,
+    sweep: _Sweep, found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], rows: int
 ) -> DatasetPlan:
     """Scattered setpoints of an unshaped run: every setpoint its own dimension of sorted
     distinct values, the parameters in measured order along ``multi_index``, and
     ``multi_index`` each row's flat position in the grid of those values."""
+    run, tops, setpoints = sweep.run, sweep.tops, sweep.setpoints
     specs = run.description.paramspecs
     shape = tuple(len(keys) for keys, _ in found)
 
@@ -575,7 +561,7 @@ def _multi_index_plan(
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
         cells_of = _CellFinder(found, shape, len(tops))
-        for start, end, columns in _in_measured_order(stream, rows, progress):
+        for start, end, columns in _in_measured_order(sweep, rows):
             for top, values in zip(tops, columns, strict=False):
                 created[top][start:end] = values
             created[MULTI_INDEX][start:end] = cells_of(columns)
@@ -587,12 +573,12 @@ def _multi_index_plan(
 
 
 def _in_measured_order(
-    stream: NumericTreeStream, rows: int, progress: Progress | None
+    sweep: _Sweep, rows: int
 ) -> Iterator[tuple[int, int, list[npt.NDArray[np.float64]]]]:
     """``(first row, end row, columns)`` of each batch, in measured order, checking that
     the run still has the ``rows`` an earlier pass counted."""
-    done = 0
-    for columns in _batches(stream.chunks()):
+    done, progress = 0, sweep.progress
+    for columns in _batches(sweep.stream.chunks()):
         end = done + len(columns[0])
         if end > rows:
             raise NotStreamable  # more rows than the first pass saw: the file changed
@@ -658,17 +644,12 @@ class _CellFinder:
 Fill = Callable[[Mapping[str, Any], Callable[[str, int], None]], None]
 
 
-def _fill_along_setpoint(
-    stream: NumericTreeStream,
-    tops: list[str],
-    setpoint: str,
-    shape: tuple[int, ...] | None,
-    monotonic: bool,
-    progress: Progress | None,
-) -> Fill:
+def _fill_along_setpoint(sweep: _Sweep, monotonic: bool) -> Fill:
     """Rows in measured order. With ``monotonic``, the setpoint's values must keep rising
     or falling (then they are unique) unless the run is complete; without, a first pass
     has found them unique."""
+    stream, tops, shape, progress = sweep.stream, sweep.tops, sweep.shape, sweep.progress
+    (setpoint,) = sweep.setpoints
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
         position, previous = 0, None
@@ -695,13 +676,10 @@ def _fill_along_setpoint(
     return fill
 
 
-def _fill_grid(
-    stream: NumericTreeStream,
-    tops: list[str],
-    setpoints: tuple[str, ...],
-    shape: tuple[int, ...],
-    progress: Progress | None,
-) -> Fill:
+def _fill_grid(sweep: _Sweep, shape: tuple[int, ...]) -> Fill:
+    """A complete grid of the declared ``shape``: rows in C order, each axis' coordinate
+    from the first line along it (QCoDeS' direct layout)."""
+    stream, tops, setpoints, progress = sweep.stream, sweep.tops, sweep.setpoints, sweep.progress
     total = math.prod(shape)
     strides = [math.prod(shape[axis + 1 :]) for axis in range(len(shape))]
     line = shape[-1]

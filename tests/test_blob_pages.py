@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,19 +139,16 @@ def _small_windows(patch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def scattered_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Rows each scattered window filled."""
+    """Rows each scattered read filled (one window, or several planned ahead)."""
     filled: list[int] = []
+    real = qcsql.blob_scatter.scatter_windows
 
-    def counting(real: Callable[..., tuple[int, int] | None]) -> Callable[..., Any]:
-        def counted(*args: Any) -> tuple[int, int] | None:
-            result = real(*args)
-            filled.append(result[0] if result else 0)
-            return result
+    def counting(*args: Any) -> Any:
+        result = real(*args)
+        filled.append(result.rows if result else 0)
+        return result
 
-        return counted
-
-    for name in ("scatter_window", "scatter_windows"):  # one by one, or planned ahead
-        monkeypatch.setattr(qcsql.blob_pages, name, counting(getattr(qcsql.blob_scatter, name)))
+    monkeypatch.setattr(qcsql.blob_pages, "scatter_windows", counting)
     return filled
 
 

@@ -31,9 +31,10 @@ from tests.test_export_matches_qcodes import ENGINES, _attrs, assert_same_datase
 
 @pytest.fixture
 def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records, per export, whether the streamed index plan was taken and completed."""
+    """Records, per export, whether the streamed index plan of an array run, or a merged
+    plan of trees on different setpoints, was made, and whether the in-memory plan was."""
     events: list[str] = []
-    real_plan = qcsql.streamed._streamed_index_plan
+    real_plan, real_merged = qcsql.streamed._streamed_index_plan, qcsql.streamed._merged_plan
     real_memory = qcsql.export.plan_run
 
     def plan(*args: Any) -> Any:
@@ -41,11 +42,17 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         events.append("streamed" if found is not None else "not streamable")
         return found
 
+    def merged(*args: Any) -> Any:
+        found = real_merged(*args)
+        events.append("merged" if found is not None else "not merged")
+        return found
+
     def memory(run: Any) -> Any:
         events.append("in memory")
         return real_memory(run)
 
     monkeypatch.setattr(qcsql.streamed, "_streamed_index_plan", plan)
+    monkeypatch.setattr(qcsql.streamed, "_merged_plan", merged)
     monkeypatch.setattr(qcsql.export, "plan_run", memory)
     monkeypatch.setattr(qcsql.streamed, "ARRAY_BYTES_PER_CHUNK", 64 * 1024)  # many windows
     return events
@@ -250,42 +257,16 @@ def apart_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize(
-    ("run_id", "expected"),
-    [
-        (1, ["streamed"]),
-        (2, ["streamed"]),
-        (3, ["streamed"]),
-        (4, ["in memory"]),
-    ],
-)
+@pytest.mark.parametrize(("run_id", "in_memory"), [(1, False), (2, False), (3, False), (4, True)])
 def test_parameters_on_different_setpoints_stream_tree_by_tree(
-    apart_db: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    run_id: int,
-    expected: list[str],
+    apart_db: Path, tmp_path: Path, streamed: list[str], run_id: int, in_memory: bool
 ) -> None:
     """Each tree is planned on its own and the plans merged; a merge that needs xarray's
     outer join (a coordinate with other values in the other tree) is written from memory."""
-    events: list[str] = []
-    real_merged, real_memory = qcsql.streamed._merged_plan, qcsql.export.plan_run
-
-    def merged(*args: Any) -> Any:
-        found = real_merged(*args)
-        events.append("merged" if found is not None else "not merged")
-        return found
-
-    def memory(run: Any) -> Any:
-        events.append("in memory")
-        return real_memory(run)
-
-    monkeypatch.setattr(qcsql.streamed, "_merged_plan", merged)
-    monkeypatch.setattr(qcsql.export, "plan_run", memory)
     with qcsql.open_database(apart_db) as db:
         ours = db.load_by_id(run_id).export_hdf5(tmp_path)
-    assert ("in memory" in events) == ("in memory" in expected), events
-    assert "merged" in events, events
+    assert ("in memory" in streamed) == in_memory, streamed
+    assert "merged" in streamed, streamed
     _assert_exports_like_qcodes(apart_db, run_id, ours, tmp_path)
     _assert_streamed_equals_in_memory(apart_db, tmp_path, run_id)
 
