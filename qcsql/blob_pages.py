@@ -154,9 +154,9 @@ def fill_from_pages(
         learning = LEARNING_LEAVES
         while memory.pattern is None and learning <= SPLIT_ROWS // 2:  # how do the rows lie?
             bound = covered + learning
-            more, covered = reader.fill(covered, bound, filled, capacity)
+            more, covered = reader.fill(covered, bound, filled, capacity, until_pattern=True)
             filled, learning = filled + more, 2 * learning
-            if covered < bound:
+            if covered < bound and memory.pattern is None:
                 return filled, covered
         if memory.pattern is not None:
             more, covered = reader.fill(covered, upto_id, filled, capacity)
@@ -187,9 +187,13 @@ class _Reader:
     memory: PageMemory
     pool: Executor | None = None  # where scattered windows' reads may run while more are planned
 
-    def fill(self, after_id: int, upto_id: int, position: int, capacity: int) -> tuple[int, int]:
+    def fill(
+        self, after_id: int, upto_id: int, position: int, capacity: int, until_pattern: bool = False
+    ) -> tuple[int, int]:
         """Window after window, the rows of ``after_id < rowid <= upto_id`` into output rows
-        ``position`` onwards (not past ``capacity``): ``(rows filled, last rowid covered)``."""
+        ``position`` onwards (not past ``capacity``): ``(rows filled, last rowid covered)``.
+        ``until_pattern`` stops once a window has shown a pattern, so that the caller can
+        read on with a pool."""
         buffers = self.memory.buffers
         span = _Span(self.source, buffers.pop() if buffers else None)
         filled, covered = 0, after_id
@@ -216,6 +220,8 @@ class _Reader:
                 covered = min(window.last_rowid, upto_id)
                 if window.pattern is not None:
                     self.memory.pattern = window.pattern
+                    if until_pattern:
+                        break
         finally:
             buffers.append(span.buffer)
         return filled, covered

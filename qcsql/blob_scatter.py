@@ -327,10 +327,11 @@ class _Window:
             np.empty((count, max(layout.kept, 1)), dtype=np.uint8),
             np.empty(size, dtype=np.uint8),
         )
-        window.vectors = window._vectors(others)
         window.offset = (first - 1) * size
+        window.vectors = window._vectors(others)
         pages_spanned = count * (pattern.chain_pages + 1) + len(others)
-        if int(window.vectors[:, 1].sum()) != pages_spanned * size:
+        lengths = window.vectors[:, 1]
+        if not lengths.all() or int(lengths.sum()) != pages_spanned * size:
             raise Unsupported  # pragma: no cover - every page is read exactly once
         return window
 
@@ -397,13 +398,15 @@ class _Window:
             order = add_payload(numbers, order, begin, end)
             if size - 4 - (end - begin) > 0:
                 add(numbers, order, discard, 0, 0, size - 4 - (end - begin))
-        # Each block is in file order already: a stable sort merges them as runs.
-        assert order < 64
-        place = np.concatenate([block[0] * 64 + block[1] for block in blocks])
-        vectors = np.empty((len(place), 2), dtype=np.uint64)
-        vectors[:, 0] = np.concatenate([block[2] for block in blocks])
-        vectors[:, 1] = np.concatenate([np.full(len(block[0]), block[3]) for block in blocks])
-        return vectors[np.argsort(place, kind="stable")]
+        # A page's vectors go in ``order``, after those of the pages before it in the file.
+        in_span = np.concatenate([block[0] for block in blocks]) - self.offset // size - 1
+        per_page = np.bincount(in_span)
+        place = (np.cumsum(per_page) - per_page)[in_span]
+        place += np.concatenate([np.full(len(block[0]), block[1]) for block in blocks])
+        vectors = np.zeros((len(place), 2), dtype=np.uint64)  # a place left out keeps length 0
+        vectors[place, 0] = np.concatenate([block[2] for block in blocks])
+        vectors[place, 1] = np.concatenate([np.full(len(block[0]), block[3]) for block in blocks])
+        return vectors
 
     def finish(self, targets: Sequence[ColumnTarget], upto_id: int) -> tuple[int, int] | None:
         """Check the rows read and decode their numbers: ``(rows, last rowid covered)``."""

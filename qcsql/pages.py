@@ -240,9 +240,9 @@ def _wanted_children(data: bytes, start: int, after_id: int) -> list[int]:
         | page[pointers + 3]
     )
     keys, _ = varints(page, pointers + 4)
-    wanted = children[keys > after_id].tolist()  # a child holds the keys <= its key
+    wanted: list[int] = children[keys > after_id].tolist()  # a child holds the keys <= its key
     wanted.append(int.from_bytes(data[start + 8 : start + 12], "big"))  # right-most: the rest
-    return [int(child) for child in wanted]
+    return wanted
 
 
 def _scalar_varint(data: bytes, offset: int) -> int:
