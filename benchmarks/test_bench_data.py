@@ -111,7 +111,7 @@ def test_numeric_qcodes(benchmark: Any, numeric_db: Path, tmp_path: Path) -> Non
 @pytest.mark.benchmark(group="get_parameter_data, 10,000 x 1,000-point arrays")
 def test_arrays_qcsql(benchmark: Any, array_db: Path) -> None:
     data = benchmark.pedantic(  # many rounds: the kernel's page handling makes single ones vary
-        read_with_qcsql, args=(array_db,), rounds=15, iterations=1, warmup_rounds=2
+        read_with_qcsql, args=(array_db,), rounds=40, iterations=1, warmup_rounds=2
     )
     assert data["spectrum"]["spectrum"].shape == (ARRAY_ROWS, 1000)
     _memory("qcsql", array_db, "10,000 x 1,000-point arrays")
@@ -121,7 +121,7 @@ def test_arrays_qcsql(benchmark: Any, array_db: Path) -> None:
 @pytest.mark.skipif(not hasattr(os, "preadv"), reason="the floor is measured with preadv")
 def test_arrays_floor(benchmark: Any, array_db: Path) -> None:
     parts = benchmark.pedantic(
-        read_bytes_only, args=(array_db,), rounds=15, iterations=1, warmup_rounds=2
+        read_bytes_only, args=(array_db,), rounds=40, iterations=1, warmup_rounds=2
     )
     assert sum(len(part) for part in parts) == array_db.stat().st_size
 
@@ -130,7 +130,7 @@ def test_arrays_floor(benchmark: Any, array_db: Path) -> None:
 def test_arrays_qcodes(benchmark: Any, array_db: Path, tmp_path: Path) -> None:
     copy = qcodes_copy(array_db, tmp_path)
     theirs = benchmark.pedantic(
-        read_with_qcodes, args=(copy,), rounds=4, iterations=1, warmup_rounds=1
+        read_with_qcodes, args=(copy,), rounds=10, iterations=1, warmup_rounds=1
     )
     _same(read_with_qcsql(array_db), theirs)
     del theirs
