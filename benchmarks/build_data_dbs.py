@@ -9,11 +9,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from qcodes.dataset.experiment_container import Experiment
 
-def _experiment(path: Path, name: str) -> object:
+
+def _experiment(path: Path, name: str) -> Experiment:
     from qcodes.dataset import initialise_or_create_database_at, load_or_create_experiment
 
     initialise_or_create_database_at(str(path))
@@ -35,7 +39,7 @@ def build_numeric_database(path: Path, points: int = 10_000_000, per_call: int =
         for first in range(0, points, per_call):
             xs = np.arange(first, min(first + per_call, points)) * 1e-6
             saver.add_result((x, xs), (y, np.sin(xs) + rng.normal(0, 1e-3, xs.size)))
-    experiment.conn.close()  # type: ignore[attr-defined]
+    experiment.conn.close()
 
 
 def build_array_database(path: Path, rows: int = 10_000, length: int = 1000) -> None:
@@ -53,4 +57,4 @@ def build_array_database(path: Path, rows: int = 10_000, length: int = 1000) -> 
     with measurement.run() as saver:
         for _ in range(rows):
             saver.add_result((freq, frequencies), (spectrum, rng.normal(-60, 3, length)))
-    experiment.conn.close()  # type: ignore[attr-defined]
+    experiment.conn.close()

@@ -24,7 +24,7 @@ def build_listing_database(path: Path, n_runs: int = 2000, snapshot_kb: int = 50
 
     initialise_or_create_database_at(str(path))
 
-    class Rack(Instrument):  # type: ignore[misc]
+    class Rack(Instrument):
         """An instrument with enough parameters to give a lab-sized snapshot."""
 
         def __init__(self, name: str, n_parameters: int) -> None:

@@ -14,7 +14,10 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
+
+Arrays = dict[str, dict[str, Any]]
 
 
 def _status_bytes(field: str) -> int:
@@ -31,7 +34,7 @@ def _reset_peak() -> None:
         clear_refs.write("5")
 
 
-def _nbytes(data: dict[str, dict[str, Any]]) -> int:
+def _nbytes(data: Arrays) -> int:
     return sum(array.nbytes for tree in data.values() for array in tree.values())
 
 
@@ -39,6 +42,9 @@ def main() -> None:
     which, path = sys.argv[1], sys.argv[2]
     job = sys.argv[3] if len(sys.argv) > 3 else "read"
     out = tempfile.mkdtemp()
+    read: Callable[[], Arrays]
+    export: Callable[[], object]
+    returned_bytes: Callable[[], Arrays]
     if which == "qcodes":
         os.environ["HOME"] = tempfile.mkdtemp()
         from qcodes.dataset import load_by_id
@@ -48,7 +54,7 @@ def main() -> None:
         dataset = load_by_id(1, conn=conn)
         read = dataset.get_parameter_data
         export = lambda: dataset.export("netcdf", path=out)  # noqa: E731
-        returned_bytes = lambda: dataset.get_parameter_data()  # noqa: E731
+        returned_bytes = dataset.get_parameter_data
     else:
         import qcsql
 
@@ -60,10 +66,12 @@ def main() -> None:
     _reset_peak()
     before = _status_bytes("VmRSS")
     started = time.perf_counter()
-    data = read() if job == "read" else export()
+    data = read() if job == "read" else None
+    if data is None:
+        export()
     seconds = time.perf_counter() - started
     peak = _status_bytes("VmHWM")
-    returned = _nbytes(data if job == "read" else returned_bytes())
+    returned = _nbytes(data if data is not None else returned_bytes())
     print(
         json.dumps(
             {
