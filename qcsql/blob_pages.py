@@ -151,11 +151,9 @@ def fill_from_pages(
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="qcsql-pages") as pool:
         reader = dataclasses.replace(reader, pool=pool)
         filled, covered = 0, after_id
-        learning = LEARNING_LEAVES
-        while memory.pattern is None and learning <= SPLIT_ROWS // 2:  # how do the rows lie?
-            bound = covered + learning
-            more, covered = reader.fill(covered, bound, filled, capacity, until_pattern=True)
-            filled, learning = filled + more, 2 * learning
+        if memory.pattern is None:  # how do the rows lie? Windows that grow until they show
+            bound = after_id + SPLIT_ROWS // 2
+            filled, covered = reader.fill(after_id, bound, 0, capacity, until_pattern=True)
             if covered < bound and memory.pattern is None:
                 return filled, covered
         if memory.pattern is not None:
@@ -348,9 +346,9 @@ def _parse_window(
         _check_group(window, group, targets)
     if len(groups) == 1 and len(groups[0].positions) == len(chosen):
         leaf_numbers = np.asarray(leaves, dtype=np.int64)
-        top, group = targets[0].record_index, groups[0]
+        group = groups[0]
         pattern = learn_pattern(
-            span.buffer, cells, leaf_numbers, chosen, top, group.serials, group.value_at
+            span.buffer, cells, leaf_numbers, chosen, targets, group.serials, group.value_at
         )
         window = dataclasses.replace(window, pattern=pattern)
     return window

@@ -69,12 +69,15 @@ def learn_pattern(
     cells: Cells,
     leaves: npt.NDArray[np.int64],
     chosen: npt.NDArray[np.int64],
-    top: int,
+    targets: Sequence[ColumnTarget],
     serials: list[int],
     value_at: list[int],
 ) -> ChainPattern | None:
     """The pattern of a window's ``chosen`` rows (all of one record header, whose
-    ``serials`` and ``value_at`` are given), or None if they do not show one."""
+    ``serials`` and ``value_at`` are given), or None if they do not show one or scattered
+    reads cannot put them into ``targets`` (whose first is the tree's top column): a
+    pattern nobody can use would only keep the reader from sharing the rows between
+    threads, window after window."""
     if len(chosen) < 2 or len(cells.counts) != len(leaves) or np.any(cells.counts != 1):
         return None
     spilled = cells.overflow_pages[chosen]
@@ -86,8 +89,8 @@ def learn_pattern(
     local = int(cells.local[chosen[0]])
     if int(header_size[0]) > local:
         return None
-    return ChainPattern(
-        top=top,
+    pattern = ChainPattern(
+        top=targets[0].record_index,
         chain_offset=int(offsets[0]),
         chain_pages=int(spilled[0]),
         payload=int(cells.payload[chosen[0]]),
@@ -96,6 +99,9 @@ def learn_pattern(
         serials=tuple(serials),
         value_at=tuple(value_at),
     )
+    if not scatter_read.AVAILABLE or _layout(pattern, targets) is None:
+        return None
+    return pattern
 
 
 @dataclass(frozen=True)

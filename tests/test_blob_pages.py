@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import qcsql
 import qcsql.blob_pages
 import qcsql.blob_scatter
 import qcsql.results
+import qcsql.scatter_read
 from qcsql.blob_pages import ColumnTarget
 from qcsql.connection import ReadOnlyConnection
 from qcsql.npy import parse_header
@@ -322,6 +324,32 @@ def test_interleaved_trees_on_two_threads_close_the_gap(tmp_path: Path) -> None:
     assert (filled, covered) == (1500, 3000)
     for out, want in zip(outs, _expected(rows, 100), strict=True):
         np.testing.assert_array_equal(out[:filled], want)
+
+
+def test_rows_scattered_reads_cannot_take_are_still_shared_between_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scattered_rows: list[int]
+) -> None:
+    """Without preadv (Windows) the rows still show their pattern, but nothing can use it:
+    no pattern is kept, and the two halves of the ids are read on two threads."""
+    path = tmp_path / "regular.db"
+    freq = _npy(np.linspace(0, 1, 1000))
+    rows = [(_npy(np.arange(1000) + i * 1.0), i, freq) for i in range(2000)]
+    _write_table(path, 4096, True, rows, 0)
+    monkeypatch.setattr(qcsql.scatter_read, "AVAILABLE", False)
+    threads: set[str] = set()
+    real = qcsql.blob_pages._read_window
+
+    def noting_thread(*args: Any) -> Any:
+        threads.add(threading.current_thread().name)
+        return real(*args)
+
+    monkeypatch.setattr(qcsql.blob_pages, "_read_window", noting_thread)
+    filled, outs, covered = _fill(path, 1000)
+    assert (filled, covered) == (2000, 2000)
+    for out, want in zip(outs, _expected(rows, 1000), strict=True):
+        np.testing.assert_array_equal(out[:filled], want)
+    assert not any(scattered_rows), scattered_rows
+    assert len(threads) == 2, threads
 
 
 # -- whole runs written by QCoDeS, against QCoDeS -------------------------------------------
