@@ -599,7 +599,9 @@ def _find_levels(
     NaN out of the levels of its grids)."""
     k = stream.tops
     setpoints = len(stream.tree.columns) - k
-    found = [(np.empty(0), np.empty(0)) for _ in range(setpoints)]
+    # Each batch's own levels, in row order; merged once at the end (merging batch by batch
+    # would sort every level found so far again for every batch).
+    parts: list[list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]] = [[] for _ in range(setpoints)]
     rows = 0
     try:
         for columns in _batches(stream.chunks()):
@@ -607,13 +609,16 @@ def _find_levels(
             for axis, column in enumerate(columns[k:]):
                 if setpoints > 1 and np.isnan(column).any():
                     return None  # QCoDeS' grids drop NaN levels (or fail): laid out in memory
-                keys, values = found[axis]
-                joined_keys = np.concatenate([keys, as_qcodes_sees(column)])
-                joined = np.concatenate([values, column])
-                keys, first = np.unique(joined_keys, return_index=True)  # earlier rows win
-                found[axis] = (keys, joined[first])
+                keys, first = np.unique(as_qcodes_sees(column), return_index=True)
+                parts[axis].append((keys, column[first]))
     except RowsDiffer:
         return None
+    found = []
+    for levels in parts:
+        keys = np.concatenate([np.empty(0), *(part[0] for part in levels)])
+        values = np.concatenate([np.empty(0), *(part[1] for part in levels)])
+        keys, first = np.unique(keys, return_index=True)  # the first index: earlier rows win
+        found.append((keys, values[first]))
     return found, rows
 
 
