@@ -66,12 +66,13 @@ def main() -> None:
     _reset_peak()
     before = _status_bytes("VmRSS")
     started = time.perf_counter()
-    data = read() if job == "read" else None
-    if data is None:
+    if job == "read":
+        data = read()
+    else:
         export()
     seconds = time.perf_counter() - started
     peak = _status_bytes("VmHWM")
-    returned = _nbytes(data if data is not None else returned_bytes())
+    returned = _nbytes(data if job == "read" else returned_bytes())
     print(
         json.dumps(
             {

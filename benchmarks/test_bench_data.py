@@ -120,10 +120,7 @@ def test_arrays_qcsql(benchmark: Any, array_db: Path) -> None:
 @pytest.mark.benchmark(group="get_parameter_data, 10,000 x 1,000-point arrays")
 @pytest.mark.skipif(not hasattr(os, "preadv"), reason="the floor is measured with preadv")
 def test_arrays_floor(benchmark: Any, array_db: Path) -> None:
-    parts = benchmark.pedantic(
-        read_bytes_only, args=(array_db,), rounds=40, iterations=1, warmup_rounds=2
-    )
-    assert sum(len(part) for part in parts) == array_db.stat().st_size
+    benchmark.pedantic(read_bytes_only, args=(array_db,), rounds=40, iterations=1, warmup_rounds=2)
 
 
 @pytest.mark.benchmark(group="get_parameter_data, 10,000 x 1,000-point arrays")

@@ -1,10 +1,10 @@
-"""The pieces of SQLite's cell format that the array page readers share.
+"""The pieces of SQLite's cell format that the array page readers need.
 
-:mod:`qcsql.blob_pages` parses leaf pages it read into a buffer together with their
-overflow pages; :mod:`qcsql.blob_scatter` parses leaf pages it read on their own,
-having sent the overflow pages straight to the output. Both find cells, records and
-overflow chains the same way, and both copy the stretches of a column that lie on
-the leaf pages with the same strided gathers.
+:mod:`qcsql.blob_pages` finds the cells, records and overflow chains of the leaf pages
+it read into a buffer together with their overflow pages, and copies a column's
+stretches out of them with strided gathers. :mod:`qcsql.blob_scatter`, which sends
+overflow pages straight to the output, learns its pattern from those cells and decodes
+the numbers of the rows it scattered the same way (:func:`numbers_in`).
 
 File format: https://www.sqlite.org/fileformat2.html (b-tree pages, cell payload overflow,
 record format).
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.pages import Unsupported, decode_numbers, leaf_cells, varints
+from qcsql.pages import Unsupported, decode_numbers, leaf_cells, serial_size, varints
 
 __all__ = [
     "Cells",
@@ -29,7 +29,6 @@ __all__ = [
     "numbers_in",
     "parse_header",
     "read_cells",
-    "serial_size",
 ]
 
 GATHER_ROWS = 64  # rows per fancy-indexed copy: the temporary stays in the CPU cache
@@ -131,14 +130,6 @@ def numbers_in(rows: npt.NDArray[np.uint8], serial: int, at: int) -> npt.NDArray
     flat = np.concatenate([rows.reshape(-1), np.zeros(16, np.uint8)])  # slack for gathers
     positions = np.arange(len(rows), dtype=np.int64) * rows.shape[1] + at
     return decode_numbers(flat, np.full(len(rows), serial, dtype=np.int64), positions)
-
-
-def serial_size(serial: int) -> int:
-    if serial >= 12:
-        return (serial - 12) // 2
-    if serial in (10, 11):
-        raise Unsupported
-    return (0, 1, 2, 3, 4, 6, 8, 8, 0, 0)[serial]
 
 
 @dataclass(frozen=True)

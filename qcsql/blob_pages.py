@@ -50,10 +50,9 @@ from qcsql.blob_cells import (
     numbers_in,
     parse_header,
     read_cells,
-    serial_size,
 )
 from qcsql.blob_scatter import ChainPattern, learn_pattern, scatter_windows
-from qcsql.pages import PageSource, Unsupported, varints
+from qcsql.pages import PageSource, Unsupported, serial_size, varints
 
 __all__ = ["ColumnTarget", "PageMemory", "fill_from_pages"]
 

@@ -32,8 +32,8 @@ import numpy as np
 import numpy.typing as npt
 
 from qcsql import pages, scatter_read
-from qcsql.blob_cells import Cells, numbers_in, serial_size
-from qcsql.pages import TABLE_LEAF, PageSource, Unsupported, varints
+from qcsql.blob_cells import Cells, numbers_in
+from qcsql.pages import TABLE_LEAF, PageSource, Unsupported, serial_size, varints
 
 if TYPE_CHECKING:
     from qcsql.blob_pages import ColumnTarget

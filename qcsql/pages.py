@@ -49,6 +49,15 @@ class Unsupported(Exception):
     """Something this reader does not decode; the caller falls back to SQLite."""
 
 
+def serial_size(serial: int) -> int:
+    """Content size in bytes of any serial type (blobs and text may have long ones)."""
+    if serial >= 12:
+        return (serial - 12) // 2
+    if serial in (10, 11):
+        raise Unsupported  # reserved
+    return int(_SERIAL_SIZE[serial])
+
+
 @dataclass(frozen=True)
 class NumericColumns:
     """Decoded values of one window: one float64 array per requested column, for the rows
