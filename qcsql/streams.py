@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -103,21 +103,23 @@ class NumericTreeStream:
         in the same order (what makes QCoDeS' merge of the trees' datasets a plain
         union). Only the pages tell which parameter a row holds: no SQLite fallback."""
         tree, tops = self.tree, self.tops
-        queues = [_RowQueue() for _ in range(tops)]
-        for _, window in tree.table.numeric_windows(tree.columns, tree.rows, tops):
-            if window is None or window.has is None:
-                raise RowsDiffer
-            setpoints = window.values[tops:]
-            for top, queue in enumerate(queues):
-                held = window.has[:, top]
-                queue.push([window.values[top][held], *(s[held] for s in setpoints)])
-            ready = min(queue.rows for queue in queues)
-            if ready:
-                yield _matched([queue.pop(ready) for queue in queues])
-            if max(queue.rows for queue in queues) > JOINT_LAG:
-                raise RowsDiffer  # one tree far ahead: its rows would pile up in memory
-        if any(queue.rows for queue in queues):
-            raise RowsDiffer  # the trees have different numbers of rows
+
+        def each_trees_rows() -> Iterator[tuple[None, list[list[npt.NDArray[Any]]]]]:
+            for _, window in tree.table.numeric_windows(tree.columns, tree.rows, tops):
+                if window is None or window.has is None:
+                    raise RowsDiffer
+                setpoints = window.values[tops:]
+                held = [window.has[:, top] for top in range(tops)]
+                yield (
+                    None,
+                    [
+                        [window.values[top][rows], *(s[rows] for s in setpoints)]
+                        for top, rows in enumerate(held)
+                    ],
+                )
+
+        for _, columns in _matched_rows(each_trees_rows(), tops):
+            yield columns
 
 
 def _as_stored(column: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -132,24 +134,48 @@ def _matched_windows(
     rows decoded exactly as :func:`read_parameter_data` decodes a whole tree (not
     reshaped), and the trees matched row for row as :class:`NumericTreeStream` matches
     them."""
-    queues = [_RowQueue() for _ in trees]
-    after = min(tree.rows.after_id for tree in trees)
-    upto = max(tree.rows.upto_id for tree in trees)
-    while after < upto:
-        high = min(after + ids_per_chunk, upto)
-        window = RowRange(after_id=after, upto_id=high, rows=high - after, exact=False)
-        for tree, queue in zip(trees, queues, strict=True):
-            data = read_tree(dataclasses.replace(tree, rows=window))
-            if len(data[tree.top]):
-                queue.push([data[column] for column in tree.columns])
+
+    def each_trees_rows() -> Iterator[tuple[int, list[list[npt.NDArray[Any]]]]]:
+        after = min(tree.rows.after_id for tree in trees)
+        upto = max(tree.rows.upto_id for tree in trees)
+        while after < upto:
+            high = min(after + ids_per_chunk, upto)
+            window = RowRange(after_id=after, upto_id=high, rows=high - after, exact=False)
+            decoded = [read_tree(dataclasses.replace(tree, rows=window)) for tree in trees]
+            yield (
+                high,
+                [
+                    [data[column] for column in tree.columns]
+                    for tree, data in zip(trees, decoded, strict=True)
+                ],
+            )
+            after = high
+
+    return _matched_rows(each_trees_rows(), len(trees))
+
+
+_Key = TypeVar("_Key")
+
+
+def _matched_rows(
+    windows: Iterator[tuple[_Key, list[list[npt.NDArray[Any]]]]], trees: int
+) -> Iterator[tuple[_Key, list[npt.NDArray[Any]]]]:
+    """Each tree's ``[P, *setpoints]`` rows, window by window, queued and handed on as
+    ``[P1, ..., Pk, *setpoints]`` as soon as every tree has them (with the key of the
+    window that completed them). The trees must have the same setpoints row for row, no
+    tree may run more than :data:`JOINT_LAG` rows ahead, and all must end together:
+    otherwise :class:`RowsDiffer`."""
+    queues = [_RowQueue() for _ in range(trees)]
+    for key, rows in windows:
+        for queue, columns in zip(queues, rows, strict=True):
+            queue.push(columns)
         ready = min(queue.rows for queue in queues)
         if ready:
-            yield high, _matched([queue.pop(ready) for queue in queues])
+            yield key, _matched([queue.pop(ready) for queue in queues])
         if max(queue.rows for queue in queues) > JOINT_LAG:
-            raise RowsDiffer
-        after = high
+            raise RowsDiffer  # one tree far ahead: its rows would pile up in memory
     if any(queue.rows for queue in queues):
-        raise RowsDiffer
+        raise RowsDiffer  # the trees have different numbers of rows
 
 
 def _matched(trees: list[list[npt.NDArray[Any]]]) -> list[npt.NDArray[Any]]:
