@@ -23,8 +23,10 @@ attributes of every variable and of the dataset are QCoDeS'.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -228,9 +230,12 @@ def as_qcodes_sees(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
     The 15-digit mantissa comes from one correctly rounded multiplication (or division)
     by a power of ten, exact up to 10**22. Values within that rounding error of a tie
-    between two mantissas are decided exactly, with Dekker's error-free product; the few
-    beyond 10**22 and 1e+-290 are rounded through their text. Equal 15-digit decimals
-    give equal keys, in the same order.
+    between two mantissas are decided exactly, with Dekker's error-free product. Exact
+    ties, and the few values beyond 10**22 and 1e+-290, are given SQLite's own text:
+    SQLite does not round ties to even (3.40 turns 1234567890123.125 into
+    1234567890123.13 but 583534127382743.5 into 583534127382743.0), and the sqlite3
+    module here is the one QCoDeS reads through. Equal 15-digit decimals give equal
+    keys, in the same order.
     """
     if values.dtype.kind != "f" or not len(values):
         return values
@@ -245,6 +250,7 @@ _KEYS_PER_PASS = 1 << 15
 
 def _round_to_15_digits(keys: npt.NDArray[np.float64]) -> None:
     """:func:`as_qcodes_sees` of one slice, in place."""
+    original = keys.copy()
     size = np.abs(keys)
     chosen = np.flatnonzero((size >= 1e-290) & (size <= 1e290))
     exact = keys[chosen]
@@ -257,16 +263,16 @@ def _round_to_15_digits(keys: npt.NDArray[np.float64]) -> None:
     error = np.where(near, 0.5, 1.5) * np.spacing(np.abs(scaled))
     unsure = np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5) <= error
     decide = np.flatnonzero(unsure & near)
-    mantissa[decide] = _rounded_exactly(exact[decide], shift[decide], scaled[decide])
+    mantissa[decide], tied = _rounded_exactly(exact[decide], shift[decide], scaled[decide])
     carry = np.abs(mantissa) >= 1e15
     mantissa[carry] = np.rint(mantissa[carry] / 10)
     magnitude[carry] += 1
-    for at in np.flatnonzero(unsure & ~near).tolist():
-        digits, exponent = f"{float(exact[at]):.14e}".split("e")
-        mantissa[at], magnitude[at] = float(digits.replace(".", "")), int(exponent)
     keys[chosen] = _times_power_of_ten(mantissa, magnitude - 14)
-    extreme = np.flatnonzero(np.isfinite(keys) & (keys != 0) & ((size < 1e-290) | (size > 1e290)))
-    keys[extreme] = [float(f"{value:.15g}") for value in keys[extreme].tolist()]
+    by_sqlite = np.isfinite(size) & (size != 0) & ((size < 1e-290) | (size > 1e290))
+    by_sqlite[chosen[unsure & ~near]] = True
+    by_sqlite[chosen[decide[tied]]] = True
+    if by_sqlite.any():
+        keys[by_sqlite] = _as_sqlite_text_reads(original[by_sqlite])
 
 
 _POWERS_OF_TEN = np.power(10.0, np.arange(0, 309), dtype=np.float64)  # exact up to 10**22
@@ -289,11 +295,12 @@ def _times_power_of_ten(
 
 def _rounded_exactly(
     values: npt.NDArray[np.float64], shift: npt.NDArray[np.int64], scaled: npt.NDArray[np.float64]
-) -> npt.NDArray[np.float64]:
-    """``values * 10**shift`` rounded to the nearest integer, ties to even, for products
-    too close to ``floor + 0.5`` for their rounded value to tell. With ``shift >= 0`` the
-    exact product is compared with ``floor + 0.5``, else ``values`` with the exact
-    ``(floor + 0.5) * 10**-shift`` (``|shift| <= 22``: the powers are exact doubles)."""
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """``values * 10**shift`` rounded to the nearest integer, for products too close to
+    ``floor + 0.5`` for their rounded value to tell, and which are exact ties (rounded to
+    even here; SQLite decides those). With ``shift >= 0`` the exact product is compared
+    with ``floor + 0.5``, else ``values`` with the exact ``(floor + 0.5) * 10**-shift``
+    (``|shift| <= 22``: the powers are exact doubles)."""
     power = _POWERS_OF_TEN[np.abs(shift)]
     below = np.floor(scaled)
     half = below + 0.5
@@ -303,7 +310,17 @@ def _rounded_exactly(
     high, low = _exact_product(np.where(rising, values, half), power)
     difference = np.where(rising, (high - half) + low, -((high - values) + low))
     up = (difference > 0) | ((difference == 0) & (np.fmod(below, 2) != 0))
-    return np.asarray(below + up, dtype=np.float64)
+    return np.asarray(below + up, dtype=np.float64), difference == 0
+
+
+def _as_sqlite_text_reads(values: npt.NDArray[np.float64]) -> list[float]:
+    """Each value as QCoDeS reads it: SQLite's text of the double, then ``float``. (A
+    private in-memory database: the doubles are bound exactly, and many cost one query.)"""
+    with contextlib.closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute("CREATE TABLE value (x REAL)")
+        conn.executemany("INSERT INTO value VALUES (?)", ((value,) for value in values.tolist()))
+        texts = conn.execute("SELECT CAST(x AS TEXT) FROM value ORDER BY rowid").fetchall()
+    return [float(text) for (text,) in texts]
 
 
 def _exact_product(
