@@ -507,14 +507,13 @@ def _levels_grid_plan(
     """Unique setpoints on a grid of their sorted distinct values: every row written into
     its cell, NaN where no row landed (a sweep that stopped early, ran over, or had no
     shapes)."""
-    stream, tops, setpoints, progress = sweep.stream, sweep.tops, sweep.setpoints, sweep.progress
+    tops, setpoints = sweep.tops, sweep.setpoints
     shape = tuple(len(keys) for keys, _ in found)
     line = shape[-1]
 
     def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
         cells_of = _CellFinder(found, shape, len(tops))
-        done = 0
-        for columns in _batches(stream.chunks()):
+        for _, _, columns in _in_measured_order(sweep, rows):
             cells = cells_of(columns)
             order = np.argsort(cells, kind="stable")
             cells = cells[order]
@@ -524,9 +523,6 @@ def _levels_grid_plan(
                 ordered = values[order]
                 for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
                     _write_c_order(created[top], ordered[start:end], int(cells[start]), shape, line)
-            done += len(cells)
-            if progress is not None:
-                progress(done, rows)
         for name, (_, values) in zip(setpoints, found, strict=True):
             created[name][:] = values
 
