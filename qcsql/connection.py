@@ -29,9 +29,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
-import shutil
 import sqlite3
 import tempfile
+import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -41,6 +41,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
+from qcsql.descriptors import KeptFile, kept_file
 from qcsql.errors import (
     DatabaseBusyError,
     DatabaseCorruptError,
@@ -75,11 +76,14 @@ class Access(str, enum.Enum):
 
 @dataclass(frozen=True)
 class FileHeader:
-    """What the first 100 bytes of an SQLite file say, read before SQLite opens it."""
+    """What the first 100 bytes of an SQLite file say, read before SQLite opens it, and
+    the kept descriptor they were read through (the file SQLite opens a moment later;
+    the page readers read the same inode through it, whatever the path names later)."""
 
     wal_mode: bool
     page_size: int
     reserved_bytes: int
+    file: KeptFile
 
 
 def read_header(path: Path) -> FileHeader:
@@ -91,8 +95,8 @@ def read_header(path: Path) -> FileHeader:
             f"{path}: is a directory, not a QCoDeS database file", path=path
         )
     try:
-        with path.open("rb") as handle:
-            header = handle.read(HEADER_SIZE)
+        kept = kept_file(path)
+        header = kept.read(HEADER_SIZE, 0)
     except OSError as exc:
         raise DatabaseOpenError(f"{path}: cannot be read ({exc.strerror})", path=path) from exc
     if not header:
@@ -107,7 +111,25 @@ def read_header(path: Path) -> FileHeader:
         wal_mode=header[18] == WAL_FORMAT,
         page_size=65536 if page_size == 1 else page_size,
         reserved_bytes=header[20],
+        file=kept,
     )
+
+
+COPY_CHUNK = 1 << 20
+
+
+def copy_kept(source: Path, target: Path) -> None:
+    """Copy ``source`` through its kept descriptor (see :mod:`qcsql.descriptors`): a
+    plain ``shutil.copyfile`` would close a descriptor of the user's database."""
+    kept = kept_file(source)
+    try:
+        with open(target, "wb") as out:
+            offset = 0
+            while chunk := kept.read(COPY_CHUNK, offset):
+                out.write(chunk)
+                offset += len(chunk)
+    finally:
+        kept.release()
 
 
 def sqlite_uri(path: Path, **params: str) -> str:
@@ -189,10 +211,18 @@ class ReadOnlyConnection:
     Every read goes through :meth:`reading`, which keeps the transaction as
     short as one statement (autocommit; results are fetched at once) and
     notices a writer that appeared since the last read.
+
+    Threads may share it: :meth:`reading` and :meth:`reading_raw` hold one lock for
+    as long as their block runs, so that a thread's statements (and the read
+    transaction around a page window, see :meth:`qcsql.pages.PageSource.window`)
+    never interleave with another thread's on the one sqlite3 connection. The blocks
+    are short (a statement, or one window of pages), and none yields to the caller.
     """
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path).expanduser().absolute()
+        # Reentrant: a page window's transaction runs the window's own statements.
+        self._lock = threading.RLock()
         self.header = read_header(self.path)
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._sqlite: sqlite3.Connection | None = None
@@ -281,8 +311,8 @@ class ReadOnlyConnection:
         folder = Path(self._tempdir.name)
         copy = folder / self.path.name
         try:
-            shutil.copyfile(self.path, copy)
-            shutil.copyfile(side_file(self.path, "-wal"), side_file(copy, "-wal"))
+            copy_kept(self.path, copy)
+            copy_kept(side_file(self.path, "-wal"), side_file(copy, "-wal"))
         except OSError as exc:
             raise DatabaseOpenError(
                 f"{self.path}: cannot copy it and its -wal to read them ({exc})", path=self.path
@@ -312,31 +342,35 @@ class ReadOnlyConnection:
         self, *, run_id: int | None = None, table: str | None = None
     ) -> Iterator[sa.Connection]:
         """A SQLAlchemy connection for one short read; errors come out as qcsql errors."""
-        if self._engine is None:
-            raise DatabaseOpenError(f"{self.path}: the database is closed", path=self.path)
-        self._follow_new_writer()
-        assert self._engine is not None
-        with translate_sqlite_errors(self.path, run_id=run_id, table=table):
-            with self._engine.connect() as connection:
-                yield connection
+        with self._lock:
+            if self._engine is None:
+                raise DatabaseOpenError(f"{self.path}: the database is closed", path=self.path)
+            self._follow_new_writer()
+            assert self._engine is not None
+            with translate_sqlite_errors(self.path, run_id=run_id, table=table):
+                with self._engine.connect() as connection:
+                    yield connection
 
     @contextlib.contextmanager
     def reading_raw(
         self, *, run_id: int | None = None, table: str | None = None
     ) -> Iterator[sqlite3.Connection]:
         """The plain sqlite3 connection, for the hot paths where SQLAlchemy's row objects cost too much."""
-        if self._sqlite is None:
-            raise DatabaseOpenError(f"{self.path}: the database is closed", path=self.path)
-        self._follow_new_writer()
-        assert self._sqlite is not None
-        with translate_sqlite_errors(self.path, run_id=run_id, table=table):
-            yield self._sqlite
+        with self._lock:
+            if self._sqlite is None:
+                raise DatabaseOpenError(f"{self.path}: the database is closed", path=self.path)
+            self._follow_new_writer()
+            assert self._sqlite is not None
+            with translate_sqlite_errors(self.path, run_id=run_id, table=table):
+                yield self._sqlite
 
     def close(self) -> None:
-        self._close_connection()
-        if self._tempdir is not None:
-            self._tempdir.cleanup()
-            self._tempdir = None
+        with self._lock:
+            self._close_connection()
+            self.header.file.release()
+            if self._tempdir is not None:
+                self._tempdir.cleanup()
+                self._tempdir = None
 
     @property
     def closed(self) -> bool:

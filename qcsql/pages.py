@@ -20,7 +20,6 @@ record format, serial types).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy.typing as npt
 
 from qcsql import scatter_read
 from qcsql.connection import Access, ReadOnlyConnection, side_file
+from qcsql.descriptors import KeptFile
 
 __all__ = ["NumericColumns", "read_numeric_window"]
 
@@ -81,26 +81,31 @@ class PageSource:
         self._conn = connection
         self.page_size = connection.header.page_size
         self.usable = self.page_size - connection.header.reserved_bytes
-        self._handle = open(connection.path, "rb")  # noqa: SIM115 - closed in close()
+        # The connection's kept descriptor, never one of our own: closing a descriptor of
+        # the file would drop every lock the process holds on it (see qcsql.descriptors).
+        # A private snapshot copy is read through SQLite alone.
+        self._kept: KeptFile | None = (
+            None if connection.access is Access.SNAPSHOT_COPY else connection.header.file
+        )
+
+    @property
+    def _file(self) -> KeptFile:
+        if self._kept is None:
+            raise Unsupported
+        return self._kept
 
     def close(self) -> None:
-        self._handle.close()
+        """Done reading (the descriptor belongs to the connection)."""
 
     def read_into(self, buffer: memoryview, offset: int) -> None:
-        """Fill ``buffer`` from ``offset`` (positional reads where the OS has them: Windows
-        has no pread, and seeking a file nobody else uses is as good there)."""
-        if hasattr(os, "preadv"):
-            done = os.preadv(self._handle.fileno(), [buffer], offset)
-        else:  # pragma: no cover - Windows
-            self._handle.seek(offset)
-            done = self._handle.readinto(buffer)
-        if done != len(buffer):
+        """Fill ``buffer`` from ``offset`` with one positional read."""
+        if self._file.read_into(buffer, offset) != len(buffer):
             raise Unsupported  # the file ends early: not a page this reader can trust
 
     def read_scattered(self, vectors: npt.NDArray[np.uint64], offset: int) -> None:
         """Fill the ``(address, length)`` rows of ``vectors`` with consecutive bytes from
         ``offset`` (see :mod:`qcsql.scatter_read`; the caller vouches for the addresses)."""
-        if not scatter_read.read_scattered(self._handle.fileno(), vectors, offset):
+        if not scatter_read.read_scattered(self._file.fd, vectors, offset):
             raise Unsupported  # the file ends early: not a page this reader can trust
 
     @property
@@ -110,7 +115,7 @@ class PageSource:
 
     def page_count(self) -> int:
         """Whole pages in the file now (only meaningful inside :meth:`window`)."""
-        return os.fstat(self._handle.fileno()).st_size // self.page_size
+        return self._file.size() // self.page_size
 
     def page(self, number: int) -> bytes:
         data = bytearray(self.page_size)
@@ -136,6 +141,9 @@ class PageSource:
         """While inside, the file's pages cannot change; yields False where that cannot be
         promised (a WAL file with a live -wal, a private snapshot copy)."""
         conn = self._conn
+        if self._kept is None:
+            yield False
+            return
         if conn.access is Access.IMMUTABLE:
             before = _stat(conn.path)
             yield before is not None

@@ -10,6 +10,7 @@ and as the longest tail of the recorded path under that folder.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,11 +35,13 @@ class SideStorage:
     def __init__(self, database: Database) -> None:
         self._db = database
         self._connections: dict[Path, ReadOnlyConnection] = {}
+        self._lock = threading.Lock()
 
     def close(self) -> None:
-        for connection in self._connections.values():
-            connection.close()
-        self._connections.clear()
+        with self._lock:
+            for connection in self._connections.values():
+                connection.close()
+            self._connections.clear()
 
     def exported_data(
         self, run: Run, names: Sequence[str], start: int | None, end: int | None
@@ -102,9 +105,10 @@ class SideStorage:
     def results_table(self, run: Run, recorded: str) -> ResultsTable:
         """The results table in the separate raw-data file QCoDeS >= 0.59 can write."""
         found = self._side_file(run, recorded, "its raw data are in")
-        side = self._connections.get(found)
-        if side is None:
-            side = self._connections[found] = ReadOnlyConnection(found)
+        with self._lock:  # threads share the Database: open each side file once
+            side = self._connections.get(found)
+            if side is None:
+                side = self._connections[found] = ReadOnlyConnection(found)
         return ResultsTable(side, run.run_id, str(run.table_name))
 
 
