@@ -21,9 +21,11 @@ threads share a descriptor without sharing a file offset.
 * A file replaced at the same path (a new inode) gets a descriptor of its own; the
   old one is kept, since SQLite connections of the process may still hold locks on
   the old inode.
-* A deleted file's descriptor is closed once no other descriptor of the process
-  refers to its inode (Linux, through ``/proc/self/fd``): with no descriptor left, the
-  process cannot hold a lock on it, and nobody can open it again by its name.
+* A deleted (or replaced) file's descriptor is closed once no other descriptor of the
+  process refers to its inode (Linux, through ``/proc/self/fd``; looked at whenever a
+  new file is opened): with no descriptor left, the process cannot hold a lock on it,
+  and nobody can open it again by its name. Elsewhere such descriptors are kept, one
+  per file that was deleted or replaced while the process read it.
 * After ``fork`` the child keeps the inherited descriptors (closing them would drop
   locks its own connections may take) and gets a fresh registry lock.
 * Windows has no POSIX locks (its byte-range locks belong to a handle), and a kept
