@@ -90,7 +90,13 @@ class DatabaseSummary:
 
 
 class Database:
-    """A QCoDeS SQLite file, opened read-only; never upgraded, never written."""
+    """A QCoDeS SQLite file, opened read-only; never upgraded, never written.
+
+    Threads may share a ``Database``: its one SQLite connection is guarded by a lock
+    held for one statement (or one window of pages) at a time, so their reads are
+    correct and take turns; a ``Database`` per thread reads side by side. Closing it
+    while another thread reads makes that read fail with :class:`DatabaseOpenError`.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self._elsewhere = SideStorage(self)
