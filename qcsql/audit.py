@@ -259,7 +259,11 @@ def _check_shapes(run: Run, report: AuditReport) -> None:
             )
             continue
         rows = table.locate(name, None, None, upto).rows
-        first = run.get_parameter_data(name, end=1)[name][name] if rows else None
+        try:
+            first = run.get_parameter_data(name, end=1)[name][name] if rows else None
+        except QcsqlError as exc:  # a declared shape QCoDeS cannot apply either
+            report.add("error", "shape_invalid", str(exc), run.run_id)
+            continue
         per_row = max(1, first.size) if first is not None else 1  # array rows hold many values
         expected = math.prod(shape) // per_row
         if rows < expected:

@@ -9,14 +9,24 @@ in the order QCoDeS itself produces.
 
 Parsing raises :class:`ValueError` with a precise reason; the caller (which
 knows the file and run) turns it into a :class:`~qcsql.errors.RunDescriptionError`.
+
+Declared shapes are kept as QCoDeS keeps them (``tuple`` of whatever the JSON
+held), because QCoDeS gives even absurd ones a meaning: it reshapes with
+``tuple(int(s) for s in shape)`` when ``np.prod`` of that equals the data's size,
+and lays a dataset out directly only when the data's shape ``==`` the stored
+tuple. A shape whose entries ``int()`` refuses fails only the parameter it
+belongs to (QCoDeS' ``get_parameter_data`` of it raises), so it is recorded in
+:attr:`RunDescription.shape_problems` instead of failing the whole description.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import orjson
+import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
@@ -32,6 +42,8 @@ __all__ = [
 ]
 
 DescriptionSource = Literal["run_description", "layouts", "results_table", "none"]
+PARAMTYPES = ("array", "numeric", "text", "complex")  # QCoDeS' ParamSpecBase.allowed_types
+MAX_DIMS = 64  # numpy's limit: a reshape to more dimensions fails
 _DEPENDS_ON = "depends_on"
 _INFERRED_FROM = "inferred_from"
 
@@ -188,12 +200,61 @@ class RunDescription(BaseModel):
 
     version: int
     interdependencies: InterDependencies
+    # The shapes QCoDeS reshapes to, ``tuple(int(s) for s in declared)``, of every entry
+    # whose values int() accepts; None when the run declares no shapes at all.
     shapes: dict[str, tuple[int, ...]] | None = None
     source: DescriptionSource = "run_description"
+    # Each entry as QCoDeS holds it: ``tuple()`` of the stored JSON value (so the text
+    # "65" is ('6', '5')), for QCoDeS' ``==`` with the data's shape and for re-serialising.
+    declared_shapes: dict[str, tuple[Any, ...]] | None = None
+    # Entries whose values int() refuses (a nested list, null, "a", NaN): why.
+    shape_problems: dict[str, str] = {}
 
     @property
     def paramspecs(self) -> dict[str, ParamSpec]:
         return {spec.name: spec for spec in self.interdependencies.legacy_paramspecs()}
+
+    def reshape_to(self, name: str) -> tuple[int, ...] | None:
+        """The shape QCoDeS' ``get_parameter_data`` reshapes ``name``'s data to, when its
+        size equals ``np.prod`` of it (see :func:`qcodes_size`); :class:`ValueError` when
+        QCoDeS fails on the declared shape (its ``int()`` of an entry raises)."""
+        problem = self.shape_problems.get(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return (self.shapes or {}).get(name)
+
+    def direct_shape(self, name: str) -> tuple[int, ...] | None:
+        """The declared shape if QCoDeS' export can compare equal to it (``data.shape ==
+        declared``: entries that are integers, or floats and booleans equal to one), else
+        None: ``(6.9, 5.9)`` reshapes the data to ``(6, 5)`` but never lays it out directly."""
+        declared = (self.declared_shapes or {}).get(name)
+        shape = (self.shapes or {}).get(name)
+        if declared is None or shape is None or name in self.shape_problems:
+            return None
+        return shape if declared == shape else None
+
+
+def qcodes_size(shape: tuple[int, ...]) -> int | float:
+    """``np.prod(shape)`` exactly as QCoDeS computes it to decide whether to reshape: in
+    int64 when the entries fit (so ``(2**32, 2**32)`` wraps to 0), in float64 beside an
+    entry of uint64 size (perhaps inf), as Python integers beside a larger one. qcsql
+    compares the data's size with this, not with the true product, so that it reshapes
+    (or fails to) where QCoDeS does."""
+    with np.errstate(all="ignore"):
+        product = np.prod(shape)
+    value: int | float = product.item() if isinstance(product, np.generic) else product
+    return value
+
+
+def shape_is_sane(shape: tuple[int, ...]) -> bool:
+    """Whether ``reshape(shape)`` of an array of ``qcodes_size(shape)`` values works: no
+    negative entry (numpy reads one as "infer", two as an error), a product that did not
+    wrap around, and not more dimensions than numpy allows."""
+    return (
+        len(shape) <= MAX_DIMS
+        and all(n >= 0 for n in shape)
+        and qcodes_size(shape) == math.prod(shape)
+    )
 
 
 EMPTY_INTERDEPENDENCIES = InterDependencies(parameters={}, dependencies={}, inferences={})
@@ -217,12 +278,20 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
     raise ValueError(f"{what} must be a list of parameter names, not {value!r}")
 
 
-def _paramspec_base(raw: Any) -> ParamSpecBase:
+def _paramspec_base(raw: Any, *, checked: bool = False) -> ParamSpecBase:
+    """One parameter; ``checked``: its paramtype must be one QCoDeS allows (as QCoDeS'
+    ParamSpecBase checks when it loads a stored run_description), since the readers pick
+    the decoding of a column by it."""
     if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
-        raise ValueError(f"a parameter must be an object with a 'name', not {raw!r}")
+        raise ValueError(f"a parameter must be an object with a 'name', not {raw!r:.80}")
     paramtype = raw.get("paramtype", raw.get("type"))
     if not isinstance(paramtype, str):
         raise ValueError(f"parameter {raw['name']!r} has no paramtype")
+    if checked and paramtype.lower() not in PARAMTYPES:
+        raise ValueError(
+            f"parameter {raw['name']!r} has the paramtype {paramtype!r:.40}, "
+            f"not one of {', '.join(PARAMTYPES)}"
+        )
     return ParamSpecBase(
         name=raw["name"],
         paramtype=paramtype.lower(),
@@ -231,7 +300,7 @@ def _paramspec_base(raw: Any) -> ParamSpecBase:
     )
 
 
-def _from_paramspecs(raw_specs: Any) -> InterDependencies:
+def _from_paramspecs(raw_specs: Any, *, checked: bool = False) -> InterDependencies:
     """Old-style ``{"paramspecs": [...]}`` converted like QCoDeS' ``old_to_new``."""
     if not isinstance(raw_specs, list):
         raise ValueError("interdependencies.paramspecs must be a list")
@@ -240,7 +309,7 @@ def _from_paramspecs(raw_specs: Any) -> InterDependencies:
     inferences: list[tuple[str, tuple[str, ...]]] = []
     plain: list[str] = []
     for raw in raw_specs:
-        base = _paramspec_base(raw)
+        base = _paramspec_base(raw, checked=checked)
         bases[base.name] = base
         depends_on = _names(raw.get("depends_on"), f"{base.name}.depends_on")
         inferred_from = _names(raw.get("inferred_from"), f"{base.name}.inferred_from")
@@ -259,7 +328,7 @@ def _from_new_style(raw: Any) -> InterDependencies:
     """New-style ``{"parameters", "dependencies", "inferences", "standalones"}``."""
     if not isinstance(raw, dict) or not isinstance(raw.get("parameters"), dict):
         raise ValueError("interdependencies_ must be an object with 'parameters'")
-    bases = {name: _paramspec_base(spec) for name, spec in raw["parameters"].items()}
+    bases = {name: _paramspec_base(spec, checked=True) for name, spec in raw["parameters"].items()}
 
     def relation(key: str) -> list[tuple[str, tuple[str, ...]]]:
         value = raw.get(key) or {}
@@ -273,27 +342,43 @@ def _from_new_style(raw: Any) -> InterDependencies:
     )
 
 
-def _shapes(raw: Any) -> dict[str, tuple[int, ...]] | None:
+_Shapes = tuple[dict[str, tuple[Any, ...]], dict[str, tuple[int, ...]], dict[str, str]]
+
+
+def _shapes(raw: Any) -> _Shapes | None:
+    """``(declared, as integers, problems)`` of a stored ``shapes`` object, as QCoDeS reads
+    it: ``tuple()`` of each value when it loads the run (a value that is not iterable, or
+    ``shapes`` that is not an object, fails the whole run there too), ``int()`` of each
+    entry only when a parameter's data are reshaped."""
     if raw is None:
         return None
     if not isinstance(raw, dict):
-        raise ValueError(f"shapes must be an object or null, not {raw!r}")
+        raise ValueError(f"shapes must be an object or null, not {raw!r:.80}")
+    declared: dict[str, tuple[Any, ...]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
+    problems: dict[str, str] = {}
     for name, shape in raw.items():
-        if not isinstance(shape, list) or not all(
-            isinstance(n, (int, float)) and not isinstance(n, bool) for n in shape
-        ):
-            raise ValueError(f"shapes[{name!r}] must be a list of numbers, not {shape!r}")
-        shapes[name] = tuple(int(n) for n in shape)
-    return shapes
+        if not isinstance(shape, (list, str, dict)):
+            raise ValueError(f"shapes[{name!r}] must be a list of numbers, not {shape!r:.80}")
+        declared[name] = tuple(shape)
+        try:
+            shapes[name] = tuple(int(n) for n in declared[name])
+        except (TypeError, ValueError, OverflowError) as exc:
+            problems[name] = (
+                f"the declared shape {declared[name]!r:.80} of {name!r} is not a list of "
+                f"integers ({exc})"
+            )
+    return declared, shapes, problems
 
 
 def parse_run_description(text: str | bytes) -> RunDescription:
     """Normalise any stored run_description JSON (versions 0-3, '4a', future ones as 3)."""
     try:
-        raw = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise ValueError(f"run_description is not valid JSON ({exc})") from exc
+        # Python's own json, as QCoDeS reads it: integers of any size stay integers (orjson
+        # would turn 2**64 into a float), and NaN and Infinity are read as QCoDeS reads them.
+        raw = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, deep nesting
+        raise ValueError(f"run_description is not valid JSON ({exc!s:.200})") from exc
     if not isinstance(raw, dict):
         raise ValueError("run_description must be a JSON object")
     version = raw.get("version", 0)
@@ -308,9 +393,18 @@ def parse_run_description(text: str | bytes) -> RunDescription:
         if "parameters" in old:  # version 1, and the unreleased '4a' writer's version-less form
             interdependencies = _from_new_style(old)
         else:
-            interdependencies = _from_paramspecs(old.get("paramspecs", []))
-    shapes = _shapes(raw.get("shapes")) if version >= 3 else None
-    return RunDescription(version=version, interdependencies=interdependencies, shapes=shapes)
+            interdependencies = _from_paramspecs(old.get("paramspecs", []), checked=True)
+    parsed = _shapes(raw.get("shapes")) if version >= 3 else None
+    if parsed is None:
+        return RunDescription(version=version, interdependencies=interdependencies)
+    declared, shapes, problems = parsed
+    return RunDescription(
+        version=version,
+        interdependencies=interdependencies,
+        shapes=shapes,
+        declared_shapes=declared,
+        shape_problems=problems,
+    )
 
 
 # -- rebuilding from the legacy tables ---------------------------------------------------------

@@ -9,7 +9,11 @@ by blob (:func:`decode_one`), which accepts every header numpy writes
 (format 1.0, 2.0 and 3.0, C or Fortran order).
 
 Blobs are never unpickled: object dtypes are rejected, as QCoDeS'
-``allow_pickle=False`` does.
+``allow_pickle=False`` does. Every number of a header is checked before it sizes
+anything: a header longer than numpy's 10000-character limit is refused (as
+``numpy.lib.format.read_array`` refuses it), and the data must be exactly as long
+as the shape and dtype promise, so a header claiming a huge shape over a short
+body is an error, never an allocation.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ __all__ = ["NpyHeader", "decode_one", "decode_uniform", "parse_header"]
 MAGIC = b"\x93NUMPY"
 _LENGTH_FIELD = {1: 2, 2: 4, 3: 4}  # bytes of the header-length field per major version
 LARGE_BLOB = 2048  # from this size on, blobs are copied one by one instead of joined
+MAX_HEADER_SIZE = 10_000  # numpy.lib.format's _MAX_HEADER_SIZE, which read_array enforces
+MAX_DIMS = 64  # numpy's limit (the readers stack rows of more than 63 the slow way)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ def parse_header(blob: bytes) -> NpyHeader:
         raise ValueError(f".npy format version {major}.{blob[7]} is unknown")
     start = 8 + field
     length = int.from_bytes(blob[8:start], "little")
+    if length > MAX_HEADER_SIZE:
+        raise ValueError(f"the .npy header is {length} bytes long, more than numpy reads")
     if len(blob) < start + length:
         raise ValueError(
             f"the .npy header is cut off ({len(blob)} bytes for a {length}-byte header)"
@@ -72,19 +80,29 @@ def parse_header(blob: bytes) -> NpyHeader:
     text = blob[start : start + length].decode("utf-8" if major >= 3 else "latin1")
     try:
         fields = ast.literal_eval(text)
-    except (ValueError, SyntaxError) as exc:
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
         raise ValueError(f"the .npy header is not a Python literal: {text.strip()!r:.80}") from exc
     if not isinstance(fields, dict) or set(fields) != {"descr", "fortran_order", "shape"}:
         raise ValueError(f"the .npy header has unexpected fields: {text.strip()!r:.80}")
     shape = fields["shape"]
-    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise ValueError(f"the .npy header has an invalid shape {shape!r}")
+    if (
+        not isinstance(shape, tuple)
+        or len(shape) > MAX_DIMS
+        or not all(isinstance(n, int) and n >= 0 for n in shape)
+    ):
+        raise ValueError(f"the .npy header has an invalid shape {shape!r:.80}")
+    if not isinstance(fields["fortran_order"], bool):
+        raise ValueError(f"the .npy header has fortran_order {fields['fortran_order']!r:.40}")
     try:
         dtype = np.lib.format.descr_to_dtype(fields["descr"])
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"the .npy header has an invalid dtype {fields['descr']!r}") from exc
+        raise ValueError(f"the .npy header has an invalid dtype {fields['descr']!r:.80}") from exc
     if dtype.hasobject:
         raise ValueError("the .npy BLOB holds Python objects, which are never unpickled")
+    if dtype.itemsize == 0 or dtype.subdtype is not None:
+        # Items of no bytes let any shape pass the length check; a sub-array dtype adds
+        # dimensions the header does not list.
+        raise ValueError(f"the .npy header has the unusable dtype {dtype!s:.80}")
     header = NpyHeader(dtype, shape, bool(fields["fortran_order"]), start + length)
     if len(blob) != header.blob_size:
         raise ValueError(

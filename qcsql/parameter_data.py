@@ -31,9 +31,9 @@ import numpy as np
 import numpy.typing as npt
 
 from qcsql.blob_pages import ColumnTarget
-from qcsql.description import RunDescription
-from qcsql.errors import DataDecodeError, ParameterNotFoundError
-from qcsql.npy import NpyHeader, decode_one, decode_uniform, parse_header
+from qcsql.description import RunDescription, qcodes_size
+from qcsql.errors import DataDecodeError, ParameterNotFoundError, RunDescriptionError
+from qcsql.npy import MAX_DIMS, NpyHeader, decode_one, decode_uniform, parse_header
 from qcsql.results import ResultsTable, RowRange
 
 __all__ = ["ParameterData", "Tree", "numeric_chunks", "read_parameter_data", "read_tree"]
@@ -64,7 +64,7 @@ class Tree:
     def fail(self, column: str, problem: str) -> DataDecodeError:
         return DataDecodeError(
             f"{self.where}, table {self.table.name!r}, column {column!r}: {problem}",
-            path=self.table._conn.path,
+            path=self.table.path,
             run_id=self.table.run_id,
             table=self.table.name,
             column=column,
@@ -103,9 +103,8 @@ def read_parameter_data(
         else:
             rows = table.locate(top, start, end, upto_id)
         tree = Tree(table, top, columns, kinds, rows, where)
-        data = read_tree(tree)
-        shapes = description.shapes or {}
-        output[name] = _reshape(data, shapes.get(name), name)
+        shape = _declared_shape(tree, description, name)  # before reading: it may fail
+        output[name] = _reshape(tree, read_tree(tree), shape, name)
     return output
 
 
@@ -264,7 +263,18 @@ def _read_array_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
         return {column: np.array((), dtype=np.float64) for column in tree.columns}
     layout: dict[str, _ArrayColumn] = {}
     target = _plan_array_layout(tree, first, layout)
+    if len(target) >= MAX_DIMS:
+        raise _Irregular  # no room for the rows' axis: numpy's (and QCoDeS') ragged stacking
     row_bytes = sum(column.header.blob_size for column in layout.values())
+    if not tree.rows.exact:
+        # Every row this path fills holds blobs of the first row's sizes, stored in the file:
+        # no more rows than the file has room for (ids far beyond the row count, say after
+        # an edit, would otherwise size an allocation of terabytes). More rows than that
+        # cannot all be of that size: the exact path reads them.
+        fits = tree.table.file_bytes() // max(row_bytes, 1)
+        if fits < n:
+            n = fits
+            tree = dataclasses.replace(tree, rows=dataclasses.replace(tree.rows, rows=n))
     try:
         out = _allocate(tree, layout, target, n)
     except MemoryError:
@@ -281,6 +291,8 @@ def _read_array_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
     position, rest = _fill_from_pages(tree, layout, target, out)
     ids_per_chunk = max(1, BLOB_BYTES_PER_CHUNK // max(row_bytes, 1))
     for chunk in tree.table.chunks(tree.columns, tree.top, rest, ids_per_chunk):
+        if position + len(chunk) > n:
+            raise _Irregular  # more rows than allocated for: they are not all alike
         _fill_array_chunk(tree, chunk, layout, target, out, texts, position)
         position += len(chunk)
     if position != n and tree.rows.exact:
@@ -460,18 +472,46 @@ def _maybe_ragged(values: Sequence[Any], dtype: type | None) -> npt.NDArray[Any]
         return np.array(values, dtype=object)
 
 
+def _declared_shape(tree: Tree, description: RunDescription, name: str) -> tuple[int, ...] | None:
+    try:
+        return description.reshape_to(name)
+    except ValueError as exc:  # QCoDeS' int() of an entry raises
+        raise _shape_error(tree, str(exc)) from None
+
+
+def _shape_error(tree: Tree, problem: str) -> RunDescriptionError:
+    return RunDescriptionError(
+        f"{tree.where}: {problem}",
+        path=tree.table.path,
+        run_id=tree.table.run_id,
+        table="runs",
+        column="run_description",
+    )
+
+
 def _reshape(
-    data: dict[str, npt.NDArray[Any]], shape: tuple[int, ...] | None, name: str
+    tree: Tree, data: dict[str, npt.NDArray[Any]], shape: tuple[int, ...] | None, name: str
 ) -> dict[str, npt.NDArray[Any]]:
+    """QCoDeS' reshaping: each column whose size equals ``np.prod(shape)`` (as numpy
+    computes it, wrapping around) takes the shape; where numpy then refuses the shape
+    (two negative entries, a product that wrapped around), QCoDeS fails, and so does this,
+    with the run's error instead of numpy's."""
     if shape is None:
         return data
-    expected = math.prod(shape)
+    expected = qcodes_size(shape)
     for column, array in data.items():
         if array.size == expected:
-            data[column] = array.reshape(shape)
+            try:
+                data[column] = array.reshape(shape)
+            except ValueError as exc:
+                raise _shape_error(
+                    tree,
+                    f"the declared shape {shape!r:.80} of {name!r} does not fit its "
+                    f"{array.size} values of {column!r} ({exc})",
+                ) from None
         elif array.size > expected:
             log.warning(
-                "%s: %d values of %s do not fit the declared shape %s of %s; returned flat",
+                "%s: %d values of %s do not fit the declared shape %.80r of %s; returned flat",
                 column,
                 array.size,
                 column,

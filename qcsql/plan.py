@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.description import ParamSpec, RunDescription
+from qcsql.description import InterDependencies, ParamSpec, RunDescription
 from qcsql.errors import QcsqlError
 from qcsql.runs import Run
 
@@ -54,6 +54,13 @@ INDEX, MULTI_INDEX = "index", "multi_index"
 
 class PlanError(QcsqlError):
     """The run's data cannot be laid out as QCoDeS lays out a dataset."""
+
+
+class DirectLayoutError(PlanError):
+    """A parameter's data have exactly its declared shape, so QCoDeS lays them out
+    directly, one dimension per setpoint, and that fails: the shape has more or fewer
+    axes than the parameter has setpoints, or an axis of length 0 leaves another axis
+    without the first line QCoDeS takes its coordinate from. QCoDeS' export fails too."""
 
 
 @dataclass
@@ -124,6 +131,33 @@ def _as_pandas(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
 def _direct(description: RunDescription, name: str, sub: Mapping[str, npt.NDArray[Any]]) -> _Part:
     graph = description.interdependencies
     _, setpoints, others = graph.tree_by_group(name)
+    shape = sub[name].shape
+    if len(shape) != len(setpoints):
+        raise DirectLayoutError(
+            f"the data of {name!r} have its declared shape {shape}, {len(shape)} axes, but "
+            f"{name!r} has {len(setpoints)} setpoints ({', '.join(setpoints) or 'none'}): "
+            "QCoDeS' direct layout of it fails"
+        )
+    if len(shape) > 1 and 0 in shape:
+        raise DirectLayoutError(
+            f"the data of {name!r} have its declared shape {shape}, with an axis of "
+            "length 0: QCoDeS' direct layout finds no first line for the other axes"
+        )
+    try:
+        return _direct_part(graph, name, setpoints, others, sub)
+    except (IndexError, ValueError) as exc:  # an inferred parameter of another shape
+        raise DirectLayoutError(
+            f"the tree of {name!r} cannot be laid out along its declared shape {shape} ({exc})"
+        ) from exc
+
+
+def _direct_part(
+    graph: InterDependencies,
+    name: str,
+    setpoints: Sequence[str],
+    others: Sequence[str],
+    sub: Mapping[str, npt.NDArray[Any]],
+) -> _Part:
     part = _Part()
     axes: dict[str, npt.NDArray[Any]] = {}
     for axis, setpoint in enumerate(setpoints):
@@ -515,8 +549,10 @@ def plan_dataset(
     """The file QCoDeS would export for a run with this description, data and attributes."""
     parts = []
     for name, sub in data.items():
-        shape = (description.shapes or {}).get(name)
-        if shape is not None and sub[name].shape == tuple(shape):
+        # QCoDeS: ``sub[name].shape == shapes[name]``, the declared tuple as stored (6.0
+        # equals 6, True equals 1, "6" equals nothing)
+        declared = (description.declared_shapes or {}).get(name)
+        if declared is not None and sub[name].shape == declared:
             parts.append(_direct(description, name, sub))
         else:
             parts.append(_through_index(description, name, sub))
@@ -562,8 +598,8 @@ def run_description_json(description: RunDescription) -> str:
             "standalones": list(graph.standalones),
         },
         "shapes": None
-        if description.shapes is None
-        else {k: list(v) for k, v in description.shapes.items()},
+        if description.declared_shapes is None
+        else {k: list(v) for k, v in description.declared_shapes.items()},
     }
     return json.dumps(payload)
 
@@ -604,4 +640,14 @@ def dataset_attrs(run: Run) -> dict[str, Any]:
 
 def plan_run(run: Run) -> DatasetPlan:
     """The plan of a whole run, from its data as ``get_parameter_data`` returns it."""
-    return plan_dataset(run.description, run.get_parameter_data(), dataset_attrs(run))
+    data = run.get_parameter_data()
+    try:
+        return plan_dataset(run.description, data, dataset_attrs(run))
+    except DirectLayoutError as exc:
+        raise DirectLayoutError(
+            f"{run.database.path}, run {run.run_id}: {exc}",
+            path=run.database.path,
+            run_id=run.run_id,
+            table="runs",
+            column="run_description",
+        ) from exc

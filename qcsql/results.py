@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -125,14 +126,37 @@ class ResultsTable:
         value = self._fetch(_compiled(sa.select(sa.func.max(self.model.c.id))))[0][0]
         return int(value or 0)
 
+    @property
+    def path(self) -> Path:
+        """The database file that holds the table."""
+        return self._conn.path
+
+    def file_bytes(self) -> int:
+        """The size of the table's file and its WAL: an upper bound for what its rows fill."""
+        files = (self._conn.path, side_file(self._conn.path, "-wal"))
+        return sum(path.stat().st_size for path in files if path.exists())
+
+    def next_id(self, after_id: int) -> int | None:
+        """The smallest id above ``after_id``, None when there is none: ids need not be
+        dense (a row inserted at id 2**62), so loops over windows of ids jump gaps with it
+        instead of walking through them."""
+        ids = self.model.c.id
+        statement = _compiled(sa.select(sa.func.min(ids)).where(ids > sa.bindparam("after")))
+        found = self._fetch(statement, after=after_id)[0][0]
+        return None if found is None else int(found)
+
+    def skip_gap(self, low: int, upto_id: int) -> int:
+        """Where a window loop that just found nothing above ``low`` goes on from."""
+        following = self.next_id(low)
+        return upto_id if following is None else max(low, min(following - 1, upto_id))
+
     def all_rows(self, upto_id: int) -> RowRange:
         """Every row up to ``upto_id``: an upper bound for any one tree's rows. Ids are
         unique and positive, so there are at most ``upto_id`` rows; only where the ids
         are too sparse for that bound to be useful (a row takes at least 8 bytes of the
         file) does SQLite count them, since counting visits every leaf page (60 ms for 10
         million rows)."""
-        files = (self._conn.path, side_file(self._conn.path, "-wal"))
-        size = sum(path.stat().st_size for path in files if path.exists())
+        size = self.file_bytes()
         rows = upto_id if upto_id <= size // 8 else min(upto_id, self.count_rows())
         return RowRange(after_id=0, upto_id=upto_id, rows=rows, exact=False)
 
@@ -155,7 +179,7 @@ class ResultsTable:
             high = min(low + COUNT_SPAN, upto_id)
             counted = self._fetch(count, lo=low, hi=high)[0][0]
             spans.append((low, high, int(counted)))
-            low = high
+            low = high if counted else self.skip_gap(high, upto_id)
         total = sum(count for _, _, count in spans)
         first = max(start - 1, 0) if start is not None else 0
         last = min(end, total) if end is not None else total
@@ -277,7 +301,9 @@ class ResultsTable:
             chunk = self._fetch(statement, after=low, upto=high)
             if chunk:
                 yield chunk
-            low = high
+                low = high
+            else:
+                low = self.skip_gap(high, rows.upto_id)
 
 
 def _quote(identifier: str) -> str:

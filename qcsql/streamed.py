@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from qcsql.description import qcodes_size, shape_is_sane
 from qcsql.plan import (
     INDEX,
     MULTI_INDEX,
@@ -63,7 +64,7 @@ def streamed_plans(run: Run, progress: Progress | None = None) -> Iterator[Datas
     first; each may still give up while writing (:class:`NotStreamable`), and the caller
     then tries the next, and finally the in-memory plan."""
     tops = run.description.interdependencies.top_level_parameters
-    if not tops:
+    if not tops or not all(_shape_streams(run, top) for top in tops):
         return
     arrays = stream_array_trees(run, tops, ARRAY_BYTES_PER_CHUNK)
     if arrays is not None:
@@ -77,6 +78,43 @@ def streamed_plans(run: Run, progress: Progress | None = None) -> Iterator[Datas
     yield from _numeric_plans(run, list(tops), progress)
 
 
+def _shape_streams(run: Run, top: str) -> bool:
+    """Whether ``top``'s declared shape (if any) leaves its layout to the streamed plans.
+
+    Not where QCoDeS' ``get_parameter_data`` of it may fail: an entry ``int()`` refuses, or
+    one numpy cannot reshape to once the product matches the data's size (two negative
+    entries, a product that wraps around; a stream only knows the size at its end). A
+    product below zero is never a size: QCoDeS never reshapes, and it streams as if the
+    shape were any other that does not fit."""
+    description = run.description
+    if top in description.shape_problems:
+        return False
+    shape = (description.shapes or {}).get(top)
+    return shape is None or shape_is_sane(shape) or qcodes_size(shape) < 0
+
+
+def _direct_shape(run: Run, top: str) -> tuple[int, ...] | None:
+    """The declared shape QCoDeS' export lays ``top`` out along when its data fill it (see
+    :meth:`~qcsql.description.RunDescription.direct_shape`), if every entry is positive;
+    else None, and the streamed layouts are those of a run whose shape does not fit. (An
+    entry 0 fits only an empty tree, which no grid plan streams.)"""
+    shape = run.description.direct_shape(top)
+    if shape is None or not shape_is_sane(shape) or 0 in shape:
+        return None
+    return shape
+
+
+def _fill(run: Run, tops: list[str], shape: tuple[int, ...], at_most: int) -> bool:
+    """Whether the data of one of ``tops`` fill ``shape`` (each has at most ``at_most``
+    rows; they are counted only when the shape is no larger)."""
+    size = math.prod(shape)
+    if size > at_most:
+        return False
+    table = run.database._results_table(run)
+    upto = table.max_id()
+    return any(table.locate(top, None, None, upto).rows == size for top in tops)
+
+
 def _streamed_index_plan(
     run: Run, tops: list[str], stream: ArrayTreeStream, progress: Progress | None
 ) -> DatasetPlan | None:
@@ -85,7 +123,7 @@ def _streamed_index_plan(
     (several parameters on the same setpoints merge into one such layout). The first
     ``PROBE_ROWS`` rows decide: their own plan must already be that layout (a repeat there
     is a repeat in the whole run), and the run must declare no shape that could reshape it."""
-    if set(tops) & set(run.shapes or {}):
+    if set(tops) & set(run.description.declared_shapes or {}):
         return None
     chunks = stream.chunks()
     first = next(chunks, None)
@@ -148,7 +186,9 @@ def _numeric_plans(
     along each axis). Then the layouts that need a pass over the setpoints first
     (:func:`_levels_plans`): any other single-setpoint run, interrupted, over-run or
     unshaped sweeps, and runs with repeated setpoints."""
-    declared = {tuple(s) if s is not None else None for s in map((run.shapes or {}).get, tops)}
+    if not all(_shape_streams(run, top) for top in tops):
+        return
+    declared = {_direct_shape(run, top) for top in tops}
     stream = stream_numeric_trees(run, tops)
     if stream is None or len(declared) != 1:
         if len(tops) > 1:
@@ -156,8 +196,14 @@ def _numeric_plans(
         return
     shape = declared.pop()
     setpoints = tuple(stream.tree.columns[len(tops) :])
-    if not setpoints or (shape is not None and len(shape) != len(setpoints)):
-        return  # no setpoint, or QCoDeS' reshaping and its layout disagree
+    if shape is not None and len(shape) != len(setpoints):
+        # QCoDeS' direct layout of data that fill such a shape fails; data that do not fill
+        # it are laid out as if no shape fitted
+        if _fill(run, tops, shape, stream.rows // stream.tops):
+            return
+        shape = None
+    if not setpoints:
+        return
     variables = _variables(run, tops, setpoints, {name: setpoints for name in tops})
     sweep = _Sweep(run, stream, tops, setpoints, shape, variables, progress)
     if len(setpoints) == 1:

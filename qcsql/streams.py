@@ -150,6 +150,10 @@ def _matched_windows(
                 ],
             )
             after = high
+            if not any(len(data[tree.top]) for tree, data in zip(trees, decoded, strict=True)):
+                # Ids need not be dense (a row inserted at id 2**62): past an empty window,
+                # go on from the next row there is, not window by window through the gap.
+                after = trees[0].table.skip_gap(after, upto)
 
     return _matched_rows(each_trees_rows(), len(trees))
 
