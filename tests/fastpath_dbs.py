@@ -113,14 +113,15 @@ def build_fastpath_db(path: Path, journal_mode: str) -> None:
     with no -wal, -shm or -journal beside it."""
     if journal_mode not in _BYTE_18:
         raise ValueError(f"journal_mode must be 'wal' or 'delete', not {journal_mode!r}")
-    experiment = new_database(path, "fast paths")  # QCoDeS connects in WAL mode
+    experiment = new_database(path, "fast paths")  # initialise_database sets WAL by default
     try:
         _write_runs(experiment)
     finally:
         experiment.conn.close()
         del experiment
         gc.collect()  # QCoDeS data sets may keep connections of their own until collected
-    # QCoDeS always reconnects in WAL; a rollback file is one SQLite switches back itself.
+    # QCoDeS' connect() keeps the mode a file has, so a file switched back to DELETE here
+    # stays a rollback-journal file when QCoDeS opens it again.
     with contextlib.closing(sqlite3.connect(path)) as conn:
         mode = "DELETE" if journal_mode == "delete" else "WAL"
         (found,) = conn.execute(f"PRAGMA journal_mode={mode}").fetchone()
