@@ -7,9 +7,7 @@ with qcsql.open_database("experiments.db") as db:
         print(run.run_id, run.guid, run.name, run.metadata)
 """
 
-from qcsql.connection import Access
 from qcsql.database import Database, DatabaseSummary, open_database
-from qcsql.description import InterDependencies, ParamSpec, ParamSpecBase, RunDescription
 from qcsql.errors import (
     AmbiguousRunSpecError,
     DatabaseBusyError,
@@ -31,8 +29,10 @@ from qcsql.errors import (
     SnapshotError,
     UnknownSchemaVersionWarning,
 )
-from qcsql.records import Experiment, Link
 from qcsql.runs import Run
+from qcsql.schema.description import InterDependencies, ParamSpec, ParamSpecBase, RunDescription
+from qcsql.schema.rows import Experiment, Link
+from qcsql.sqlite.connection import Access
 
 __version__ = "0.1.0"
 

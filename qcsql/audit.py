@@ -17,9 +17,9 @@ import sqlalchemy as sa
 
 from qcsql.database import Database, open_database
 from qcsql.errors import DataElsewhereError, QcsqlError
-from qcsql.guids import is_well_formed
 from qcsql.runs import Run
-from qcsql.versions import NEWEST_KNOWN_VERSION
+from qcsql.schema.guids import is_well_formed
+from qcsql.schema.versions import NEWEST_KNOWN_VERSION
 
 __all__ = ["AuditReport", "Finding", "audit"]
 

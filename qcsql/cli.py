@@ -21,8 +21,8 @@ from qcsql.audit import audit
 from qcsql.database import Database, open_database
 from qcsql.errors import QcsqlError
 from qcsql.export import default_file_name
+from qcsql.export.writer import ExportError, LiveFile
 from qcsql.runs import Run
-from qcsql.writer import ExportError, LiveFile
 
 __all__ = ["main"]
 

@@ -1,7 +1,7 @@
 """A QCoDeS database opened read-only: its experiments and runs.
 
 The version-aware part lives here: which columns exist is read from the file
-once, the table models come from :mod:`qcsql.tables`, and every old-schema
+once, the table models come from :mod:`qcsql.schema.tables`, and every old-schema
 fallback (no guid, no run_description, no captured ids) is applied in one
 place, so :class:`~qcsql.runs.Run` never needs to know the schema version.
 """
@@ -17,14 +17,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from qcsql.connection import Access, ReadOnlyConnection, side_file
-from qcsql.description import (
-    LayoutRow,
-    RunDescription,
-    description_from_columns,
-    description_from_layouts,
-    parse_run_description,
-)
+from qcsql.data.location import SideStorage
+from qcsql.data.parameter_data import ParameterData, read_parameter_data
+from qcsql.data.results import ResultsTable
 from qcsql.errors import (
     AmbiguousRunSpecError,
     NotQCoDeSError,
@@ -34,14 +29,19 @@ from qcsql.errors import (
     SchemaError,
     UnknownSchemaVersionWarning,
 )
-from qcsql.guids import parse_guid
-from qcsql.parameter_data import ParameterData, read_parameter_data
-from qcsql.records import Experiment, RunRow
-from qcsql.results import ResultsTable
 from qcsql.runs import Run
-from qcsql.storage import SideStorage
-from qcsql.tables import bind_runs_table, tables_for
-from qcsql.versions import NEWEST_KNOWN_VERSION, STANDARD_RUN_COLUMNS, model_version_for
+from qcsql.schema.description import (
+    LayoutRow,
+    RunDescription,
+    description_from_columns,
+    description_from_layouts,
+    parse_run_description,
+)
+from qcsql.schema.guids import parse_guid
+from qcsql.schema.rows import Experiment, RunRow
+from qcsql.schema.tables import bind_runs_table, tables_for
+from qcsql.schema.versions import NEWEST_KNOWN_VERSION, STANDARD_RUN_COLUMNS, model_version_for
+from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
 
 __all__ = ["Database", "DatabaseSummary", "open_database"]
 
@@ -156,7 +156,7 @@ class Database:
 
     @property
     def access(self) -> Access:
-        """How the file is being read (see :mod:`qcsql.connection`)."""
+        """How the file is being read (see :mod:`qcsql.sqlite.connection`)."""
         return self._conn.access
 
     @property

@@ -2,7 +2,7 @@
 
 Add it to the Station (in code, or in a Station YAML file as
 ``type: qcsql.qcodes_metadata.QHMetaData``) and every run's snapshot carries its
-``tags`` and ``attributes`` parameters, which :func:`qcsql.sync.dataset_info`
+``tags`` and ``attributes`` parameters, which :func:`qcsql.sync.records.dataset_info`
 reads back. It needs QCoDeS (``pip install qcsql[qcodes]``); ``import qcsql`` never
 imports this module.
 """

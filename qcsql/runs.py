@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from qcsql.description import ParamSpec, RunDescription
+from qcsql.data.parameter_data import ParameterData
 from qcsql.errors import RunDescriptionError, SnapshotError
-from qcsql.guids import upgrade_guid
-from qcsql.parameter_data import ParameterData
-from qcsql.records import Link, MetadataValue, RunRow
+from qcsql.schema.description import ParamSpec, RunDescription
+from qcsql.schema.guids import upgrade_guid
+from qcsql.schema.rows import Link, MetadataValue, RunRow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
+    from qcsql.data.follow import FollowChunk
     from qcsql.database import Database
-    from qcsql.live import FollowChunk
 
 __all__ = ["Run"]
 
@@ -189,8 +189,8 @@ class Run:
         idle_timeout: float | None = None,
         yield_empty: bool = False,
     ) -> Iterator[FollowChunk]:
-        """Yield the rows of a running measurement as they are committed (see :mod:`qcsql.live`)."""
-        from qcsql.live import follow  # the live layer sits above runs
+        """Yield the rows of a running measurement as they are committed (see :mod:`qcsql.data.follow`)."""
+        from qcsql.data.follow import follow  # the live layer sits above runs
 
         return follow(
             self, poll_interval=poll_interval, idle_timeout=idle_timeout, yield_empty=yield_empty

@@ -27,7 +27,7 @@ import pytest
 
 import qcsql
 import qcsql.export
-import qcsql.streamed
+import qcsql.export.streamed
 from tests.qcodes_build import new_database, parameters
 
 xr = pytest.importorskip("xarray")
@@ -238,7 +238,7 @@ def memory_plans(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The run ids whose export was laid out in memory (not streamed); and streamed rows
     go into the file in batches of 128, so that the large grid takes many."""
     used: list[int] = []
-    real_plan, real_batches = qcsql.export.plan_run, qcsql.streamed._batches
+    real_plan, real_batches = qcsql.export.plan_run, qcsql.export.streamed._batches
 
     def plan(run: Any) -> Any:
         used.append(run.run_id)
@@ -246,7 +246,7 @@ def memory_plans(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
     monkeypatch.setattr(qcsql.export, "plan_run", plan)
     monkeypatch.setattr(
-        qcsql.streamed, "_batches", lambda chunks, rows=128: real_batches(chunks, rows)
+        qcsql.export.streamed, "_batches", lambda chunks, rows=128: real_batches(chunks, rows)
     )
     yield used
 

@@ -20,14 +20,14 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import qcsql
-import qcsql.blob_pages
-import qcsql.blob_scatter
-import qcsql.results
-import qcsql.scatter_read
-from qcsql.blob_pages import ColumnTarget
-from qcsql.connection import ReadOnlyConnection
-from qcsql.npy import parse_header
-from qcsql.results import ResultsTable, RowRange
+import qcsql.data.results
+import qcsql.sqlite.blob_pages
+import qcsql.sqlite.blob_scatter
+import qcsql.sqlite.scatter_read
+from qcsql.data.npy import parse_header
+from qcsql.data.results import ResultsTable, RowRange
+from qcsql.sqlite.blob_pages import ColumnTarget
+from qcsql.sqlite.connection import ReadOnlyConnection
 from tests.helpers import copy_database
 
 
@@ -111,17 +111,17 @@ def _rows(points: int, spec: list[tuple[bool, Any]]) -> list[tuple[Any, Any, Any
     ]
 
 
-_real_start = qcsql.blob_pages._Span.start
+_real_start = qcsql.sqlite.blob_pages._Span.start
 
 
-def _poisoning_start(span: qcsql.blob_pages._Span, first: int) -> None:
+def _poisoning_start(span: qcsql.sqlite.blob_pages._Span, first: int) -> None:
     """Fill the buffer with junk before each window, so that reading a byte the window
     did not load gives wrong numbers every time, not only when stale memory happens to."""
     _real_start(span, first)
     span.buffer.fill(0xA5)
 
 
-_real_parse = qcsql.blob_pages._parse_window
+_real_parse = qcsql.sqlite.blob_pages._parse_window
 
 
 def _parse_loaded_leaves_only(source: Any, span: Any, leaves: list[int], *rest: Any) -> Any:
@@ -133,24 +133,24 @@ def _parse_loaded_leaves_only(source: Any, span: Any, leaves: list[int], *rest: 
 def _small_windows(patch: pytest.MonkeyPatch) -> None:
     """Windows of a few pages, so that a table of a few hundred rows takes many of them,
     and the scattered reads that follow a learned pattern get their turn."""
-    patch.setattr(qcsql.blob_pages, "WINDOW_PAGES", 24)
-    patch.setattr(qcsql.blob_pages, "BUFFER_PAGES", 48)
-    patch.setattr(qcsql.blob_pages, "LEARNING_LEAVES", 2)
-    patch.setattr(qcsql.blob_scatter, "SCATTER_PAGES", 20)
+    patch.setattr(qcsql.sqlite.blob_pages, "WINDOW_PAGES", 24)
+    patch.setattr(qcsql.sqlite.blob_pages, "BUFFER_PAGES", 48)
+    patch.setattr(qcsql.sqlite.blob_pages, "LEARNING_LEAVES", 2)
+    patch.setattr(qcsql.sqlite.blob_scatter, "SCATTER_PAGES", 20)
 
 
 @pytest.fixture
 def scattered_rows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Rows each scattered read filled (one window, or several planned ahead)."""
     filled: list[int] = []
-    real = qcsql.blob_scatter.scatter_windows
+    real = qcsql.sqlite.blob_scatter.scatter_windows
 
     def counting(*args: Any) -> Any:
         result = real(*args)
         filled.append(result.rows if result else 0)
         return result
 
-    monkeypatch.setattr(qcsql.blob_pages, "scatter_windows", counting)
+    monkeypatch.setattr(qcsql.sqlite.blob_pages, "scatter_windows", counting)
     return filled
 
 
@@ -217,8 +217,8 @@ def test_pages_give_what_sqlite_gives(
     with pytest.MonkeyPatch.context() as patch:
         if small:
             _small_windows(patch)
-        patch.setattr(qcsql.blob_pages._Span, "start", _poisoning_start)
-        patch.setattr(qcsql.blob_pages, "_parse_window", _parse_loaded_leaves_only)
+        patch.setattr(qcsql.sqlite.blob_pages._Span, "start", _poisoning_start)
+        patch.setattr(qcsql.sqlite.blob_pages, "_parse_window", _parse_loaded_leaves_only)
         filled, outs, covered = _fill(path, points)
     ids = np.array([i + 1 for i, (ours, _) in enumerate(spec) if ours])
     assert filled == int(np.sum(ids <= covered))  # exactly the tree's rows up to ``covered``
@@ -295,7 +295,7 @@ def test_scattered_reads_stop_where_the_pattern_breaks(
     conn.close()
     with pytest.MonkeyPatch.context() as patch:
         _small_windows(patch)
-        patch.setattr(qcsql.blob_scatter, "SCATTER_PAGES", 400)
+        patch.setattr(qcsql.sqlite.blob_scatter, "SCATTER_PAGES", 400)
         filled, outs, covered = _fill(path, 1000)
     read = [row for row, i in zip(rows, ids, strict=True) if i <= covered and row[0] is not None]
     assert filled == len(read)
@@ -335,15 +335,15 @@ def test_rows_scattered_reads_cannot_take_are_still_shared_between_threads(
     freq = _npy(np.linspace(0, 1, 1000))
     rows = [(_npy(np.arange(1000) + i * 1.0), i, freq) for i in range(2000)]
     _write_table(path, 4096, True, rows, 0)
-    monkeypatch.setattr(qcsql.scatter_read, "AVAILABLE", False)
+    monkeypatch.setattr(qcsql.sqlite.scatter_read, "AVAILABLE", False)
     threads: set[str] = set()
-    real = qcsql.blob_pages._read_window
+    real = qcsql.sqlite.blob_pages._read_window
 
     def noting_thread(*args: Any) -> Any:
         threads.add(threading.current_thread().name)
         return real(*args)
 
-    monkeypatch.setattr(qcsql.blob_pages, "_read_window", noting_thread)
+    monkeypatch.setattr(qcsql.sqlite.blob_pages, "_read_window", noting_thread)
     filled, outs, covered = _fill(path, 1000)
     assert (filled, covered) == (2000, 2000)
     for out, want in zip(outs, _expected(rows, 1000), strict=True):
@@ -368,14 +368,14 @@ def journal_copy(request: pytest.FixtureRequest, array_runs: Path, tmp_path: Pat
 @pytest.fixture
 def rows_from_pages(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     filled: list[int] = []
-    real = qcsql.results.fill_from_pages
+    real = qcsql.data.results.fill_from_pages
 
     def counting(*args: Any) -> tuple[int, int]:
         result = real(*args)
         filled.append(result[0])
         return result
 
-    monkeypatch.setattr(qcsql.results, "fill_from_pages", counting)
+    monkeypatch.setattr(qcsql.data.results, "fill_from_pages", counting)
     yield filled
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from qcsql.description import parse_run_description
+from qcsql.schema.description import parse_run_description
 
 pytest.importorskip("qcodes")
 from qcodes.dataset.descriptions.dependencies import InterDependencies_  # noqa: E402

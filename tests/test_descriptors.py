@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qcsql.descriptors import kept_file
+from qcsql.sqlite.descriptors import kept_file
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptors")
 
@@ -79,7 +79,7 @@ def test_a_forked_child_reads_through_the_inherited_registry(tmp_path: Path) -> 
     code = f"""
 import os, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-from qcsql.descriptors import kept_file
+from qcsql.sqlite.descriptors import kept_file
 kept_file({str(path)!r})
 pid = os.fork()
 if pid == 0:

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import qcsql
-import qcsql.writer
+import qcsql.export.writer
 from qcsql.cli import main
 from tests.helpers import EXAMPLE_DB, copy_database
 
@@ -68,7 +68,7 @@ def test_unwritable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(qcsql.writer.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(qcsql.export.writer.tempfile, "mkstemp", refuse)
     with qcsql.open_database(EXAMPLE_DB) as db:
         with pytest.raises(qcsql.QcsqlError, match="cannot write into .*Permission denied"):
             db.load_by_id(1).export_hdf5(tmp_path)
@@ -112,7 +112,7 @@ def test_cli_export_usage_errors(tmp_path: Path) -> None:
 )
 def test_streamed_grid_rows_land_in_c_order(shape: tuple[int, ...], cuts: list[float]) -> None:
     """Rows written in arbitrary batches end up where reshape(shape) puts them."""
-    from qcsql.streamed import _write_c_order
+    from qcsql.export.streamed import _write_c_order
 
     total = int(np.prod(shape))
     rows = np.arange(total, dtype=float)

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 import qcsql
 import qcsql.export
-import qcsql.plan
-import qcsql.streamed
+import qcsql.export.layout
+import qcsql.export.streamed
 from tests.helpers import copy_database
 from tests.qcodes_build import new_database, parameters, qcodes_export
 
@@ -34,7 +34,7 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records, per export, whether the streamed index plan of an array run, or a merged
     plan of trees on different setpoints, was made, and whether the in-memory plan was."""
     events: list[str] = []
-    real_plan, real_merged = qcsql.streamed._streamed_index_plan, qcsql.streamed._merged_plan
+    real_plan, real_merged = qcsql.export.streamed._streamed_index_plan, qcsql.export.streamed._merged_plan
     real_memory = qcsql.export.plan_run
 
     def plan(*args: Any) -> Any:
@@ -51,10 +51,10 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         events.append("in memory")
         return real_memory(run)
 
-    monkeypatch.setattr(qcsql.streamed, "_streamed_index_plan", plan)
-    monkeypatch.setattr(qcsql.streamed, "_merged_plan", merged)
+    monkeypatch.setattr(qcsql.export.streamed, "_streamed_index_plan", plan)
+    monkeypatch.setattr(qcsql.export.streamed, "_merged_plan", merged)
     monkeypatch.setattr(qcsql.export, "plan_run", memory)
-    monkeypatch.setattr(qcsql.streamed, "ARRAY_BYTES_PER_CHUNK", 64 * 1024)  # many windows
+    monkeypatch.setattr(qcsql.export.streamed, "ARRAY_BYTES_PER_CHUNK", 64 * 1024)  # many windows
     return events
 
 
@@ -142,7 +142,7 @@ def test_a_run_that_changes_shape_midway_is_written_from_memory(
     with qcsql.open_database(copy) as db:
         run = db.load_by_id(1)
         ours = run.export_hdf5(tmp_path / "ours.nc")
-        expected = qcsql.plan.plan_run(run)
+        expected = qcsql.export.layout.plan_run(run)
     assert streamed == ["streamed", "in memory"]
     assert not list(tmp_path.glob("*.partial"))
     with xr.open_dataset(ours, engine="h5netcdf") as b:
@@ -689,7 +689,7 @@ def _rounded_direction(values: np.ndarray, previous: float | None, direction: in
     joined = values if previous is None else np.concatenate([[previous], values])
     if len(joined) < 2:
         return direction
-    signs = np.sign(np.diff(qcsql.plan.as_qcodes_sees(joined)))
+    signs = np.sign(np.diff(qcsql.export.layout.as_qcodes_sees(joined)))
     if np.isnan(signs).any():
         return None
     direction = direction or int(signs[0])
@@ -725,6 +725,6 @@ def test_monotonic_setpoints_are_judged_as_qcodes_rounds_them(
     values = start + scale * np.cumsum([0.0, *steps])
     if nan_at is not None and nan_at < len(values):
         values[nan_at] = np.nan
-    assert qcsql.streamed._monotonic(values, previous, direction) == _rounded_direction(
+    assert qcsql.export.streamed._monotonic(values, previous, direction) == _rounded_direction(
         values, previous, direction
     )

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import qcsql
-from qcsql.npy import decode_one, parse_header
+from qcsql.data.npy import decode_one, parse_header
 from tests.helpers import LEGACY
 
 SOURCE = (LEGACY / "v4_qcodes-0.2.1.db").read_bytes()  # rollback journal, small, varied runs

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from qcsql.npy import decode_one, decode_uniform, parse_header
+from qcsql.data.npy import decode_one, decode_uniform, parse_header
 
 DTYPES = st.sampled_from(
     ["<f8", "<f4", "<i8", "<i2", "<u1", "<c16", "<c8", ">f8", "?", "<U7", "<M8[ns]"]
@@ -105,7 +105,7 @@ def test_numeric_values_stored_by_qcodes_read_back_exactly(values: list[float]) 
     pytest.importorskip("qcodes")
     from qcodes.dataset.sqlite.database import _adapt_float
 
-    from qcsql.parameter_data import _numeric
+    from qcsql.data.parameter_data import _numeric
 
     conn = sqlite3.connect(":memory:")
     conn.execute('CREATE TABLE "results-1-1" (id INTEGER PRIMARY KEY, "x" numeric)')

@@ -11,19 +11,19 @@ import numpy as np
 import pytest
 
 import qcsql
-import qcsql.pages
-import qcsql.results
+import qcsql.data.results
+import qcsql.sqlite.pages
 from tests.helpers import EXAMPLE_DB, copy_database
 
 
 @contextlib.contextmanager
 def _pages_disabled(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     @contextlib.contextmanager
-    def never(self: qcsql.pages.PageSource) -> Iterator[bool]:
+    def never(self: qcsql.sqlite.pages.PageSource) -> Iterator[bool]:
         yield False
 
     with monkeypatch.context() as patch:
-        patch.setattr(qcsql.pages.PageSource, "window", never)
+        patch.setattr(qcsql.sqlite.pages.PageSource, "window", never)
         yield
 
 
@@ -96,13 +96,13 @@ def test_page_reader_handles_every_integer_width_and_nan(
             [(i, v, float(i)) for i, v in enumerate(values)],
         )
     windows: list[object] = []
-    real = qcsql.results.read_numeric_window
+    real = qcsql.data.results.read_numeric_window
 
     def spy(*args: object, **kwargs: object) -> object:
         windows.append(real(*args, **kwargs))  # type: ignore[arg-type]
         return windows[-1]
 
-    monkeypatch.setattr(qcsql.results, "read_numeric_window", spy)
+    monkeypatch.setattr(qcsql.data.results, "read_numeric_window", spy)
     data = _read_all(copy)[2]["dmm_current"]
     assert windows and all(w is not None for w in windows), "the page reader was not used"
     expected = np.array([np.nan if v in ("nan", None) else float(v) for v in values])
@@ -117,14 +117,14 @@ def test_a_writer_connecting_mid_read_sends_the_read_back_to_sqlite(
     during a window discards that window, and SQLite (following the writer) reads the rest."""
     copy = copy_database(EXAMPLE_DB, tmp_path)
     expected = _read_all(copy)
-    real = qcsql.pages.leaf_pages
+    real = qcsql.sqlite.pages.leaf_pages
     wal = copy.with_name(copy.name + "-wal")
 
     def writer_connects(*args: object, **kwargs: object) -> list[int]:
         wal.touch()  # what a QCoDeS writer's connection does first
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(qcsql.pages, "leaf_pages", writer_connects)
+    monkeypatch.setattr(qcsql.sqlite.pages, "leaf_pages", writer_connects)
     with qcsql.open_database(copy) as db:
         assert db.access is qcsql.Access.IMMUTABLE
         data = db.load_by_id(1).get_parameter_data()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import qcsql
-from qcsql.plan import DatasetPlan, plan_run
+from qcsql.export.layout import DatasetPlan, plan_run
 from tests.helpers import comparable_description, copy_database
 
 xr = pytest.importorskip("xarray")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import qcsql
-import qcsql.connection
+import qcsql.sqlite.connection
 from qcsql.cli import main
 from tests.helpers import EXAMPLE_DB, copy_database, corpus_databases, side_files
 
@@ -41,7 +41,7 @@ def traced_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             connection.set_trace_callback(statements.append)
         return connection
 
-    monkeypatch.setattr(qcsql.connection.sqlite3, "connect", connect)
+    monkeypatch.setattr(qcsql.sqlite.connection.sqlite3, "connect", connect)
     yield statements
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import qcsql
-from qcsql.tables import tables_for
-from qcsql.versions import KNOWN_VERSIONS, STANDARD_RUN_COLUMNS
+from qcsql.schema.tables import tables_for
+from qcsql.schema.versions import KNOWN_VERSIONS, STANDARD_RUN_COLUMNS
 from tests.helpers import all_databases, copy_database
 
 SNAPSHOT_BECAME_STANDARD = 5  # before it, QCoDeS added an untyped snapshot column on demand

@@ -3,7 +3,7 @@
 A Jupyter user, a plotting callback or a ``ThreadPoolExecutor`` over runs shares a
 ``Database`` (or opens one per thread) and reads the big runs concurrently. The runs
 here (tests/fastpath_dbs.py) are large and regular enough to take every page reader,
-so their windows (:meth:`qcsql.pages.PageSource.window`) run in several threads at
+so their windows (:meth:`qcsql.sqlite.pages.PageSource.window`) run in several threads at
 once; in a rollback-journal file each window is a read transaction on the one sqlite3
 connection of a shared ``Database``, which is where threads would collide.
 
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 import qcsql
-from qcsql.pages import PageSource
+from qcsql.sqlite.pages import PageSource
 from tests.fastpath_dbs import FASTPATH_RUNS, fastpath_db
 
 pytestmark = pytest.mark.requires_qcodes  # the runs are written by QCoDeS 0.58

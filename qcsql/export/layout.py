@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.description import InterDependencies, ParamSpec, RunDescription
 from qcsql.errors import QcsqlError
 from qcsql.runs import Run
+from qcsql.schema.description import InterDependencies, ParamSpec, RunDescription
 
 __all__ = [
     "DatasetPlan",

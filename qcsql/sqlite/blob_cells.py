@@ -1,8 +1,8 @@
 """The pieces of SQLite's cell format that the array page readers need.
 
-:mod:`qcsql.blob_pages` finds the cells, records and overflow chains of the leaf pages
+:mod:`qcsql.sqlite.blob_pages` finds the cells, records and overflow chains of the leaf pages
 it read into a buffer together with their overflow pages, and copies a column's
-stretches out of them with strided gathers. :mod:`qcsql.blob_scatter`, which sends
+stretches out of them with strided gathers. :mod:`qcsql.sqlite.blob_scatter`, which sends
 overflow pages straight to the output, learns its pattern from those cells and decodes
 the numbers of the rows it scattered the same way (:func:`numbers_in`).
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.pages import Unsupported, decode_numbers, leaf_cells, serial_size, varints
+from qcsql.sqlite.pages import Unsupported, decode_numbers, leaf_cells, serial_size, varints
 
 __all__ = [
     "Cells",
@@ -126,7 +126,7 @@ def parse_header(
 
 def numbers_in(rows: npt.NDArray[np.uint8], serial: int, at: int) -> npt.NDArray[np.float64]:
     """The values of serial type ``serial`` at byte ``at`` of each row of ``rows``, as
-    QCoDeS returns numbers (see :func:`qcsql.pages.decode_numbers`)."""
+    QCoDeS returns numbers (see :func:`qcsql.sqlite.pages.decode_numbers`)."""
     flat = np.concatenate([rows.reshape(-1), np.zeros(16, np.uint8)])  # slack for gathers
     positions = np.arange(len(rows), dtype=np.int64) * rows.shape[1] + at
     return decode_numbers(flat, np.full(len(rows), serial, dtype=np.int64), positions)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy.typing as npt
 
-from qcsql.parameter_data import read_rows_between
+from qcsql.data.parameter_data import read_rows_between
 
 if TYPE_CHECKING:
     from qcsql.runs import Run

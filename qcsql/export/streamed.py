@@ -6,7 +6,7 @@ large sweeps it can be decided from the run's declared shapes, its first rows, o
 one cheap pass over its setpoints. Each plan here decides what it can up front
 and checks the rest while writing: when the rows stop fitting, it raises
 :class:`NotStreamable` and :func:`qcsql.export.export_run` discards the partial
-file and writes the run from memory (:func:`qcsql.plan.plan_run`) instead. The
+file and writes the run from memory (:func:`qcsql.export.layout.plan_run`) instead. The
 tests compare every streamed layout with QCoDeS' own export and with the
 in-memory plan.
 """
@@ -23,8 +23,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.description import qcodes_size, shape_is_sane
-from qcsql.plan import (
+from qcsql.data.streams import (
+    ArrayTreeStream,
+    NumericTreeStream,
+    RowsDiffer,
+    stream_array_trees,
+    stream_numeric_trees,
+)
+from qcsql.export.layout import (
     INDEX,
     MULTI_INDEX,
     DatasetPlan,
@@ -36,13 +42,7 @@ from qcsql.plan import (
     variable_attrs,
 )
 from qcsql.runs import Run
-from qcsql.streams import (
-    ArrayTreeStream,
-    NumericTreeStream,
-    RowsDiffer,
-    stream_array_trees,
-    stream_numeric_trees,
-)
+from qcsql.schema.description import qcodes_size, shape_is_sane
 
 __all__ = ["NotStreamable", "Progress", "streamed_plans"]
 
@@ -95,7 +95,7 @@ def _shape_streams(run: Run, top: str) -> bool:
 
 def _direct_shape(run: Run, top: str) -> tuple[int, ...] | None:
     """The declared shape QCoDeS' export lays ``top`` out along when its data fill it (see
-    :meth:`~qcsql.description.RunDescription.direct_shape`), if every entry is positive;
+    :meth:`~qcsql.schema.description.RunDescription.direct_shape`), if every entry is positive;
     else None, and the streamed layouts are those of a run whose shape does not fit. (An
     entry 0 fits only an empty tree, which no grid plan streams.)"""
     shape = run.description.direct_shape(top)

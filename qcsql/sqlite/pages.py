@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qcsql import scatter_read
-from qcsql.connection import Access, ReadOnlyConnection, side_file
-from qcsql.descriptors import KeptFile
+from qcsql.sqlite import scatter_read
+from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
+from qcsql.sqlite.descriptors import KeptFile
 
 __all__ = ["NumericColumns", "read_numeric_window"]
 
@@ -82,7 +82,7 @@ class PageSource:
         self.page_size = connection.header.page_size
         self.usable = self.page_size - connection.header.reserved_bytes
         # The connection's kept descriptor, never one of our own: closing a descriptor of
-        # the file would drop every lock the process holds on it (see qcsql.descriptors).
+        # the file would drop every lock the process holds on it (see qcsql.sqlite.descriptors).
         # A private snapshot copy is read through SQLite alone.
         self._kept: KeptFile | None = (
             None if connection.access is Access.SNAPSHOT_COPY else connection.header.file
@@ -104,7 +104,7 @@ class PageSource:
 
     def read_scattered(self, vectors: npt.NDArray[np.uint64], offset: int) -> None:
         """Fill the ``(address, length)`` rows of ``vectors`` with consecutive bytes from
-        ``offset`` (see :mod:`qcsql.scatter_read`; the caller vouches for the addresses)."""
+        ``offset`` (see :mod:`qcsql.sqlite.scatter_read`; the caller vouches for the addresses)."""
         if not scatter_read.read_scattered(self._file.fd, vectors, offset):
             raise Unsupported  # the file ends early: not a page this reader can trust
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from qcsql.connection import ReadOnlyConnection
+from qcsql.data.parameter_data import ParameterData
+from qcsql.data.results import ResultsTable
 from qcsql.errors import DataElsewhereError, ParameterNotFoundError
-from qcsql.parameter_data import ParameterData
-from qcsql.results import ResultsTable
+from qcsql.sqlite.connection import ReadOnlyConnection
 
 if TYPE_CHECKING:
     from qcsql.database import Database
@@ -69,7 +69,7 @@ class SideStorage:
                 path=self._db.path,
                 run_id=run.run_id,
             )
-        from qcsql.exported import read_exported  # reading netCDF needs h5netcdf
+        from qcsql.data.exported import read_exported  # reading netCDF needs h5netcdf
 
         try:
             data = read_exported(found)

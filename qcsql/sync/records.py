@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qcsql.database import Database, open_database
 from qcsql.errors import QcsqlError, QcsqlWarning, RunNotFoundError
-from qcsql.plan import DatasetPlan, plan_run
+from qcsql.export.layout import DatasetPlan, plan_run
 from qcsql.runs import Run
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Read the pages of an array run straight into the output arrays.
 
-A window of :mod:`qcsql.blob_pages` reads its pages into a buffer and copies each
+A window of :mod:`qcsql.sqlite.blob_pages` reads its pages into a buffer and copies each
 blob out of it, so every blob byte crosses memory twice after the kernel's copy. But
 rows as QCoDeS appends them follow a pattern: one cell per leaf page, flush against
 the end of the page, its overflow chain a fixed number of pages from the leaf, the
@@ -8,7 +8,7 @@ same record header (so the same payload size and the same value offsets) in ever
 row, and ids that follow one another. Once a buffered window has shown that pattern
 (:func:`learn_pattern`), the next window's page layout follows from its leaf page
 numbers alone, which the interior pages give. One scattered read
-(:mod:`qcsql.scatter_read`) then puts the blob bytes of every page at their final
+(:mod:`qcsql.sqlite.scatter_read`) then puts the blob bytes of every page at their final
 place in the output arrays, and the page heads, chain links and the few other payload
 bytes (record and ``.npy`` headers, numbers) into small buffers.
 
@@ -16,7 +16,7 @@ Everything predicted is then checked against what was read, row by row: the page
 type, one cell at the predicted place, the payload size, the rowid, the first overflow
 page, every chain link, the record header and every ``.npy`` header. The window ends
 before the first row that differs (what the read put in later output rows is
-overwritten by whoever reads them next), and :mod:`qcsql.blob_pages` reads on from
+overwritten by whoever reads them next), and :mod:`qcsql.sqlite.blob_pages` reads on from
 there with its buffer.
 """
 
@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from qcsql import pages, scatter_read
-from qcsql.blob_cells import Cells, numbers_in
-from qcsql.pages import TABLE_LEAF, PageSource, Unsupported, serial_size, varints
+from qcsql.sqlite import pages, scatter_read
+from qcsql.sqlite.blob_cells import Cells, numbers_in
+from qcsql.sqlite.pages import TABLE_LEAF, PageSource, Unsupported, serial_size, varints
 
 if TYPE_CHECKING:
-    from qcsql.blob_pages import ColumnTarget
+    from qcsql.sqlite.blob_pages import ColumnTarget
 
 __all__ = ["ChainPattern", "Scattered", "learn_pattern", "scatter_windows"]
 

@@ -60,7 +60,7 @@ def _ddl_folder() -> Path:
     packaged = resources.files("qcsql").joinpath("schema_versions")
     if packaged.is_dir():
         return Path(str(packaged))
-    return Path(__file__).resolve().parent.parent / "schema_versions"
+    return Path(__file__).resolve().parents[2] / "schema_versions"
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""Write a :class:`~qcsql.plan.DatasetPlan` as the netCDF4/HDF5 file QCoDeS exports.
+"""Write a :class:`~qcsql.export.layout.DatasetPlan` as the netCDF4/HDF5 file QCoDeS exports.
 
 The netCDF4 bookkeeping (dimension scales, ``REFERENCE_LIST``/``DIMENSION_LIST``,
 ``_Netcdf4Dimid``, ``_Netcdf4Coordinates``, the ``_PFNC_DOUBLE_COMPLEX_TYPE``
@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from qcsql.errors import QcsqlError
-from qcsql.plan import DatasetPlan, Variable
+from qcsql.export.layout import DatasetPlan, Variable
 
 __all__ = ["ExportError", "LiveFile", "write_plan"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from qcsql.versions import schema_ddl
+from qcsql.schema.versions import schema_ddl
 
 __all__ = ["SchemaModel", "bind_runs_table", "tables_for"]
 

@@ -1,6 +1,6 @@
 """Rows of one or more parameter trees, window by window, for the streamed exports.
 
-:mod:`qcsql.parameter_data` decodes a tree's rows exactly as QCoDeS'
+:mod:`qcsql.data.parameter_data` decodes a tree's rows exactly as QCoDeS'
 ``get_parameter_data`` does; the streams here hand them on in windows of ids, so
 that an export never holds a whole run. QCoDeS writes each parameter's tree in
 rows of its own, interleaved as the measurement called ``add_result``; a stream
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.parameter_data import NUMERIC_ROWS_PER_CHUNK, Tree, numeric_chunks, read_tree
-from qcsql.results import RowRange
+from qcsql.data.parameter_data import NUMERIC_ROWS_PER_CHUNK, Tree, numeric_chunks, read_tree
+from qcsql.data.results import RowRange
 
 if TYPE_CHECKING:
     from qcsql.runs import Run

@@ -21,10 +21,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from qcsql.blob_pages import ColumnTarget, PageMemory, fill_from_pages
-from qcsql.connection import ReadOnlyConnection, side_file
 from qcsql.errors import SchemaError
-from qcsql.pages import NumericColumns, PageSource, read_numeric_window
+from qcsql.sqlite.blob_pages import ColumnTarget, PageMemory, fill_from_pages
+from qcsql.sqlite.connection import ReadOnlyConnection, side_file
+from qcsql.sqlite.pages import NumericColumns, PageSource, read_numeric_window
 
 __all__ = ["ResultsTable", "RowRange"]
 
@@ -251,7 +251,7 @@ class ResultsTable:
 
     def fill_from_pages(self, targets: Sequence[ColumnTarget], rows: RowRange) -> tuple[int, int]:
         """Fill ``targets`` (the first is the tree's top column) with the rows of ``rows``
-        straight from the table's pages, as far as :mod:`qcsql.blob_pages` can; returns
+        straight from the table's pages, as far as :mod:`qcsql.sqlite.blob_pages` can; returns
         ``(rows filled, last id covered)``: SQLite reads the rows after that id."""
         source = PageSource(self._conn)
         try:

@@ -8,7 +8,7 @@ systems, and handed to libc's ``preadv`` through ctypes, which releases the GIL 
 the call like any other read.
 
 Every address must lie inside memory the caller keeps alive and owns; the caller
-checks that before calling (:func:`qcsql.blob_scatter.scatter_windows` does, vector by
+checks that before calling (:func:`qcsql.sqlite.blob_scatter.scatter_windows` does, vector by
 vector). Where libc has no ``preadv`` (Windows), :data:`AVAILABLE` is False and the
 caller reads through a buffer instead.
 """

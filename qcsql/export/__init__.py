@@ -1,21 +1,21 @@
 """Export a run to the xarray-compatible HDF5 (netCDF4) file a QCoDeS export would be.
 
 ``qcodes_<captured_run_id>_<guid>.nc`` by default, as QCoDeS names its exports.
-The layouts of large sweeps are streamed (:mod:`qcsql.streamed`): the file's
+The layouts of large sweeps are streamed (:mod:`qcsql.export.streamed`): the file's
 structure is written first and the rows go from the page readers straight into
 it, so memory does not grow with the run. Everything else, and every stream that
-gives up part-way, is laid out in memory by :func:`qcsql.plan.plan_run`.
+gives up part-way, is laid out in memory by :func:`qcsql.export.layout.plan_run`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from qcsql.plan import plan_run
+from qcsql.data.streams import RowsDiffer
+from qcsql.export.layout import plan_run
+from qcsql.export.streamed import NotStreamable, Progress, streamed_plans
+from qcsql.export.writer import ExportError, write_plan
 from qcsql.runs import Run
-from qcsql.streamed import NotStreamable, Progress, streamed_plans
-from qcsql.streams import RowsDiffer
-from qcsql.writer import ExportError, write_plan
 
 __all__ = ["default_file_name", "export_run"]
 

@@ -6,11 +6,11 @@ by name), turns them into one array per column, expands scalars to the shape
 of array values, and reshapes to ``shapes[P]`` when the sizes match exactly.
 The rules are QCoDeS'; the way is not:
 
-* rows come from :mod:`qcsql.results` in short id-ordered chunks;
+* rows come from :mod:`qcsql.data.results` in short id-ordered chunks;
 * numeric columns go straight into preallocated float64 arrays, so memory
   does not grow beyond the returned arrays;
 * ``.npy`` blobs that share their header (nearly all) are sliced out with one
-  copy per chunk (:func:`qcsql.npy.decode_uniform`).
+  copy per chunk (:func:`qcsql.data.npy.decode_uniform`).
 
 Anything irregular (blobs whose shape changes between rows, NULL arrays,
 Fortran-ordered blobs) is read again row by row with QCoDeS' own algorithm,
@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.blob_pages import ColumnTarget
-from qcsql.description import RunDescription, qcodes_size
+from qcsql.data.npy import MAX_DIMS, NpyHeader, decode_one, decode_uniform, parse_header
+from qcsql.data.results import ResultsTable, RowRange
 from qcsql.errors import DataDecodeError, ParameterNotFoundError, RunDescriptionError
-from qcsql.npy import MAX_DIMS, NpyHeader, decode_one, decode_uniform, parse_header
-from qcsql.results import ResultsTable, RowRange
+from qcsql.schema.description import RunDescription, qcodes_size
+from qcsql.sqlite.blob_pages import ColumnTarget
 
 __all__ = ["ParameterData", "Tree", "numeric_chunks", "read_parameter_data", "read_tree"]
 
@@ -181,7 +181,7 @@ def _decode(tree: Tree, column: str, blob: Any) -> npt.NDArray[Any]:
 
 def numeric_chunks(tree: Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
     """An all-numeric tree's rows, chunk by chunk, one float64 array per column: from the
-    table's pages (:mod:`qcsql.pages`) for as long as they can be read, then from SQLite."""
+    table's pages (:mod:`qcsql.sqlite.pages`) for as long as they can be read, then from SQLite."""
     rest = RowRange(tree.rows.upto_id, tree.rows.upto_id, 0)
     for left, window in tree.table.numeric_windows(tree.columns, tree.rows):
         if window is None:
@@ -312,7 +312,7 @@ def _fill_from_pages(
     target: tuple[int, ...],
     out: dict[str, npt.NDArray[Any]],
 ) -> tuple[int, RowRange]:
-    """Copy as many rows as :mod:`qcsql.blob_pages` can straight from the table's pages;
+    """Copy as many rows as :mod:`qcsql.sqlite.blob_pages` can straight from the table's pages;
     returns the rows filled and the rows SQLite still has to read."""
     if not set(tree.kinds) <= {"array", "numeric"}:
         return 0, tree.rows

@@ -11,14 +11,14 @@ per header, and moves each piece of each column for all rows of the window with
 one numpy copy (a strided copy when the rows lie at a fixed distance, as they do
 when QCoDeS appends them). Once a window shows that its rows follow a pattern
 (one cell per leaf, chains at a fixed distance from their leaves), the next
-windows skip the buffer: :mod:`qcsql.blob_scatter` reads their overflow pages
+windows skip the buffer: :mod:`qcsql.sqlite.blob_scatter` reads their overflow pages
 straight into the output, checks what it predicted, and hands back to the
 buffered windows where the pattern breaks. Small windows learn the pattern
 first, growing while the rows follow none. Where windows need no lock (a WAL
 file without a writer), the two halves of a run are read on two threads, one per
 core: the positional reads and numpy's copies both release the GIL.
 
-Like :mod:`qcsql.pages`, this is only an accelerator: it reads pages only while
+Like :mod:`qcsql.sqlite.pages`, this is only an accelerator: it reads pages only while
 SQLite guarantees they cannot change (:meth:`PageSource.window`), checks every
 overflow chain it follows and every blob's ``.npy`` header against the run's,
 and stops at the first row it does not understand, after which the caller reads
@@ -40,8 +40,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from qcsql import pages
-from qcsql.blob_cells import (
+from qcsql.sqlite import pages
+from qcsql.sqlite.blob_cells import (
     MAX_HEADER,
     Cells,
     Piece,
@@ -51,8 +51,8 @@ from qcsql.blob_cells import (
     parse_header,
     read_cells,
 )
-from qcsql.blob_scatter import ChainPattern, learn_pattern, scatter_windows
-from qcsql.pages import PageSource, Unsupported, serial_size, varints
+from qcsql.sqlite.blob_scatter import ChainPattern, learn_pattern, scatter_windows
+from qcsql.sqlite.pages import PageSource, Unsupported, serial_size, varints
 
 __all__ = ["ColumnTarget", "PageMemory", "fill_from_pages"]
 
@@ -115,7 +115,7 @@ class _Window:
 class PageMemory:
     """What one table's page reads keep between calls: page buffers, so that a run read
     window by window does not fault fresh memory for each, and the pattern its rows were
-    last seen to follow, so that windows scatter from the first (:mod:`qcsql.blob_scatter`)."""
+    last seen to follow, so that windows scatter from the first (:mod:`qcsql.sqlite.blob_scatter`)."""
 
     buffers: list[npt.NDArray[np.uint8]] = field(default_factory=list)
     pattern: ChainPattern | None = None

@@ -41,7 +41,6 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-from qcsql.descriptors import KeptFile, kept_file
 from qcsql.errors import (
     DatabaseBusyError,
     DatabaseCorruptError,
@@ -53,6 +52,7 @@ from qcsql.errors import (
     QcsqlError,
     SchemaError,
 )
+from qcsql.sqlite.descriptors import KeptFile, kept_file
 
 __all__ = ["Access", "ReadOnlyConnection", "side_file", "translate_sqlite_errors"]
 
@@ -119,7 +119,7 @@ COPY_CHUNK = 1 << 20
 
 
 def copy_kept(source: Path, target: Path) -> None:
-    """Copy ``source`` through its kept descriptor (see :mod:`qcsql.descriptors`): a
+    """Copy ``source`` through its kept descriptor (see :mod:`qcsql.sqlite.descriptors`): a
     plain ``shutil.copyfile`` would close a descriptor of the user's database."""
     kept = kept_file(source)
     try:
@@ -214,7 +214,7 @@ class ReadOnlyConnection:
 
     Threads may share it: :meth:`reading` and :meth:`reading_raw` hold one lock for
     as long as their block runs, so that a thread's statements (and the read
-    transaction around a page window, see :meth:`qcsql.pages.PageSource.window`)
+    transaction around a page window, see :meth:`qcsql.sqlite.pages.PageSource.window`)
     never interleave with another thread's on the one sqlite3 connection. The blocks
     are short (a statement, or one window of pages), and none yields to the caller.
     """
