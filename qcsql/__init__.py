@@ -7,7 +7,7 @@ with qcsql.open_database("experiments.db") as db:
         print(run.run_id, run.guid, run.name, run.metadata)
 """
 
-from qcsql.database import Database, DatabaseSummary, open_database
+from qcsql.database import Database, DatabaseSummary, Run, open_database
 from qcsql.errors import (
     AmbiguousRunSpecError,
     DatabaseBusyError,
@@ -29,7 +29,6 @@ from qcsql.errors import (
     SnapshotError,
     UnknownSchemaVersionWarning,
 )
-from qcsql.runs import Run
 from qcsql.schema.description import InterDependencies, ParamSpec, ParamSpecBase, RunDescription
 from qcsql.schema.rows import Experiment, Link
 from qcsql.sqlite.connection import Access

@@ -15,9 +15,8 @@ from typing import Literal
 
 import sqlalchemy as sa
 
-from qcsql.database import Database, open_database
+from qcsql.database import Database, Run, open_database
 from qcsql.errors import DataElsewhereError, QcsqlError
-from qcsql.runs import Run
 from qcsql.schema.guids import is_well_formed
 from qcsql.schema.versions import NEWEST_KNOWN_VERSION
 
@@ -88,7 +87,7 @@ def _check_database(db: Database, report: AuditReport) -> None:
             f"schema version {db.schema_version} is newer than {NEWEST_KNOWN_VERSION}",
         )
     try:
-        with db._conn.reading() as sql:
+        with db.store.connection.reading() as sql:
             report.quick_check = [row[0] for row in sql.exec_driver_sql("PRAGMA quick_check")]
             tables = {
                 n
@@ -96,7 +95,7 @@ def _check_database(db: Database, report: AuditReport) -> None:
             }
             referenced = {
                 n
-                for (n,) in sql.execute(sa.select(db.model.runs.c.result_table_name))
+                for (n,) in sql.execute(sa.select(db.store.model.runs.c.result_table_name))
                 if n is not None
             }
     except QcsqlError as exc:
@@ -196,7 +195,7 @@ def _check_run(db: Database, run: Run, report: AuditReport, deep: bool) -> None:
 
 
 def _decode_first_and_last_rows(run: Run) -> None:
-    table = run.database._results_table(run)
+    table = run.results_table()
     upto = table.max_id()
     for top in run.description.interdependencies.top_level_parameters:
         rows = table.locate(top, None, None, upto).rows  # each tree has its own rows
@@ -218,7 +217,7 @@ def _check_data_elsewhere(run: Run, report: AuditReport) -> None:
 def _check_against_layouts(db: Database, run: Run, report: AuditReport) -> None:
     try:
         stored_names = set(run.description.interdependencies.parameters)
-        legacy = db._description_from_layouts(run)
+        legacy = db.store.description_from_layouts(run.row)
     except (QcsqlError, ValueError):
         return
     legacy_names = set(legacy.interdependencies.parameters)
@@ -239,7 +238,7 @@ def _check_against_layouts(db: Database, run: Run, report: AuditReport) -> None:
 
 
 def _is_4a(db: Database, run: Run) -> bool:
-    raw = db._scalar_of_run(run, "run_description")
+    raw = db.store.scalar_of_run(run.row, "run_description")
     return isinstance(raw, str) and '"interdependencies": {"parameters"' in raw.replace("'", '"')
 
 
@@ -247,7 +246,7 @@ def _check_shapes(run: Run, report: AuditReport) -> None:
     shapes = run.shapes or {}
     if not shapes:
         return
-    table = run.database._results_table(run)
+    table = run.results_table()
     upto = table.max_id()
     for name, shape in shapes.items():
         if name not in run.description.interdependencies.parameters:

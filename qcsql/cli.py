@@ -18,11 +18,10 @@ from typing import Any, TextIO
 import orjson
 
 from qcsql.audit import audit
-from qcsql.database import Database, open_database
+from qcsql.database import Database, Run, open_database
 from qcsql.errors import QcsqlError
 from qcsql.export import default_file_name
 from qcsql.export.writer import ExportError, LiveFile
-from qcsql.runs import Run
 
 __all__ = ["main"]
 

@@ -1,71 +1,47 @@
-"""A QCoDeS database opened read-only: its experiments and runs.
+"""The public face of a QCoDeS database opened read-only: ``Database`` and ``Run``.
 
-The version-aware part lives here: which columns exist is read from the file
-once, the table models come from :mod:`qcsql.schema.tables`, and every old-schema
-fallback (no guid, no run_description, no captured ids) is applied in one
-place, so :class:`~qcsql.runs.Run` never needs to know the schema version.
+QCoDeS' names for QCoDeS' notions. The work is done below: the run queries of the
+file's schema version in :class:`~qcsql.schema.store.RunStore`, where each run's
+data live and reading them in :class:`~qcsql.data.location.DataLocator`, the layout
+and the file in :mod:`qcsql.export`. A :class:`Run` is created from the row of the
+listing query and reads anything heavier (description, snapshot, row counts) only
+when asked, once. It is a view of the run at the moment it was loaded: a live run's
+completion or new rows are seen by loading it again (:meth:`Run.reload`).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+import functools
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import orjson
 import sqlalchemy as sa
 
-from qcsql.data.location import SideStorage
-from qcsql.data.parameter_data import ParameterData, read_parameter_data
+from qcsql.data.location import DataLocator
+from qcsql.data.parameter_data import ParameterData
 from qcsql.data.results import ResultsTable
 from qcsql.errors import (
     AmbiguousRunSpecError,
-    NotQCoDeSError,
-    QcsqlError,
     RunDescriptionError,
     RunNotFoundError,
-    SchemaError,
-    UnknownSchemaVersionWarning,
+    SnapshotError,
 )
-from qcsql.runs import Run
-from qcsql.schema.description import (
-    LayoutRow,
-    RunDescription,
-    description_from_columns,
-    description_from_layouts,
-    parse_run_description,
-)
-from qcsql.schema.guids import parse_guid
-from qcsql.schema.rows import Experiment, RunRow
-from qcsql.schema.tables import bind_runs_table, tables_for
-from qcsql.schema.versions import NEWEST_KNOWN_VERSION, STANDARD_RUN_COLUMNS, model_version_for
+from qcsql.schema.description import ParamSpec, RunDescription
+from qcsql.schema.guids import parse_guid, upgrade_guid
+from qcsql.schema.rows import Experiment, Link, MetadataValue, RunRow
+from qcsql.schema.store import RunStore
+from qcsql.schema.tables import SchemaModel
 from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
 
-__all__ = ["Database", "DatabaseSummary", "open_database"]
+if TYPE_CHECKING:
+    from qcsql.data.follow import FollowChunk
 
-REQUIRED_TABLES = ("experiments", "runs")
-# From this schema version on, runs.run_description is what QCoDeS reads; before
-# it, QCoDeS rebuilds descriptions from layouts/dependencies when it upgrades.
-FIRST_VERSION_WITH_TRUSTED_DESCRIPTION = 4
-
-# The light columns of a run, in RunRow order; missing ones are selected as NULL.
-_LISTED_RUN_COLUMNS = (
-    "run_id",
-    "exp_id",
-    "name",
-    "result_table_name",
-    "result_counter",
-    "run_timestamp",
-    "completed_timestamp",
-    "is_completed",
-    "parameters",
-    "guid",
-    "captured_run_id",
-    "captured_counter",
-    "parent_datasets",
-)
+__all__ = ["Database", "DatabaseSummary", "Run", "open_database"]
 
 
 def open_database(path: str | Path) -> Database:
@@ -99,54 +75,27 @@ class Database:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self._elsewhere = SideStorage(self)
         self._conn = ReadOnlyConnection(path)
         try:
-            self._inspect_schema()
+            self.store = RunStore(self._conn)
         except BaseException:
             self._conn.close()
             raise
+        self.data = DataLocator(self.store)
 
-    def _inspect_schema(self) -> None:
-        with self._conn.reading() as sql:
-            self.schema_version: int = int(sql.exec_driver_sql("PRAGMA user_version").scalar_one())
-            self._table_names = self._read_table_names(sql)
-            missing = [name for name in REQUIRED_TABLES if name not in self._table_names]
-            if missing:
-                found = ", ".join(sorted(self._table_names)) or "none"
-                raise NotQCoDeSError(
-                    f"{self.path}: is an SQLite database but not a QCoDeS one "
-                    f"(no {' or '.join(repr(m) for m in missing)} table; tables found: {found})",
-                    path=self.path,
-                )
-            run_columns = [row[1] for row in sql.exec_driver_sql('PRAGMA table_info("runs")')]
-        if "run_id" not in run_columns:
-            raise SchemaError(
-                f"{self.path}: its runs table has no run_id column "
-                f"(it has {', '.join(run_columns) or 'none'}); the file is damaged",
-                path=self.path,
-                table="runs",
-                column="run_id",
-            )
-        if self.schema_version > NEWEST_KNOWN_VERSION:
-            warnings.warn(
-                f"{self.path}: schema version {self.schema_version} is newer than the newest "
-                f"qcsql knows ({NEWEST_KNOWN_VERSION}); reading it as version "
-                f"{NEWEST_KNOWN_VERSION}, best-effort",
-                UnknownSchemaVersionWarning,
-                stacklevel=3,
-            )
-        self.model = tables_for(model_version_for(self.schema_version))
-        self._runs = bind_runs_table(self.model, run_columns)
-        self._has_captured_ids = "captured_run_id" in self._runs.c  # schema >= 7
-        self.metadata_columns: tuple[str, ...] = tuple(
-            name for name in run_columns if name not in STANDARD_RUN_COLUMNS
-        )
+    @property
+    def schema_version(self) -> int:
+        return self.store.schema_version
 
-    @staticmethod
-    def _read_table_names(sql: sa.Connection) -> set[str]:
-        rows = sql.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
-        return {name for (name,) in rows}
+    @property
+    def model(self) -> SchemaModel:
+        """The SQLAlchemy table models of the file's schema version."""
+        return self.store.model
+
+    @property
+    def metadata_columns(self) -> tuple[str, ...]:
+        """The columns QCoDeS' ``add_metadata`` added to the runs table."""
+        return self.store.metadata_columns
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -164,7 +113,7 @@ class Database:
         return "wal" if self._conn.header.wal_mode else "rollback"
 
     def close(self) -> None:
-        self._elsewhere.close()
+        self.data.close()
         self._conn.close()
 
     def __enter__(self) -> Database:
@@ -181,108 +130,27 @@ class Database:
     def __repr__(self) -> str:
         return f"<qcsql.Database {str(self.path)!r} schema v{self.schema_version}>"
 
-    def has_table(self, name: str) -> bool:
-        """Whether ``name`` is a table now; looks again when a run created it since opening."""
-        if name not in self._table_names:
-            with self._conn.reading() as sql:
-                self._table_names = self._read_table_names(sql)
-        return name in self._table_names
-
-    # -- experiments -----------------------------------------------------------------------
+    # -- experiments and runs ---------------------------------------------------------------
 
     def experiments(self) -> list[Experiment]:
-        table = self.model.experiments
-        statement = sa.select(*table.columns).order_by(table.c.exp_id)
-        with self._conn.reading(table="experiments") as sql:
-            rows = sql.execute(statement).all()
-        return [
-            Experiment(
-                exp_id=row.exp_id,
-                name=row.name,
-                sample_name=row.sample_name,
-                start_time=_float_or_none(row.start_time),
-                end_time=_float_or_none(row.end_time),
-                run_counter=row.run_counter,
-                format_string=row.format_string,
-            )
-            for row in rows
-        ]
+        return self.store.experiments()
+
+    def has_table(self, name: str) -> bool:
+        """Whether ``name`` is a table now; looks again when a run created it since opening."""
+        return self.store.has_table(name)
 
     # -- runs --------------------------------------------------------------------------------
 
-    def _run_select(self) -> sa.Select[Any]:
-        runs = self._runs.c
-        experiments = self.model.experiments.c
-        listed = [runs[name] if name in runs else sa.null() for name in _LISTED_RUN_COLUMNS]
-        metadata = [runs[name] for name in self.metadata_columns]
-        joined = self._runs.outerjoin(self.model.experiments, runs.exp_id == experiments.exp_id)
-        return (
-            sa.select(*listed, experiments.name, experiments.sample_name, *metadata)
-            .select_from(joined)
-            .order_by(runs.run_id)
-        )
-
-    def _run_rows(self, where: sa.ColumnElement[bool] | None = None) -> list[RunRow]:
-        statement = self._run_select()
-        if where is not None:
-            statement = statement.where(where)
-        with self._conn.reading(table="runs") as sql:
-            rows = sql.execute(statement).all()
-        return [self._run_row(tuple(row)) for row in rows]
-
-    def _run_row(self, values: tuple[Any, ...]) -> RunRow:
-        (
-            run_id,
-            exp_id,
-            name,
-            table_name,
-            counter,
-            run_timestamp,
-            completed_timestamp,
-            is_completed,
-            parameters,
-            guid,
-            captured_run_id,
-            captured_counter,
-            parent_datasets,
-            exp_name,
-            sample_name,
-        ) = values[: len(_LISTED_RUN_COLUMNS) + 2]
-        metadata_values = values[len(_LISTED_RUN_COLUMNS) + 2 :]
-        has_captured = self._has_captured_ids
-        return RunRow(
-            run_id=run_id,
-            exp_id=exp_id,
-            name=name,
-            table_name=table_name,
-            counter=counter,
-            run_timestamp_raw=_float_or_none(run_timestamp),
-            completed_timestamp_raw=_float_or_none(completed_timestamp),
-            is_completed=bool(is_completed),
-            parameters=parameters,
-            guid=guid,
-            captured_run_id=captured_run_id if has_captured else run_id,
-            captured_counter=captured_counter if has_captured else counter,
-            parent_datasets_raw=parent_datasets,
-            exp_name=exp_name,
-            sample_name=sample_name,
-            metadata={
-                column: value
-                for column, value in zip(self.metadata_columns, metadata_values, strict=True)
-                if value is not None
-            },
-        )
-
     def runs(self, start_run_id: int = 1) -> list[Run]:
         """Every run from ``start_run_id`` on, by run_id, from one query (no JSON parsed)."""
-        rows = self._run_rows(self._runs.c.run_id >= start_run_id)
+        rows = self.store.run_rows(self.store.runs.c.run_id >= start_run_id)
         return [Run(self, row) for row in rows]
 
     def load_by_id(self, run_id: int) -> Run:
-        rows = self._run_rows(self._runs.c.run_id == run_id)
+        rows = self.store.run_rows(self.store.runs.c.run_id == run_id)
         if not rows:
             raise RunNotFoundError(
-                f"run_id={run_id} is not in {self.path} ({self._run_id_range()}); "
+                f"run_id={run_id} is not in {self.path} ({self.store.run_id_range()}); "
                 f"list them with 'qcsql runs {self.path}'",
                 path=self.path,
                 run_id=run_id,
@@ -291,14 +159,14 @@ class Database:
         return Run(self, rows[0])
 
     def load_by_guid(self, guid: str) -> Run:
-        if "guid" not in self._runs.c:
+        if "guid" not in self.store.runs.c:
             raise RunNotFoundError(
                 f"{self.path} is a schema v{self.schema_version} database, which has no guids; "
                 "load its runs by run_id",
                 path=self.path,
                 table="runs",
             )
-        rows = self._run_rows(self._runs.c.guid == guid)
+        rows = self.store.run_rows(self.store.runs.c.guid == guid)
         if not rows:
             raise RunNotFoundError(
                 f"no run with guid {guid!r} in {self.path}", path=self.path, table="runs"
@@ -324,8 +192,8 @@ class Database:
         work_station: int | None = None,
     ) -> Run:
         """The one run matching every given field (QCoDeS' ``load_by_run_spec``)."""
-        runs = self._runs.c
-        experiments = self.model.experiments.c
+        runs = self.store.runs.c
+        experiments = self.store.model.experiments.c
         captured_id_column = runs.captured_run_id if "captured_run_id" in runs else runs.run_id
         captured_counter_column = (
             runs.captured_counter if "captured_counter" in runs else runs.result_counter
@@ -339,7 +207,7 @@ class Database:
         ):
             if value is not None:
                 conditions.append(column == value)
-        rows = self._run_rows(sa.and_(sa.true(), *conditions))
+        rows = self.store.run_rows(sa.and_(sa.true(), *conditions))
         wanted_parts = {
             "sample": sample_id,
             "location": location,
@@ -382,139 +250,10 @@ class Database:
             )
         return Run(self, rows[0])
 
-    def _run_id_range(self) -> str:
-        runs = self._runs.c
-        with self._conn.reading(table="runs") as sql:
-            low, high, count = sql.execute(
-                sa.select(sa.func.min(runs.run_id), sa.func.max(runs.run_id), sa.func.count())
-            ).one()
-        if not count:
-            return "it has no runs"
-        return (
-            f"runs {low}..{high}"
-            if high - low + 1 == count
-            else f"{count} runs between {low} and {high}"
-        )
-
-    # -- what Run asks for lazily --------------------------------------------------------------
-
-    def _scalar_of_run(self, run: Run, column: str) -> Any:
-        if column not in self._runs.c:
-            return None
-        statement = sa.select(self._runs.c[column]).where(self._runs.c.run_id == run.run_id)
-        with self._conn.reading(run_id=run.run_id, table="runs") as sql:
-            return sql.execute(statement).scalar_one_or_none()
-
-    def _snapshot_raw(self, run: Run) -> str | None:
-        value = self._scalar_of_run(run, "snapshot")
-        if isinstance(value, bytes):
-            return value.decode("utf-8", errors="replace")
-        return None if value is None else str(value)
-
-    def _describe(self, run: Run) -> RunDescription:
-        stored = None
-        if self.schema_version >= FIRST_VERSION_WITH_TRUSTED_DESCRIPTION:
-            stored = self._scalar_of_run(run, "run_description")
-        try:
-            if stored is not None:
-                return parse_run_description(stored)
-            return self._description_from_layouts(run)
-        except ValueError as exc:
-            source = "run_description" if stored is not None else "layouts"
-            raise RunDescriptionError(
-                f"{self.path}, run {run.run_id}: the {source} cannot be understood ({exc})",
-                path=self.path,
-                run_id=run.run_id,
-                table="runs" if stored is not None else "layouts",
-                column="run_description" if stored is not None else None,
-            ) from exc
-
-    def _description_from_layouts(self, run: Run) -> RunDescription:
-        if "layouts" not in self._table_names:
-            return description_from_columns(self._column_types(run))
-        layouts = self.model.layouts.c
-        dependencies = self.model.dependencies.c
-        layout_statement = (
-            sa.select(
-                layouts.layout_id,
-                layouts.parameter,
-                layouts.label,
-                layouts.unit,
-                layouts.inferred_from,
-            )
-            .where(layouts.run_id == run.run_id)
-            .order_by(layouts.layout_id)
-        )
-        with self._conn.reading(run_id=run.run_id, table="layouts") as sql:
-            layout_rows = [
-                LayoutRow.model_validate(row._mapping) for row in sql.execute(layout_statement)
-            ]
-            ids = [row.layout_id for row in layout_rows]
-            links: Sequence[tuple[int, int, int]] = []
-            if ids and "dependencies" in self._table_names:
-                link_statement = (
-                    sa.select(
-                        dependencies.dependent, dependencies.independent, dependencies.axis_num
-                    )
-                    .where(dependencies.dependent.in_(ids) | dependencies.independent.in_(ids))
-                    .order_by(sa.literal_column("rowid"))
-                )
-                links = [tuple(row) for row in sql.execute(link_statement)]
-        column_types = self._column_types(run) if layout_rows else {}
-        return description_from_layouts(layout_rows, links, column_types)
-
-    def _column_types(self, run: Run) -> dict[str, str]:
-        if run.table_name is None or not self.has_table(run.table_name):
-            return {}
-        with self._conn.reading(run_id=run.run_id, table=run.table_name) as sql:
-            rows = sql.exec_driver_sql(f"PRAGMA table_info({_quote(run.table_name)})").all()
-        return {row[1]: str(row[2]) for row in rows}
-
-    def _parameter_data(
-        self, run: Run, names: Sequence[str], start: int | None, end: int | None
-    ) -> ParameterData:
-        description = run.description
-        if not names and not description.interdependencies.parameters:
-            return {}  # pristine, or nothing described: QCoDeS returns {} too
-        exported = self._elsewhere.exported_data(run, names, start, end)
-        if exported is not None:
-            return exported
-        table = self._results_table(run)
-        where = f"{self.path}, run {run.run_id}"
-        return read_parameter_data(table, description, names, start, end, where)
-
-    def _results_table(self, run: Run) -> ResultsTable:
-        if run.table_name is not None and not self.has_table(run.table_name):
-            recorded = self._scalar_of_run(run, "raw_data_db_path")
-            if recorded:
-                return self._elsewhere.results_table(run, str(recorded))
-        if run.table_name is None or not self.has_table(run.table_name):
-            raise SchemaError(
-                f"{self.path}, run {run.run_id}: its results table {run.table_name!r} is not "
-                "in the file (an in-memory or metadata-only run keeps its data elsewhere)",
-                path=self.path,
-                run_id=run.run_id,
-                table=run.table_name,
-            )
-        return ResultsTable(self._conn, run.run_id, run.table_name)
-
-    def _count_results(self, run: Run) -> int:
-        if run.table_name is None:
-            return 0
-        if not self.has_table(run.table_name):
-            try:
-                table = self._results_table(run)
-            except QcsqlError:
-                return 0
-            return table.count_rows()
-        statement = sa.select(sa.func.count()).select_from(sa.table(run.table_name))
-        with self._conn.reading(run_id=run.run_id, table=run.table_name) as sql:
-            return int(sql.execute(statement).scalar_one())
-
     # -- summary -------------------------------------------------------------------------------
 
     def summary(self) -> DatabaseSummary:
-        runs = self._runs.c
+        runs = self.store.runs.c
         completed = runs.is_completed if "is_completed" in runs else sa.literal(0)
         with self._conn.reading(table="runs") as sql:
             n_runs, n_completed = sql.execute(
@@ -524,7 +263,7 @@ class Database:
                 )
             ).one()
             n_experiments = sql.execute(
-                sa.select(sa.func.count()).select_from(self.model.experiments)
+                sa.select(sa.func.count()).select_from(self.store.model.experiments)
             ).scalar_one()
         wal = side_file(self.path, "-wal")
         return DatabaseSummary(
@@ -541,19 +280,6 @@ class Database:
         )
 
 
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _float_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _id_list(rows: Sequence[RunRow]) -> str:
     return ", ".join(str(row.run_id) for row in rows)
 
@@ -566,3 +292,240 @@ def _guid_matches(guid: str | None, wanted: dict[str, int | None]) -> bool:
     except ValueError:
         return False
     return all(value is None or getattr(parts, key) == value for key, value in wanted.items())
+
+
+class Run:
+    """A QCoDeS run (QCoDeS calls it a dataset), read-only."""
+
+    def __init__(self, database: Database, row: RunRow) -> None:
+        self._database = database
+        self._row = row
+
+    def __repr__(self) -> str:
+        return (
+            f"<qcsql.Run run_id={self.run_id} guid={self.guid} name={self.name!r} "
+            f"of {self._database.path.name}>"
+        )
+
+    # -- identity and bookkeeping (from the listing row) ---------------------------------
+
+    @property
+    def database(self) -> Database:
+        return self._database
+
+    @property
+    def row(self) -> RunRow:
+        """The run's light columns as the listing query read them."""
+        return self._row
+
+    @property
+    def path_to_db(self) -> Path:
+        """The database file (QCoDeS' name)."""
+        return self._database.path
+
+    def reload(self) -> Run:
+        """The same run as the file holds it now (completion, description, new rows)."""
+        return self._database.load_by_id(self.run_id)
+
+    def results_table(self) -> ResultsTable:
+        """The run's results table, in the file or its raw-data file, for the readers
+        below this facade (see :mod:`qcsql.data.location`)."""
+        return self._database.data.results_table(self._row)
+
+    @property
+    def run_id(self) -> int:
+        return self._row.run_id
+
+    @property
+    def captured_run_id(self) -> int | None:
+        return self._row.captured_run_id
+
+    @property
+    def counter(self) -> int | None:
+        """``result_counter``: the run's 1-based number within its experiment."""
+        return self._row.counter
+
+    @property
+    def captured_counter(self) -> int | None:
+        return self._row.captured_counter
+
+    @property
+    def guid(self) -> str | None:
+        """The run's guid; None for schema v0 files, which have no guids."""
+        return self._row.guid
+
+    @property
+    def stable_guid(self) -> str | None:
+        """The guid, or for schema-v0 runs (which have none) the guid QCoDeS' upgrade would
+        give them: what exports and sync records use to identify the run."""
+        return (
+            self._row.guid if self._row.guid is not None else upgrade_guid(self.run_timestamp_raw)
+        )
+
+    @property
+    def name(self) -> str | None:
+        return self._row.name
+
+    @property
+    def exp_id(self) -> int | None:
+        return self._row.exp_id
+
+    @property
+    def exp_name(self) -> str | None:
+        return self._row.exp_name
+
+    @property
+    def sample_name(self) -> str | None:
+        return self._row.sample_name
+
+    @property
+    def table_name(self) -> str | None:
+        """Name of the results table; it may not exist (in-memory and metadata-only runs)."""
+        return self._row.table_name
+
+    @property
+    def parameters(self) -> str | None:
+        """The legacy comma-separated parameter list of ``runs.parameters``."""
+        return self._row.parameters
+
+    @property
+    def run_timestamp_raw(self) -> float | None:
+        return self._row.run_timestamp_raw
+
+    @property
+    def completed_timestamp_raw(self) -> float | None:
+        return self._row.completed_timestamp_raw
+
+    def run_timestamp(self, fmt: str = "%Y-%m-%d %H:%M:%S") -> str | None:
+        """Start time in the local time zone, formatted as QCoDeS does."""
+        raw = self.run_timestamp_raw
+        return None if raw is None else time.strftime(fmt, time.localtime(raw))
+
+    def completed_timestamp(self, fmt: str = "%Y-%m-%d %H:%M:%S") -> str | None:
+        raw = self.completed_timestamp_raw
+        return None if raw is None else time.strftime(fmt, time.localtime(raw))
+
+    @property
+    def completed(self) -> bool:
+        return self._row.is_completed
+
+    @property
+    def started(self) -> bool:
+        return self._row.run_timestamp_raw is not None
+
+    @property
+    def metadata(self) -> dict[str, MetadataValue]:
+        """Values of the metadata columns that are not NULL for this run, in column order."""
+        return dict(self._row.metadata)
+
+    @functools.cached_property
+    def parent_dataset_links(self) -> list[Link]:
+        raw = self._row.parent_datasets_raw
+        if raw is None:
+            return []
+        try:
+            return [Link.model_validate(orjson.loads(item)) for item in orjson.loads(raw)]
+        except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            raise RunDescriptionError(
+                f"{self._database.path}, run {self.run_id}: parent_datasets is not a JSON "
+                f"list of links ({exc})",
+                path=self._database.path,
+                run_id=self.run_id,
+                table="runs",
+                column="parent_datasets",
+            ) from exc
+
+    # -- what was measured ----------------------------------------------------------------
+
+    @functools.cached_property
+    def description(self) -> RunDescription:
+        """Parameters and shapes, normalised from whichever source this schema version has."""
+        return self._database.store.describe(self._row)
+
+    @property
+    def paramspecs(self) -> dict[str, ParamSpec]:
+        """QCoDeS' legacy view: every parameter with ``depends_on``/``inferred_from``."""
+        return self.description.paramspecs
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]] | None:
+        return self.description.shapes
+
+    def get_parameter_data(
+        self, *params: str | Any, start: int | None = None, end: int | None = None
+    ) -> ParameterData:
+        """The run's data exactly as QCoDeS' ``DataSet.get_parameter_data`` returns it.
+
+        ``{P: {P: array, setpoint: array, ...}}`` for each requested parameter P (names,
+        or objects with a ``name`` such as QCoDeS parameters; default: every top-level
+        parameter). ``start``/``end`` are QCoDeS' 1-based inclusive indices into the rows
+        of each P. Values are the stored doubles, not QCoDeS' 15-digit rounding of them.
+        Read in short chunks, so a measurement writing to the file is never blocked.
+        """
+        names = [p if isinstance(p, str) else str(p.name) for p in params]
+        return self._database.data.parameter_data(self._row, self.description, names, start, end)
+
+    def follow(
+        self,
+        *,
+        poll_interval: float = 0.2,
+        idle_timeout: float | None = None,
+        yield_empty: bool = False,
+    ) -> Iterator[FollowChunk]:
+        """Yield the rows of a running measurement as they are committed (see :mod:`qcsql.data.follow`)."""
+        from qcsql.data.follow import follow  # the live layer sits above runs
+
+        return follow(
+            self, poll_interval=poll_interval, idle_timeout=idle_timeout, yield_empty=yield_empty
+        )
+
+    def export_hdf5(
+        self, path_or_dir: str | Path, progress: Callable[[int, int], None] | None = None
+    ) -> Path:
+        """Write the run as the xarray-compatible HDF5 file QCoDeS' netCDF export would be.
+
+        A directory gets QCoDeS' file name ``qcodes_<captured_run_id>_<guid>.nc``. The file
+        appears complete or not at all. Returns its path.
+        """
+        from qcsql.export import export_run  # the writer layer sits above runs
+
+        return export_run(self, path_or_dir, progress)
+
+    @functools.cached_property
+    def number_of_results(self) -> int:
+        """Rows in the results table (all parameter trees together); 0 if it has none."""
+        return self._database.data.count_results(self._row)
+
+    # -- snapshot ---------------------------------------------------------------------------
+
+    @functools.cached_property
+    def snapshot_raw(self) -> str | None:
+        """The station snapshot JSON exactly as stored, or None."""
+        return self._database.store.snapshot_raw(self._row)
+
+    @functools.cached_property
+    def snapshot(self) -> dict[str, Any] | None:
+        """The parsed snapshot; parsed on first access, never by a listing."""
+        raw = self.snapshot_raw
+        if raw is None:
+            return None
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise SnapshotError(
+                f"{self._database.path}, run {self.run_id}: the snapshot is not valid JSON ({exc})",
+                path=self._database.path,
+                run_id=self.run_id,
+                table="runs",
+                column="snapshot",
+            ) from exc
+        if parsed is not None and not isinstance(parsed, dict):
+            raise SnapshotError(
+                f"{self._database.path}, run {self.run_id}: the snapshot is a JSON "
+                f"{type(parsed).__name__}, not an object",
+                path=self._database.path,
+                run_id=self.run_id,
+                table="runs",
+                column="snapshot",
+            )
+        return parsed

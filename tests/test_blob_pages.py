@@ -26,7 +26,7 @@ import qcsql.sqlite.blob_scatter
 import qcsql.sqlite.scatter_read
 from qcsql.data.npy import parse_header
 from qcsql.data.results import ResultsTable, RowRange
-from qcsql.sqlite.blob_pages import ColumnTarget
+from qcsql.sqlite.blob_cells import ColumnTarget
 from qcsql.sqlite.connection import ReadOnlyConnection
 from tests.helpers import copy_database
 

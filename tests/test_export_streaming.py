@@ -689,7 +689,7 @@ def _rounded_direction(values: np.ndarray, previous: float | None, direction: in
     joined = values if previous is None else np.concatenate([[previous], values])
     if len(joined) < 2:
         return direction
-    signs = np.sign(np.diff(qcsql.export.layout.as_qcodes_sees(joined)))
+    signs = np.sign(np.diff(qcsql.export.keys.as_qcodes_sees(joined)))
     if np.isnan(signs).any():
         return None
     direction = direction or int(signs[0])

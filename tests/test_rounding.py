@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import qcsql.export.layout
+import qcsql.export.keys
 
 
 @settings(max_examples=3000, deadline=None)
@@ -28,7 +28,7 @@ def test_values_are_rounded_to_15_digits_as_qcodes_reads_them(values: list[float
     (its ``numeric`` converter gets the text SQLite makes), ties and extremes included.
     Beyond 10**22 qcsql's key may be a neighbour of the text's nearest double (two
     roundings), so keys are compared as 15-digit text."""
-    keys = qcsql.export.layout.as_qcodes_sees(np.array(values))
+    keys = qcsql.export.keys.as_qcodes_sees(np.array(values))
     with contextlib.closing(sqlite3.connect(":memory:")) as conn:
         texts = [conn.execute("SELECT CAST(? AS TEXT)", (v,)).fetchone()[0] for v in values]
     for value, key, text in zip(values, keys.tolist(), texts, strict=True):

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from qcsql.data.parameter_data import read_rows_between
 
 if TYPE_CHECKING:
-    from qcsql.runs import Run
+    from qcsql.data.source import LiveRunSource
 
 __all__ = ["FollowChunk", "follow"]
 
@@ -46,27 +46,26 @@ class FollowChunk:
 
 
 def follow(
-    run: Run,
+    run: LiveRunSource,
     *,
     poll_interval: float = 0.2,
     idle_timeout: float | None = None,
     yield_empty: bool = False,
 ) -> Iterator[FollowChunk]:
     """Yield the new rows of ``run`` until it completes (or stays idle ``idle_timeout`` s)."""
-    database = run.database
     last_id = 0
     last_change = time.monotonic()
     while True:
-        current = database.load_by_id(run.run_id)  # fresh: completion, description, columns
+        current = run.reload()  # fresh: completion, description, columns
         completed = current.completed  # read before the rows: rows committed before it are seen
         new_rows: dict[str, dict[str, npt.NDArray[Any]]] = {}
         top_id = last_id
         if current.started and current.description.interdependencies.parameters:
-            table = database._results_table(current)
+            table = current.results_table()
             top_id = table.max_id()
             if top_id > last_id:
                 new_rows = read_rows_between(
-                    table, current.description, last_id, top_id, str(database.path)
+                    table, current.description, last_id, top_id, str(current.path_to_db)
                 )
         now = time.monotonic()
         if top_id > last_id:

@@ -1,39 +1,54 @@
-"""Where a run's data live when not in the database file, and reading them there.
+"""Where a run's data live, decided in one place, and reading them there.
 
-QCoDeS >= 0.59 can keep a run's results table in a separate SQLite file
-(``runs.raw_data_db_path``); metadata-only databases and ``DataSetInMem`` runs keep
-none at all, only a netCDF export named in the run's ``export_info``. QCoDeS records
-absolute paths, which dangle once a lab folder is moved or copied to another machine,
-so a side file is looked for at the recorded path, relative to the database's folder,
-and as the longest tail of the recorded path under that folder.
+A run's rows are in its results table in the database file; or, from QCoDeS 0.59
+on, in a results table of a separate SQLite file (``runs.raw_data_db_path``); or,
+for metadata-only databases and ``DataSetInMem`` runs, only in the netCDF export
+named in the run's ``export_info``; or nowhere (an in-memory run never exported).
+:meth:`DataLocator.where` says which, and every reader asks it. QCoDeS records
+absolute paths, which dangle once a lab folder is moved or copied to another
+machine, so a side file is looked for at the recorded path, relative to the
+database's folder, and as the longest tail of the recorded path under that folder.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import orjson
+import sqlalchemy as sa
 
-from qcsql.data.parameter_data import ParameterData
+from qcsql.data.parameter_data import ParameterData, read_parameter_data
 from qcsql.data.results import ResultsTable
-from qcsql.errors import DataElsewhereError, ParameterNotFoundError
+from qcsql.errors import DataElsewhereError, ParameterNotFoundError, QcsqlError, SchemaError
+from qcsql.schema.description import RunDescription
+from qcsql.schema.rows import RunRow
+from qcsql.schema.store import RunStore
 from qcsql.sqlite.connection import ReadOnlyConnection
 
-if TYPE_CHECKING:
-    from qcsql.database import Database
-    from qcsql.runs import Run
+__all__ = ["DataLocator", "Location", "locate_side_file"]
 
-__all__ = ["SideStorage", "locate_side_file"]
+LocationKind = Literal["table", "raw_data_file", "export", "nowhere"]
 
 
-class SideStorage:
-    """The side files of one database, opened read-only on first use."""
+@dataclass(frozen=True)
+class Location:
+    """Where one run's rows are: ``recorded`` is the path the file records for a raw-data
+    file or an export (as recorded; :func:`locate_side_file` finds it now)."""
 
-    def __init__(self, database: Database) -> None:
-        self._db = database
+    kind: LocationKind
+    recorded: str | None = None
+
+
+class DataLocator:
+    """The data of the runs of one file, wherever they live; side files are opened
+    read-only on first use, once, whichever thread asks first."""
+
+    def __init__(self, store: RunStore) -> None:
+        self._store = store
         self._connections: dict[Path, ReadOnlyConnection] = {}
         self._lock = threading.Lock()
 
@@ -43,31 +58,99 @@ class SideStorage:
                 connection.close()
             self._connections.clear()
 
-    def exported_data(
-        self, run: Run, names: Sequence[str], start: int | None, end: int | None
-    ) -> ParameterData | None:
+    def where(self, row: RunRow) -> Location:
+        """The one decision of where ``row``'s data are."""
+        if row.table_name is not None and self._store.has_table(row.table_name):
+            return Location("table")
+        if row.table_name is not None:
+            recorded = self._store.scalar_of_run(row, "raw_data_db_path")
+            if recorded:
+                return Location("raw_data_file", str(recorded))
+        exported = _export_path(row.metadata.get("export_info"))
+        return Location("nowhere") if exported is None else Location("export", exported)
+
+    def results_table(self, row: RunRow) -> ResultsTable:
+        """The run's results table, in the file or in its raw-data file."""
+        location = self.where(row)
+        if location.kind == "table":
+            assert row.table_name is not None
+            return ResultsTable(self._store.connection, row.run_id, row.table_name)
+        if location.kind == "raw_data_file":
+            assert location.recorded is not None
+            found = self._side_file(row, location.recorded, "its raw data are in")
+            with self._lock:
+                side = self._connections.get(found)
+                if side is None:
+                    side = self._connections[found] = ReadOnlyConnection(found)
+            return ResultsTable(side, row.run_id, str(row.table_name))
+        raise SchemaError(
+            f"{self._store.path}, run {row.run_id}: its results table {row.table_name!r} is "
+            "not in the file (an in-memory or metadata-only run keeps its data elsewhere)",
+            path=self._store.path,
+            run_id=row.run_id,
+            table=row.table_name,
+        )
+
+    def count_results(self, row: RunRow) -> int:
+        """Rows in the run's results table (all trees together); 0 where it has none."""
+        location = self.where(row)
+        if location.kind == "table":
+            assert row.table_name is not None
+            statement = sa.select(sa.func.count()).select_from(sa.table(row.table_name))
+            reading = self._store.connection.reading(run_id=row.run_id, table=row.table_name)
+            with reading as sql:
+                return int(sql.execute(statement).scalar_one())
+        if location.kind == "raw_data_file":
+            try:
+                return self.results_table(row).count_rows()
+            except QcsqlError:
+                return 0
+        return 0
+
+    def parameter_data(
+        self,
+        row: RunRow,
+        description: RunDescription,
+        names: Sequence[str],
+        start: int | None,
+        end: int | None,
+    ) -> ParameterData:
+        """QCoDeS' ``get_parameter_data`` of the run, wherever its data are."""
+        if not names and not description.interdependencies.parameters:
+            return {}  # pristine, or nothing described: QCoDeS returns {} too
+        location = self.where(row)
+        if location.kind in ("export", "nowhere"):
+            return self._exported_data(row, location, names, start, end)
+        table = self.results_table(row)
+        where = f"{self._store.path}, run {row.run_id}"
+        return read_parameter_data(table, description, names, start, end, where)
+
+    def _exported_data(
+        self,
+        row: RunRow,
+        location: Location,
+        names: Sequence[str],
+        start: int | None,
+        end: int | None,
+    ) -> ParameterData:
         """Data of a run without results table, from the netCDF file its export_info names
-        (metadata-only databases, DataSetInMem runs); None for runs with a results table."""
-        if run.table_name is not None and self._db.has_table(run.table_name):
-            return None
-        if self._db._scalar_of_run(run, "raw_data_db_path"):
-            return None
-        where = f"{self._db.path}, run {run.run_id}"
-        recorded = _export_path(run.metadata.get("export_info"))
-        if recorded is None:
+        (metadata-only databases, DataSetInMem runs)."""
+        path = self._store.path
+        where = f"{path}, run {row.run_id}"
+        if location.recorded is None:
             raise DataElsewhereError(
-                f"{where}: its results table {run.table_name!r} is not in the file, and "
+                f"{where}: its results table {row.table_name!r} is not in the file, and "
                 "export_info records no netCDF export (an in-memory run that was never "
                 "exported keeps no data)",
-                path=self._db.path,
-                run_id=run.run_id,
+                path=path,
+                run_id=row.run_id,
             )
-        found = self._side_file(run, recorded, "its data are in the export")
+        found = self._side_file(row, location.recorded, "its data are in the export")
         if start is not None or end is not None:
             raise DataElsewhereError(
                 f"{where}: start/end are not supported for data read from the export {found}",
-                path=self._db.path,
-                run_id=run.run_id,
+                path=path,
+                run_id=row.run_id,
             )
         from qcsql.data.exported import read_exported  # reading netCDF needs h5netcdf
 
@@ -75,41 +158,31 @@ class SideStorage:
             data = read_exported(found)
         except (OSError, KeyError, ValueError) as exc:
             raise DataElsewhereError(
-                f"{where}: cannot read the export {found} ({exc})",
-                path=self._db.path,
-                run_id=run.run_id,
+                f"{where}: cannot read the export {found} ({exc})", path=path, run_id=row.run_id
             ) from exc
         if names:
             missing = [n for n in names if n not in data]
             if missing:
                 raise ParameterNotFoundError(
                     f"{where}: the export {found} has no parameter {missing[0]!r}",
-                    path=self._db.path,
-                    run_id=run.run_id,
+                    path=path,
+                    run_id=row.run_id,
                 )
             return {n: data[n] for n in names}
         return data
 
-    def _side_file(self, run: Run, recorded: str, what: str) -> Path:
-        found = locate_side_file(recorded, self._db.path.parent)
+    def _side_file(self, row: RunRow, recorded: str, what: str) -> Path:
+        path = self._store.path
+        found = locate_side_file(recorded, path.parent)
         if found is None:
             raise DataElsewhereError(
-                f"{self._db.path}, run {run.run_id}: {what} {recorded}, which does not exist "
-                f"(nor does any tail of that path under {self._db.path.parent})",
-                path=self._db.path,
-                run_id=run.run_id,
-                table=run.table_name,
+                f"{path}, run {row.run_id}: {what} {recorded}, which does not exist "
+                f"(nor does any tail of that path under {path.parent})",
+                path=path,
+                run_id=row.run_id,
+                table=row.table_name,
             )
         return found
-
-    def results_table(self, run: Run, recorded: str) -> ResultsTable:
-        """The results table in the separate raw-data file QCoDeS >= 0.59 can write."""
-        found = self._side_file(run, recorded, "its raw data are in")
-        with self._lock:  # threads share the Database: open each side file once
-            side = self._connections.get(found)
-            if side is None:
-                side = self._connections[found] = ReadOnlyConnection(found)
-        return ResultsTable(side, run.run_id, str(run.table_name))
 
 
 def _export_path(export_info: Any) -> str | None:

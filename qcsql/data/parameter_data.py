@@ -34,7 +34,7 @@ from qcsql.data.npy import MAX_DIMS, NpyHeader, decode_one, decode_uniform, pars
 from qcsql.data.results import ResultsTable, RowRange
 from qcsql.errors import DataDecodeError, ParameterNotFoundError, RunDescriptionError
 from qcsql.schema.description import RunDescription, qcodes_size
-from qcsql.sqlite.blob_pages import ColumnTarget
+from qcsql.sqlite.blob_cells import ColumnTarget
 
 __all__ = ["ParameterData", "Tree", "numeric_chunks", "read_parameter_data", "read_tree"]
 

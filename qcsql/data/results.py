@@ -22,8 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from qcsql.errors import SchemaError
-from qcsql.sqlite.blob_pages import ColumnTarget, PageMemory, fill_from_pages
-from qcsql.sqlite.connection import ReadOnlyConnection, side_file
+from qcsql.sqlite.blob_cells import ColumnTarget
+from qcsql.sqlite.blob_pages import PageMemory, fill_from_pages
+from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
 from qcsql.sqlite.pages import NumericColumns, PageSource, read_numeric_window
 
 __all__ = ["ResultsTable", "RowRange"]
@@ -71,7 +72,7 @@ class ResultsTable:
         self.run_id = run_id
         self.name = name
         with connection.reading_raw(run_id=run_id, table=name) as raw:
-            info = raw.execute(f"PRAGMA table_info({_quote(name)})").fetchall()
+            info = raw.execute(f"PRAGMA table_info({quote_identifier(name)})").fetchall()
         if not info:
             raise SchemaError(
                 f"{connection.path}, run {run_id}: the results table {name!r} does not exist",
@@ -304,7 +305,3 @@ class ResultsTable:
                 low = high
             else:
                 low = self.skip_gap(high, rows.upto_id)
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'

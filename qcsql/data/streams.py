@@ -24,7 +24,7 @@ from qcsql.data.parameter_data import NUMERIC_ROWS_PER_CHUNK, Tree, numeric_chun
 from qcsql.data.results import RowRange
 
 if TYPE_CHECKING:
-    from qcsql.runs import Run
+    from qcsql.data.source import RunSource
 
 __all__ = [
     "ArrayTreeStream",
@@ -193,7 +193,7 @@ def _matched(trees: list[list[npt.NDArray[Any]]]) -> list[npt.NDArray[Any]]:
     return [tree[0] for tree in trees] + first
 
 
-def stream_numeric_trees(run: Run, tops: Sequence[str]) -> NumericTreeStream | None:
+def stream_numeric_trees(run: RunSource, tops: Sequence[str]) -> NumericTreeStream | None:
     """A streamed reader of the parameters ``tops`` and their setpoints, if the setpoints
     are numeric and the parameters numeric, complex or text, the parameters share their
     setpoints (in order) and nothing else belongs to their trees; else None (read it in
@@ -209,10 +209,10 @@ def stream_numeric_trees(run: Run, tops: Sequence[str]) -> NumericTreeStream | N
     if any(graph.parameters[c].paramtype not in ("numeric", "complex", "text") for c in tops):
         return None
     columns = (*tops, *setpoints)
-    table = run.database._results_table(run)
+    table = run.results_table()
     rows = table.all_rows(table.max_id())
     kinds = tuple(graph.parameters[c].paramtype for c in columns)
-    where = f"{run.database.path}, run {run.run_id}"
+    where = f"{run.path_to_db}, run {run.run_id}"
     return NumericTreeStream(
         Tree(table, tops[0], columns, kinds, rows, where), rows.rows, len(tops)
     )
@@ -239,7 +239,7 @@ class ArrayTreeStream:
 
 
 def stream_array_trees(
-    run: Run, tops: Sequence[str], bytes_per_chunk: int
+    run: RunSource, tops: Sequence[str], bytes_per_chunk: int
 ) -> ArrayTreeStream | None:
     """A streamed reader of the parameters ``tops`` and their setpoints, if the parameters
     share their setpoints (in order), at least one column is an array and all are arrays
@@ -253,9 +253,9 @@ def stream_array_trees(
     kinds = {graph.parameters[c].paramtype for c in (*tops, *setpoints)}
     if "array" not in kinds or not kinds <= {"array", "numeric"}:
         return None
-    table = run.database._results_table(run)
+    table = run.results_table()
     upto = table.max_id()
-    where = f"{run.database.path}, run {run.run_id}"
+    where = f"{run.path_to_db}, run {run.run_id}"
     trees = []
     for top in tops:
         columns = (top, *setpoints)

@@ -12,27 +12,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from qcsql.data.streams import RowsDiffer
+from qcsql.export.attributes import DatasetSource
 from qcsql.export.layout import plan_run
 from qcsql.export.streamed import NotStreamable, Progress, streamed_plans
 from qcsql.export.writer import ExportError, write_plan
-from qcsql.runs import Run
 
 __all__ = ["default_file_name", "export_run"]
 
 
-def default_file_name(run: Run) -> str:
+def default_file_name(run: DatasetSource) -> str:
     guid = run.stable_guid
     if guid is None:
         raise ExportError(
-            f"{run.database.path}, run {run.run_id}: a schema-v0 run that never started has no "
+            f"{run.path_to_db}, run {run.run_id}: a schema-v0 run that never started has no "
             "guid to name its export after; give a file name",
-            path=run.database.path,
+            path=run.path_to_db,
             run_id=run.run_id,
         )
     return f"qcodes_{run.captured_run_id}_{guid}.nc"
 
 
-def export_run(run: Run, path_or_dir: str | Path, progress: Progress | None = None) -> Path:
+def export_run(
+    run: DatasetSource, path_or_dir: str | Path, progress: Progress | None = None
+) -> Path:
     """Write ``run`` as HDF5/netCDF4; a directory gets QCoDeS' default file name.
     ``progress(rows written, rows expected)`` is called as a streamed export goes."""
     target = Path(path_or_dir).expanduser()

@@ -30,18 +30,9 @@ from qcsql.data.streams import (
     stream_array_trees,
     stream_numeric_trees,
 )
-from qcsql.export.layout import (
-    INDEX,
-    MULTI_INDEX,
-    DatasetPlan,
-    Variable,
-    as_qcodes_sees,
-    dataset_attrs,
-    plan_dataset,
-    same_as_qcodes_sees,
-    variable_attrs,
-)
-from qcsql.runs import Run
+from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
+from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
+from qcsql.export.layout import INDEX, MULTI_INDEX, DatasetPlan, Variable, plan_dataset
 from qcsql.schema.description import qcodes_size, shape_is_sane
 
 __all__ = ["NotStreamable", "Progress", "streamed_plans"]
@@ -59,7 +50,7 @@ PROBE_ROWS = 64  # rows whose own layout decides whether an array run streams
 GRID_CELLS = 1 << 28  # larger grids of an interrupted sweep are left to the in-memory plan
 
 
-def streamed_plans(run: Run, progress: Progress | None = None) -> Iterator[DatasetPlan]:
+def streamed_plans(run: DatasetSource, progress: Progress | None = None) -> Iterator[DatasetPlan]:
     """The plans under which a run's rows could go straight into the file, cheapest
     first; each may still give up while writing (:class:`NotStreamable`), and the caller
     then tries the next, and finally the in-memory plan."""
@@ -78,7 +69,7 @@ def streamed_plans(run: Run, progress: Progress | None = None) -> Iterator[Datas
     yield from _numeric_plans(run, list(tops), progress)
 
 
-def _shape_streams(run: Run, top: str) -> bool:
+def _shape_streams(run: DatasetSource, top: str) -> bool:
     """Whether ``top``'s declared shape (if any) leaves its layout to the streamed plans.
 
     Not where QCoDeS' ``get_parameter_data`` of it may fail: an entry ``int()`` refuses, or
@@ -93,7 +84,7 @@ def _shape_streams(run: Run, top: str) -> bool:
     return shape is None or shape_is_sane(shape) or qcodes_size(shape) < 0
 
 
-def _direct_shape(run: Run, top: str) -> tuple[int, ...] | None:
+def _direct_shape(run: DatasetSource, top: str) -> tuple[int, ...] | None:
     """The declared shape QCoDeS' export lays ``top`` out along when its data fill it (see
     :meth:`~qcsql.schema.description.RunDescription.direct_shape`), if every entry is positive;
     else None, and the streamed layouts are those of a run whose shape does not fit. (An
@@ -104,19 +95,19 @@ def _direct_shape(run: Run, top: str) -> tuple[int, ...] | None:
     return shape
 
 
-def _fill(run: Run, tops: list[str], shape: tuple[int, ...], at_most: int) -> bool:
+def _fill(run: DatasetSource, tops: list[str], shape: tuple[int, ...], at_most: int) -> bool:
     """Whether the data of one of ``tops`` fill ``shape`` (each has at most ``at_most``
     rows; they are counted only when the shape is no larger)."""
     size = math.prod(shape)
     if size > at_most:
         return False
-    table = run.database._results_table(run)
+    table = run.results_table()
     upto = table.max_id()
     return any(table.locate(top, None, None, upto).rows == size for top in tops)
 
 
 def _streamed_index_plan(
-    run: Run, tops: list[str], stream: ArrayTreeStream, progress: Progress | None
+    run: DatasetSource, tops: list[str], stream: ArrayTreeStream, progress: Progress | None
 ) -> DatasetPlan | None:
     """An array run whose setpoint rows repeat (every sweep of a spectrum analyser, say):
     QCoDeS lays each parameter out flat along ``index``, row after row, which streams
@@ -173,7 +164,7 @@ def _streamed_index_plan(
 
 
 def _numeric_plans(
-    run: Run, tops: list[str], progress: Progress | None = None
+    run: DatasetSource, tops: list[str], progress: Progress | None = None
 ) -> Iterator[DatasetPlan]:
     """Plans of the parameters ``tops`` of a numeric run whose rows can go straight into
     the file.
@@ -223,7 +214,7 @@ def _numeric_plans(
 
 
 def _tree_by_tree_plans(
-    run: Run, tops: list[str], progress: Progress | None
+    run: DatasetSource, tops: list[str], progress: Progress | None
 ) -> Iterator[DatasetPlan]:
     """Parameters on different setpoints (a gate leakage on ``x`` beside a current on
     ``(x, y)``, two sweeps of different gates), or declaring different shapes: each tree
@@ -361,7 +352,7 @@ class _Misaligned(NotStreamable):
 
 
 def _outer_merge_plan(
-    run: Run, tops: list[str], setpoint: str, progress: Progress | None
+    run: DatasetSource, tops: list[str], setpoint: str, progress: Progress | None
 ) -> DatasetPlan | None:
     """Dependents measured at different values of one setpoint: QCoDeS merges their
     datasets with xarray's outer join, the union of the values (sorted, unless every tree
@@ -424,7 +415,7 @@ def _write_runs(target: Any, places: npt.NDArray[np.int64], values: npt.NDArray[
 
 
 def _variables(
-    run: Run,
+    run: DatasetSource,
     tops: list[str],
     setpoints: tuple[str, ...],
     dims: Mapping[str, tuple[str, ...]],
@@ -450,7 +441,7 @@ def _variables(
     return {**ordered, **(extra or {}), **{name: streamed(name, False) for name in tops[1:]}}
 
 
-def _dtype(run: Run, name: str) -> np.dtype[Any]:
+def _dtype(run: DatasetSource, name: str) -> np.dtype[Any]:
     """What QCoDeS' arrays of a scalar parameter hold: floats, complex numbers or text."""
     paramtype = run.description.paramspecs[name].paramtype
     return np.dtype({"complex": np.complex128, "text": object}.get(paramtype, np.float64))
@@ -463,7 +454,7 @@ class _Sweep:
     out over the setpoints (the index layouts make their own) and whom to tell how far
     the writing is."""
 
-    run: Run
+    run: DatasetSource
     stream: NumericTreeStream
     tops: list[str]
     setpoints: tuple[str, ...]

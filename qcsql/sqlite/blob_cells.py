@@ -21,6 +21,7 @@ import numpy.typing as npt
 from qcsql.sqlite.pages import Unsupported, decode_numbers, leaf_cells, serial_size, varints
 
 __all__ = [
+    "ColumnTarget",
     "Cells",
     "Piece",
     "gather",
@@ -33,6 +34,32 @@ __all__ = [
 
 GATHER_ROWS = 64  # rows per fancy-indexed copy: the temporary stays in the CPU cache
 MAX_HEADER = 256  # bytes of record header the readers parse
+
+
+@dataclass(frozen=True)
+class ColumnTarget:
+    """Where one column of the tree goes.
+
+    ``prefix`` is the exact ``.npy`` header of the run's blobs (None for a numeric
+    column); ``out`` is the tree's output array for the column, ``(rows, *shape)``.
+    The blob's data bytes are copied straight into ``out`` when ``direct``, else
+    viewed as ``dtype`` and broadcast into it (size-1 arrays, foreign byte order).
+    """
+
+    record_index: int
+    prefix: bytes | None
+    data_nbytes: int
+    dtype: np.dtype[np.generic]
+    out: npt.NDArray[np.generic]
+    direct: bool
+
+    def holds(self, serial: int) -> bool:
+        """Whether a record value of this serial type is one the page readers decode:
+        for an array column, a blob of the run's exact size; for a numeric column, a
+        number, NULL or short text (QCoDeS' 'nan'). Anything else is left to SQLite."""
+        if self.prefix is None:
+            return serial <= 9 or (13 <= serial <= 29 and serial % 2 == 1)
+        return serial == 12 + 2 * (len(self.prefix) + self.data_nbytes)
 
 
 @dataclass(frozen=True)

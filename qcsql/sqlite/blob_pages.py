@@ -44,6 +44,7 @@ from qcsql.sqlite import pages
 from qcsql.sqlite.blob_cells import (
     MAX_HEADER,
     Cells,
+    ColumnTarget,
     Piece,
     gather,
     into_rows,
@@ -54,39 +55,13 @@ from qcsql.sqlite.blob_cells import (
 from qcsql.sqlite.blob_scatter import ChainPattern, learn_pattern, scatter_windows
 from qcsql.sqlite.pages import PageSource, Unsupported, serial_size, varints
 
-__all__ = ["ColumnTarget", "PageMemory", "fill_from_pages"]
+__all__ = ["PageMemory", "fill_from_pages"]
 
 WINDOW_PAGES = 4096  # pages between the first and last leaf of a window (16 MB at 4 kB pages)
 BUFFER_PAGES = 2 * WINDOW_PAGES  # the last rows' overflow pages follow the last leaf
 SPLIT_ROWS = 512  # from this many ids on, lock-free reads share the work between two threads
 LEARNING_LEAVES = 32  # leaves of the first window, when no pattern is known yet
 MAX_GROUPS = 16  # distinct record headers in a window; more are read through SQLite
-
-
-@dataclass(frozen=True)
-class ColumnTarget:
-    """Where one column of the tree goes.
-
-    ``prefix`` is the exact ``.npy`` header of the run's blobs (None for a numeric
-    column); ``out`` is the tree's output array for the column, ``(rows, *shape)``.
-    The blob's data bytes are copied straight into ``out`` when ``direct``, else
-    viewed as ``dtype`` and broadcast into it (size-1 arrays, foreign byte order).
-    """
-
-    record_index: int
-    prefix: bytes | None
-    data_nbytes: int
-    dtype: np.dtype[np.generic]
-    out: npt.NDArray[np.generic]
-    direct: bool
-
-    def holds(self, serial: int) -> bool:
-        """Whether a record value of this serial type is one the page readers decode:
-        for an array column, a blob of the run's exact size; for a numeric column, a
-        number, NULL or short text (QCoDeS' 'nan'). Anything else is left to SQLite."""
-        if self.prefix is None:
-            return serial <= 9 or (13 <= serial <= 29 and serial % 2 == 1)
-        return serial == 12 + 2 * (len(self.prefix) + self.data_nbytes)
 
 
 @dataclass(frozen=True)

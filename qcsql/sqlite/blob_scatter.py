@@ -26,17 +26,13 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from qcsql.sqlite import pages, scatter_read
-from qcsql.sqlite.blob_cells import Cells, numbers_in
+from qcsql.sqlite.blob_cells import Cells, ColumnTarget, numbers_in
 from qcsql.sqlite.pages import TABLE_LEAF, PageSource, Unsupported, serial_size, varints
-
-if TYPE_CHECKING:
-    from qcsql.sqlite.blob_pages import ColumnTarget
 
 __all__ = ["ChainPattern", "Scattered", "learn_pattern", "scatter_windows"]
 
@@ -334,7 +330,7 @@ class _Window:
             np.empty(size, dtype=np.uint8),
         )
         window.offset = (first - 1) * size
-        window.vectors = window._vectors(others)
+        window.vectors = window.plan_vectors(others)
         pages_spanned = count * (pattern.chain_pages + 1) + len(others)
         lengths = window.vectors[:, 1]
         if not lengths.all() or int(lengths.sum()) != pages_spanned * size:
@@ -349,7 +345,7 @@ class _Window:
     def read(self) -> None:
         self.source.read_scattered(self.vectors, self.offset)
 
-    def _vectors(self, others: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+    def plan_vectors(self, others: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
         """``(address, length)`` of every stretch of every page, in file order; each block of
         addresses is checked to lie inside the array it is meant for."""
         pattern, size, usable = self.pattern, self.source.page_size, self.source.usable

@@ -54,7 +54,13 @@ from qcsql.errors import (
 )
 from qcsql.sqlite.descriptors import KeptFile, kept_file
 
-__all__ = ["Access", "ReadOnlyConnection", "side_file", "translate_sqlite_errors"]
+__all__ = [
+    "Access",
+    "ReadOnlyConnection",
+    "quote_identifier",
+    "side_file",
+    "translate_sqlite_errors",
+]
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +141,11 @@ def copy_kept(source: Path, target: Path) -> None:
 def sqlite_uri(path: Path, **params: str) -> str:
     """A ``file:`` URI that survives ``?``, ``#`` and ``%`` in the path (QCoDeS' does not)."""
     return "file:" + urllib.request.pathname2url(str(path)) + "?" + urllib.parse.urlencode(params)
+
+
+def quote_identifier(identifier: str) -> str:
+    """An SQL identifier quoted for SQLite, whatever characters QCoDeS let into it."""
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _lenient_text(value: bytes) -> str:

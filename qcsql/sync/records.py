@@ -21,10 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from qcsql.database import Database, open_database
+from qcsql.database import Database, Run, open_database
 from qcsql.errors import QcsqlError, QcsqlWarning, RunNotFoundError
 from qcsql.export.layout import DatasetPlan, plan_run
-from qcsql.runs import Run
 
 __all__ = [
     "DatasetInfo",

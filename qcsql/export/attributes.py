@@ -1,0 +1,115 @@
+"""The attributes QCoDeS writes: of every variable and of the dataset.
+
+Also what the export layer reads of a run for them (:class:`DatasetSource`):
+``qcsql.Run`` is one; the protocol keeps the export layer below the public facade.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Protocol
+
+from qcsql.data.source import RunSource
+from qcsql.schema.description import ParamSpec, RunDescription
+from qcsql.schema.rows import Link, MetadataValue
+
+__all__ = ["DatasetSource", "dataset_attrs", "run_description_json", "variable_attrs"]
+
+
+class DatasetSource(RunSource, Protocol):
+    """A run with everything QCoDeS writes as dataset attributes."""
+
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def sample_name(self) -> str | None: ...
+    @property
+    def exp_name(self) -> str | None: ...
+    @property
+    def snapshot_raw(self) -> str | None: ...
+    @property
+    def stable_guid(self) -> str | None: ...
+    @property
+    def run_timestamp_raw(self) -> float | None: ...
+    @property
+    def completed_timestamp_raw(self) -> float | None: ...
+    @property
+    def captured_run_id(self) -> int | None: ...
+    @property
+    def captured_counter(self) -> int | None: ...
+    @property
+    def metadata(self) -> dict[str, MetadataValue]: ...
+    @property
+    def parent_dataset_links(self) -> list[Link]: ...
+
+
+def _paramspec_dict(spec: ParamSpec) -> dict[str, Any]:
+    """QCoDeS' ``ParamSpec._to_dict()``."""
+    return {
+        "name": spec.name,
+        "paramtype": spec.paramtype,
+        "label": spec.label,
+        "unit": spec.unit,
+        "inferred_from": list(spec.inferred_from),
+        "depends_on": list(spec.depends_on),
+    }
+
+
+def variable_attrs(spec: ParamSpec) -> dict[str, Any]:
+    """The attributes QCoDeS gives the variable of a parameter (plus CF's units/long_name)."""
+    return {**_paramspec_dict(spec), "units": spec.unit, "long_name": spec.label}
+
+
+def run_description_json(description: RunDescription) -> str:
+    """The run description as QCoDeS re-serialises it into exports (version 3)."""
+    graph = description.interdependencies
+    legacy = [_paramspec_dict(spec) for spec in graph.legacy_paramspecs()]
+    payload = {
+        "version": 3,
+        "interdependencies": {"paramspecs": legacy},
+        "interdependencies_": {
+            "parameters": {n: p.model_dump() for n, p in graph.parameters.items()},
+            "dependencies": {k: list(v) for k, v in graph.dependencies.items()},
+            "inferences": {k: list(v) for k, v in graph.inferences.items()},
+            "standalones": list(graph.standalones),
+        },
+        "shapes": None
+        if description.declared_shapes is None
+        else {k: list(v) for k, v in description.declared_shapes.items()},
+    }
+    return json.dumps(payload)
+
+
+def _local_time(raw: float | None) -> str:
+    return "" if raw is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(raw))
+
+
+def dataset_attrs(run: DatasetSource) -> dict[str, Any]:
+    """The dataset attributes QCoDeS writes, in its order (metadata tags last)."""
+    links = [
+        json.dumps(
+            {"head": k.head, "tail": k.tail, "edge_type": k.edge_type, "description": k.description}
+        )
+        for k in run.parent_dataset_links
+    ]
+    attrs: dict[str, Any] = {
+        "ds_name": run.name,
+        "sample_name": run.sample_name,
+        "exp_name": run.exp_name,
+        "snapshot": run.snapshot_raw or "null",
+        "guid": run.stable_guid,
+        "run_timestamp": _local_time(run.run_timestamp_raw),
+        "completed_timestamp": _local_time(run.completed_timestamp_raw),
+        "captured_run_id": run.captured_run_id,
+        "captured_counter": run.captured_counter,
+        "run_id": run.run_id,
+        "run_description": run_description_json(run.description),
+        "parent_dataset_links": json.dumps(links),
+        "run_timestamp_raw": run.run_timestamp_raw if run.run_timestamp_raw is not None else -1,
+        "completed_timestamp_raw": (
+            run.completed_timestamp_raw if run.completed_timestamp_raw is not None else -1
+        ),
+    }
+    attrs.update(run.metadata)
+    return attrs

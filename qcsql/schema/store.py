@@ -1,0 +1,302 @@
+"""The runs and experiments of one QCoDeS file, read as its schema version has them.
+
+The version-aware part of qcsql lives here: which columns exist is read from the
+file once, the table models come from :mod:`qcsql.schema.tables`, and every
+old-schema fallback (no guid, no run_description, no captured ids, layouts instead
+of a description) is applied in one place, so that nothing above needs to know the
+schema version. Every layer above talks to the file's runs through one
+:class:`RunStore`; ``qcsql.Database`` is its public face.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from qcsql.errors import (
+    NotQCoDeSError,
+    RunDescriptionError,
+    SchemaError,
+    UnknownSchemaVersionWarning,
+)
+from qcsql.schema.description import (
+    LayoutRow,
+    RunDescription,
+    description_from_columns,
+    description_from_layouts,
+    parse_run_description,
+)
+from qcsql.schema.rows import Experiment, RunRow
+from qcsql.schema.tables import bind_runs_table, tables_for
+from qcsql.schema.versions import NEWEST_KNOWN_VERSION, STANDARD_RUN_COLUMNS, model_version_for
+from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier
+
+__all__ = ["RunStore"]
+
+REQUIRED_TABLES = ("experiments", "runs")
+# From this schema version on, runs.run_description is what QCoDeS reads; before
+# it, QCoDeS rebuilds descriptions from layouts/dependencies when it upgrades.
+FIRST_VERSION_WITH_TRUSTED_DESCRIPTION = 4
+
+# The light columns of a run, in RunRow order; missing ones are selected as NULL.
+_LISTED_RUN_COLUMNS = (
+    "run_id",
+    "exp_id",
+    "name",
+    "result_table_name",
+    "result_counter",
+    "run_timestamp",
+    "completed_timestamp",
+    "is_completed",
+    "parameters",
+    "guid",
+    "captured_run_id",
+    "captured_counter",
+    "parent_datasets",
+)
+
+
+class RunStore:
+    """The run queries of one file: listing rows, one column of a run, its description.
+
+    Threads may share it, as they share its connection (see
+    :class:`~qcsql.sqlite.connection.ReadOnlyConnection`).
+    """
+
+    def __init__(self, connection: ReadOnlyConnection) -> None:
+        self.connection = connection
+        self._inspect_schema()
+
+    @property
+    def path(self) -> Path:
+        return self.connection.path
+
+    def _inspect_schema(self) -> None:
+        with self.connection.reading() as sql:
+            self.schema_version: int = int(sql.exec_driver_sql("PRAGMA user_version").scalar_one())
+            self.table_names = self._read_table_names(sql)
+            missing = [name for name in REQUIRED_TABLES if name not in self.table_names]
+            if missing:
+                found = ", ".join(sorted(self.table_names)) or "none"
+                raise NotQCoDeSError(
+                    f"{self.path}: is an SQLite database but not a QCoDeS one "
+                    f"(no {' or '.join(repr(m) for m in missing)} table; tables found: {found})",
+                    path=self.path,
+                )
+            run_columns = [row[1] for row in sql.exec_driver_sql('PRAGMA table_info("runs")')]
+        if "run_id" not in run_columns:
+            raise SchemaError(
+                f"{self.path}: its runs table has no run_id column "
+                f"(it has {', '.join(run_columns) or 'none'}); the file is damaged",
+                path=self.path,
+                table="runs",
+                column="run_id",
+            )
+        if self.schema_version > NEWEST_KNOWN_VERSION:
+            warnings.warn(
+                f"{self.path}: schema version {self.schema_version} is newer than the newest "
+                f"qcsql knows ({NEWEST_KNOWN_VERSION}); reading it as version "
+                f"{NEWEST_KNOWN_VERSION}, best-effort",
+                UnknownSchemaVersionWarning,
+                stacklevel=3,
+            )
+        self.model = tables_for(model_version_for(self.schema_version))
+        self.runs = bind_runs_table(self.model, run_columns)
+        self.has_captured_ids = "captured_run_id" in self.runs.c  # schema >= 7
+        self.metadata_columns: tuple[str, ...] = tuple(
+            name for name in run_columns if name not in STANDARD_RUN_COLUMNS
+        )
+
+    @staticmethod
+    def _read_table_names(sql: sa.Connection) -> set[str]:
+        rows = sql.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
+
+    def has_table(self, name: str) -> bool:
+        """Whether ``name`` is a table now; looks again when a run created it since opening."""
+        if name not in self.table_names:
+            with self.connection.reading() as sql:
+                self.table_names = self._read_table_names(sql)
+        return name in self.table_names
+
+    def experiments(self) -> list[Experiment]:
+        table = self.model.experiments
+        statement = sa.select(*table.columns).order_by(table.c.exp_id)
+        with self.connection.reading(table="experiments") as sql:
+            rows = sql.execute(statement).all()
+        return [
+            Experiment(
+                exp_id=row.exp_id,
+                name=row.name,
+                sample_name=row.sample_name,
+                start_time=_float_or_none(row.start_time),
+                end_time=_float_or_none(row.end_time),
+                run_counter=row.run_counter,
+                format_string=row.format_string,
+            )
+            for row in rows
+        ]
+
+    def run_select(self) -> sa.Select[Any]:
+        runs = self.runs.c
+        experiments = self.model.experiments.c
+        listed = [runs[name] if name in runs else sa.null() for name in _LISTED_RUN_COLUMNS]
+        metadata = [runs[name] for name in self.metadata_columns]
+        joined = self.runs.outerjoin(self.model.experiments, runs.exp_id == experiments.exp_id)
+        return (
+            sa.select(*listed, experiments.name, experiments.sample_name, *metadata)
+            .select_from(joined)
+            .order_by(runs.run_id)
+        )
+
+    def run_rows(self, where: sa.ColumnElement[bool] | None = None) -> list[RunRow]:
+        statement = self.run_select()
+        if where is not None:
+            statement = statement.where(where)
+        with self.connection.reading(table="runs") as sql:
+            rows = sql.execute(statement).all()
+        return [self.run_row(tuple(row)) for row in rows]
+
+    def run_row(self, values: tuple[Any, ...]) -> RunRow:
+        (
+            run_id,
+            exp_id,
+            name,
+            table_name,
+            counter,
+            run_timestamp,
+            completed_timestamp,
+            is_completed,
+            parameters,
+            guid,
+            captured_run_id,
+            captured_counter,
+            parent_datasets,
+            exp_name,
+            sample_name,
+        ) = values[: len(_LISTED_RUN_COLUMNS) + 2]
+        metadata_values = values[len(_LISTED_RUN_COLUMNS) + 2 :]
+        has_captured = self.has_captured_ids
+        return RunRow(
+            run_id=run_id,
+            exp_id=exp_id,
+            name=name,
+            table_name=table_name,
+            counter=counter,
+            run_timestamp_raw=_float_or_none(run_timestamp),
+            completed_timestamp_raw=_float_or_none(completed_timestamp),
+            is_completed=bool(is_completed),
+            parameters=parameters,
+            guid=guid,
+            captured_run_id=captured_run_id if has_captured else run_id,
+            captured_counter=captured_counter if has_captured else counter,
+            parent_datasets_raw=parent_datasets,
+            exp_name=exp_name,
+            sample_name=sample_name,
+            metadata={
+                column: value
+                for column, value in zip(self.metadata_columns, metadata_values, strict=True)
+                if value is not None
+            },
+        )
+
+    def run_id_range(self) -> str:
+        runs = self.runs.c
+        with self.connection.reading(table="runs") as sql:
+            low, high, count = sql.execute(
+                sa.select(sa.func.min(runs.run_id), sa.func.max(runs.run_id), sa.func.count())
+            ).one()
+        if not count:
+            return "it has no runs"
+        return (
+            f"runs {low}..{high}"
+            if high - low + 1 == count
+            else f"{count} runs between {low} and {high}"
+        )
+
+    def scalar_of_run(self, row: RunRow, column: str) -> Any:
+        if column not in self.runs.c:
+            return None
+        statement = sa.select(self.runs.c[column]).where(self.runs.c.run_id == row.run_id)
+        with self.connection.reading(run_id=row.run_id, table="runs") as sql:
+            return sql.execute(statement).scalar_one_or_none()
+
+    def snapshot_raw(self, row: RunRow) -> str | None:
+        value = self.scalar_of_run(row, "snapshot")
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace")
+        return None if value is None else str(value)
+
+    def describe(self, row: RunRow) -> RunDescription:
+        stored = None
+        if self.schema_version >= FIRST_VERSION_WITH_TRUSTED_DESCRIPTION:
+            stored = self.scalar_of_run(row, "run_description")
+        try:
+            if stored is not None:
+                return parse_run_description(stored)
+            return self.description_from_layouts(row)
+        except ValueError as exc:
+            source = "run_description" if stored is not None else "layouts"
+            raise RunDescriptionError(
+                f"{self.path}, run {row.run_id}: the {source} cannot be understood ({exc})",
+                path=self.path,
+                run_id=row.run_id,
+                table="runs" if stored is not None else "layouts",
+                column="run_description" if stored is not None else None,
+            ) from exc
+
+    def description_from_layouts(self, row: RunRow) -> RunDescription:
+        if "layouts" not in self.table_names:
+            return description_from_columns(self.column_types(row))
+        layouts = self.model.layouts.c
+        dependencies = self.model.dependencies.c
+        layout_statement = (
+            sa.select(
+                layouts.layout_id,
+                layouts.parameter,
+                layouts.label,
+                layouts.unit,
+                layouts.inferred_from,
+            )
+            .where(layouts.run_id == row.run_id)
+            .order_by(layouts.layout_id)
+        )
+        with self.connection.reading(run_id=row.run_id, table="layouts") as sql:
+            layout_rows = [
+                LayoutRow.model_validate(row._mapping) for row in sql.execute(layout_statement)
+            ]
+            ids = [row.layout_id for row in layout_rows]
+            links: Sequence[tuple[int, int, int]] = []
+            if ids and "dependencies" in self.table_names:
+                link_statement = (
+                    sa.select(
+                        dependencies.dependent, dependencies.independent, dependencies.axis_num
+                    )
+                    .where(dependencies.dependent.in_(ids) | dependencies.independent.in_(ids))
+                    .order_by(sa.literal_column("rowid"))
+                )
+                links = [tuple(row) for row in sql.execute(link_statement)]
+        column_types = self.column_types(row) if layout_rows else {}
+        return description_from_layouts(layout_rows, links, column_types)
+
+    def column_types(self, row: RunRow) -> dict[str, str]:
+        if row.table_name is None or not self.has_table(row.table_name):
+            return {}
+        with self.connection.reading(run_id=row.run_id, table=row.table_name) as sql:
+            rows = sql.exec_driver_sql(
+                f"PRAGMA table_info({quote_identifier(row.table_name)})"
+            ).all()
+        return {row[1]: str(row[2]) for row in rows}
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
