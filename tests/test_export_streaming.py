@@ -34,7 +34,10 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records, per export, whether the streamed index plan of an array run, or a merged
     plan of trees on different setpoints, was made, and whether the in-memory plan was."""
     events: list[str] = []
-    real_plan, real_merged = qcsql.export.streamed._streamed_index_plan, qcsql.export.streamed._merged_plan
+    real_plan, real_merged = (
+        qcsql.export.streamed._streamed_index_plan,
+        qcsql.export.streamed._merged_plan,
+    )
     real_memory = qcsql.export.plan_run
 
     def plan(*args: Any) -> Any:
