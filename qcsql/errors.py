@@ -20,10 +20,14 @@ translated where they arise and chained with ``raise ... from``::
      ├── SnapshotError              the snapshot is not valid JSON
      ├── ParameterNotFoundError     the run has no parameter of that name
      ├── DataDecodeError            a value in a results table cannot be decoded
-     └── DataElsewhereError         the run's data are stored outside the file, and not found
+     ├── DataElsewhereError         the run's data are stored outside the file, and not found
+     ├── PlanError                  the data cannot be laid out as QCoDeS lays out a dataset
+     │    └── DirectLayoutError     QCoDeS' direct layout of a declared shape fails
+     └── ExportError                the export file cannot be written
 
     QcsqlWarning (UserWarning)
-     └── UnknownSchemaVersionWarning  newer schema than qcsql knows, read best-effort
+     ├── UnknownSchemaVersionWarning  newer schema than qcsql knows, read best-effort
+     └── SnapshotMetadataWarning      a malformed qh_meta instrument in the snapshot
 
 Every error keeps the context that locates it (``path``, ``run_id``,
 ``table``, ``column``) as attributes, and its message names them too, because
@@ -44,9 +48,12 @@ __all__ = [
     "DatabaseNotFoundError",
     "DatabaseOpenError",
     "DatabaseReadError",
+    "DirectLayoutError",
+    "ExportError",
     "NotQCoDeSError",
     "NotSQLiteError",
     "ParameterNotFoundError",
+    "PlanError",
     "QcsqlError",
     "QcsqlWarning",
     "RunDescriptionError",
@@ -54,6 +61,7 @@ __all__ = [
     "RunNotFoundError",
     "SchemaError",
     "SnapshotError",
+    "SnapshotMetadataWarning",
     "UnknownSchemaVersionWarning",
 ]
 
@@ -142,9 +150,28 @@ class DataElsewhereError(QcsqlError):
     and cannot be read from where the database says they are."""
 
 
+class PlanError(QcsqlError):
+    """The run's data cannot be laid out as QCoDeS lays out a dataset."""
+
+
+class DirectLayoutError(PlanError):
+    """A parameter's data have exactly its declared shape, so QCoDeS lays them out
+    directly, one dimension per setpoint, and that fails: the shape has more or fewer
+    axes than the parameter has setpoints, or an axis of length 0 leaves another axis
+    without the first line QCoDeS takes its coordinate from. QCoDeS' export fails too."""
+
+
+class ExportError(QcsqlError):
+    """The export file could not be written."""
+
+
 class QcsqlWarning(UserWarning):
     """Root of every warning qcsql emits."""
 
 
 class UnknownSchemaVersionWarning(QcsqlWarning):
     """The database is newer than the newest schema version qcsql knows."""
+
+
+class SnapshotMetadataWarning(QcsqlWarning):
+    """The snapshot's ``qh_meta`` instrument is missing or malformed: no extra tags/attributes."""

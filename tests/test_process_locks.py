@@ -292,7 +292,7 @@ def _follow(db: Database, out: Path) -> None:
 
 
 def _dataset_info(db: Database, out: Path) -> None:
-    from qcsql.sync.records import QCoDeSConfigData, SnapshotMetadataWarning, dataset_info
+    from qcsql.sync import QCoDeSConfigData, SnapshotMetadataWarning, dataset_info
 
     # Unvalidated: validating opens the file, which the "sync" step does on its own.
     config = QCoDeSConfigData.model_construct(database_path=db.path, set_up="locks")
@@ -304,7 +304,7 @@ def _dataset_info(db: Database, out: Path) -> None:
 
 
 def _runs_after(db: Database, out: Path) -> None:
-    from qcsql.sync.records import runs_after
+    from qcsql.sync import runs_after
 
     every = runs_after(db, None)
     assert [r.run_id for r in runs_after(db, every[1].stable_guid)] == [3, 4, 5]
@@ -351,7 +351,7 @@ def _open_database(path: Path, out: Path) -> None:
 
 
 def _sync_config(path: Path, out: Path) -> None:
-    from qcsql.sync.records import QCoDeSConfigData
+    from qcsql.sync import QCoDeSConfigData
 
     QCoDeSConfigData(database_path=path, set_up="locks")  # its validation opens the file
 

@@ -12,7 +12,7 @@ import pydantic
 import pytest
 
 import qcsql
-from qcsql.sync.records import QCoDeSConfigData, SnapshotMetadataWarning, dataset_info, runs_after
+from qcsql.sync import QCoDeSConfigData, SnapshotMetadataWarning, dataset_info, runs_after
 from tests.helpers import EXAMPLE_DB, plain_sqlite, write_file
 from tests.qcodes_build import new_database
 
@@ -217,7 +217,7 @@ def test_import_qcsql_does_not_import_the_qcodes_instrument() -> None:
     import subprocess
     import sys
 
-    code = "import sys, qcsql, qcsql.sync.records; print('qcsql.qcodes_metadata' in sys.modules, 'qcodes' in sys.modules)"
+    code = "import sys, qcsql, qcsql.sync; print('qcsql.qcodes_metadata' in sys.modules, 'qcodes' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.errors import QcsqlError
+from qcsql.errors import DirectLayoutError, PlanError
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
 from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
 from qcsql.schema.description import InterDependencies, ParamSpec, RunDescription
@@ -45,17 +45,6 @@ __all__ = [
 ]
 
 INDEX, MULTI_INDEX = "index", "multi_index"
-
-
-class PlanError(QcsqlError):
-    """The run's data cannot be laid out as QCoDeS lays out a dataset."""
-
-
-class DirectLayoutError(PlanError):
-    """A parameter's data have exactly its declared shape, so QCoDeS lays them out
-    directly, one dimension per setpoint, and that fails: the shape has more or fewer
-    axes than the parameter has setpoints, or an axis of length 0 leaves another axis
-    without the first line QCoDeS takes its coordinate from. QCoDeS' export fails too."""
 
 
 @dataclass

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.errors import QcsqlError
+from qcsql.errors import ExportError
 from qcsql.export.layout import DatasetPlan, Variable
 
 __all__ = ["ExportError", "LiveFile", "write_plan"]
@@ -37,10 +37,6 @@ __all__ = ["ExportError", "LiveFile", "write_plan"]
 
 # Rows per HDF5 chunk of a streamed (growing) variable: 1 MiB of doubles.
 STREAM_CHUNK = 131_072
-
-
-class ExportError(QcsqlError):
-    """The export file could not be written."""
 
 
 def _coordinates_attribute(plan: DatasetPlan, variable: Variable) -> str | None:

@@ -22,23 +22,18 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qcsql.database import Database, Run, open_database
-from qcsql.errors import QcsqlError, QcsqlWarning, RunNotFoundError
+from qcsql.errors import QcsqlError, RunNotFoundError, SnapshotMetadataWarning
 from qcsql.export.layout import DatasetPlan, plan_run
 
 __all__ = [
     "DatasetInfo",
     "QCoDeSConfigData",
-    "SnapshotMetadataWarning",
     "dataset_info",
     "runs_after",
 ]
 
 QH_META = "qh_meta"
 RANKING = {"star": 1, "cross": -1}
-
-
-class SnapshotMetadataWarning(QcsqlWarning):
-    """The snapshot's ``qh_meta`` instrument is missing or malformed: no extra tags/attributes."""
 
 
 class QCoDeSConfigData(BaseModel):
