@@ -12,7 +12,6 @@ completion or new rows are seen by loading it again (:meth:`Run.reload`).
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,14 @@ from qcsql.errors import (
 )
 from qcsql.schema.description import ParamSpec, RunDescription
 from qcsql.schema.guids import parse_guid, upgrade_guid
-from qcsql.schema.rows import Experiment, Link, MetadataValue, RunRow
+from qcsql.schema.rows import (
+    QCODES_TIME_FORMAT,
+    Experiment,
+    Link,
+    MetadataValue,
+    RunRow,
+    local_time,
+)
 from qcsql.schema.store import RunStore
 from qcsql.schema.tables import SchemaModel
 from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
@@ -396,14 +402,12 @@ class Run:
     def completed_timestamp_raw(self) -> float | None:
         return self._row.completed_timestamp_raw
 
-    def run_timestamp(self, fmt: str = "%Y-%m-%d %H:%M:%S") -> str | None:
+    def run_timestamp(self, fmt: str = QCODES_TIME_FORMAT) -> str | None:
         """Start time in the local time zone, formatted as QCoDeS does."""
-        raw = self.run_timestamp_raw
-        return None if raw is None else time.strftime(fmt, time.localtime(raw))
+        return local_time(self.run_timestamp_raw, fmt)
 
-    def completed_timestamp(self, fmt: str = "%Y-%m-%d %H:%M:%S") -> str | None:
-        raw = self.completed_timestamp_raw
-        return None if raw is None else time.strftime(fmt, time.localtime(raw))
+    def completed_timestamp(self, fmt: str = QCODES_TIME_FORMAT) -> str | None:
+        return local_time(self.completed_timestamp_raw, fmt)
 
     @property
     def completed(self) -> bool:

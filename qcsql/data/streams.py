@@ -32,6 +32,7 @@ __all__ = [
     "RowsDiffer",
     "stream_array_trees",
     "stream_numeric_trees",
+    "text_as_objects",
 ]
 
 
@@ -83,7 +84,7 @@ class NumericTreeStream:
         if {"complex", "text"} & set(self.tree.kinds):
             # .npy blobs and text, which only SQLite reads: tree by tree.
             windows = _matched_windows(self._trees_apart(), NUMERIC_ROWS_PER_CHUNK)
-            return ([_as_stored(column) for column in columns] for _, columns in windows)
+            return ([text_as_objects(column) for column in columns] for _, columns in windows)
         if self.tops == 1:
             return numeric_chunks(self.tree)
         return self._joint_chunks()
@@ -122,8 +123,9 @@ class NumericTreeStream:
             yield columns
 
 
-def _as_stored(column: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Text as the Python strings h5py writes into variable-length string datasets."""
+def text_as_objects(column: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Fixed-width text as Python strings: what pandas columns and indexes hold, and what
+    h5py writes into variable-length string datasets; other arrays as they are."""
     return column.astype(object) if column.dtype.kind == "U" else column
 
 

@@ -7,12 +7,11 @@ Also what the export layer reads of a run for them (:class:`DatasetSource`):
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Protocol
 
 from qcsql.data.source import RunSource
 from qcsql.schema.description import ParamSpec, RunDescription
-from qcsql.schema.rows import Link, MetadataValue
+from qcsql.schema.rows import Link, MetadataValue, local_time
 
 __all__ = ["DatasetSource", "dataset_attrs", "run_description_json", "variable_attrs"]
 
@@ -81,10 +80,6 @@ def run_description_json(description: RunDescription) -> str:
     return json.dumps(payload)
 
 
-def _local_time(raw: float | None) -> str:
-    return "" if raw is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(raw))
-
-
 def dataset_attrs(run: DatasetSource) -> dict[str, Any]:
     """The dataset attributes QCoDeS writes, in its order (metadata tags last)."""
     links = [
@@ -99,8 +94,8 @@ def dataset_attrs(run: DatasetSource) -> dict[str, Any]:
         "exp_name": run.exp_name,
         "snapshot": run.snapshot_raw or "null",
         "guid": run.stable_guid,
-        "run_timestamp": _local_time(run.run_timestamp_raw),
-        "completed_timestamp": _local_time(run.completed_timestamp_raw),
+        "run_timestamp": local_time(run.run_timestamp_raw) or "",
+        "completed_timestamp": local_time(run.completed_timestamp_raw) or "",
         "captured_run_id": run.captured_run_id,
         "captured_counter": run.captured_counter,
         "run_id": run.run_id,

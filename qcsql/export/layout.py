@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from qcsql.data.streams import text_as_objects
 from qcsql.errors import DirectLayoutError, PlanError
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
 from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
@@ -79,10 +80,6 @@ class DatasetPlan:
     def coords(self) -> list[Variable]:
         return [v for v in self.variables.values() if v.is_coord]
 
-    @property
-    def data_vars(self) -> list[Variable]:
-        return [v for v in self.variables.values() if not v.is_coord]
-
 
 @dataclass
 class _Part:
@@ -105,11 +102,6 @@ def _flat(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
         except ValueError:
             return array.ravel()
     return array.ravel()
-
-
-def _as_pandas(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """What a pandas column or index makes of an array: fixed-width text becomes objects."""
-    return values.astype(object) if values.dtype.kind == "U" else values
 
 
 def _direct(description: RunDescription, name: str, sub: Mapping[str, npt.NDArray[Any]]) -> _Part:
@@ -169,8 +161,8 @@ def _through_index(
     graph = description.interdependencies
     _, setpoints, _ = graph.tree_by_group(name)
     levels = [s for s in setpoints if s in sub]
-    values = _as_pandas(_flat(sub[name]))
-    columns = [_as_pandas(_flat(sub[s])) for s in levels]
+    values = text_as_objects(_flat(sub[name]))
+    columns = [text_as_objects(_flat(sub[s])) for s in levels]
     part = _Part()
     if not levels:
         part.add(name, (INDEX,), values, coord=False)
@@ -243,7 +235,7 @@ def _levels(column: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.
     """Sorted unique values (as pandas' MultiIndex levels) and each row's code; a level
     stands for all exact values QCoDeS would read as one, and keeps the first of them."""
     keys = as_qcodes_sees(column)
-    unique_keys, first, codes = np.unique(keys, return_index=True, return_inverse=True)
+    _, first, codes = np.unique(keys, return_index=True, return_inverse=True)
     return column[first], codes.reshape(-1)
 
 
@@ -273,7 +265,7 @@ def _with_inferred(
     for other in others:
         if other in setpoints or other in part.variables or other not in sub:
             continue
-        flat = _as_pandas(_flat(sub[other]))
+        flat = text_as_objects(_flat(sub[other]))
         if flat.shape[0] == expected:
             part.add(other, dims, flat.reshape(tuple(part.dims[d] for d in dims)), coord=False)
     return part

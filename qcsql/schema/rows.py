@@ -6,11 +6,21 @@ listing of thousands of runs costs one round trip and no JSON parsing.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["Experiment", "Link", "MetadataValue", "RunRow"]
+__all__ = ["QCODES_TIME_FORMAT", "Experiment", "Link", "MetadataValue", "RunRow", "local_time"]
+
+# How QCoDeS formats run and completion times (in the local time zone).
+QCODES_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def local_time(raw: float | None, fmt: str = QCODES_TIME_FORMAT) -> str | None:
+    """A stored epoch time in the local time zone, as QCoDeS formats it; None for None."""
+    return None if raw is None else time.strftime(fmt, time.localtime(raw))
+
 
 MetadataValue = str | int | float | bytes
 

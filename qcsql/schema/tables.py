@@ -46,15 +46,6 @@ class SchemaModel:
     def dependencies(self) -> sa.Table:
         return self.metadata.tables["dependencies"]
 
-    @property
-    def index_names(self) -> frozenset[str]:
-        return frozenset(
-            str(index.name) for table in self.metadata.tables.values() for index in table.indexes
-        )
-
-    def run_columns(self) -> tuple[str, ...]:
-        return tuple(column.name for column in self.runs.columns)
-
 
 @functools.cache
 def tables_for(version: int) -> SchemaModel:

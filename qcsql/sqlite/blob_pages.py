@@ -53,7 +53,7 @@ from qcsql.sqlite.blob_cells import (
     read_cells,
 )
 from qcsql.sqlite.blob_scatter import ChainPattern, learn_pattern, scatter_windows
-from qcsql.sqlite.pages import PageSource, Unsupported, serial_size, varints
+from qcsql.sqlite.pages import GIVE_UP, PageSource, Unsupported, serial_size, varints
 
 __all__ = ["PageMemory", "fill_from_pages"]
 
@@ -278,7 +278,7 @@ def _read_window(
                     return window
                 span.lead = leaves[0] - window  # the first row's chain starts before its leaf
                 start = window
-    except (Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError):
+    except GIVE_UP:
         return None
     return None
 

@@ -32,14 +32,13 @@ import numpy.typing as npt
 
 from qcsql.sqlite import pages, scatter_read
 from qcsql.sqlite.blob_cells import Cells, ColumnTarget, numbers_in
-from qcsql.sqlite.pages import TABLE_LEAF, PageSource, Unsupported, serial_size, varints
+from qcsql.sqlite.pages import GIVE_UP, TABLE_LEAF, PageSource, Unsupported, serial_size, varints
 
 __all__ = ["ChainPattern", "Scattered", "learn_pattern", "scatter_windows"]
 
 SCATTER_PAGES = 8192  # pages one scattered window spans (32 MB at 4 kB pages)
 IN_FLIGHT = 3  # windows planned and reading at once, when reads go to a pool
 # What a window that cannot be read as predicted raises: the buffered reader takes over.
-_GIVE_UP = (Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError)
 
 
 @dataclass(frozen=True)
@@ -206,7 +205,7 @@ def scatter_windows(
             found = _read_windows(
                 source, root, pattern, layout, targets, after_id, upto_id, position, room, pool
             )
-    except _GIVE_UP:
+    except GIVE_UP:
         return None  # the file changed while it was read: what was read cannot be trusted
     return found
 
@@ -254,7 +253,7 @@ def _read_windows(
                 break
             if pool is None or covered >= upto_id:
                 break
-    except _GIVE_UP:
+    except GIVE_UP:
         follow = False  # the windows checked so far stand
     finally:
         wait([reading for _, reading in pending if reading is not None])  # none may go on

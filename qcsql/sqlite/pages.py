@@ -49,6 +49,11 @@ class Unsupported(Exception):
     """Something this reader does not decode; the caller falls back to SQLite."""
 
 
+# What makes a page reader give up on a window and hand it to SQLite: pages it does not
+# decode, a file that changed or shrank, or numbers that do not fit where they should.
+GIVE_UP = (Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError)
+
+
 def serial_size(serial: int) -> int:
     """Content size in bytes of any serial type (blobs and text may have long ones)."""
     if serial >= 12:
@@ -260,18 +265,6 @@ def _wanted_children(data: bytes, start: int, after_id: int) -> list[int]:
     wanted: list[int] = children[keys > after_id].tolist()  # a child holds the keys <= its key
     wanted.append(int.from_bytes(data[start + 8 : start + 12], "big"))  # right-most: the rest
     return wanted
-
-
-def _scalar_varint(data: bytes, offset: int) -> int:
-    value = 0
-    for position in range(_MAX_VARINT):
-        byte = data[offset + position]
-        if position == 8:
-            return (value << 8) | byte
-        value = (value << 7) | (byte & 0x7F)
-        if byte < 0x80:
-            return value
-    return value  # pragma: no cover
 
 
 def _decode_leaves(
@@ -510,7 +503,7 @@ def read_numeric_window(
                 return NumericColumns([np.empty(0) for _ in column_indices], upto_id)
             pages = source.pages(leaves)
             decoded = _decode_leaves(source, pages, column_indices, tops, after_id, upto_id)
-    except (Unsupported, OSError, IndexError, ValueError, OverflowError, MemoryError):
+    except GIVE_UP:
         return None  # whatever these pages are, SQLite reads them (and reports damage) instead
     if decoded.last_rowid <= after_id:
         return None  # no progress: something about this tree is not what we expect
