@@ -5,6 +5,9 @@ exist only in the export named by the run's ``export_info`` metadata. They are r
 as QCoDeS' ``DataSetInMem`` reads them (``_from_xarray_dataset_to_qcodes_raw_data``):
 each data variable with the coordinates of its dimensions, expanded to a grid when
 it has several, and the levels of a compressed ``multi_index`` row by row.
+
+The temporary ``.partial`` file of an export that never finished is refused even when
+named explicitly: it may look like HDF5 and still miss rows.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 import h5netcdf
 import numpy as np
 import numpy.typing as npt
+
+from qcsql.writer import is_partial_name
 
 __all__ = ["read_exported"]
 
@@ -35,7 +40,12 @@ def _coordinate_names(handle: Any) -> set[str]:
 
 
 def read_exported(path: Path) -> dict[str, dict[str, npt.NDArray[Any]]]:
-    """``{parameter: {parameter: array, setpoint: array, ...}}`` from a QCoDeS export."""
+    """``{parameter: {parameter: array, setpoint: array, ...}}`` from a QCoDeS export.
+
+    Raises ValueError for an unfinished export's temporary file (``.<name>.<random>.partial``).
+    """
+    if is_partial_name(Path(path).name):
+        raise ValueError(f"{path} is the temporary file of an export that never finished")
     output: dict[str, dict[str, npt.NDArray[Any]]] = {}
     with h5netcdf.File(path, "r") as handle:
         coordinates = _coordinate_names(handle)

@@ -201,8 +201,20 @@ class Run:
     ) -> Path:
         """Write the run as the xarray-compatible HDF5 file QCoDeS' netCDF export would be.
 
-        A directory gets QCoDeS' file name ``qcodes_<captured_run_id>_<guid>.nc``. The file
-        appears complete or not at all. Returns its path.
+        ``path_or_dir`` is a folder if it is an existing folder, or a ``str`` ending in a
+        path separator (``"exports/"``, created with its parents); the file in it gets
+        QCoDeS' name ``qcodes_<captured_run_id>_<guid>.nc``. Any other path is the file
+        itself and must end in ``.nc``, ``.h5`` or ``.hdf5`` (in any case), in a folder
+        that exists; an existing file of that name is replaced. A path that is neither
+        raises :class:`~qcsql.writer.ExportError` stating this rule, so ``"exprts"`` is
+        refused rather than written as a file of that name.
+
+        The file appears complete or not at all: it is written as
+        ``.<name>.<random>.partial`` beside its final name and renamed when complete, and
+        removed on any failure or interrupt (KeyboardInterrupt included). Such leftovers
+        of a process killed outright (SIGKILL, power cut) are removed by the next export
+        to the same name. ``progress(rows written, rows expected)`` is called as a
+        streamed export goes. Returns the file's path.
         """
         from qcsql.export import export_run  # the writer layer sits above runs
 
