@@ -19,7 +19,7 @@ import pytest
 
 import qcsql
 from benchmarks.conftest import LATENCY_REPORTS
-from qcsql.export.writer import LiveFile
+from qcsql.sync.live_file import LiveFile
 
 pytest.importorskip("qcodes")
 WRITER = Path(__file__).resolve().parent.parent / "tests" / "live_writer.py"

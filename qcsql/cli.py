@@ -1,31 +1,79 @@
 """The ``qcsql`` command: data on stdout, messages on stderr, exit 0 ok / 1 error / 2 usage.
 
-Every failure is a :class:`~qcsql.errors.QcsqlError` by the time it reaches
-:func:`main`, which prints it as one line (``--debug`` adds the traceback).
+Every failure reaches :func:`main` and is printed there as one line on stderr,
+``qcsql <command>: error: <message>`` (``usage error`` for arguments that make no sense,
+exit 2), never a traceback unless ``--debug`` is given: a sync agent's log or a shell
+script reads one line per failure. An export of several runs goes on past a failing run
+and prints one error line per failing run. Warnings are one line too,
+``qcsql <command>: warning: <message>``. Only the data and the summaries go to stdout.
+
+Interrupts: Ctrl-C (SIGINT), SIGTERM (a service stop, ``kill``) and SIGHUP (the terminal
+closed) all unwind the command as KeyboardInterrupt does, so the ``.partial`` file of an
+export under way is removed and no half-written file remains; the exit status is then
+128 + the signal's number, what a shell reports for a process that signal ended (130
+for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP); :func:`main` returns it rather than ending
+the process by the signal, so that a caller in the same process gets a status too. The
+handlers (:class:`_Interrupts`) are installed by :func:`main` only, only in the main
+thread, never over a signal that was ignored when qcsql started (``nohup`` keeps
+working), and the previous handlers are put back before :func:`main` returns:
+importing or calling the library installs nothing, and the library's own cleanup
+(:mod:`qcsql.export.writer`) works for any exception that reaches it.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import os
+import re
+import signal
 import sys
+import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from types import FrameType
+from typing import Any, NoReturn, TextIO
 
 import orjson
 
 from qcsql.audit import audit
 from qcsql.database import Database, Run, open_database
-from qcsql.errors import QcsqlError
-from qcsql.export import default_file_name
-from qcsql.export.writer import ExportError, LiveFile
+from qcsql.errors import ExportError, QcsqlError
+from qcsql.export import EXPORT_SUFFIXES, default_file_name, names_a_folder
+from qcsql.sync.live_file import LiveFile
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_SIGNAL_BASE = 128  # exit status 128 + N: ended by signal N, as a shell reports it
+
+
+@dataclass(frozen=True)
+class Console:
+    """Where a command writes: ``out`` for data, ``err`` for one line per message."""
+
+    command: str
+    out: TextIO
+    err: TextIO
+
+    def error(self, message: str) -> None:
+        self.err.write(f"qcsql {self.command}: error: {_one_line(message)}\n")
+
+    def warning(self, message: str) -> None:
+        self.err.write(f"qcsql {self.command}: warning: {_one_line(message)}\n")
+
+    def usage_error(self, message: str) -> None:
+        self.err.write(f"qcsql {self.command}: usage error: {_one_line(message)}\n")
+
+
+def _one_line(message: str) -> str:
+    """A message as one line: a line break inside one would look like two messages."""
+    return " ".join(message.splitlines())
 
 
 def _json_value(value: Any) -> Any:
@@ -72,7 +120,8 @@ def _write_json(payload: Any, out: TextIO) -> None:
     out.write(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def cmd_info(db: Database, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_info(db: Database, args: argparse.Namespace, console: Console) -> int:
+    out = console.out
     summary = db.summary()
     record = {
         "path": str(summary.path),
@@ -104,7 +153,8 @@ def cmd_info(db: Database, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_runs(db: Database, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_runs(db: Database, args: argparse.Namespace, console: Console) -> int:
+    out = console.out
     runs = db.runs(start_run_id=args.start)
     if args.json:
         _write_json([run_record(run) for run in runs], out)
@@ -155,49 +205,110 @@ class Progress:
             self.stream.flush()
 
     def close(self) -> None:
+        """Erase the bar (before a message line, and at the end)."""
         if self.enabled:
             self.stream.write("\r" + " " * 80 + "\r")
             self.stream.flush()
 
 
-def cmd_export(db: Database, args: argparse.Namespace, out: TextIO) -> int:
-    if args.all == bool(args.run):
-        raise UsageError("give --run ID (one or more) or --all")
-    target = Path(args.output).expanduser()
+def _export_target(args: argparse.Namespace) -> Path:
+    """Where ``export -o`` writes: a folder (created, as it always was) unless the path
+    ends in .nc, .h5 or .hdf5 and is neither an existing folder nor a path ending in a
+    separator; then it is the file, and takes exactly one ``--run``. The library's own
+    rule (:func:`qcsql.export.export_target`) refuses a suffix-less file name instead,
+    but ``-o`` has always named a folder."""
+    output: str = args.output
+    target = Path(output).expanduser()
+    one_file = (
+        not target.is_dir()
+        and not names_a_folder(output)
+        and target.suffix.lower() in EXPORT_SUFFIXES
+    )
+    if one_file:
+        if args.all or len(args.run) != 1:
+            raise UsageError(
+                f"-o {output} names one file ({target.suffix}); it takes exactly one --run ID, "
+                "give a folder to export several runs"
+            )
+        return target
     if target.exists() and not target.is_dir():
-        raise UsageError(f"{target} is not a folder")
+        raise UsageError(
+            f"{target} is a file, not a folder; -o takes a folder, or a file name ending in "
+            ".nc, .h5 or .hdf5 with one --run ID"
+        )
+    _make_folder(target)
+    return target
+
+
+def _make_folder(target: Path) -> None:
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ExportError(
-            f"{target}: cannot create the output folder ({exc.strerror})", path=target
+            f"{target}: cannot create the output folder ({exc.strerror or exc})", path=target
         ) from exc
-    runs = db.runs() if args.all else [db.load_by_id(run_id) for run_id in args.run]
-    progress = Progress(sys.stderr, len(runs), enabled=not args.quiet)
+
+
+_RUN_WORD = re.compile(r"\brun (\d+)\b")
+
+
+def _about_run(run_id: int, message: str) -> str:
+    """``message``, prefixed with the run unless it names it already."""
+    if str(run_id) in _RUN_WORD.findall(message):
+        return message
+    return f"run {run_id}: {message}"
+
+
+def cmd_export(db: Database, args: argparse.Namespace, console: Console) -> int:
+    if args.all == bool(args.run):
+        raise UsageError("give --run ID (one or more) or --all")
+    target = _export_target(args)
+    out = console.out
+    # A run that cannot be loaded fails alone, as one that cannot be written does.
+    runs: list[Run | int] = list(db.runs()) if args.all else list(args.run)
+    progress = Progress(console.err, len(runs), enabled=not args.quiet)
     started = time.perf_counter()
     written: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    for index, run in enumerate(runs):
-        label = f"run {run.run_id} {run.name or ''}"
-        progress.show(index, label)
+    try:
+        for index, item in enumerate(runs):
+            run_id = item if isinstance(item, int) else item.run_id
+            try:
+                run = item if isinstance(item, Run) else db.load_by_id(item)
+                label = f"run {run.run_id} {run.name or ''}"
+                progress.show(index, label)
 
-        def within(rows: int, expected: int, index: int = index, label: str = label) -> None:
-            progress.show(index + min(rows / max(expected, 1), 1.0), f"{label} {rows:,} rows")
+                def within(
+                    rows: int, expected: int, index: int = index, label: str = label
+                ) -> None:
+                    progress.show(
+                        index + min(rows / max(expected, 1), 1.0), f"{label} {rows:,} rows"
+                    )
 
-        try:
-            path = run.export_hdf5(target, within)
-        except QcsqlError as exc:
-            failed.append({"run_id": run.run_id, "error": str(exc)})
-            continue
-        written.append(
-            {
+                path = run.export_hdf5(target, within)
+                size = path.stat().st_size
+            except (QcsqlError, OSError) as exc:
+                message = _about_run(
+                    run_id, str(exc) if isinstance(exc, QcsqlError) else _os_error(exc)
+                )
+                # The message goes to stderr only; the summary says which kind of error.
+                failed.append({"run_id": run_id, "error_type": type(exc).__name__})
+                progress.close()
+                console.error(message)
+                continue
+            record = {
                 "run_id": run.run_id,
                 "guid": run.stable_guid,
                 "path": str(path),
-                "bytes": path.stat().st_size,
+                "bytes": size,
             }
-        )
-    progress.close()
+            written.append(record)
+            if not args.json:  # as it goes: an interrupted --all still lists what it wrote
+                progress.close()
+                out.write(f"run {run.run_id}: {path} ({size:,} bytes)\n")
+                out.flush()
+    finally:
+        progress.close()
     summary = {
         "runs": len(runs),
         "files": len(written),
@@ -209,22 +320,22 @@ def cmd_export(db: Database, args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         _write_json(summary, out)
     else:
-        for item in written:
-            out.write(f"run {item['run_id']}: {item['path']} ({item['bytes']:,} bytes)\n")
-        for item in failed:
-            out.write(f"run {item['run_id']}: FAILED: {item['error']}\n")
         out.write(
             f"exported {summary['files']} of {summary['runs']} runs, "
-            f"{summary['bytes']:,} bytes in {summary['seconds']:.2f} s\n"
+            f"{summary['bytes']:,} bytes in {summary['seconds']:.2f} s"
+            + (f", {len(failed)} failed" if failed else "")
+            + "\n"
         )
     return EXIT_ERROR if failed else EXIT_OK
 
 
-def cmd_follow(db: Database, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_follow(db: Database, args: argparse.Namespace, console: Console) -> int:
     if args.latest == (args.run is not None):
         raise UsageError("give --run ID or --latest")
     target = Path(args.output).expanduser()
-    target.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} is a file, not a folder; -o takes a folder")
+    _make_folder(target)
     if args.latest:
         runs = db.runs()
         if not runs:
@@ -235,36 +346,47 @@ def cmd_follow(db: Database, args: argparse.Namespace, out: TextIO) -> int:
     live = LiveFile(target / (default_file_name(run).removesuffix(".nc") + ".live.h5"))
     rows = 0
     reason = None
+    drawn = not args.quiet and console.err.isatty()
     try:
         for chunk in run.follow(poll_interval=args.poll, idle_timeout=args.idle_timeout):
             live.append(chunk.data, {"guid": run.stable_guid, "run_id": run.run_id})
             rows += chunk.rows
             reason = chunk.reason
-            if not args.quiet and sys.stderr.isatty():
-                sys.stderr.write(f"\rrun {run.run_id}: {rows:,} rows")
-                sys.stderr.flush()
+            if drawn:
+                console.err.write(f"\rrun {run.run_id}: {rows:,} rows")
+                console.err.flush()
     finally:
         live.close()
+        if drawn:
+            console.err.write("\r" + " " * 40 + "\r")
+    live_file = str(live.path) if live.path.exists() else None  # no rows, no file
     summary: dict[str, Any] = {
         "run_id": run.run_id,
         "rows": rows,
         "reason": reason,
-        "live_file": str(live.path),
+        "live_file": live_file,
     }
     if reason == "completed":
         summary["export"] = str(db.load_by_id(run.run_id).export_hdf5(target))
     if args.json:
-        _write_json(summary, out)
+        _write_json(summary, console.out)
     else:
-        out.write(
-            f"run {run.run_id}: {rows:,} rows followed, {reason or 'stopped'}; live file {live.path}"
+        console.out.write(
+            f"run {run.run_id}: {rows:,} rows followed, {reason or 'stopped'}; "
+            + (f"live file {live_file}" if live_file else "no live file (no rows)")
             + (f"; exported {summary['export']}" if "export" in summary else "")
             + "\n"
         )
-    return EXIT_OK if reason == "completed" else EXIT_ERROR
+    if reason == "completed":
+        return EXIT_OK
+    console.error(
+        f"{db.path}, run {run.run_id}: did not complete; no new rows for {args.idle_timeout} s "
+        "(--idle-timeout), so it was not exported"
+    )
+    return EXIT_ERROR
 
 
-def cmd_show(db: Database, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_show(db: Database, args: argparse.Namespace, console: Console) -> int:
     run = db.load_by_id(args.run_id)
     graph = run.description.interdependencies
     lines = [
@@ -295,8 +417,9 @@ def cmd_show(db: Database, args: argparse.Namespace, out: TextIO) -> int:
         lines.extend(f"    {k}: {_first_line(str(v), 70)}" for k, v in run.metadata.items())
     try:
         snapshot = run.snapshot
-    except QcsqlError as exc:
-        lines.append(f"  snapshot: unreadable ({exc})")
+    except QcsqlError as exc:  # the rest of the run is still worth showing
+        console.warning(str(exc))
+        lines.append("  snapshot: unreadable (see the warning on stderr)")
     else:
         if snapshot is None:
             lines.append("  snapshot: none")
@@ -310,11 +433,12 @@ def cmd_show(db: Database, args: argparse.Namespace, out: TextIO) -> int:
             if meta:
                 tags = meta.get("parameters", {}).get("tags", {}).get("value")
                 lines.append(f"  qh_meta tags: {tags}")
-    out.write("\n".join(lines) + "\n")
+    console.out.write("\n".join(lines) + "\n")
     return EXIT_OK
 
 
-def cmd_audit(db_path: str, args: argparse.Namespace, out: TextIO) -> int:
+def cmd_audit(db_path: str, args: argparse.Namespace, console: Console) -> int:
+    out = console.out
     report = audit(db_path, deep=args.deep)
     if args.json:
         _write_json(
@@ -338,14 +462,23 @@ def cmd_audit(db_path: str, args: argparse.Namespace, out: TextIO) -> int:
             where = f"run {finding.run_id}" if finding.run_id is not None else "file"
             out.write(f"  {finding.level:7} {where:>8}  {finding.code}: {finding.message}\n")
         out.write("healthy\n" if report.healthy else f"{len(report.findings)} findings\n")
-    return EXIT_OK if report.healthy else EXIT_ERROR
+    if report.healthy:
+        return EXIT_OK
+    # The findings are the report (stdout); stderr says, once, that the audit failed.
+    errors = sum(finding.level == "error" for finding in report.findings)
+    console.error(
+        f"{report.path} is not healthy: {errors} errors and "
+        f"{len(report.findings) - errors} warnings (the report is on stdout)"
+    )
+    return EXIT_ERROR
 
 
 class UsageError(Exception):
     """Arguments that parse but make no sense together."""
 
 
-COMMANDS: dict[str, tuple[Callable[[Database, argparse.Namespace, TextIO], int], str]] = {
+Command = Callable[[Database, argparse.Namespace, Console], int]
+COMMANDS: dict[str, tuple[Command, str]] = {
     "info": (cmd_info, "schema version, journal mode, size and counts of a database"),
     "runs": (cmd_runs, "list the runs of a database"),
     "export": (cmd_export, "export runs as xarray-compatible HDF5 (netCDF4) files"),
@@ -353,11 +486,28 @@ COMMANDS: dict[str, tuple[Callable[[Database, argparse.Namespace, TextIO], int],
     "show": (cmd_show, "one run for a person: parameters, units, shapes, metadata, snapshot"),
 }
 # Commands that take the path and open (or fail to open) the database themselves.
-PATH_COMMANDS = {"audit": (cmd_audit, "a read-only health report; exit 1 when anything is found")}
+PathCommand = Callable[[str, argparse.Namespace, Console], int]
+PATH_COMMANDS: dict[str, tuple[PathCommand, str]] = {
+    "audit": (cmd_audit, "a read-only health report; exit 1 when anything is found")
+}
+
+
+class _ArgumentsRefused(Exception):
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog, self.message = prog, message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors reach :func:`main` (one line on its ``err``) instead
+    of usage text printed to sys.stderr and an exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ArgumentsRefused(self.prog, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="qcsql",
         description="Read QCoDeS databases of any schema version, read-only, without QCoDeS.",
     )
@@ -378,7 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--run", type=int, nargs="+", metavar="ID", help="run_id(s) to export")
             sub.add_argument("--all", action="store_true", help="export every run")
             sub.add_argument(
-                "-o", "--output", required=True, metavar="DIR", help="folder to write to (created)"
+                "-o",
+                "--output",
+                required=True,
+                metavar="PATH",
+                help="folder to write to (created), or with one --run a file name ending "
+                "in .nc, .h5 or .hdf5",
             )
             sub.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "show":
@@ -405,33 +560,224 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Signalled(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread like KeyboardInterrupt for SIGINT, so
+    that every ``finally`` and cleanup (the export's ``.partial`` file) runs on the way out.
+    A BaseException, as KeyboardInterrupt is: ``except Exception`` must not swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _send_again(signum: int) -> None:
+    """Send ``signum`` to this process once the main thread is past the finalizer that
+    swallowed its exception (Python handles it in the main thread, whoever sends it)."""
+    time.sleep(0.001)
+    signal.raise_signal(signum)
+
+
+class _Interrupts:
+    """SIGTERM and SIGHUP as :class:`_Signalled`, and SIGINT as KeyboardInterrupt, while the
+    block runs (see the module docstring), delivered until they reach :func:`_run`.
+
+    Python runs a signal handler in the main thread at whatever bytecode comes next, and
+    that may be a finalizer (a weakref callback, a ``__del__``): an exception raised
+    there cannot propagate, Python prints it as "Exception ignored" and goes on, so the
+    export would carry on to the end. The ``sys.unraisablehook`` installed meanwhile
+    catches exactly that case and has the signal sent again a moment later, from another
+    thread (sent from the hook, it would be handled at once, inside the hook, and be
+    swallowed again), so that it raises once the finalizer is done. Other finalizer
+    errors after an interrupt (objects whose ``__init__`` it cut short) are expected and
+    silenced, unless ``--debug``.
+
+    A repeat of a signal by the user while the first unwinds is ignored: it would
+    interrupt the cleanup the first one started. SIGINT is taken over only from Python's
+    own default handler, so a host program's, or an ignored SIGINT, stays as it was.
+    """
+
+    def __init__(self, debug: bool) -> None:
+        self.received: int | None = None
+        self._debug = debug
+        self._again = False  # the last raise was swallowed: raise once more
+        self._closing = False  # the command is over: raise nothing any more
+        self._resend: threading.Thread | None = None
+        self._previous: dict[int, Any] = {}
+        self._previous_hook: Callable[[Any], Any] | None = None
+
+    def _exception(self, signum: int) -> BaseException:
+        return KeyboardInterrupt() if signum == signal.SIGINT else _Signalled(signum)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self._closing:
+            return  # the command has finished (or reported the interrupt already)
+        if self.received is None:
+            self.received = signum
+        elif self._again:
+            self._again = False
+        else:
+            return  # a repeat while the first unwinds
+        raise self._exception(self.received)
+
+    def _unraisable(self, unraisable: Any) -> None:
+        if self.received is None:
+            assert self._previous_hook is not None
+            self._previous_hook(unraisable)
+        elif isinstance(unraisable.exc_value, _Signalled | KeyboardInterrupt):
+            if not self._closing:  # raise it again, outside the finalizer
+                self._again = True
+                self._resend = threading.Thread(
+                    target=_send_again, args=(self.received,), daemon=True
+                )
+                self._resend.start()
+        elif self._debug and self._previous_hook is not None:
+            self._previous_hook(unraisable)
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal.signal works only there; and a host program owns signals
+        for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+            number = getattr(signal, name, None)
+            if number is None:  # no SIGHUP on Windows
+                continue
+            previous = signal.getsignal(number)
+            if previous is signal.SIG_IGN:  # nohup, or a parent that wants it ignored
+                continue
+            if number == signal.SIGINT and previous is not signal.default_int_handler:
+                continue
+            self._previous[number] = previous
+            signal.signal(number, self._handle)
+        if self._previous:
+            self._previous_hook = sys.unraisablehook
+            sys.unraisablehook = self._unraisable
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._closing = True
+        if self._resend is not None:  # its signal must come while this handler is in place
+            self._resend.join()
+        previous, self._previous = self._previous, {}
+        for number, handler in previous.items():
+            # None: a handler not set from Python; the default is the best restoration.
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        if self._previous_hook is not None:
+            sys.unraisablehook = self._previous_hook
+            self._previous_hook = None
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(console: Console) -> Iterator[None]:
+    """Warnings shown as one ``qcsql <command>: warning:`` line each, not Python's two
+    (file:line and source); which warnings show is still up to the filters (``-W``)."""
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        console.warning(str(message))
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    if args.command in PATH_COMMANDS:
+        status = PATH_COMMANDS[args.command][0](args.database, args, console)
+    else:
+        command, _ = COMMANDS[args.command]
+        with open_database(args.database) as db:
+            status = command(db, args, console)
+    console.out.flush()  # a closed pipe fails here, not in the interpreter's exit
+    return status
+
+
+def _run(args: argparse.Namespace, console: Console, interrupts: _Interrupts) -> int:
+    """The command's exit status; every exception it raises as one line on stderr."""
+    debug = bool(args.debug)
+    try:
+        status = _dispatch(args, console)
+    except UsageError as exc:
+        console.usage_error(str(exc))
+        return EXIT_USAGE
+    except BrokenPipeError:  # `qcsql runs db | head`: the reader has what it wanted
+        _quiet_stdout(console.out)
+        return EXIT_OK
+    except _Signalled as exc:
+        if debug:
+            traceback.print_exc(file=console.err)
+        console.error(f"interrupted by {exc}")
+        return EXIT_SIGNAL_BASE + exc.signum
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc(file=console.err)
+        console.error("interrupted by SIGINT")  # Ctrl-C
+        return EXIT_SIGNAL_BASE + signal.SIGINT
+    except Exception as exc:  # noqa: BLE001 - the one place every failure is printed
+        if debug:
+            traceback.print_exc(file=console.err)
+        if isinstance(exc, QcsqlError):
+            console.error(str(exc))
+        elif isinstance(exc, OSError):
+            console.error(_os_error(exc))
+        elif isinstance(exc, Warning):  # a warning made an error by -W error
+            console.error(str(exc))
+        else:  # a bug: still one line, and the way to the traceback
+            console.error(
+                f"internal error: {type(exc).__name__}: {exc} (--debug shows the traceback)"
+            )
+        return EXIT_ERROR
+    if interrupts.received is not None:  # the signal's exception was swallowed on the way
+        console.error(f"interrupted by {signal.Signals(interrupts.received).name}")
+        return EXIT_SIGNAL_BASE + interrupts.received
+    return status
+
+
+def _quiet_stdout(out: TextIO) -> None:
+    """After a broken pipe, point the real stdout at /dev/null: the interpreter's flush
+    at exit would otherwise fail again and print "Exception ignored" on stderr."""
+    if out is not sys.stdout:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def main(
     argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
 ) -> int:
+    """Run the ``qcsql`` command line ``argv`` (default ``sys.argv[1:]``); return the exit
+    status. Data go to ``out`` (default stdout), messages to ``err`` (default stderr)."""
     out = out or sys.stdout
     err = err or sys.stderr
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0) and EXIT_USAGE
-    try:
-        if args.command in PATH_COMMANDS:
-            return PATH_COMMANDS[args.command][0](args.database, args, out)
-        command, _ = COMMANDS[args.command]
-        with open_database(args.database) as db:
-            status = command(db, args, out)
-    except UsageError as exc:
-        err.write(f"qcsql {args.command}: usage error: {exc}\n")
+        with contextlib.redirect_stdout(out):  # --help is data: it goes to ``out``
+            args = parser.parse_args(argv)
+    except _ArgumentsRefused as exc:
+        err.write(f"{exc.prog}: usage error: {_one_line(exc.message)} (see {exc.prog} --help)\n")
         return EXIT_USAGE
-    except QcsqlError as exc:
-        if args.debug:
-            traceback.print_exc(file=err)
-        err.write(f"qcsql {args.command}: error: {exc}\n")
-        return EXIT_ERROR
-    except BrokenPipeError:  # `qcsql runs db | head`
-        return EXIT_OK
-    return status
+    except SystemExit as exit_:  # --help
+        return EXIT_OK if not exit_.code else EXIT_USAGE
+    console = Console(args.command, out, err)
+    interrupts = _Interrupts(debug=bool(args.debug))
+    try:
+        with interrupts, _warnings_as_lines(console):
+            return _run(args, console, interrupts)
+    except (_Signalled, KeyboardInterrupt) as exc:  # came as the handlers were put back
+        signum = exc.signum if isinstance(exc, _Signalled) else int(signal.SIGINT)
+        console.error(f"interrupted by {signal.Signals(signum).name}")
+        return EXIT_SIGNAL_BASE + signum
 
 
 if __name__ == "__main__":  # pragma: no cover

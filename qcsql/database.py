@@ -16,11 +16,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+from qcsql.data.follow import FollowChunk, follow
 from qcsql.data.location import DataLocator
 from qcsql.data.parameter_data import ParameterData
 from qcsql.data.results import ResultsTable
@@ -43,9 +44,6 @@ from qcsql.schema.rows import (
 from qcsql.schema.store import RunStore
 from qcsql.schema.tables import SchemaModel
 from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
-
-if TYPE_CHECKING:
-    from qcsql.data.follow import FollowChunk
 
 __all__ = ["Database", "DatabaseSummary", "Run", "open_database"]
 
@@ -477,8 +475,6 @@ class Run:
         yield_empty: bool = False,
     ) -> Iterator[FollowChunk]:
         """Yield the rows of a running measurement as they are committed (see :mod:`qcsql.data.follow`)."""
-        from qcsql.data.follow import follow  # the live layer sits above runs
-
         return follow(
             self, poll_interval=poll_interval, idle_timeout=idle_timeout, yield_empty=yield_empty
         )
@@ -488,10 +484,22 @@ class Run:
     ) -> Path:
         """Write the run as the xarray-compatible HDF5 file QCoDeS' netCDF export would be.
 
-        A directory gets QCoDeS' file name ``qcodes_<captured_run_id>_<guid>.nc``. The file
-        appears complete or not at all. Returns its path.
+        ``path_or_dir`` is a folder if it is an existing folder, or a ``str`` ending in a
+        path separator (``"exports/"``, created with its parents); the file in it gets
+        QCoDeS' name ``qcodes_<captured_run_id>_<guid>.nc``. Any other path is the file
+        itself and must end in ``.nc``, ``.h5`` or ``.hdf5`` (in any case), in a folder
+        that exists; an existing file of that name is replaced. A path that is neither
+        raises :class:`~qcsql.ExportError` stating this rule, so ``"exprts"`` is
+        refused rather than written as a file of that name.
+
+        The file appears complete or not at all: it is written as
+        ``.<name>.<random>.partial`` beside its final name and renamed when complete, and
+        removed on any failure or interrupt (KeyboardInterrupt included). Such leftovers
+        of a process killed outright (SIGKILL, power cut) are removed by the next export
+        to the same name. ``progress(rows written, rows expected)`` is called as a
+        streamed export goes. Returns the file's path.
         """
-        from qcsql.export import export_run  # the writer layer sits above runs
+        from qcsql.export import export_run  # h5py and the export stack only when exporting
 
         return export_run(self, path_or_dir, progress)
 

@@ -2,17 +2,22 @@
 
 Every failure must be a qcsql error (or an audit finding), nothing may hang (each
 input runs in a subprocess with a time limit), no export may be left half-written,
-and the damaged input itself must not change.
+and the damaged input itself must not change. Every command of the CLI then runs on the
+same input in process, and each failure must be one line on stderr: no traceback, no
+error text on stdout (see :func:`_check_command`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import random
+import re
 import sqlite3
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,9 @@ from typing import Any
 import h5py
 import pytest
 
+import qcsql
+from qcsql.cli import COMMANDS, PATH_COMMANDS
+from qcsql.cli import main as cli
 from tests.helpers import EXAMPLE_DB, LEGACY, FileState, copy_database
 
 PROBE = Path(__file__).with_name("corruption_probe.py")
@@ -128,6 +136,65 @@ def _probe(path: Path, out: Path) -> dict[str, Any]:
     return report
 
 
+def _commands(out: Path) -> list[list[str]]:
+    """Every command of the CLI, with the options that change how it fails or prints."""
+    follow = ["--idle-timeout", "0.05", "--poll", "0.01", "--quiet"]
+    return [
+        ["info"],
+        ["info", "--json"],
+        ["runs"],
+        ["runs", "--json"],
+        ["show", "1"],
+        ["show", "2"],
+        ["audit"],
+        ["audit", "--deep", "--json"],
+        ["export", "--all", "--quiet", "-o", str(out / "all")],
+        ["export", "--run", "1", "2", "--json", "--quiet", "-o", str(out / "json")],
+        ["export", "--run", "1", "--quiet", "-o", str(out / "one.nc")],
+        ["follow", "--run", "1", "-o", str(out / "live"), *follow],
+        ["follow", "--latest", "--json", "-o", str(out / "latest"), *follow],
+    ]
+
+
+def _failed_runs(argv: list[str], stdout: str) -> int | None:
+    """How many runs an export says failed, from its summary (None: no summary)."""
+    if "--json" in argv:
+        return len(json.loads(stdout)["failed"]) if stdout else None
+    summary = re.search(r"^exported (\d+) of (\d+) runs", stdout, re.MULTILINE)
+    return int(summary[2]) - int(summary[1]) if summary else None
+
+
+def _check_command(path: Path, argv: list[str]) -> None:
+    """Run ``qcsql argv[0] path argv[1:]`` in process and check the CLI's contract."""
+    command = argv[0]
+    out, err = io.StringIO(), io.StringIO()
+    with warnings.catch_warnings():  # as a command-line program shows them (pytest: errors)
+        warnings.filterwarnings("default", category=qcsql.QcsqlWarning)
+        status = cli([command, str(path), *argv[1:]], out=out, err=err)
+    stdout, stderr = out.getvalue(), err.getvalue()
+    where = f"qcsql {' '.join(argv)} -> {status}\nstdout: {stdout[-1500:]}\nstderr: {stderr}"
+    assert status in (0, 1), where
+    assert "Traceback" not in stderr, where
+    # (a run's metadata may quote one: QCoDeS keeps a failed measurement's traceback)
+    assert not re.search(r"^Traceback \(most recent call last\)", stdout, re.MULTILINE), where
+    lines = stderr.splitlines()
+    errors = [line for line in lines if line.startswith(f"qcsql {command}: error: ")]
+    warned = [line for line in lines if line.startswith(f"qcsql {command}: warning: ")]
+    assert len(errors) + len(warned) == len(lines), where  # nothing but message lines
+    assert not [line for line in errors if "internal error" in line], where  # a bug
+    if command == "export" and (failed := _failed_runs(argv, stdout)) is not None:
+        assert len(errors) == failed and status == (1 if failed else 0), where
+    else:
+        assert len(errors) == status, where  # exactly one line for a failure, none for success
+    if "--json" in argv and stdout:
+        json.loads(stdout)  # data, parseable, even beside a failure
+    if command != "audit":  # audit's findings are its report, the data it prints
+        for line in errors + warned:
+            message = line.split(": ", 2)[2]
+            assert message not in stdout, where
+        assert "FAILED" not in stdout, where
+
+
 @pytest.mark.parametrize("damage", list(DAMAGES))
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.name)
 def test_damaged_database(source: Path, damage: str, tmp_path: Path) -> None:
@@ -138,11 +205,19 @@ def test_damaged_database(source: Path, damage: str, tmp_path: Path) -> None:
     assert report["raw"] == [], "\n".join(report["raw"])
     assert set(report["cli"].values()) <= {0, 1}, report["cli"]
     assert FileState.of(path) == before
-    leftovers = [p for p in out.rglob("*") if p.is_file()]
+    for argv in _commands(tmp_path / "cli"):
+        _check_command(path, argv)
+    assert FileState.of(path) == before
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert not [p for p in leftovers if ".partial" in p.name]
     for exported in (p for p in leftovers if p.suffix == ".nc"):
         with h5py.File(exported, "r"):
             pass  # complete, or it would not be there
+
+
+def test_the_commands_checked_are_all_the_commands() -> None:
+    """A command added to the CLI must be added to the damaged-input checks too."""
+    assert set(COMMANDS) | set(PATH_COMMANDS) == {argv[0] for argv in _commands(Path("out"))}
 
 
 def test_a_directory_named_like_a_database(tmp_path: Path) -> None:
@@ -150,3 +225,5 @@ def test_a_directory_named_like_a_database(tmp_path: Path) -> None:
     folder.mkdir()
     report = _probe(folder, tmp_path / "out")
     assert report["raw"] == [] and set(report["cli"].values()) == {1}
+    for argv in _commands(tmp_path / "cli"):
+        _check_command(folder, argv)

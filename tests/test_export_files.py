@@ -6,6 +6,7 @@ import errno
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import h5netcdf
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 import qcsql
 import qcsql.export.writer
 from qcsql.cli import main
-from tests.helpers import EXAMPLE_DB, copy_database
+from tests.helpers import EXAMPLE_DB, FIXTURES, copy_database
 
 
 def test_same_run_twice_gives_the_same_bytes(tmp_path: Path, guard: list[Path]) -> None:
@@ -65,12 +66,13 @@ def test_failed_or_interrupted_export_leaves_nothing(
 
 
 def test_unwritable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    def refuse(path: object, mode: str = "r", **kwargs: object) -> None:
+        # what h5py raises for a folder it may not create files in (tests run as root)
+        raise PermissionError(errno.EACCES, "Unable to synchronously create file (...)")
 
-    monkeypatch.setattr(qcsql.export.writer.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(h5netcdf, "File", refuse)
     with qcsql.open_database(EXAMPLE_DB) as db:
-        with pytest.raises(qcsql.QcsqlError, match="cannot write into .*Permission denied"):
+        with pytest.raises(qcsql.QcsqlError, match=r"cannot write into .*\(Permission denied\)$"):
             db.load_by_id(1).export_hdf5(tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -159,3 +161,147 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, monkeypatch: pytest.Mon
         == 0
     )
     assert piped.getvalue() == ""
+
+
+# -- where an export goes -------------------------------------------------------------------
+
+
+def test_a_path_without_suffix_that_is_no_folder_is_refused(tmp_path: Path) -> None:
+    with qcsql.open_database(EXAMPLE_DB) as db:
+        run = db.load_by_id(3)
+        with pytest.raises(qcsql.ExportError, match=r"no \.nc, \.h5 or \.hdf5 suffix") as e:
+            run.export_hdf5(tmp_path / "exprts")  # a mistyped folder, not a file name
+    assert e.value.path == tmp_path / "exprts" and e.value.run_id == 3
+    assert f"ending in {os.sep!r} (created)" in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+    existing = tmp_path / "notes"
+    existing.write_text("keep me")
+    with qcsql.open_database(EXAMPLE_DB) as db:
+        with pytest.raises(qcsql.ExportError, match="suffix"):
+            db.load_by_id(3).export_hdf5(existing)
+    assert existing.read_text() == "keep me"
+
+
+def test_a_path_ending_in_a_separator_is_a_folder_and_is_created(tmp_path: Path) -> None:
+    with qcsql.open_database(EXAMPLE_DB) as db:
+        run = db.load_by_id(3)
+        path = run.export_hdf5(f"{tmp_path / 'new' / 'exports'}{os.sep}")
+        assert path == tmp_path / "new" / "exports" / f"qcodes_3_{run.guid}.nc"
+        assert path.is_file()
+        (tmp_path / "file").write_text("")
+        with pytest.raises(qcsql.ExportError, match="names a folder .* but is a file"):
+            run.export_hdf5(f"{tmp_path / 'file'}{os.sep}")
+        with pytest.raises(qcsql.ExportError, match="cannot create the folder"):
+            run.export_hdf5(f"{tmp_path / 'file' / 'below'}{os.sep}")
+
+
+@pytest.mark.parametrize("name", ["a.nc", "b.h5", "c.hdf5", "D.NC", "x.y.nc"])
+def test_a_file_name_with_an_export_suffix_is_the_file(tmp_path: Path, name: str) -> None:
+    with qcsql.open_database(EXAMPLE_DB) as db:
+        run = db.load_by_id(3)
+        reference = run.export_hdf5(tmp_path)
+        path = run.export_hdf5(tmp_path / name)
+        assert path == tmp_path / name and path.read_bytes() == reference.read_bytes()
+        again = run.export_hdf5(str(tmp_path / name))  # replaced, not refused
+    assert again == path and sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [name, reference.name]
+    )
+
+
+def test_cli_output_is_a_folder_unless_it_names_one_file(tmp_path: Path) -> None:
+    def export(*argv: str) -> tuple[int, str]:
+        err = io.StringIO()
+        return main(["export", str(EXAMPLE_DB), "--quiet", *argv], out=io.StringIO(), err=err), (
+            err.getvalue()
+        )
+
+    assert export("--run", "3", "-o", str(tmp_path / "plain")) == (0, "")  # created, as always
+    assert [p.suffix for p in (tmp_path / "plain").iterdir()] == [".nc"]
+    assert export("--run", "3", "-o", str(tmp_path / "one.h5")) == (0, "")
+    assert (tmp_path / "one.h5").is_file()
+    assert export("--run", "3", "-o", f"{tmp_path / 'dir.nc'}{os.sep}") == (0, "")
+    assert (tmp_path / "dir.nc").is_dir()
+    status, err = export("--run", "3", "4", "-o", str(tmp_path / "two.nc"))
+    assert status == 2 and "exactly one --run" in err and not (tmp_path / "two.nc").exists()
+
+
+# -- unfinished exports: removed, and never taken for one ---------------------------------
+
+
+def _partial_of(final: Path, random: str = "k2j_9x0q") -> Path:
+    return final.with_name(f".{final.name}.{random}.partial")
+
+
+def test_the_next_export_removes_only_its_own_leftovers(tmp_path: Path) -> None:
+    with qcsql.open_database(EXAMPLE_DB) as db:
+        run = db.load_by_id(3)
+        final = tmp_path / f"qcodes_3_{run.guid}.nc"
+        mine = [_partial_of(final), _partial_of(final, "________")]
+        others = [
+            _partial_of(final, "k2j_9x0"),  # not mkstemp's 8 characters
+            _partial_of(final, "K2J_9X0Q"),  # not its alphabet
+            _partial_of(tmp_path / "qcodes_3_other.nc"),  # another target's
+            final.with_name(f".{final.name}.k2j_9x0q.partial.bak"),
+            final.with_name(f"{final.name}.k2j_9x0q.partial"),  # not hidden
+            tmp_path / "notes.partial",
+        ]
+        for path in mine + others:
+            path.write_bytes(b"\x89HDF\r\n\x1a\n unfinished")
+        folder_like = _partial_of(final, "d1r00000")
+        folder_like.mkdir()  # only regular files are removed
+        run.export_hdf5(tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted([final.name, folder_like.name, *(p.name for p in others)])
+
+
+def test_a_leftover_that_a_live_writer_holds_is_kept(tmp_path: Path) -> None:
+    """Another export of the same target still writing: its file is not pulled away."""
+    with qcsql.open_database(EXAMPLE_DB) as db:
+        run = db.load_by_id(3)
+        busy = _partial_of(tmp_path / f"qcodes_3_{run.guid}.nc")
+        with h5netcdf.File(busy, "w"):  # HDF5 holds its lock while the file is open
+            run.export_hdf5(tmp_path)
+            assert busy.exists()
+        run.export_hdf5(tmp_path)
+    assert not busy.exists()
+
+
+def test_the_cleanup_matches_the_names_the_writer_makes(tmp_path: Path) -> None:
+    """The pattern the cleanup removes is the writer's own (mkstemp's), and no other."""
+    from qcsql.data.exported import is_partial_name
+    from qcsql.export.writer import _leftover_pattern, _temporary_path
+
+    final = tmp_path / "qcodes_1_x.nc"
+    for _ in range(200):
+        name = _temporary_path(final).name
+        assert _leftover_pattern(final).fullmatch(name) and is_partial_name(name)
+        assert not _leftover_pattern(tmp_path / "qcodes_1_x.n").fullmatch(name)
+    descriptor, made = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=tmp_path)
+    os.close(descriptor)
+    assert _leftover_pattern(final).fullmatch(Path(made).name)
+
+
+def test_an_unfinished_export_is_never_read_as_one(tmp_path: Path) -> None:
+    """A DataSetInMem run's data are in the export its export_info names; a .partial file
+    beside where that export should be (a killed export of it) is not taken for it."""
+    import shutil
+
+    from qcsql.audit import audit
+    from qcsql.data.exported import read_exported
+
+    folder = tmp_path / "inmem"
+    shutil.copytree(FIXTURES / "split" / "inmem", folder)
+    (export,) = (folder / "exports").glob("qcodes_2_*.nc")
+    with qcsql.open_database(folder / "inmem.db") as db:
+        before = db.load_by_id(2).get_parameter_data()
+    partial = _partial_of(export)
+    export.rename(partial)  # the complete bytes, under an unfinished export's name
+    with qcsql.open_database(folder / "inmem.db") as db:
+        with pytest.raises(qcsql.DataElsewhereError, match="does not exist"):
+            db.load_by_id(2).get_parameter_data()
+    findings = {(f.code, f.run_id) for f in audit(folder / "inmem.db", deep=True).findings}
+    assert ("data_not_found", 2) in findings
+    with pytest.raises(ValueError, match="never finished"):
+        read_exported(partial)
+    partial.rename(export)
+    assert read_exported(export).keys() == before.keys()

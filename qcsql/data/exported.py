@@ -5,10 +5,14 @@ exist only in the export named by the run's ``export_info`` metadata. They are r
 as QCoDeS' ``DataSetInMem`` reads them (``_from_xarray_dataset_to_qcodes_raw_data``):
 each data variable with the coordinates of its dimensions, expanded to a grid when
 it has several, and the levels of a compressed ``multi_index`` row by row.
+
+The temporary ``.partial`` file of an export that never finished is refused even when
+named explicitly: it may look like HDF5 and still miss rows.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,27 @@ import h5netcdf
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["read_exported"]
+__all__ = [
+    "PARTIAL_ALPHABET",
+    "PARTIAL_RANDOM",
+    "PARTIAL_SUFFIX",
+    "is_partial_name",
+    "read_exported",
+]
+
+# The temporary name of an export being written: ``.<final name>.<random>.partial``. The
+# random part is 8 characters of tempfile's alphabet (CPython's _RandomNameSequence);
+# matching exactly this is what keeps the writer's leftover cleanup from touching a file
+# qcsql did not make, and what keeps every reader from taking one for an export.
+PARTIAL_SUFFIX = ".partial"
+PARTIAL_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_"
+PARTIAL_RANDOM = r"[a-z0-9_]{8}"
+_ANY_PARTIAL = re.compile(r"\..+\." + PARTIAL_RANDOM + re.escape(PARTIAL_SUFFIX))
+
+
+def is_partial_name(name: str) -> bool:
+    """Whether ``name`` is the temporary name of an unfinished export (never an export)."""
+    return _ANY_PARTIAL.fullmatch(name) is not None
 
 
 def _values(variable: Any) -> npt.NDArray[Any]:
@@ -35,7 +59,12 @@ def _coordinate_names(handle: Any) -> set[str]:
 
 
 def read_exported(path: Path) -> dict[str, dict[str, npt.NDArray[Any]]]:
-    """``{parameter: {parameter: array, setpoint: array, ...}}`` from a QCoDeS export."""
+    """``{parameter: {parameter: array, setpoint: array, ...}}`` from a QCoDeS export.
+
+    Raises ValueError for an unfinished export's temporary file (``.<name>.<random>.partial``).
+    """
+    if is_partial_name(Path(path).name):
+        raise ValueError(f"{path} is the temporary file of an export that never finished")
     output: dict[str, dict[str, npt.NDArray[Any]]] = {}
     with h5netcdf.File(path, "r") as handle:
         coordinates = _coordinate_names(handle)

@@ -12,14 +12,22 @@ Files are written under a temporary name in the target folder and renamed when
 complete; a failure (full disk, no permission, an interrupted export) leaves no
 file behind and raises :class:`ExportError`. The same plan always gives the same
 bytes: nothing time-dependent is written.
+
+The temporary name is ``.<final name>.<8 random characters>.partial`` (the pattern of
+``tempfile.mkstemp(prefix=".<final name>.", suffix=".partial")``). Only a process that
+dies without unwinding (SIGKILL, a power cut) can leave one behind; the next export to
+the same final name removes such leftovers of that name, and nothing in qcsql ever reads
+a ``.partial`` file as an export (:func:`qcsql.data.exported.is_partial_name`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,14 +37,70 @@ import h5py
 import numpy as np
 import numpy.typing as npt
 
+from qcsql.data.exported import (
+    PARTIAL_ALPHABET,
+    PARTIAL_RANDOM,
+    PARTIAL_SUFFIX,
+)
 from qcsql.errors import ExportError
 from qcsql.export.layout import DatasetPlan, Variable
 
-__all__ = ["ExportError", "LiveFile", "write_plan"]
+__all__ = ["STREAM_CHUNK", "attribute_value", "remove_leftovers", "write_plan"]
 
 
 # Rows per HDF5 chunk of a streamed (growing) variable: 1 MiB of doubles.
 STREAM_CHUNK = 131_072
+
+
+def _leftover_pattern(final: Path) -> re.Pattern[str]:
+    return re.compile(re.escape(f".{final.name}.") + PARTIAL_RANDOM + re.escape(PARTIAL_SUFFIX))
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a live writer holds ``path`` open. HDF5 (>= 1.10, unless
+    HDF5_USE_FILE_LOCKING=FALSE) holds an exclusive flock on a file it writes, so a
+    partial file nobody can lock belongs to an export still running, in this or another
+    process. Windows has no flock, but refuses to delete a file that is open instead."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return True  # cannot look: leave it alone
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(descriptor)  # closing releases the probe's lock
+    return False
+
+
+def remove_leftovers(final: Path) -> list[Path]:
+    """Remove the temporary files an export to ``final`` left when its process died
+    (SIGKILL, power cut) and return them. Only names of exactly the pattern
+    ``_atomic_target`` creates for this final name are touched, only regular files,
+    and none that a running export holds open; a file that cannot be removed stays."""
+    pattern = _leftover_pattern(final)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(final.parent))
+    except OSError:
+        return removed  # the write that follows reports the folder's problem
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        path = Path(entry.path)
+        try:
+            if not entry.is_file(follow_symlinks=False) or _in_use(path):
+                continue
+            path.unlink()
+        except OSError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def _coordinates_attribute(plan: DatasetPlan, variable: Variable) -> str | None:
@@ -78,7 +142,7 @@ def _chunks(plan: DatasetPlan, variable: Variable) -> tuple[int, ...] | None:
     return tuple(rows if d in plan.unlimited else plan.dims[d] for d in variable.dims)
 
 
-def _attribute(value: Any) -> Any:
+def attribute_value(value: Any) -> Any:
     if isinstance(value, list) and value:
         return (
             np.array(value, dtype=object)
@@ -120,39 +184,52 @@ def _write(plan: DatasetPlan, path: Path) -> None:
                 del created.attrs["_FillValue"]
             created_by_name[variable.name] = created
             for key, value in variable.attrs.items():
-                created.attrs[key] = _attribute(value)
+                created.attrs[key] = attribute_value(value)
             coordinates = _coordinates_attribute(plan, variable)
             if coordinates:
                 created.attrs["coordinates"] = coordinates
         for key, value in plan.attrs.items():
-            handle.attrs[key] = _attribute(value)
+            handle.attrs[key] = attribute_value(value)
         if plan.fill is not None:
             plan.fill(created_by_name, handle.resize_dimension)
 
 
+def _temporary_path(final: Path) -> Path:
+    """A free name of the ``.partial`` pattern beside ``final``; nothing is created."""
+    for _ in range(100):
+        random = "".join(secrets.choice(PARTIAL_ALPHABET) for _ in range(8))
+        candidate = final.with_name(f".{final.name}.{random}{PARTIAL_SUFFIX}")
+        if not os.path.lexists(candidate):
+            return candidate
+    raise ExportError(f"{final}: no free temporary name in {final.parent}", path=final)
+
+
 @contextlib.contextmanager
 def _atomic_target(final: Path) -> Iterator[Path]:
-    """A temporary path beside ``final``, renamed onto it only if the block succeeds."""
-    folder = final.parent
-    try:
-        descriptor, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial", dir=folder)
-    except OSError as exc:
-        raise ExportError(
-            f"{final}: cannot write into {folder} ({exc.strerror})", path=final
-        ) from exc
-    os.close(descriptor)
-    temporary = Path(name)
-    # The writer creates the file afresh: truncating an existing one, even an empty one,
-    # makes ext4 flush it on close (auto_da_alloc), which doubled the cost of a large export.
-    temporary.unlink()
+    """A temporary path beside ``final``, renamed onto it only if the block succeeds.
+
+    The block creates the file, exclusively (the writer opens it with ``"w-"``): nothing
+    exists under the temporary name before the ``try`` below is entered, so an
+    exception at any point, KeyboardInterrupt and the CLI's signal exceptions included,
+    finds the file it must remove (a placeholder made first, as ``mkstemp`` does, leaves
+    a gap where an interrupt would leak it). Creating it afresh also matters for speed:
+    truncating an existing file, even an empty one, makes ext4 flush it on close
+    (auto_da_alloc), which doubled the cost of a large export. Leftovers of earlier
+    exports to ``final`` whose process died without unwinding are removed first
+    (:func:`remove_leftovers`).
+    """
+    remove_leftovers(final)
+    temporary = _temporary_path(final)
     try:
         yield temporary
         with open(temporary, "rb+") as written:
             os.fsync(written.fileno())
         os.replace(temporary, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
+    except BaseException as exc:
+        # EEXIST: another process took the name in the moment since it was free; its file.
+        if not (isinstance(exc, OSError) and exc.errno == errno.EEXIST):
+            with contextlib.suppress(OSError):
+                temporary.unlink()
         raise
 
 
@@ -164,88 +241,15 @@ def write_plan(plan: DatasetPlan, path: Path) -> Path:
     except ExportError:
         raise
     except OSError as exc:
-        raise ExportError(
-            f"{path}: the export could not be written ({exc.strerror or exc})", path=path
-        ) from exc
+        # h5py's strerror is HDF5's whole error stack; the errno's text is what matters.
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            message = f"{path}: cannot write into {path.parent} ({reason})"
+        else:
+            message = f"{path}: the export could not be written ({reason})"
+        raise ExportError(message, path=path) from exc
     except (ValueError, TypeError) as exc:
         raise ExportError(
             f"{path}: the run cannot be written as netCDF ({exc})", path=path
         ) from exc
     return path
-
-
-class LiveFile:
-    """An HDF5 file that grows while a run is measured, readable meanwhile (h5py SWMR).
-
-    One resizable dataset per column of each parameter tree, at ``/<parameter>/<column>``,
-    appended to as rows arrive; readers open it with ``h5py.File(path, "r",
-    libver="latest", swmr=True)`` and call ``refresh()`` on a dataset to see new rows.
-    It is the preview of a running measurement, not the final export, which is written
-    (atomically, as :func:`write_plan`) when the run completes.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: h5py.File | None = None
-        self.rows: dict[str, int] = {}
-
-    def _create(
-        self, data: dict[str, dict[str, npt.NDArray[Any]]], attrs: dict[str, Any]
-    ) -> h5py.File:
-        try:
-            handle = h5py.File(self.path, "w", libver="latest")
-            for key, value in attrs.items():
-                handle.attrs[key] = _attribute(value)
-            for top, tree in data.items():
-                group = handle.create_group(top)
-                self.rows[top] = 0
-                for column, values in tree.items():
-                    dtype = (
-                        h5py.string_dtype("utf-8") if values.dtype.kind in "UO" else values.dtype
-                    )
-                    group.create_dataset(
-                        column,
-                        shape=(0, *values.shape[1:]),
-                        maxshape=(None, *values.shape[1:]),
-                        dtype=dtype,
-                        chunks=(
-                            max(1, min(STREAM_CHUNK, 65536 // max(1, values[:1].nbytes or 8))),
-                            *values.shape[1:],
-                        ),
-                    )
-            handle.swmr_mode = True
-        except OSError as exc:
-            raise ExportError(
-                f"{self.path}: cannot write the live file ({exc})", path=self.path
-            ) from exc
-        return handle
-
-    def append(self, data: dict[str, dict[str, npt.NDArray[Any]]], attrs: dict[str, Any]) -> None:
-        """Add rows (``{top: {column: array}}``); the trees of the first call fix the layout."""
-        if not data:
-            return
-        if self._file is None:
-            self._file = self._create(data, attrs)
-        try:
-            for top, tree in data.items():
-                if top not in self._file:
-                    continue  # a tree that had no rows when the file was laid out
-                start = self.rows[top]
-                count = len(next(iter(tree.values())))
-                for column, values in tree.items():
-                    dataset = self._file[top][column]
-                    dataset.resize(start + count, axis=0)
-                    dataset[start : start + count] = (
-                        values.astype(object) if values.dtype.kind == "U" else values
-                    )
-                    dataset.flush()
-                self.rows[top] = start + count
-        except OSError as exc:
-            raise ExportError(
-                f"{self.path}: cannot append to the live file ({exc})", path=self.path
-            ) from exc
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
