@@ -128,7 +128,8 @@ def _variable_tags(plan: DatasetPlan) -> set[str]:
 def dataset_info(
     run: Run, config: QCoDeSConfigData, *, export_to: str | Path | None = None
 ) -> DatasetInfo:
-    """The sync record of ``run``; with ``export_to`` (a folder or file) also its HDF5 file."""
+    """The sync record of ``run``; with ``export_to`` also its HDF5 file (a folder, or a
+    file ending in .nc, .h5 or .hdf5, as :meth:`qcsql.Run.export_hdf5` takes it)."""
     where = f"{run.database.path}, run {run.run_id}"
     guid = run.stable_guid
     if run.run_timestamp_raw is None or guid is None:
