@@ -37,15 +37,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import orjson
 
-from qcsql.audit import audit
-from qcsql.database import Database, Run, open_database
 from qcsql.errors import ExportError, QcsqlError
-from qcsql.export import EXPORT_SUFFIXES, default_file_name, names_a_folder
-from qcsql.sync.live_file import LiveFile
+from qcsql.export.naming import EXPORT_SUFFIXES, default_file_name, names_a_folder
+
+if TYPE_CHECKING:  # the commands import what they need when they run: --help stays light
+    from qcsql.database import Database, Run
 
 __all__ = ["main"]
 
@@ -215,7 +215,7 @@ def _export_target(args: argparse.Namespace) -> Path:
     """Where ``export -o`` writes: a folder (created, as it always was) unless the path
     ends in .nc, .h5 or .hdf5 and is neither an existing folder nor a path ending in a
     separator; then it is the file, and takes exactly one ``--run``. The library's own
-    rule (:func:`qcsql.export.export_target`) refuses a suffix-less file name instead,
+    rule (:func:`qcsql.export.run.export_target`) refuses a suffix-less file name instead,
     but ``-o`` has always named a folder."""
     output: str = args.output
     target = Path(output).expanduser()
@@ -274,7 +274,7 @@ def cmd_export(db: Database, args: argparse.Namespace, console: Console) -> int:
         for index, item in enumerate(runs):
             run_id = item if isinstance(item, int) else item.run_id
             try:
-                run = item if isinstance(item, Run) else db.load_by_id(item)
+                run = db.load_by_id(item) if isinstance(item, int) else item
                 label = f"run {run.run_id} {run.name or ''}"
                 progress.show(index, label)
 
@@ -343,6 +343,8 @@ def cmd_follow(db: Database, args: argparse.Namespace, console: Console) -> int:
         run = runs[-1]
     else:
         run = db.load_by_id(args.run)
+    from qcsql.sync.live_file import LiveFile  # h5py only for following
+
     live = LiveFile(target / (default_file_name(run).removesuffix(".nc") + ".live.h5"))
     rows = 0
     reason = None
@@ -439,6 +441,8 @@ def cmd_show(db: Database, args: argparse.Namespace, console: Console) -> int:
 
 def cmd_audit(db_path: str, args: argparse.Namespace, console: Console) -> int:
     out = console.out
+    from qcsql.audit import audit
+
     report = audit(db_path, deep=args.deep)
     if args.json:
         _write_json(
@@ -477,7 +481,7 @@ class UsageError(Exception):
     """Arguments that parse but make no sense together."""
 
 
-Command = Callable[[Database, argparse.Namespace, Console], int]
+Command = Callable[["Database", argparse.Namespace, Console], int]
 COMMANDS: dict[str, tuple[Command, str]] = {
     "info": (cmd_info, "schema version, journal mode, size and counts of a database"),
     "runs": (cmd_runs, "list the runs of a database"),
@@ -694,6 +698,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     if args.command in PATH_COMMANDS:
         status = PATH_COMMANDS[args.command][0](args.database, args, console)
     else:
+        from qcsql.database import open_database
+
         command, _ = COMMANDS[args.command]
         with open_database(args.database) as db:
             status = command(db, args, console)

@@ -12,19 +12,16 @@ completion or new rows are seen by loading it again (:meth:`Run.reload`).
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
 
-from qcsql.data.follow import FollowChunk, follow
-from qcsql.data.location import DataLocator
-from qcsql.data.parameter_data import ParameterData
-from qcsql.data.results import ResultsTable
 from qcsql.errors import (
     AmbiguousRunSpecError,
     RunDescriptionError,
@@ -44,6 +41,12 @@ from qcsql.schema.rows import (
 from qcsql.schema.store import RunStore
 from qcsql.schema.tables import SchemaModel
 from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
+
+if TYPE_CHECKING:  # the data layer (and numpy) is imported when data are first read
+    from qcsql.data.follow import FollowChunk
+    from qcsql.data.location import DataLocator
+    from qcsql.data.parameter_data import ParameterData
+    from qcsql.data.results import ResultsTable
 
 __all__ = ["Database", "DatabaseSummary", "Run", "open_database"]
 
@@ -85,7 +88,19 @@ class Database:
         except BaseException:
             self._conn.close()
             raise
-        self.data = DataLocator(self.store)
+        self._data: DataLocator | None = None
+        self._data_lock = threading.Lock()
+
+    @property
+    def data(self) -> DataLocator:
+        """Where the runs' data live and reading them; the data layer (and numpy) is
+        imported on first use, so that listing runs costs neither."""
+        with self._data_lock:
+            if self._data is None:
+                from qcsql.data.location import DataLocator
+
+                self._data = DataLocator(self.store)
+            return self._data
 
     @property
     def schema_version(self) -> int:
@@ -117,7 +132,9 @@ class Database:
         return "wal" if self._conn.header.wal_mode else "rollback"
 
     def close(self) -> None:
-        self.data.close()
+        with self._data_lock:
+            if self._data is not None:
+                self._data.close()
         self._conn.close()
 
     def __enter__(self) -> Database:
@@ -475,6 +492,8 @@ class Run:
         yield_empty: bool = False,
     ) -> Iterator[FollowChunk]:
         """Yield the rows of a running measurement as they are committed (see :mod:`qcsql.data.follow`)."""
+        from qcsql.data.follow import follow
+
         return follow(
             self, poll_interval=poll_interval, idle_timeout=idle_timeout, yield_empty=yield_empty
         )
@@ -499,7 +518,7 @@ class Run:
         to the same name. ``progress(rows written, rows expected)`` is called as a
         streamed export goes. Returns the file's path.
         """
-        from qcsql.export import export_run  # h5py and the export stack only when exporting
+        from qcsql.export.run import export_run  # h5py and the export stack only when exporting
 
         return export_run(self, path_or_dir, progress)
 

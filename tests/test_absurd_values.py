@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import qcsql
-import qcsql.export
+import qcsql.export.run
 import qcsql.export.streamed
 from tests.qcodes_build import new_database, parameters
 
@@ -238,13 +238,13 @@ def memory_plans(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """The run ids whose export was laid out in memory (not streamed); and streamed rows
     go into the file in batches of 128, so that the large grid takes many."""
     used: list[int] = []
-    real_plan, real_batches = qcsql.export.plan_run, qcsql.export.streamed._batches
+    real_plan, real_batches = qcsql.export.run.plan_run, qcsql.export.streamed._batches
 
     def plan(run: Any) -> Any:
         used.append(run.run_id)
         return real_plan(run)
 
-    monkeypatch.setattr(qcsql.export, "plan_run", plan)
+    monkeypatch.setattr(qcsql.export.run, "plan_run", plan)
     monkeypatch.setattr(
         qcsql.export.streamed, "_batches", lambda chunks, rows=128: real_batches(chunks, rows)
     )

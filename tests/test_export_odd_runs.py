@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import qcsql
-import qcsql.export
+import qcsql.export.run
 
 xr = pytest.importorskip("xarray")
 pytest.importorskip("qcodes")
@@ -119,8 +119,8 @@ def test_nan_setpoints_export_like_qcodes(
     when NaN repeats (pandas counts two NaN as a duplicate), and shaped grids. The 1-D
     runs stream."""
     in_memory: list[int] = []
-    real = qcsql.export.plan_run
-    monkeypatch.setattr(qcsql.export, "plan_run", lambda run: in_memory.append(1) or real(run))
+    real = qcsql.export.run.plan_run
+    monkeypatch.setattr(qcsql.export.run, "plan_run", lambda run: in_memory.append(1) or real(run))
     theirs = qcodes_export(nan_setpoints_db, run_id, tmp_path / "qcodes")
     with qcsql.open_database(nan_setpoints_db) as db:
         ours = db.load_by_id(run_id).export_hdf5(tmp_path)

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import qcsql
-import qcsql.export
 import qcsql.export.layout
+import qcsql.export.run
 import qcsql.export.streamed
 from tests.helpers import copy_database
 from tests.qcodes_build import new_database, parameters, qcodes_export
@@ -38,7 +38,7 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         qcsql.export.streamed._streamed_index_plan,
         qcsql.export.streamed._merged_plan,
     )
-    real_memory = qcsql.export.plan_run
+    real_memory = qcsql.export.run.plan_run
 
     def plan(*args: Any) -> Any:
         found = real_plan(*args)
@@ -56,7 +56,7 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(qcsql.export.streamed, "_streamed_index_plan", plan)
     monkeypatch.setattr(qcsql.export.streamed, "_merged_plan", merged)
-    monkeypatch.setattr(qcsql.export, "plan_run", memory)
+    monkeypatch.setattr(qcsql.export.run, "plan_run", memory)
     monkeypatch.setattr(qcsql.export.streamed, "ARRAY_BYTES_PER_CHUNK", 64 * 1024)  # many windows
     return events
 
@@ -77,16 +77,18 @@ def _assert_streamed_equals_in_memory(
     with qcsql.open_database(path) as db:
         run = db.load_by_id(run_id)
         in_memory_plans: list[Any] = []
-        real_plan = qcsql.export.plan_run
+        real_plan = qcsql.export.run.plan_run
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(
-                qcsql.export, "plan_run", lambda run: in_memory_plans.append(run) or real_plan(run)
+                qcsql.export.run,
+                "plan_run",
+                lambda run: in_memory_plans.append(run) or real_plan(run),
             )
             streamed = run.export_hdf5(folder / "streamed.nc")
         if must_stream:
             assert in_memory_plans == [], "the export fell back to the in-memory plan"
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(qcsql.export, "streamed_plans", lambda run, progress=None: iter(()))
+            patch.setattr(qcsql.export.run, "streamed_plans", lambda run, progress=None: iter(()))
             in_memory = run.export_hdf5(folder / "in_memory.nc")
     with (
         xr.open_dataset(streamed, engine="h5netcdf") as a,

@@ -15,7 +15,7 @@ import pytest
 
 import qcsql
 from qcsql.cli import main
-from qcsql.export import default_file_name
+from qcsql.export.naming import default_file_name
 from tests.helpers import EXAMPLE_DB
 
 pytest.importorskip("qcodes")

@@ -5,7 +5,7 @@ unique? on a grid? which values do the levels take?), but for the layouts of
 large sweeps it can be decided from the run's declared shapes, its first rows, or
 one cheap pass over its setpoints. Each plan here decides what it can up front
 and checks the rest while writing: when the rows stop fitting, it raises
-:class:`NotStreamable` and :func:`qcsql.export.export_run` discards the partial
+:class:`NotStreamable` and :func:`qcsql.export.run.export_run` discards the partial
 file and writes the run from memory (:func:`qcsql.export.layout.plan_run`) instead. The
 tests compare every streamed layout with QCoDeS' own export and with the
 in-memory plan.

@@ -26,7 +26,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
@@ -240,6 +239,8 @@ def qcodes_size(shape: tuple[int, ...]) -> int | float:
     entry of uint64 size (perhaps inf), as Python integers beside a larger one. qcsql
     compares the data's size with this, not with the true product, so that it reshapes
     (or fails to) where QCoDeS does."""
+    import numpy as np  # only for shapes: listing runs needs no numpy
+
     with np.errstate(all="ignore"):
         product = np.prod(shape)
     value: int | float = product.item() if isinstance(product, np.generic) else product
