@@ -2,7 +2,8 @@
 
 A data platform stores each QCoDeS run as a dataset identified by the run's guid
 (``alt_uid``), with a name, a description, the time it was collected, tags,
-attributes, a ranking and the exported HDF5 file. The rules (issue "Sync agents"):
+attributes, a ranking and the exported HDF5 file. The rules (those of the established
+QCoDeS sync agent, eTiKeT's connector):
 
 * ``name`` is the first line of the run name; further lines go to the description;
 * ``tags`` are the ``long_name`` (else ``name``) of every variable and coordinate of
