@@ -34,6 +34,7 @@ from qcsql.errors import (
     SnapshotError,
     SnapshotMetadataWarning,
     UnknownSchemaVersionWarning,
+    Where,
 )
 
 # The rest is resolved on first use, so that ``import qcsql`` (and ``qcsql --help``)
@@ -115,6 +116,7 @@ __all__ = [
     "SnapshotError",
     "SnapshotMetadataWarning",
     "UnknownSchemaVersionWarning",
+    "Where",
     "__version__",
     "open_database",
 ]

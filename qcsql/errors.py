@@ -29,15 +29,17 @@ translated where they arise and chained with ``raise ... from``::
      ├── UnknownSchemaVersionWarning  newer schema than qcsql knows, read best-effort
      └── SnapshotMetadataWarning      a malformed qh_meta instrument in the snapshot
 
-Every error keeps the context that locates it (``path``, ``run_id``,
-``table``, ``column``) as attributes, and its message names them too, because
-the person reading a sync agent's log needs the file and the run, not a
-traceback.
+Every error keeps the context that locates it in one :class:`Where` (``path``,
+``run_id``, ``table``, ``column``; also as attributes of the error), and its message
+names them too, because the person reading a sync agent's log needs the file and the
+run, not a traceback.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "AmbiguousRunSpecError",
@@ -63,7 +65,36 @@ __all__ = [
     "SnapshotError",
     "SnapshotMetadataWarning",
     "UnknownSchemaVersionWarning",
+    "Where",
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Where:
+    """Where a problem is: the file and, as far as known, the run, table and column.
+
+    ``str()`` gives the form messages start with: ``experiments.db, run 3, table
+    'results-1-3', column 'x'``.
+    """
+
+    path: Path | None = None
+    run_id: int | None = None
+    table: str | None = None
+    column: str | None = None
+
+    def __str__(self) -> str:
+        parts = [] if self.path is None else [str(self.path)]
+        if self.run_id is not None:
+            parts.append(f"run {self.run_id}")
+        if self.table is not None:
+            parts.append(f"table {self.table!r}")
+        if self.column is not None:
+            parts.append(f"column {self.column!r}")
+        return ", ".join(parts)
+
+    def at(self, **fields: Any) -> Where:
+        """The same place, more precisely (``where.at(column="x")``)."""
+        return dataclasses.replace(self, **fields)
 
 
 class QcsqlError(Exception):
@@ -73,16 +104,36 @@ class QcsqlError(Exception):
         self,
         message: str,
         *,
+        where: Where | None = None,
         path: Path | str | None = None,
         run_id: int | None = None,
         table: str | None = None,
         column: str | None = None,
     ) -> None:
         super().__init__(message)
-        self.path = Path(path) if path is not None else None
-        self.run_id = run_id
-        self.table = table
-        self.column = column
+        where = where or Where()
+        self.where = Where(
+            path=Path(path) if path is not None else where.path,
+            run_id=run_id if run_id is not None else where.run_id,
+            table=table if table is not None else where.table,
+            column=column if column is not None else where.column,
+        )
+
+    @property
+    def path(self) -> Path | None:
+        return self.where.path
+
+    @property
+    def run_id(self) -> int | None:
+        return self.where.run_id
+
+    @property
+    def table(self) -> str | None:
+        return self.where.table
+
+    @property
+    def column(self) -> str | None:
+        return self.where.column
 
 
 class DatabaseOpenError(QcsqlError):

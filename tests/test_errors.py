@@ -159,3 +159,17 @@ def test_every_error_is_a_qcsql_error() -> None:
         item = getattr(qcsql, name)
         if isinstance(item, type) and issubclass(item, Exception) and not issubclass(item, Warning):
             assert issubclass(item, qcsql.QcsqlError), name
+
+
+def test_every_error_carries_its_place_as_one_object() -> None:
+    """``Where`` is the error's place; the attributes and the message's start agree with it."""
+    where = qcsql.Where(Path("/data/a.db"), 3, "results-1-3", "x")
+    error = qcsql.DataDecodeError(f"{where}: bad", where=where)
+    assert (error.path, error.run_id, error.table, error.column) == (
+        Path("/data/a.db"),
+        3,
+        "results-1-3",
+        "x",
+    )
+    assert str(error) == "/data/a.db, run 3, table 'results-1-3', column 'x': bad"
+    assert qcsql.QcsqlError("m", where=where, column="y").where == where.at(column="y")

@@ -64,9 +64,7 @@ def follow(
             table = current.results_table()
             top_id = table.max_id()
             if top_id > last_id:
-                new_rows = read_rows_between(
-                    table, current.description, last_id, top_id, str(current.path_to_db)
-                )
+                new_rows = read_rows_between(table, current.description, last_id, top_id)
         now = time.monotonic()
         if top_id > last_id:
             last_change = now

@@ -23,7 +23,13 @@ import sqlalchemy as sa
 
 from qcsql.data.parameter_data import ParameterData, read_parameter_data
 from qcsql.data.results import ResultsTable
-from qcsql.errors import DataElsewhereError, ParameterNotFoundError, QcsqlError, SchemaError
+from qcsql.errors import (
+    DataElsewhereError,
+    ParameterNotFoundError,
+    QcsqlError,
+    SchemaError,
+    Where,
+)
 from qcsql.schema.description import RunDescription
 from qcsql.schema.rows import RunRow
 from qcsql.schema.store import RunStore
@@ -122,8 +128,9 @@ class DataLocator:
         if location.kind in ("export", "nowhere"):
             return self._exported_data(row, location, names, start, end)
         table = self.results_table(row)
-        where = f"{self._store.path}, run {row.run_id}"
-        return read_parameter_data(table, description, names, start, end, where)
+        return read_parameter_data(
+            table, description, names, start, end, Where(self._store.path, row.run_id)
+        )
 
     def _exported_data(
         self,
@@ -136,21 +143,19 @@ class DataLocator:
         """Data of a run without results table, from the netCDF file its export_info names
         (metadata-only databases, DataSetInMem runs)."""
         path = self._store.path
-        where = f"{path}, run {row.run_id}"
+        where = Where(path, row.run_id)
         if location.recorded is None:
             raise DataElsewhereError(
                 f"{where}: its results table {row.table_name!r} is not in the file, and "
                 "export_info records no netCDF export (an in-memory run that was never "
                 "exported keeps no data)",
-                path=path,
-                run_id=row.run_id,
+                where=where,
             )
         found = self._side_file(row, location.recorded, "its data are in the export")
         if start is not None or end is not None:
             raise DataElsewhereError(
                 f"{where}: start/end are not supported for data read from the export {found}",
-                path=path,
-                run_id=row.run_id,
+                where=where,
             )
         from qcsql.data.exported import read_exported  # reading netCDF needs h5netcdf
 
@@ -158,15 +163,14 @@ class DataLocator:
             data = read_exported(found)
         except (OSError, KeyError, ValueError) as exc:
             raise DataElsewhereError(
-                f"{where}: cannot read the export {found} ({exc})", path=path, run_id=row.run_id
+                f"{where}: cannot read the export {found} ({exc})", where=where
             ) from exc
         if names:
             missing = [n for n in names if n not in data]
             if missing:
                 raise ParameterNotFoundError(
                     f"{where}: the export {found} has no parameter {missing[0]!r}",
-                    path=path,
-                    run_id=row.run_id,
+                    where=where,
                 )
             return {n: data[n] for n in names}
         return data

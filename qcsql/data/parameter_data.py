@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from qcsql.data.npy import MAX_DIMS, NpyHeader, decode_one, decode_uniform, parse_header
 from qcsql.data.results import ResultsTable, RowRange
-from qcsql.errors import DataDecodeError, ParameterNotFoundError, RunDescriptionError
+from qcsql.errors import DataDecodeError, ParameterNotFoundError, RunDescriptionError, Where
 from qcsql.schema.description import RunDescription, qcodes_size
 from qcsql.sqlite.blob_cells import ColumnTarget
 
@@ -59,16 +59,14 @@ class Tree:
     columns: tuple[str, ...]
     kinds: tuple[str, ...]
     rows: RowRange
-    where: str
+
+    @property
+    def where(self) -> Where:
+        return self.table.where
 
     def fail(self, column: str, problem: str) -> DataDecodeError:
-        return DataDecodeError(
-            f"{self.where}, table {self.table.name!r}, column {column!r}: {problem}",
-            path=self.table.path,
-            run_id=self.table.run_id,
-            table=self.table.name,
-            column=column,
-        )
+        where = self.where.at(column=column)
+        return DataDecodeError(f"{where}: {problem}", where=where)
 
     def chunks(self, ids_per_chunk: int) -> Iterator[list[tuple[Any, ...]]]:
         return self.table.chunks(self.columns, self.top, self.rows, ids_per_chunk)
@@ -80,7 +78,7 @@ def read_parameter_data(
     names: Sequence[str],
     start: int | None,
     end: int | None,
-    where: str,
+    where: Where,
 ) -> ParameterData:
     """``{P: {P: array, setpoint: array, ...}}`` for every requested P, as QCoDeS gives it."""
     graph = description.interdependencies
@@ -88,7 +86,9 @@ def read_parameter_data(
     for name in requested:
         if name not in graph.parameters:
             known = ", ".join(graph.parameters) or "none"
-            raise ParameterNotFoundError(f"{where}: has no parameter {name!r} (it has: {known})")
+            raise ParameterNotFoundError(
+                f"{where}: has no parameter {name!r} (it has: {known})", where=where
+            )
     if not requested:
         return {}
     assert table is not None, "callers pass the table whenever there are parameters"
@@ -102,7 +102,7 @@ def read_parameter_data(
             rows = table.all_rows(upto_id)  # numeric and array trees fill and then trim
         else:
             rows = table.locate(top, start, end, upto_id)
-        tree = Tree(table, top, columns, kinds, rows, where)
+        tree = Tree(table, top, columns, kinds, rows)
         shape = _declared_shape(tree, description, name)  # before reading: it may fail
         output[name] = _reshape(tree, read_tree(tree), shape, name)
     return output
@@ -480,13 +480,8 @@ def _declared_shape(tree: Tree, description: RunDescription, name: str) -> tuple
 
 
 def _shape_error(tree: Tree, problem: str) -> RunDescriptionError:
-    return RunDescriptionError(
-        f"{tree.where}: {problem}",
-        path=tree.table.path,
-        run_id=tree.table.run_id,
-        table="runs",
-        column="run_description",
-    )
+    where = tree.where.at(table="runs", column="run_description")
+    return RunDescriptionError(f"{where.at(table=None, column=None)}: {problem}", where=where)
 
 
 def _reshape(
@@ -522,7 +517,7 @@ def _reshape(
 
 
 def read_rows_between(
-    table: ResultsTable, description: RunDescription, after_id: int, upto_id: int, where: str
+    table: ResultsTable, description: RunDescription, after_id: int, upto_id: int
 ) -> ParameterData:
     """The rows with ``after_id < id <= upto_id`` of every top-level parameter's tree, decoded
     as :func:`read_parameter_data` decodes them, not reshaped (for following live runs)."""
@@ -534,5 +529,5 @@ def read_rows_between(
         kinds = tuple(graph.parameters[c].paramtype for c in columns)
         rows = table.locate(top, None, None, upto_id, after_id)
         if rows.rows:
-            output[name] = read_tree(Tree(table, top, columns, kinds, rows, where))
+            output[name] = read_tree(Tree(table, top, columns, kinds, rows))
     return output

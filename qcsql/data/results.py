@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-from qcsql.errors import SchemaError
+from qcsql.errors import SchemaError, Where
 from qcsql.sqlite.blob_cells import ColumnTarget
 from qcsql.sqlite.blob_pages import PageMemory, fill_from_pages
 from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
@@ -131,6 +131,11 @@ class ResultsTable:
     def path(self) -> Path:
         """The database file that holds the table."""
         return self._conn.path
+
+    @property
+    def where(self) -> Where:
+        """The file, run and table, for errors about the table's rows."""
+        return Where(self._conn.path, self.run_id, self.name)
 
     def file_bytes(self) -> int:
         """The size of the table's file and its WAL: an upper bound for what its rows fill."""

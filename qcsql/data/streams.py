@@ -214,10 +214,7 @@ def stream_numeric_trees(run: RunSource, tops: Sequence[str]) -> NumericTreeStre
     table = run.results_table()
     rows = table.all_rows(table.max_id())
     kinds = tuple(graph.parameters[c].paramtype for c in columns)
-    where = f"{run.path_to_db}, run {run.run_id}"
-    return NumericTreeStream(
-        Tree(table, tops[0], columns, kinds, rows, where), rows.rows, len(tops)
-    )
+    return NumericTreeStream(Tree(table, tops[0], columns, kinds, rows), rows.rows, len(tops))
 
 
 @dataclass(frozen=True)
@@ -257,13 +254,12 @@ def stream_array_trees(
         return None
     table = run.results_table()
     upto = table.max_id()
-    where = f"{run.path_to_db}, run {run.run_id}"
     trees = []
     for top in tops:
         columns = (top, *setpoints)
         rows = table.locate(top, None, None, upto)  # exact: the file's size is known
         kinds_of = tuple(graph.parameters[c].paramtype for c in columns)
-        trees.append(Tree(table, top, columns, kinds_of, rows, where))
+        trees.append(Tree(table, top, columns, kinds_of, rows))
     if len({tree.rows.rows for tree in trees}) != 1:
         return None
     first = table.first_row(trees[0].columns, tops[0], trees[0].rows)

@@ -51,6 +51,7 @@ from qcsql.errors import (
     NotSQLiteError,
     QcsqlError,
     SchemaError,
+    Where,
 )
 from qcsql.sqlite.descriptors import KeptFile, kept_file
 
@@ -191,15 +192,11 @@ def translate_sqlite_errors(
         ) from exc
     except (sqlite3.Error, sa.exc.DBAPIError, sa.exc.ResourceClosedError) as exc:
         original = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-        where = str(path)
-        if run_id is not None:
-            where += f", run {run_id}"
-        if table is not None:
-            where += f", table {table!r}"
+        where = Where(path, run_id, table)
         message = str(original).splitlines()[0] if str(original) else type(original).__name__
         code = _error_code(original) if isinstance(original, sqlite3.Error) else "SQLITE_ERROR"
         error, text = _classify(code, message)
-        raise error(f"{where}: {text}", path=path, run_id=run_id, table=table) from exc
+        raise error(f"{where}: {text}", where=where) from exc
 
 
 def _classify(code: str, message: str) -> tuple[type[QcsqlError], str]:

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from qcsql.database import Database, Run, open_database
-from qcsql.errors import QcsqlError, RunNotFoundError, SnapshotMetadataWarning
+from qcsql.errors import QcsqlError, RunNotFoundError, SnapshotMetadataWarning, Where
 from qcsql.export.layout import DatasetPlan, plan_run
 
 __all__ = [
@@ -84,7 +84,7 @@ class DatasetInfo(BaseModel):
 
 def _qh_meta(run: Run) -> tuple[list[str], dict[str, str]]:
     """Tags and attributes of the ``qh_meta`` instrument in the run's snapshot."""
-    where = f"{run.database.path}, run {run.run_id}"
+    where = Where(run.path_to_db, run.run_id)
     try:
         snapshot = run.snapshot
     except QcsqlError as exc:
@@ -131,13 +131,11 @@ def dataset_info(
 ) -> DatasetInfo:
     """The sync record of ``run``; with ``export_to`` also its HDF5 file (a folder, or a
     file ending in .nc, .h5 or .hdf5, as :meth:`qcsql.Run.export_hdf5` takes it)."""
-    where = f"{run.database.path}, run {run.run_id}"
+    where = Where(run.path_to_db, run.run_id)
     guid = run.stable_guid
     if run.run_timestamp_raw is None or guid is None:
         raise QcsqlError(
-            f"{where}: the run never started, so it has nothing to sync yet",
-            path=run.database.path,
-            run_id=run.run_id,
+            f"{where}: the run never started, so it has nothing to sync yet", where=where
         )
     lines = (run.name or "").splitlines() or [""]
     description = (
