@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import orjson
 
-from qcsql.errors import ExportError, QcsqlError
-from qcsql.export.naming import EXPORT_SUFFIXES, default_file_name, names_a_folder
+from qcsql.errors import QcsqlError
+from qcsql.export.naming import EXPORT_SUFFIXES, default_file_name, make_folder, names_a_folder
 
 if TYPE_CHECKING:  # the commands import what they need when they run: --help stays light
     from qcsql.database import Database, Run
@@ -236,17 +236,8 @@ def _export_target(args: argparse.Namespace) -> Path:
             f"{target} is a file, not a folder; -o takes a folder, or a file name ending in "
             ".nc, .h5 or .hdf5 with one --run ID"
         )
-    _make_folder(target)
+    make_folder(target)
     return target
-
-
-def _make_folder(target: Path) -> None:
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(
-            f"{target}: cannot create the output folder ({exc.strerror or exc})", path=target
-        ) from exc
 
 
 _RUN_WORD = re.compile(r"\brun (\d+)\b")
@@ -335,7 +326,7 @@ def cmd_follow(db: Database, args: argparse.Namespace, console: Console) -> int:
     target = Path(args.output).expanduser()
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} is a file, not a folder; -o takes a folder")
-    _make_folder(target)
+    make_folder(target)
     if args.latest:
         runs = db.runs()
         if not runs:

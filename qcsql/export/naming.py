@@ -12,7 +12,7 @@ from qcsql.errors import ExportError
 if TYPE_CHECKING:
     from qcsql.export.attributes import DatasetSource
 
-__all__ = ["EXPORT_SUFFIXES", "default_file_name", "names_a_folder"]
+__all__ = ["EXPORT_SUFFIXES", "default_file_name", "make_folder", "names_a_folder"]
 
 # What a file export may be called (compared case-insensitively): netCDF4 files are HDF5.
 EXPORT_SUFFIXES = (".nc", ".h5", ".hdf5")
@@ -36,3 +36,14 @@ def names_a_folder(path_or_dir: str | Path) -> bool:
     if not isinstance(path_or_dir, str):
         return False
     return path_or_dir.endswith(tuple(sep for sep in (os.sep, os.altsep) if sep))
+
+
+def make_folder(target: Path) -> None:
+    """Create the folder ``target`` and its parents (fine if it exists): an ExportError
+    naming it where that cannot be done."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(
+            f"{target}: cannot create the folder ({exc.strerror or exc})", path=target
+        ) from exc

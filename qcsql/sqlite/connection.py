@@ -346,24 +346,8 @@ class ReadOnlyConnection:
     # -- reading -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def reading(
-        self, *, run_id: int | None = None, table: str | None = None
-    ) -> Iterator[sa.Connection]:
-        """A SQLAlchemy connection for one short read; errors come out as qcsql errors."""
-        with self._lock:
-            if self._engine is None:
-                raise DatabaseOpenError(f"{self.path}: the database is closed", path=self.path)
-            self._follow_new_writer()
-            assert self._engine is not None
-            with translate_sqlite_errors(self.path, run_id=run_id, table=table):
-                with self._engine.connect() as connection:
-                    yield connection
-
-    @contextlib.contextmanager
-    def reading_raw(
-        self, *, run_id: int | None = None, table: str | None = None
-    ) -> Iterator[sqlite3.Connection]:
-        """The plain sqlite3 connection, for the hot paths where SQLAlchemy's row objects cost too much."""
+    def _held(self, run_id: int | None, table: str | None) -> Iterator[sqlite3.Connection]:
+        """The connection, under the lock, up to date with any writer, errors translated."""
         with self._lock:
             if self._sqlite is None:
                 raise DatabaseOpenError(f"{self.path}: the database is closed", path=self.path)
@@ -371,6 +355,25 @@ class ReadOnlyConnection:
             assert self._sqlite is not None
             with translate_sqlite_errors(self.path, run_id=run_id, table=table):
                 yield self._sqlite
+
+    @contextlib.contextmanager
+    def reading(
+        self, *, run_id: int | None = None, table: str | None = None
+    ) -> Iterator[sa.Connection]:
+        """A SQLAlchemy connection for one short read; errors come out as qcsql errors."""
+        with self._held(run_id, table):
+            assert self._engine is not None
+            with self._engine.connect() as connection:
+                yield connection
+
+    @contextlib.contextmanager
+    def reading_raw(
+        self, *, run_id: int | None = None, table: str | None = None
+    ) -> Iterator[sqlite3.Connection]:
+        """The plain sqlite3 connection, for the hot paths where SQLAlchemy's row objects
+        cost too much."""
+        with self._held(run_id, table) as raw:
+            yield raw
 
     def close(self) -> None:
         with self._lock:
