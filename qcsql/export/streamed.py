@@ -6,9 +6,15 @@ large sweeps it can be decided from the run's declared shapes, its first rows, o
 one cheap pass over its setpoints. Each plan here decides what it can up front
 and checks the rest while writing: when the rows stop fitting, it raises
 :class:`NotStreamable` and :func:`qcsql.export.run.export_run` discards the partial
-file and writes the run from memory (:func:`qcsql.export.layout.plan_run`) instead. The
-tests compare every streamed layout with QCoDeS' own export and with the
-in-memory plan.
+file and tries the next plan, and finally writes the run from memory
+(:func:`qcsql.export.layout.plan_run`). The tests compare every streamed layout with
+QCoDeS' own export and with the in-memory plan.
+
+A plan here is data: its ``source`` is a generator of the batches of values it puts
+where (:class:`~qcsql.export.layout.Batch`), read window by window as the writer asks
+for them; the writer alone touches the file, growing the dimensions the regions reach
+past (:func:`qcsql.export.writer.write_plan`). The checks that decide a layout stay
+in the generators, which raise as soon as the rows stop fitting it.
 """
 
 from __future__ import annotations
