@@ -114,14 +114,15 @@ def test_cli_export_usage_errors(tmp_path: Path) -> None:
 )
 def test_streamed_grid_rows_land_in_c_order(shape: tuple[int, ...], cuts: list[float]) -> None:
     """Rows written in arbitrary batches end up where reshape(shape) puts them."""
-    from qcsql.export.streamed import _write_c_order
+    from qcsql.export.streamed import _c_order
 
     total = int(np.prod(shape))
     rows = np.arange(total, dtype=float)
     bounds = sorted({0, total, *(int(c * total) for c in cuts)})
     target = np.full(shape, np.nan)
     for start, end in zip(bounds, bounds[1:], strict=False):
-        _write_c_order(target, rows[start:end], start, shape, shape[-1])
+        for region, part in _c_order(rows[start:end], start, shape):
+            target[region] = part
     np.testing.assert_array_equal(target, rows.reshape(shape))
 
 

@@ -24,9 +24,9 @@ attributes of every variable and of the dataset are QCoDeS'.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -38,8 +38,11 @@ from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
 from qcsql.schema.description import InterDependencies, ParamSpec, RunDescription
 
 __all__ = [
+    "Batch",
     "DatasetPlan",
+    "NotStreamable",
     "PlanError",
+    "Region",
     "Variable",
     "plan_dataset",
     "plan_run",
@@ -60,21 +63,58 @@ class Variable:
     streamed: bool = False
 
 
+Region = tuple[slice | int, ...]  # where in a variable a batch of values goes
+
+
+class Batch(NamedTuple):
+    """Values for one ``region`` of one variable of a plan's file. With ``compare``, the
+    values are not written but checked against those already there, as QCoDeS' merge
+    compares a coordinate two datasets share (see ``streamed._merged_plan``)."""
+
+    variable: str
+    region: Region
+    values: npt.NDArray[Any]
+    compare: bool = False
+
+
+class NotStreamable(Exception):
+    """The rows turned out not to fit the streamed layout; lay the run out in memory."""
+
+
 @dataclass
 class DatasetPlan:
     """Dimensions (ordered), variables (ordered) and dataset attributes of one file.
 
-    Variables whose ``data`` is an empty placeholder (``streamed``) are filled by ``fill``
-    after the file's structure is written, chunk by chunk, so a large run never has to be
-    in memory at once; ``fill`` gets the created variables and a function that grows an
-    ``unlimited`` dimension."""
+    Variables whose ``data`` is an empty placeholder (``streamed``) get their values from
+    ``source`` after the file's structure is written, batch by batch, so a large run
+    never has to be in memory at once. ``source()`` gives a fresh iterator of
+    :class:`Batch` each time it is called (a merged plan may be written again with one
+    tree's layout replaced); the writer writes each batch where its region says, grows an
+    ``unlimited`` dimension to the end of a region reaching past it, and refuses (with
+    :class:`NotStreamable`) a region reaching past a fixed dimension. A source gives up by
+    raising :class:`NotStreamable` (or ``RowsDiffer``) while it is iterated: the rows do
+    not fit its layout after all, and the partial file is discarded."""
 
     dims: dict[str, int]
     variables: dict[str, Variable]
     attrs: dict[str, Any]
-    fill: Callable[[Mapping[str, Any], Callable[[str, int], None]], None] | None = None
+    source: Callable[[], Iterator[Batch]] | None = None
     unlimited: frozenset[str] = frozenset()
     expected_rows: int | None = None  # along the unlimited dims: sizes their HDF5 chunks
+
+    def reach(self, batch: Batch, sizes: Mapping[str, int]) -> dict[str, int]:
+        """How far ``batch``'s region reaches along each dimension of its variable (an
+        open slice reaches the dimension's current size, in ``sizes``)."""
+        dims = self.variables[batch.variable].dims
+        ends: dict[str, int] = {}
+        for dim, index in zip(dims, batch.region, strict=False):
+            if isinstance(index, slice):
+                ends[dim] = sizes[dim] if index.stop is None else index.stop
+            else:
+                ends[dim] = index + 1
+        for dim in dims[len(batch.region) :]:
+            ends[dim] = sizes[dim]
+        return ends
 
     @property
     def coords(self) -> list[Variable]:

@@ -6,14 +6,21 @@ large sweeps it can be decided from the run's declared shapes, its first rows, o
 one cheap pass over its setpoints. Each plan here decides what it can up front
 and checks the rest while writing: when the rows stop fitting, it raises
 :class:`NotStreamable` and :func:`qcsql.export.run.export_run` discards the partial
-file and writes the run from memory (:func:`qcsql.export.layout.plan_run`) instead. The
-tests compare every streamed layout with QCoDeS' own export and with the
-in-memory plan.
+file and tries the next plan, and finally writes the run from memory
+(:func:`qcsql.export.layout.plan_run`). The tests compare every streamed layout with
+QCoDeS' own export and with the in-memory plan.
+
+A plan here is data: its ``source`` is a generator of the batches of values it puts
+where (:class:`~qcsql.export.layout.Batch`), read window by window as the writer asks
+for them; the writer alone touches the file, growing the dimensions the regions reach
+past (:func:`qcsql.export.writer.write_plan`). The checks that decide a layout stay
+in the generators, which raise as soon as the rows stop fitting it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -32,14 +39,19 @@ from qcsql.data.streams import (
 )
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
 from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
-from qcsql.export.layout import INDEX, MULTI_INDEX, DatasetPlan, Variable, plan_dataset
+from qcsql.export.layout import (
+    INDEX,
+    MULTI_INDEX,
+    Batch,
+    DatasetPlan,
+    NotStreamable,
+    Region,
+    Variable,
+    plan_dataset,
+)
 from qcsql.schema.description import qcodes_size, shape_is_sane
 
 __all__ = ["NotStreamable", "Progress", "streamed_plans"]
-
-
-class NotStreamable(Exception):
-    """The rows turned out not to fit the streamed layout; lay the run out in memory."""
 
 
 Progress = Callable[[int, int], None]  # (rows written, rows expected at most)
@@ -139,28 +151,52 @@ def _streamed_index_plan(
     total = math.prod(per_row[tops[0]]) * stream.rows
     upto = max(tree.rows.upto_id for tree in stream.trees)
 
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        position = 0
-        for last_id, data in itertools.chain([first], chunks):
-            if {name: a.shape[1:] for name, a in data.items()} != per_row:
-                raise NotStreamable  # the arrays change shape between rows
-            flat = {name: array.reshape(-1) for name, array in data.items()}
-            m = len(flat[tops[0]])
-            if position + m > total:
-                raise NotStreamable  # more rows than counted: the file changed meanwhile
-            for name, values in flat.items():
-                if values.dtype != dtypes[name]:
-                    raise NotStreamable
-                created[name][position : position + m] = values
-            created[INDEX][position : position + m] = np.arange(position, position + m)
-            position += m
-            if progress is not None:
-                progress(last_id, upto)
-        if position != total:
-            raise NotStreamable
-
+    # One pass over the stream, its first window already read: the plan is written once.
+    source = functools.partial(
+        _index_batches,
+        itertools.chain([first], chunks),
+        tops[0],
+        per_row,
+        dtypes,
+        total,
+        upto,
+        progress,
+    )
     # The size is known from the count, so the datasets are contiguous, as xarray writes.
-    return DatasetPlan(dims={INDEX: total}, variables=variables, attrs=attrs, fill=fill)
+    return DatasetPlan(dims={INDEX: total}, variables=variables, attrs=attrs, source=source)
+
+
+def _index_batches(
+    chunks: Iterator[tuple[int, dict[str, npt.NDArray[Any]]]],
+    top: str,
+    per_row: dict[str, tuple[int, ...]],
+    dtypes: dict[str, np.dtype[Any]],
+    total: int,
+    upto: int,
+    progress: Progress | None,
+) -> Iterator[Batch]:
+    """The windows of an array run flat along ``index``, each parameter's and setpoint's
+    values, then the index itself; checking that every row has the arrays the first
+    rows had (``per_row``, ``dtypes``) and that the run has the ``total`` values counted."""
+    position = 0
+    for last_id, data in chunks:
+        if {name: a.shape[1:] for name, a in data.items()} != per_row:
+            raise NotStreamable  # the arrays change shape between rows
+        flat = {name: array.reshape(-1) for name, array in data.items()}
+        m = len(flat[top])
+        if position + m > total:
+            raise NotStreamable  # more rows than counted: the file changed meanwhile
+        region = (slice(position, position + m),)
+        for name, values in flat.items():
+            if values.dtype != dtypes[name]:
+                raise NotStreamable
+            yield Batch(name, region, values)
+        yield Batch(INDEX, region, np.arange(position, position + m))
+        position += m
+        if progress is not None:
+            progress(last_id, upto)
+    if position != total:
+        raise NotStreamable
 
 
 def _numeric_plans(
@@ -204,7 +240,7 @@ def _numeric_plans(
             dims=dict(zip(setpoints, shape, strict=True)),
             variables=variables,
             attrs=dataset_attrs(run),
-            fill=_fill_grid(sweep, shape),
+            source=functools.partial(_grid_batches, sweep, shape),
         )
     yield from _levels_plans(sweep)
     if len(tops) > 1 and len(setpoints) == 1:
@@ -291,60 +327,59 @@ def _merged_plan(
             elif variable.is_coord and not previous.is_coord:
                 variables[name] = dataclasses.replace(previous, is_coord=True)
 
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        size = dict(dims)
-        settled = set(dims) - unlimited  # sizes no later plan may change
-        for index, plan in enumerate(plans):
-            if plan.fill is None:
-                continue
-            reached: dict[str, int] = {}
-
-            def grow_to(dim: str, length: int, reached: dict[str, int] = reached) -> None:
-                reached[dim] = max(reached.get(dim, 0), length)
-                if length <= size[dim]:
-                    return
-                if dim in settled:
-                    raise _Misaligned  # longer along it than another tree
-                grow(dim, length)
-                size[dim] = length
-
-            own = {
-                name: created[name] if writer[name] == index else _Compared(created[name])
-                for name in plan.variables
-            }
-            try:
-                plan.fill(own, grow_to)
-            except _Misaligned:
-                raise
-            except (NotStreamable, RowsDiffer):
-                gave_up.append(index)
-                raise
-            for dim in plan.unlimited:
-                if reached.get(dim, 0) != size[dim]:
-                    raise _Misaligned  # shorter along it than another tree
-                settled.add(dim)
-
     expected = [plan.expected_rows for plan in plans if plan.expected_rows is not None]
     return DatasetPlan(
         dims=dims,
         variables=variables,
         attrs=attrs,
-        fill=fill,
+        source=functools.partial(_merged_batches, plans, dims, unlimited, writer, gave_up),
         unlimited=frozenset(unlimited),
         expected_rows=max(expected) if expected else None,
     )
 
 
-class _Compared:
-    """A variable an earlier tree's plan wrote (a shared coordinate): writing it again
-    checks that the values are those already there, as QCoDeS' merge sees them."""
-
-    def __init__(self, target: Any) -> None:
-        self._target = target
-
-    def __setitem__(self, key: Any, values: Any) -> None:
-        if not same_as_qcodes_sees(np.asarray(self._target[key]), np.asarray(values)):
-            raise _Misaligned  # the trees' coordinates differ
+def _merged_batches(
+    plans: list[DatasetPlan],
+    dims: dict[str, int],
+    unlimited: set[str],
+    writer: dict[str, int],
+    gave_up: list[int],
+) -> Iterator[Batch]:
+    """The trees' batches, tree after tree. A variable an earlier tree wrote (a shared
+    coordinate) is compared, not written again (the writer checks that its values are
+    those already there, as QCoDeS' merge sees them). A dimension growing in a tree must
+    not grow past the size another tree gave it, and must end at that size."""
+    size = dict(dims)
+    settled = set(dims) - unlimited  # sizes no later plan may change
+    for index, plan in enumerate(plans):
+        if plan.source is None:
+            continue
+        reached: dict[str, int] = {}
+        batches = plan.source()
+        while True:
+            try:
+                batch = next(batches, None)
+            except _Misaligned:
+                raise
+            except (NotStreamable, RowsDiffer):
+                gave_up.append(index)
+                raise
+            if batch is None:
+                break
+            for dim, end in plan.reach(batch, size).items():
+                if dim not in plan.unlimited:
+                    continue
+                reached[dim] = max(reached.get(dim, 0), end)
+                if end > size[dim]:
+                    if dim in settled:
+                        raise _Misaligned  # longer along it than another tree
+                    size[dim] = end  # the writer grows it
+            yield batch if writer[batch.variable] == index else batch._replace(compare=True)
+            del batch  # not held while the tree's source makes its next batch
+        for dim in plan.unlimited:
+            if reached.get(dim, 0) != size[dim]:
+                raise _Misaligned  # shorter along it than another tree
+            settled.add(dim)
 
 
 class _Misaligned(NotStreamable):
@@ -379,39 +414,57 @@ def _outer_merge_plan(
             target = np.union1d(target, values)
     variables = _variables(run, tops, (setpoint,), {name: (setpoint,) for name in tops})
 
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        done = 0
-        for top, stream, values in zip(tops, streams, coordinates, strict=True):
-            aligned = same_as_qcodes_sees(values, target)
-            start = 0
-            assert stream is not None
-            for columns in _batches(stream.chunks()):
-                end = start + len(columns[0])
-                if aligned:
-                    created[top][start:end] = columns[0]
-                else:
-                    places = np.searchsorted(target, columns[1])
-                    order = np.argsort(places, kind="stable")
-                    _write_runs(created[top], places[order], columns[0][order])
-                start = end
-                done += len(columns[0])
-                if progress is not None:
-                    progress(done, sum(len(c) for c in coordinates))
-            if start != len(values):
-                raise NotStreamable  # a tree changed between the passes
-        created[setpoint][:] = target
-
+    present = [stream for stream in streams if stream is not None]
+    source = functools.partial(
+        _outer_merge_batches, tops, present, coordinates, target, setpoint, progress
+    )
     dims = {setpoint: len(target)}
-    return DatasetPlan(dims=dims, variables=variables, attrs=dataset_attrs(run), fill=fill)
+    return DatasetPlan(dims=dims, variables=variables, attrs=dataset_attrs(run), source=source)
 
 
-def _write_runs(target: Any, places: npt.NDArray[np.int64], values: npt.NDArray[Any]) -> None:
-    """``target[places] = values`` for sorted ``places``, one slice per run of consecutive
-    places (HDF5 writes slices fast, scattered points slowly)."""
+def _outer_merge_batches(
+    tops: list[str],
+    streams: list[NumericTreeStream],
+    coordinates: list[npt.NDArray[Any]],
+    target: npt.NDArray[Any],
+    setpoint: str,
+    progress: Progress | None,
+) -> Iterator[Batch]:
+    """Each tree's values at the places of its setpoint values in the union ``target``
+    (in one piece where the tree has all of them), then ``target`` itself; checking that
+    each tree still has the rows the first pass read."""
+    done, expected = 0, sum(len(c) for c in coordinates)
+    for top, stream, values in zip(tops, streams, coordinates, strict=True):
+        aligned = same_as_qcodes_sees(values, target)
+        start = 0
+        for columns in _batches(stream.chunks()):
+            end = start + len(columns[0])
+            if aligned:
+                yield Batch(top, (slice(start, end),), columns[0])
+            else:
+                places = np.searchsorted(target, columns[1])
+                order = np.argsort(places, kind="stable")
+                for region, part in _runs(places[order], columns[0][order]):
+                    yield Batch(top, region, part)
+            start = end
+            done += len(columns[0])
+            if progress is not None:
+                progress(done, expected)
+        if start != len(values):
+            raise NotStreamable  # a tree changed between the passes
+    yield Batch(setpoint, (slice(None),), target)
+
+
+def _runs(
+    places: npt.NDArray[np.int64], values: npt.NDArray[Any]
+) -> Iterator[tuple[Region, npt.NDArray[Any]]]:
+    """``(region, values)`` putting ``values`` at the sorted ``places``, one slice per run
+    of consecutive places (HDF5 writes slices fast, scattered points slowly)."""
     starts = np.concatenate([[0], np.flatnonzero(np.diff(places) != 1) + 1])
     ends = np.append(starts[1:], len(places))
     for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-        target[int(places[start]) : int(places[start]) + end - start] = values[start:end]
+        first = int(places[start])
+        yield (slice(first, first + end - start),), values[start:end]
 
 
 def _variables(
@@ -469,7 +522,7 @@ def _along_setpoint_plan(sweep: _Sweep, monotonic: bool) -> DatasetPlan:
         dims={setpoint: 0},
         variables=sweep.variables,
         attrs=dataset_attrs(sweep.run),
-        fill=_fill_along_setpoint(sweep, monotonic),
+        source=functools.partial(_along_setpoint_batches, sweep, monotonic),
         unlimited=frozenset({setpoint}),
         expected_rows=sweep.stream.rows,
     )
@@ -529,13 +582,20 @@ def _numeric_index_plan(sweep: _Sweep, rows: int) -> DatasetPlan:
     along = {name: (INDEX,) for name in (*tops, *setpoints)}
     variables = _variables(run, tops, setpoints, along, {INDEX: index})
 
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        for start, end, columns in _in_measured_order(sweep, rows):
-            for name, values in zip((*tops, *setpoints), columns, strict=True):
-                created[name][start:end] = values
-            created[INDEX][start:end] = np.arange(start, end)
+    source = functools.partial(_index_rows_batches, sweep, rows)
+    return DatasetPlan(
+        dims={INDEX: rows}, variables=variables, attrs=dataset_attrs(run), source=source
+    )
 
-    return DatasetPlan(dims={INDEX: rows}, variables=variables, attrs=dataset_attrs(run), fill=fill)
+
+def _index_rows_batches(sweep: _Sweep, rows: int) -> Iterator[Batch]:
+    """The rows in measured order: parameters and setpoints, then the index."""
+    names = (*sweep.tops, *sweep.setpoints)
+    for start, end, columns in _in_measured_order(sweep, rows):
+        region = (slice(start, end),)
+        for name, values in zip(names, columns, strict=True):
+            yield Batch(name, region, values)
+        yield Batch(INDEX, region, np.arange(start, end))
 
 
 def _levels_grid_plan(
@@ -544,31 +604,38 @@ def _levels_grid_plan(
     """Unique setpoints on a grid of their sorted distinct values: every row written into
     its cell, NaN where no row landed (a sweep that stopped early, ran over, or had no
     shapes)."""
-    tops, setpoints = sweep.tops, sweep.setpoints
     shape = tuple(len(keys) for keys, _ in found)
-    line = shape[-1]
-
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        cells_of = _CellFinder(found, shape, len(tops))
-        for _, _, columns in _in_measured_order(sweep, rows):
-            cells = cells_of(columns)
-            order = np.argsort(cells, kind="stable")
-            cells = cells[order]
-            starts = np.concatenate([[0], np.flatnonzero(np.diff(cells) != 1) + 1])
-            ends = np.append(starts[1:], len(cells))
-            for top, values in zip(tops, columns, strict=False):
-                ordered = values[order]
-                for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
-                    _write_c_order(created[top], ordered[start:end], int(cells[start]), shape, line)
-        for name, (_, values) in zip(setpoints, found, strict=True):
-            created[name][:] = values
-
     return DatasetPlan(
-        dims=dict(zip(setpoints, shape, strict=True)),
+        dims=dict(zip(sweep.setpoints, shape, strict=True)),
         variables=sweep.variables,
         attrs=dataset_attrs(sweep.run),
-        fill=fill,
+        source=functools.partial(_levels_grid_batches, sweep, found, rows, shape),
     )
+
+
+def _levels_grid_batches(
+    sweep: _Sweep,
+    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
+    rows: int,
+    shape: tuple[int, ...],
+) -> Iterator[Batch]:
+    """Each batch of rows sorted by cell, every run of consecutive cells one piece of the
+    C-ordered grid; then each setpoint's levels."""
+    tops = sweep.tops
+    cells_of = _CellFinder(found, shape, len(tops))
+    for _, _, columns in _in_measured_order(sweep, rows):
+        cells = cells_of(columns)
+        order = np.argsort(cells, kind="stable")
+        cells = cells[order]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(cells) != 1) + 1])
+        ends = np.append(starts[1:], len(cells))
+        for top, values in zip(tops, columns, strict=False):
+            ordered = values[order]
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+                for region, part in _c_order(ordered[start:end], int(cells[start]), shape):
+                    yield Batch(top, region, part)
+    for name, (_, values) in zip(sweep.setpoints, found, strict=True):
+        yield Batch(name, (slice(None),), values)
 
 
 def _multi_index_plan(
@@ -592,17 +659,28 @@ def _multi_index_plan(
         **{name: variable(name, (MULTI_INDEX,), _dtype(run, name), False) for name in tops[1:]},
     }
 
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        cells_of = _CellFinder(found, shape, len(tops))
-        for start, end, columns in _in_measured_order(sweep, rows):
-            for top, values in zip(tops, columns, strict=False):
-                created[top][start:end] = values
-            created[MULTI_INDEX][start:end] = cells_of(columns)
-        for name, (_, values) in zip(setpoints, found, strict=True):
-            created[name][:] = values
-
     dims = {**dict(zip(setpoints, shape, strict=True)), MULTI_INDEX: rows}
-    return DatasetPlan(dims=dims, variables=variables, attrs=dataset_attrs(run), fill=fill)
+    source = functools.partial(_multi_index_batches, sweep, found, rows, shape)
+    return DatasetPlan(dims=dims, variables=variables, attrs=dataset_attrs(run), source=source)
+
+
+def _multi_index_batches(
+    sweep: _Sweep,
+    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
+    rows: int,
+    shape: tuple[int, ...],
+) -> Iterator[Batch]:
+    """The parameters in measured order, each row's cell along ``multi_index``; then each
+    setpoint's levels."""
+    tops = sweep.tops
+    cells_of = _CellFinder(found, shape, len(tops))
+    for start, end, columns in _in_measured_order(sweep, rows):
+        region = (slice(start, end),)
+        for top, values in zip(tops, columns, strict=False):
+            yield Batch(top, region, values)
+        yield Batch(MULTI_INDEX, region, cells_of(columns))
+    for name, (_, values) in zip(sweep.setpoints, found, strict=True):
+        yield Batch(name, (slice(None),), values)
 
 
 def _in_measured_order(
@@ -679,76 +757,68 @@ class _CellFinder:
         return cells
 
 
-Fill = Callable[[Mapping[str, Any], Callable[[str, int], None]], None]
-
-
-def _fill_along_setpoint(sweep: _Sweep, monotonic: bool) -> Fill:
-    """Rows in measured order. With ``monotonic``, the setpoint's values must keep rising
-    or falling (then they are unique) unless the run is complete; without, a first pass
-    has found them unique."""
+def _along_setpoint_batches(sweep: _Sweep, monotonic: bool) -> Iterator[Batch]:
+    """Rows in measured order, the setpoint's dimension growing with them. With
+    ``monotonic``, the setpoint's values must keep rising or falling (then they are
+    unique) unless the run is complete; without, a first pass has found them unique."""
     stream, tops, shape, progress = sweep.stream, sweep.tops, sweep.shape, sweep.progress
     (setpoint,) = sweep.setpoints
-
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        position, previous = 0, None
-        direction: int | None = 0 if monotonic else None
-        for columns in _batches(stream.chunks()):
-            coordinate = columns[len(tops)]
-            if direction is not None:
-                direction = _monotonic(coordinate, previous, direction)
-                previous = coordinate[-1] if len(coordinate) else previous
-                if direction is None and shape is None:
-                    raise NotStreamable  # no shape can vouch for it: stop writing now
-            m = len(coordinate)
-            grow(setpoint, position + m)
-            for top, values in zip(tops, columns, strict=False):
-                created[top][position : position + m] = values
-            created[setpoint][position : position + m] = coordinate
-            position += m
-            if progress is not None:
-                progress(position, stream.rows)
-        complete_shape = shape is not None and tuple(shape) == (position,)
-        if monotonic and direction is None and not complete_shape:
-            raise NotStreamable  # not sure to be unique: the next plan counts the values
-
-    return fill
+    position, previous = 0, None
+    direction: int | None = 0 if monotonic else None
+    for columns in _batches(stream.chunks()):
+        coordinate = columns[len(tops)]
+        if direction is not None:
+            direction = _monotonic(coordinate, previous, direction)
+            previous = coordinate[-1] if len(coordinate) else previous
+            if direction is None and shape is None:
+                raise NotStreamable  # no shape can vouch for it: stop writing now
+        m = len(coordinate)
+        region = (slice(position, position + m),)
+        for top, values in zip(tops, columns, strict=False):
+            yield Batch(top, region, values)
+        yield Batch(setpoint, region, coordinate)
+        position += m
+        if progress is not None:
+            progress(position, stream.rows)
+    complete_shape = shape is not None and tuple(shape) == (position,)
+    if monotonic and direction is None and not complete_shape:
+        raise NotStreamable  # not sure to be unique: the next plan counts the values
 
 
-def _fill_grid(sweep: _Sweep, shape: tuple[int, ...]) -> Fill:
+def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
     """A complete grid of the declared ``shape``: rows in C order, each axis' coordinate
-    from the first line along it (QCoDeS' direct layout)."""
+    from the first line along it (QCoDeS' direct layout), written once all rows are in."""
     stream, tops, setpoints, progress = sweep.stream, sweep.tops, sweep.setpoints, sweep.progress
     total = math.prod(shape)
     strides = [math.prod(shape[axis + 1 :]) for axis in range(len(shape))]
+    axes = {name: np.empty(size) for name, size in zip(setpoints, shape, strict=True)}
+    position = 0
+    for columns in _batches(stream.chunks()):
+        end = position + len(columns[0])
+        if end > total:
+            raise NotStreamable  # more rows than the shape: QCoDeS keeps them flat
+        for axis, name in enumerate(setpoints):  # coordinate i sits at row i * stride
+            steps = np.arange(-(-position // strides[axis]), -(-end // strides[axis]))
+            steps = steps[steps < shape[axis]]
+            axes[name][steps] = columns[len(tops) + axis][steps * strides[axis] - position]
+        for top, values in zip(tops, columns, strict=False):
+            for region, part in _c_order(values, position, shape):
+                yield Batch(top, region, part)
+        position = end
+        if progress is not None:
+            progress(position, total)
+    if position != total:
+        raise NotStreamable  # an incomplete grid: QCoDeS' layout sorts and pads it
+    for name, values in axes.items():
+        yield Batch(name, (slice(None),), values)
+
+
+def _c_order(
+    values: npt.NDArray[Any], start: int, shape: tuple[int, ...]
+) -> Iterator[tuple[Region, npt.NDArray[Any]]]:
+    """``(region, values)`` putting rows ``start`` .. into a C-ordered grid: a partial
+    first line, the full lines (one region for two dimensions), a partial last line."""
     line = shape[-1]
-
-    def fill(created: Mapping[str, Any], grow: Callable[[str, int], None]) -> None:
-        axes = {name: np.empty(size) for name, size in zip(setpoints, shape, strict=True)}
-        position = 0
-        for columns in _batches(stream.chunks()):
-            end = position + len(columns[0])
-            if end > total:
-                raise NotStreamable  # more rows than the shape: QCoDeS keeps them flat
-            for axis, name in enumerate(setpoints):  # coordinate i sits at row i * stride
-                steps = np.arange(-(-position // strides[axis]), -(-end // strides[axis]))
-                steps = steps[steps < shape[axis]]
-                axes[name][steps] = columns[len(tops) + axis][steps * strides[axis] - position]
-            for top, values in zip(tops, columns, strict=False):
-                _write_c_order(created[top], values, position, shape, line)
-            position = end
-            if progress is not None:
-                progress(position, total)
-        if position != total:
-            raise NotStreamable  # an incomplete grid: QCoDeS' layout sorts and pads it
-        for name, values in axes.items():
-            created[name][:] = values
-
-    return fill
-
-
-def _write_c_order(target: Any, values: Any, start: int, shape: tuple[int, ...], line: int) -> None:
-    """Rows ``start`` .. of a C-ordered grid: a partial first line, the full lines (one
-    write for two dimensions), a partial last line."""
     end = start + len(values)
     offset = 0
     while start < end:
@@ -757,15 +827,13 @@ def _write_c_order(target: Any, values: Any, start: int, shape: tuple[int, ...],
         if column == 0 and len(shape) == 2 and end - start >= line:
             lines = (end - start) // line
             first = start // line
-            target[first : first + lines, :] = values[offset : offset + lines * line].reshape(
-                lines, line
-            )
             count = lines * line
+            full: Region = (slice(first, first + lines), slice(None))
+            yield full, values[offset : offset + count].reshape(lines, line)
         else:
             count = min(line - column, end - start)
-            target[(*(int(i) for i in lead), slice(column, column + count))] = values[
-                offset : offset + count
-            ]
+            part: Region = (*(int(i) for i in lead), slice(column, column + count))
+            yield part, values[offset : offset + count]
         start += count
         offset += count
 

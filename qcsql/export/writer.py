@@ -28,7 +28,7 @@ import math
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,8 @@ from qcsql.data.exported import (
     PARTIAL_SUFFIX,
 )
 from qcsql.errors import ExportError
-from qcsql.export.layout import DatasetPlan, Variable
+from qcsql.export.keys import same_as_qcodes_sees
+from qcsql.export.layout import DatasetPlan, NotStreamable, Variable
 
 __all__ = ["STREAM_CHUNK", "attribute_value", "remove_leftovers", "write_plan"]
 
@@ -190,8 +191,42 @@ def _write(plan: DatasetPlan, path: Path) -> None:
                 created.attrs["coordinates"] = coordinates
         for key, value in plan.attrs.items():
             handle.attrs[key] = attribute_value(value)
-        if plan.fill is not None:
-            plan.fill(created_by_name, handle.resize_dimension)
+        if plan.source is not None:
+            _write_batches(plan, handle, created_by_name)
+
+
+def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -> None:
+    """Write the batches of ``plan.source`` into the created variables, one after the
+    other (a batch is written before the next is asked for, so the source reads its rows
+    only as fast as the file takes them and memory holds one batch at a time). A region
+    reaching past an unlimited dimension grows it (h5netcdf resizes every variable along
+    it); one reaching past a fixed dimension means the rows do not fit the plan."""
+    assert plan.source is not None
+    sizes = dict(plan.dims)
+    batches = plan.source()
+    try:
+        for batch in batches:
+            for dim, end in plan.reach(batch, sizes).items():
+                if end <= sizes[dim]:
+                    continue
+                if dim not in plan.unlimited:
+                    raise NotStreamable(f"{batch.variable}: rows past the end of {dim}")
+                handle.resize_dimension(dim, end)
+                sizes[dim] = end
+            target = created[batch.variable]
+            if not batch.compare:
+                target[batch.region] = batch.values
+            elif not same_as_qcodes_sees(
+                np.asarray(target[batch.region]), np.asarray(batch.values)
+            ):
+                raise NotStreamable(f"{batch.variable}: values differ from those written")
+            # Let go of the values before the source makes its next batch (as large as a
+            # column's window): holding them would add a window to the peak memory.
+            del batch, target
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()  # a source given up on stops reading its rows now, not when collected
 
 
 def _temporary_path(final: Path) -> Path:
