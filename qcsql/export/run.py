@@ -10,7 +10,7 @@ from qcsql.data.streams import RowsDiffer
 from qcsql.errors import ExportError
 from qcsql.export.attributes import DatasetSource
 from qcsql.export.layout import plan_run
-from qcsql.export.naming import EXPORT_SUFFIXES, default_file_name, names_a_folder
+from qcsql.export.naming import EXPORT_SUFFIXES, default_file_name, make_folder, names_a_folder
 from qcsql.export.streamed import NotStreamable, Progress, streamed_plans
 from qcsql.export.writer import write_plan
 
@@ -35,12 +35,7 @@ def export_target(run: DatasetSource, path_or_dir: str | Path) -> Path:
             raise ExportError(
                 f"{target}: names a folder (it ends in {os.sep!r}) but is a file", path=target
             )
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ExportError(
-                f"{target}: cannot create the folder ({exc.strerror or exc})", path=target
-            ) from exc
+        make_folder(target)
         return target / name
     if target.suffix.lower() not in EXPORT_SUFFIXES:
         raise ExportError(

@@ -32,7 +32,12 @@ from qcsql.schema.description import (
 )
 from qcsql.schema.rows import Experiment, RunRow
 from qcsql.schema.tables import bind_runs_table, tables_for
-from qcsql.schema.versions import NEWEST_KNOWN_VERSION, STANDARD_RUN_COLUMNS, model_version_for
+from qcsql.schema.versions import (
+    LISTED_RUN_COLUMNS,
+    NEWEST_KNOWN_VERSION,
+    STANDARD_RUN_COLUMNS,
+    model_version_for,
+)
 from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier
 
 __all__ = ["RunStore"]
@@ -41,23 +46,6 @@ REQUIRED_TABLES = ("experiments", "runs")
 # From this schema version on, runs.run_description is what QCoDeS reads; before
 # it, QCoDeS rebuilds descriptions from layouts/dependencies when it upgrades.
 FIRST_VERSION_WITH_TRUSTED_DESCRIPTION = 4
-
-# The light columns of a run, in RunRow order; missing ones are selected as NULL.
-_LISTED_RUN_COLUMNS = (
-    "run_id",
-    "exp_id",
-    "name",
-    "result_table_name",
-    "result_counter",
-    "run_timestamp",
-    "completed_timestamp",
-    "is_completed",
-    "parameters",
-    "guid",
-    "captured_run_id",
-    "captured_counter",
-    "parent_datasets",
-)
 
 
 class RunStore:
@@ -144,7 +132,7 @@ class RunStore:
     def run_select(self) -> sa.Select[Any]:
         runs = self.runs.c
         experiments = self.model.experiments.c
-        listed = [runs[name] if name in runs else sa.null() for name in _LISTED_RUN_COLUMNS]
+        listed = [runs[name] if name in runs else sa.null() for name in LISTED_RUN_COLUMNS]
         metadata = [runs[name] for name in self.metadata_columns]
         joined = self.runs.outerjoin(self.model.experiments, runs.exp_id == experiments.exp_id)
         return (
@@ -178,8 +166,8 @@ class RunStore:
             parent_datasets,
             exp_name,
             sample_name,
-        ) = values[: len(_LISTED_RUN_COLUMNS) + 2]
-        metadata_values = values[len(_LISTED_RUN_COLUMNS) + 2 :]
+        ) = values[: len(LISTED_RUN_COLUMNS) + 2]
+        metadata_values = values[len(LISTED_RUN_COLUMNS) + 2 :]
         has_captured = self.has_captured_ids
         return RunRow(
             run_id=run_id,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 __all__ = [
     "KNOWN_VERSIONS",
+    "LISTED_RUN_COLUMNS",
     "NEWEST_KNOWN_VERSION",
     "STANDARD_RUN_COLUMNS",
     "model_version_for",
@@ -23,26 +24,32 @@ __all__ = [
 KNOWN_VERSIONS = tuple(range(10))
 NEWEST_KNOWN_VERSION = KNOWN_VERSIONS[-1]
 
+# The light columns of a run that a listing reads, in the order of
+# :class:`qcsql.schema.rows.RunRow`; a column an old schema lacks is selected as NULL.
+LISTED_RUN_COLUMNS = (
+    "run_id",
+    "exp_id",
+    "name",
+    "result_table_name",
+    "result_counter",
+    "run_timestamp",
+    "completed_timestamp",
+    "is_completed",
+    "parameters",
+    "guid",
+    "captured_run_id",
+    "captured_counter",
+    "parent_datasets",
+)
+
 # QCoDeS' own list of the non-metadata columns of ``runs`` (any schema version);
 # every other column of ``runs`` holds metadata added with ``add_metadata``.
 # ``snapshot`` is here even for schema < 5, where old QCoDeS added it untyped.
 STANDARD_RUN_COLUMNS = frozenset(
     {
-        "run_id",
-        "exp_id",
-        "name",
-        "result_table_name",
-        "result_counter",
-        "run_timestamp",
-        "completed_timestamp",
-        "is_completed",
-        "parameters",
-        "guid",
+        *LISTED_RUN_COLUMNS,
         "run_description",
         "snapshot",
-        "parent_datasets",
-        "captured_run_id",
-        "captured_counter",
         # QCoDeS >= 0.59: where a run's raw data live when not in this file (a storage
         # pointer, which QCoDeS hides from a run's metadata too)
         "raw_data_db_path",
