@@ -20,12 +20,13 @@ import pytest
 
 import qcsql
 from qcsql.errors import DataDecodeError
-from tests.helpers import copy_database
+from tests.helpers import EXAMPLE_DB, copy_database
 from tests.qcodes_build import new_database, parameters
 
 pytestmark = pytest.mark.requires_qcodes
 pytest.importorskip("qcodes")
 
+RTOL = 2e-14  # QCoDeS reads doubles through SQLite's 15-digit text, qcsql reads them exactly
 MANY = 150_000  # rows enough for the page readers to read a numeric window before the text
 
 
@@ -307,3 +308,55 @@ def test_numbers_qcodes_cannot_read_stay_a_typed_error(built: Built, tmp_path: P
                 db.load_by_id(run_id).get_parameter_data()
         assert caught.value.column == column, which
         assert caught.value.run_id == run_id
+
+
+def _close_values(ours: np.ndarray, theirs: np.ndarray, where: str) -> None:
+    """As :func:`_same_values`, numbers within RTOL (an int in QCoDeS' object array is a
+    double it read as an integral 15-digit text)."""
+    assert (ours.dtype, ours.shape) == (theirs.dtype, theirs.shape), where
+    if ours.dtype != object:
+        np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=0, equal_nan=True, err_msg=where)
+        return
+    for i, (a, b) in enumerate(zip(ours.ravel(), theirs.ravel(), strict=True)):
+        if isinstance(b, str) or b is None:
+            assert type(a) is type(b) and a == b, f"{where}[{i}]: {a!r} != {b!r}"
+        else:
+            assert isinstance(a, (int, float)) and not isinstance(a, bool), f"{where}[{i}]"
+            assert np.isclose(a, b, rtol=RTOL, atol=0, equal_nan=True), f"{where}[{i}]"
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("dmm_current", "'broken'"), ("dac_plunger", "X'0102'"), ("dac_plunger", "X'FF02'")],
+    ids=["text", "blob-that-is-text", "blob-that-is-not-text"],
+)
+def test_damaged_numeric_column_reads_like_qcodes(tmp_path: Path, column: str, value: str) -> None:
+    """A value put into a numeric column of a real measurement: text (and a blob that is
+    UTF-8 text) QCoDeS reads into an object array, and so does qcsql; a blob that is not
+    text QCoDeS cannot convert, and qcsql raises its DataDecodeError."""
+    copy = copy_database(EXAMPLE_DB, tmp_path / "damaged")
+    run_id = 3
+    with qcsql.open_database(copy) as db:
+        table = db.load_by_id(run_id).table_name
+    with closing(sqlite3.connect(copy)) as conn, conn:
+        conn.execute(f'UPDATE "{table}" SET {column} = {value} WHERE id = 3')
+    with qcodes_copy(copy, tmp_path / "qcodes") as conn:
+        try:
+            theirs: dict[str, Any] | None = _qcodes_run(conn, run_id).get_parameter_data()
+        except (ValueError, UnicodeDecodeError):
+            theirs = None
+    with qcsql.open_database(copy) as db:
+        run = db.load_by_id(run_id)
+        assert (theirs is None) == (value == "X'FF02'")  # the case is what it says
+        if theirs is None:
+            with pytest.raises(DataDecodeError) as caught:
+                run.get_parameter_data()
+            assert caught.value.column == column
+            return
+        ours = run.get_parameter_data()
+    assert any(a.dtype == object for tree in theirs.values() for a in tree.values())
+    assert list(ours) == list(theirs)
+    for top, tree in theirs.items():
+        assert list(ours[top]) == list(tree)
+        for name, array in tree.items():
+            _close_values(ours[top][name], array, f"{top}/{name}")

@@ -38,14 +38,7 @@ from qcsql.errors import DataDecodeError, ParameterNotFoundError, RunDescription
 from qcsql.schema.description import RunDescription, qcodes_size
 from qcsql.sqlite.blob_cells import ColumnTarget
 
-__all__ = [
-    "NotNumbersError",
-    "ParameterData",
-    "Tree",
-    "numeric_chunks",
-    "read_parameter_data",
-    "read_tree",
-]
+__all__ = ["ParameterData", "Tree", "numeric_chunks", "read_parameter_data", "read_tree"]
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +52,15 @@ class _Irregular(Exception):
     """The fast path met data it does not handle; read the tree again the exact slow way."""
 
 
-class NotNumbersError(DataDecodeError):
+class _NotNumbers(Exception):
     """A numeric column holds values that are not numbers (text QCoDeS was given for a
-    numeric parameter). ``get_parameter_data`` then returns them as QCoDeS does, in an
-    object array (:func:`read_tree` with ``objects=True``); readers that need numbers get
-    this error."""
+    numeric parameter). ``get_parameter_data`` then reads the tree the exact slow way,
+    into QCoDeS' object array (:func:`read_tree` with ``objects=True``); readers that need
+    numbers get :meth:`error`, a :class:`~qcsql.errors.DataDecodeError`."""
+
+    def __init__(self, error: DataDecodeError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -128,7 +125,7 @@ def read_tree(tree: Tree, *, objects: bool = False) -> dict[str, npt.NDArray[Any
     """The tree's columns, keyed in ``tree.columns`` order (QCoDeS' order of its keys).
 
     ``objects``: a numeric column holding text becomes an object array of its values, as
-    in QCoDeS' ``get_parameter_data``; else such text raises :class:`NotNumbersError`."""
+    in QCoDeS' ``get_parameter_data``; else such text raises a ``DataDecodeError``."""
     if tree.rows.rows == 0:  # QCoDeS: np.array((), dtype=float64 or None) -> float64 either way
         return {column: np.array((), dtype=np.float64) for column in tree.columns}
     try:
@@ -137,9 +134,9 @@ def read_tree(tree: Tree, *, objects: bool = False) -> dict[str, npt.NDArray[Any
         return _read_scalar_tree(tree)
     except _Irregular:
         return _read_exactly_like_qcodes(tree)
-    except NotNumbersError:
+    except _NotNumbers as text:
         if not objects:
-            raise
+            raise text.error from None
         return _read_exactly_like_qcodes(tree)
 
 
@@ -151,10 +148,7 @@ def _numeric(tree: Tree, column: str, values: Sequence[Any]) -> npt.NDArray[np.f
         return np.array(values, dtype=np.float64)
     except (ValueError, TypeError):
         bad = next(v for v in values if not _is_number_like(v))
-        where = tree.where.at(column=column)
-        raise NotNumbersError(
-            f"{where}: holds {bad!r:.60}, which is not a number", where=where
-        ) from None
+        raise _NotNumbers(tree.fail(column, f"holds {bad!r:.60}, which is not a number")) from None
 
 
 def _all_floats(chunk: list[tuple[Any, ...]], width: int) -> npt.NDArray[np.float64] | None:
@@ -208,7 +202,15 @@ def _decode(tree: Tree, column: str, blob: Any) -> npt.NDArray[Any]:
 
 def numeric_chunks(tree: Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
     """An all-numeric tree's rows, chunk by chunk, one float64 array per column: from the
-    table's pages (:mod:`qcsql.sqlite.pages`) for as long as they can be read, then from SQLite."""
+    table's pages (:mod:`qcsql.sqlite.pages`) for as long as they can be read, then from
+    SQLite. Text among the numbers is a ``DataDecodeError``."""
+    try:
+        yield from _numeric_chunks(tree)
+    except _NotNumbers as text:
+        raise text.error from None
+
+
+def _numeric_chunks(tree: Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
     rest = RowRange(tree.rows.upto_id, tree.rows.upto_id, 0)
     for left, window in tree.table.numeric_windows(tree.columns, tree.rows):
         if window is None:
@@ -239,7 +241,7 @@ def _read_scalar_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
     }
     position = 0
     if all(numeric):
-        for decoded in numeric_chunks(tree):
+        for decoded in _numeric_chunks(tree):
             m = len(decoded[0])
             for column, array in zip(tree.columns, decoded, strict=True):
                 floats[column][position : position + m] = array
