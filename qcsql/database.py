@@ -12,6 +12,7 @@ completion or new rows are seen by loading it again (:meth:`Run.reload`).
 from __future__ import annotations
 
 import functools
+import json
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -273,15 +274,39 @@ class Database:
 
     # -- summary -------------------------------------------------------------------------------
 
-    def summary(self) -> DatabaseSummary:
+    def _completed(self) -> sa.ColumnElement[bool]:
+        """:attr:`Run.completed` in SQL, to count completed runs in one query: for the
+        in-memory runs (:meth:`RunStore.in_memory`), whether they have a completion time."""
         runs = self.store.runs.c
-        completed = runs.is_completed if "is_completed" in runs else sa.literal(0)
+
+        def column(name: str) -> sa.ColumnElement[Any]:
+            return runs[name] if name in runs else sa.null()
+
+        tables: sa.Select[Any] = (
+            sa.select(sa.column("name"))
+            .select_from(sa.table("sqlite_master"))
+            .where(sa.column("type") == "table")
+        )
+        raw_data_file = column("raw_data_db_path")
+        in_memory = sa.or_(
+            column("result_table_name").is_(None),
+            sa.and_(
+                column("result_table_name").not_in(tables.scalar_subquery()),
+                sa.or_(raw_data_file.is_(None), raw_data_file == ""),
+            ),
+        )
+        return sa.case(
+            (in_memory, column("completed_timestamp").is_not(None)),
+            else_=column("is_completed") == 1,
+        )
+
+    def summary(self) -> DatabaseSummary:
         with self._conn.reading(table="runs") as sql:
             n_runs, n_completed = sql.execute(
                 sa.select(
                     sa.func.count(),
-                    sa.func.coalesce(sa.func.sum(sa.case((completed == 1, 1), else_=0)), 0),
-                )
+                    sa.func.coalesce(sa.func.sum(sa.case((self._completed(), 1), else_=0)), 0),
+                ).select_from(self.store.runs)
             ).one()
             n_experiments = sql.execute(
                 sa.select(sa.func.count()).select_from(self.store.model.experiments)
@@ -299,6 +324,27 @@ class Database:
             completed_runs=int(n_completed),
             metadata_columns=self.metadata_columns,
         )
+
+
+EXPORT_INFO = "export_info"
+
+
+def _export_info_as_qcodes_writes_it(stored: MetadataValue | None) -> MetadataValue:
+    """``ExportInfo.from_str(stored).to_str()``, as ``DataSetInMem`` sets its tag; a stored
+    value QCoDeS could not parse (it fails to load such a run) is kept as stored."""
+    if stored is None or stored == "":
+        return json.dumps({"export_paths": {}})
+    if not isinstance(stored, (str, bytes)):
+        return stored
+    try:
+        parsed = json.loads(stored)
+    except (ValueError, RecursionError):
+        return stored
+    if not isinstance(parsed, dict) or set(parsed) != {"export_paths"}:
+        return stored
+    if not isinstance(parsed["export_paths"], dict):
+        return stored
+    return json.dumps({"export_paths": parsed["export_paths"]})
 
 
 def _id_list(rows: Sequence[RunRow]) -> str:
@@ -424,8 +470,20 @@ class Run:
     def completed_timestamp(self, fmt: str = QCODES_TIME_FORMAT) -> str | None:
         return local_time(self.completed_timestamp_raw, fmt)
 
+    @functools.cached_property
+    def in_memory(self) -> bool:
+        """Whether QCoDeS loads the run as a ``DataSetInMem``: it does when the file holds
+        no results table for it (in-memory and metadata-only runs), and such a dataset
+        reports its completion and metadata by rules of its own (below)."""
+        return self._database.store.in_memory(self._row)
+
     @property
     def completed(self) -> bool:
+        """QCoDeS' ``completed``: ``runs.is_completed``, except for an in-memory run, for
+        which QCoDeS asks whether it has a completion time (one never started has none,
+        though copying it into a database marks it completed)."""
+        if self.in_memory:
+            return self._row.completed_timestamp_raw is not None
         return self._row.is_completed
 
     @property
@@ -434,8 +492,15 @@ class Run:
 
     @property
     def metadata(self) -> dict[str, MetadataValue]:
-        """Values of the metadata columns that are not NULL for this run, in column order."""
-        return dict(self._row.metadata)
+        """Values of the metadata columns that are not NULL for this run, in column order.
+
+        An in-memory run also has QCoDeS' ``export_info`` tag even where no column holds
+        it: ``DataSetInMem`` always sets it, to its export paths re-serialised (so an
+        empty or missing one reads ``{"export_paths": {}}``), and its exports carry it."""
+        metadata = dict(self._row.metadata)
+        if self.in_memory:
+            metadata[EXPORT_INFO] = _export_info_as_qcodes_writes_it(metadata.get(EXPORT_INFO))
+        return metadata
 
     @functools.cached_property
     def parent_dataset_links(self) -> list[Link]:

@@ -13,8 +13,10 @@ The rules are QCoDeS'; the way is not:
   copy per chunk (:func:`qcsql.data.npy.decode_uniform`).
 
 Anything irregular (blobs whose shape changes between rows, NULL arrays,
-Fortran-ordered blobs) is read again row by row with QCoDeS' own algorithm,
-including its ragged object arrays.
+Fortran-ordered blobs, text in a numeric column) is read again row by row with
+QCoDeS' own algorithm, including its ragged object arrays and the object array
+of numbers and text it returns for a numeric parameter that was given text.
+Each tree's keys come in QCoDeS' order: P, its setpoints as stored, the rest by name.
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ SCALAR_KINDS = ("numeric", "text", "complex")
 
 class _Irregular(Exception):
     """The fast path met data it does not handle; read the tree again the exact slow way."""
+
+
+class _NotNumbers(Exception):
+    """A numeric column holds values that are not numbers (text QCoDeS was given for a
+    numeric parameter). ``get_parameter_data`` then reads the tree the exact slow way,
+    into QCoDeS' object array (:func:`read_tree` with ``objects=True``); readers that need
+    numbers get :meth:`error`, a :class:`~qcsql.errors.DataDecodeError`."""
+
+    def __init__(self, error: DataDecodeError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass
@@ -104,11 +117,15 @@ def read_parameter_data(
             rows = table.locate(top, start, end, upto_id)
         tree = Tree(table, top, columns, kinds, rows)
         shape = _declared_shape(tree, description, name)  # before reading: it may fail
-        output[name] = _reshape(tree, read_tree(tree), shape, name)
+        output[name] = _reshape(tree, read_tree(tree, objects=True), shape, name)
     return output
 
 
-def read_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
+def read_tree(tree: Tree, *, objects: bool = False) -> dict[str, npt.NDArray[Any]]:
+    """The tree's columns, keyed in ``tree.columns`` order (QCoDeS' order of its keys).
+
+    ``objects``: a numeric column holding text becomes an object array of its values, as
+    in QCoDeS' ``get_parameter_data``; else such text raises a ``DataDecodeError``."""
     if tree.rows.rows == 0:  # QCoDeS: np.array((), dtype=float64 or None) -> float64 either way
         return {column: np.array((), dtype=np.float64) for column in tree.columns}
     try:
@@ -116,6 +133,10 @@ def read_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
             return _read_array_tree(tree)
         return _read_scalar_tree(tree)
     except _Irregular:
+        return _read_exactly_like_qcodes(tree)
+    except _NotNumbers as text:
+        if not objects:
+            raise text.error from None
         return _read_exactly_like_qcodes(tree)
 
 
@@ -127,7 +148,7 @@ def _numeric(tree: Tree, column: str, values: Sequence[Any]) -> npt.NDArray[np.f
         return np.array(values, dtype=np.float64)
     except (ValueError, TypeError):
         bad = next(v for v in values if not _is_number_like(v))
-        raise tree.fail(column, f"holds {bad!r:.60}, which is not a number") from None
+        raise _NotNumbers(tree.fail(column, f"holds {bad!r:.60}, which is not a number")) from None
 
 
 def _all_floats(chunk: list[tuple[Any, ...]], width: int) -> npt.NDArray[np.float64] | None:
@@ -181,7 +202,15 @@ def _decode(tree: Tree, column: str, blob: Any) -> npt.NDArray[Any]:
 
 def numeric_chunks(tree: Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
     """An all-numeric tree's rows, chunk by chunk, one float64 array per column: from the
-    table's pages (:mod:`qcsql.sqlite.pages`) for as long as they can be read, then from SQLite."""
+    table's pages (:mod:`qcsql.sqlite.pages`) for as long as they can be read, then from
+    SQLite. Text among the numbers is a ``DataDecodeError``."""
+    try:
+        yield from _numeric_chunks(tree)
+    except _NotNumbers as text:
+        raise text.error from None
+
+
+def _numeric_chunks(tree: Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
     rest = RowRange(tree.rows.upto_id, tree.rows.upto_id, 0)
     for left, window in tree.table.numeric_windows(tree.columns, tree.rows):
         if window is None:
@@ -212,7 +241,7 @@ def _read_scalar_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
     }
     position = 0
     if all(numeric):
-        for decoded in numeric_chunks(tree):
+        for decoded in _numeric_chunks(tree):
             m = len(decoded[0])
             for column, array in zip(tree.columns, decoded, strict=True):
                 floats[column][position : position + m] = array
@@ -303,7 +332,7 @@ def _read_array_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
     for column, values in texts.items():
         stacked = _maybe_ragged(values, None).reshape(position, *(1,) * len(target))
         out[column] = np.array(np.broadcast_to(stacked, (position, *target)))
-    return out
+    return {column: out[column] for column in tree.columns}  # text columns in their place
 
 
 def _fill_from_pages(
@@ -437,9 +466,32 @@ def _decode_value(tree: Tree, column: str, kind: str, value: Any) -> Any:
         return _decode(tree, column, value)[0]
     if kind == "text":
         return value
-    if isinstance(value, bytes) or not _is_number_like(value):
-        raise tree.fail(column, f"holds {value!r:.60}, which is not a number")
-    return float(value)
+    return _as_qcodes_converts_numeric(tree, column, value)
+
+
+def _as_qcodes_converts_numeric(tree: Tree, column: str, value: Any) -> Any:
+    """A value of a numeric column as QCoDeS' ``_convert_numeric`` gives it: the number
+    its text spells (an ``int`` when it is integral), else the text itself. QCoDeS
+    converts the bytes SQLite renders, so a double reaches it rounded to 15 digits;
+    this keeps the stored double (see :meth:`qcsql.Run.get_parameter_data`). Bytes that
+    are neither a number nor UTF-8 fail QCoDeS' conversion, and this raises."""
+    if isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+        try:
+            number = float(raw)
+        except ValueError:
+            try:
+                return raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise tree.fail(
+                    column, f"holds {value!r:.60}, which is neither a number nor text"
+                ) from None
+    if not math.isfinite(number):
+        return number
+    integral = int(number)
+    return integral if number == integral else number
 
 
 def _expand_like_qcodes(tree: Tree, rows: list[list[Any]]) -> None:
@@ -455,7 +507,14 @@ def _expand_like_qcodes(tree: Tree, rows: list[list[Any]]) -> None:
                 dtype = {"numeric": np.float64, "complex": np.complex128}.get(
                     kind, f"U{len(str(row[i]))}"
                 )
-                row[i] = np.full_like(anchor, row[i], dtype=dtype)
+                try:
+                    row[i] = np.full_like(anchor, row[i], dtype=dtype)
+                except (TypeError, ValueError):  # text in a numeric column: QCoDeS fails too
+                    raise tree.fail(
+                        tree.columns[i],
+                        f"holds {row[i]!r:.60}, which is not a number, in the tree of an "
+                        "array parameter",
+                    ) from None
         largest = max(row, key=lambda a: a.size)
         if largest.size > 1:
             shape = next(a.shape for a in row if a.size == largest.size)

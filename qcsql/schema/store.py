@@ -206,6 +206,16 @@ class RunStore:
             else f"{count} runs between {low} and {high}"
         )
 
+    def in_memory(self, row: RunRow) -> bool:
+        """Whether QCoDeS loads the run as a ``DataSetInMem``: neither the file nor a
+        raw-data file holds its results table (the rule of
+        :meth:`qcsql.data.location.DataLocator.where`, asked without the data layer)."""
+        if row.table_name is None:
+            return True
+        if self.has_table(row.table_name):
+            return False
+        return not self.scalar_of_run(row, "raw_data_db_path")
+
     def scalar_of_run(self, row: RunRow, column: str) -> Any:
         if column not in self.runs.c:
             return None
