@@ -294,6 +294,25 @@ def test_text_in_a_numeric_column_reads_like_qcodes(
         _same_data(run.get_parameter_data(start=2, end=MANY), sliced, f"{which}[2:{MANY}]")
 
 
+@pytest.mark.parametrize("which", ["text_only", "text_among_many"])
+def test_text_in_a_numeric_column_is_not_exported_as_qcodes_cannot(
+    built: Built, which: str, tmp_path: Path
+) -> None:
+    """QCoDeS reads the text but its export fails; qcsql's export gives one typed error
+    naming the column, whichever plan the run takes, and leaves no file."""
+    run_id = built.runs[which]
+    with qcodes_copy(built.path, tmp_path / "qcodes") as conn:
+        with pytest.raises(ValueError):
+            _qcodes_run(conn, run_id).export("netcdf", path=str(tmp_path / "qcodes"))
+    folder = tmp_path / "ours"
+    folder.mkdir()
+    with qcsql.open_database(built.path) as db:
+        with pytest.raises(DataDecodeError) as caught:
+            db.load_by_id(run_id).export_hdf5(folder)
+    assert caught.value.run_id == run_id and caught.value.column is not None
+    assert list(folder.iterdir()) == []
+
+
 def test_numbers_qcodes_cannot_read_stay_a_typed_error(built: Built, tmp_path: Path) -> None:
     """Bytes that are neither a number nor UTF-8 text (QCoDeS' conversion fails), and text
     as the setpoint of an array (QCoDeS fails to expand it): one DataDecodeError naming

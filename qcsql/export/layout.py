@@ -31,8 +31,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from qcsql.data.parameter_data import ParameterData
 from qcsql.data.streams import text_as_objects
-from qcsql.errors import DirectLayoutError, PlanError
+from qcsql.errors import DataDecodeError, DirectLayoutError, PlanError
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
 from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
 from qcsql.schema.description import InterDependencies, ParamSpec, RunDescription
@@ -454,6 +455,7 @@ def plan_dataset(
 def plan_run(run: DatasetSource) -> DatasetPlan:
     """The plan of a whole run, from its data as ``get_parameter_data`` returns it."""
     data = run.get_parameter_data()
+    _refuse_text_in_numeric_columns(run, data)
     try:
         return plan_dataset(run.description, data, dataset_attrs(run))
     except DirectLayoutError as exc:
@@ -464,3 +466,23 @@ def plan_run(run: DatasetSource) -> DatasetPlan:
             table="runs",
             column="run_description",
         ) from exc
+
+
+def _refuse_text_in_numeric_columns(run: DatasetSource, data: ParameterData) -> None:
+    """Text in a numeric column reads as QCoDeS reads it (an object array), but QCoDeS'
+    export of such a run fails (its dataframe cannot concatenate the values): one typed
+    error here too, as the streamed plans give, instead of a file QCoDeS never writes."""
+    specs = run.description.interdependencies.parameters
+    for tree in data.values():
+        for column, values in tree.items():
+            spec = specs.get(column)
+            if spec is None or spec.paramtype != "numeric" or values.dtype != object:
+                continue
+            text = next((v for v in values.ravel() if isinstance(v, str)), None)
+            if text is not None:
+                where = run.results_table().where.at(column=column)
+                raise DataDecodeError(
+                    f"{where}: holds the text {text!r:.40} in a numeric column, which QCoDeS "
+                    "reads but cannot export",
+                    where=where,
+                )
