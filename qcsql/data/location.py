@@ -66,12 +66,10 @@ class DataLocator:
 
     def where(self, row: RunRow) -> Location:
         """The one decision of where ``row``'s data are."""
-        if row.table_name is not None and self._store.has_table(row.table_name):
-            return Location("table")
-        if row.table_name is not None:
-            recorded = self._store.scalar_of_run(row, "raw_data_db_path")
-            if recorded:
-                return Location("raw_data_file", str(recorded))
+        home = self._store.results_table_home(row)
+        if home is not None:
+            kind, recorded = home
+            return Location("table") if kind == "table" else Location("raw_data_file", recorded)
         exported = _export_path(row.metadata.get("export_info"))
         return Location("nowhere") if exported is None else Location("export", exported)
 

@@ -206,15 +206,22 @@ class RunStore:
             else f"{count} runs between {low} and {high}"
         )
 
-    def in_memory(self, row: RunRow) -> bool:
-        """Whether QCoDeS loads the run as a ``DataSetInMem``: neither the file nor a
-        raw-data file holds its results table (the rule of
-        :meth:`qcsql.data.location.DataLocator.where`, asked without the data layer)."""
+    def results_table_home(self, row: RunRow) -> tuple[str, str | None] | None:
+        """Where the run's results table is: ``("table", None)`` in this file,
+        ``("raw_data_file", recorded path)`` in the separate raw-data file QCoDeS >= 0.59
+        writes, None when neither holds it (an in-memory or metadata-only run). The one
+        rule :meth:`in_memory` and :meth:`qcsql.data.location.DataLocator.where` share."""
         if row.table_name is None:
-            return True
+            return None
         if self.has_table(row.table_name):
-            return False
-        return not self.scalar_of_run(row, "raw_data_db_path")
+            return ("table", None)
+        recorded = self.scalar_of_run(row, "raw_data_db_path")
+        return ("raw_data_file", str(recorded)) if recorded else None
+
+    def in_memory(self, row: RunRow) -> bool:
+        """Whether QCoDeS loads the run as a ``DataSetInMem``: no results table of it
+        exists, in the file or a raw-data file."""
+        return self.results_table_home(row) is None
 
     def scalar_of_run(self, row: RunRow, column: str) -> Any:
         if column not in self.runs.c:
