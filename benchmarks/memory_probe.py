@@ -57,6 +57,8 @@ def main() -> None:
         returned_bytes = dataset.get_parameter_data
     else:
         import qcsql
+        import qcsql.data.location  # imported lazily on first read: before measuring, as
+        import qcsql.export.run  # QCoDeS' modules are, so that only the data count
 
         db = qcsql.open_database(path)
         run = db.load_by_id(1)
