@@ -422,10 +422,17 @@ def cmd_show(db: Database, args: argparse.Namespace, console: Console) -> int:
             lines.append(
                 f"  snapshot: {size:,} bytes; instruments: {', '.join(instruments) or '-'}"
             )
-            meta = ((snapshot.get("station") or {}).get("instruments") or {}).get("qh_meta")
-            if meta:
-                tags = meta.get("parameters", {}).get("tags", {}).get("value")
-                lines.append(f"  qh_meta tags: {tags}")
+            from qcsql.sync.qh_meta import qh_meta_of
+
+            try:
+                meta = qh_meta_of(snapshot)
+            except ValueError as exc:
+                console.warning(
+                    f"{db.path}, run {run.run_id}: the qh_meta instrument is malformed ({exc})"
+                )
+            else:
+                if meta is not None:
+                    lines.append(f"  qh_meta tags: {meta.tags}")
     console.out.write("\n".join(lines) + "\n")
     return EXIT_OK
 

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from qcsql.database import Database, Run, open_database
 from qcsql.errors import QcsqlError, RunNotFoundError, SnapshotMetadataWarning, Where
 from qcsql.export.layout import DatasetPlan, plan_run
+from qcsql.sync.qh_meta import QH_META, qh_meta_of
 
 __all__ = [
     "DatasetInfo",
@@ -33,7 +34,6 @@ __all__ = [
     "runs_after",
 ]
 
-QH_META = "qh_meta"
 RANKING = {"star": 1, "cross": -1}
 
 
@@ -86,33 +86,13 @@ def _qh_meta(run: Run) -> tuple[list[str], dict[str, str]]:
     """Tags and attributes of the ``qh_meta`` instrument in the run's snapshot."""
     where = Where(run.path_to_db, run.run_id)
     try:
-        snapshot = run.snapshot
+        meta = qh_meta_of(run.snapshot)
     except QcsqlError as exc:
         warnings.warn(
             f"{where}: {exc}; no qh_meta tags or attributes", SnapshotMetadataWarning, stacklevel=3
         )
         return [], {}
-    instrument = ((snapshot or {}).get("station") or {}).get("instruments", {}).get(QH_META)
-    if instrument is None:
-        warnings.warn(
-            f"{where}: the snapshot has no {QH_META} instrument",
-            SnapshotMetadataWarning,
-            stacklevel=3,
-        )
-        return [], {}
-    try:
-        parameters = instrument["parameters"]
-        tags = parameters["tags"]["value"] or []
-        attributes = parameters["attributes"]["value"] or {}
-        if not isinstance(tags, list) or not isinstance(attributes, dict):
-            raise TypeError("tags must be a list and attributes an object")
-        return [str(tag) for tag in tags], {
-            str(key): str(value["value"])
-            if isinstance(value, dict) and "value" in value
-            else str(value)
-            for key, value in attributes.items()
-        }
-    except (KeyError, TypeError, AttributeError) as exc:
+    except ValueError as exc:
         warnings.warn(
             f"{where}: the {QH_META} instrument in the snapshot is malformed ({exc}); "
             "no qh_meta tags or attributes",
@@ -120,6 +100,14 @@ def _qh_meta(run: Run) -> tuple[list[str], dict[str, str]]:
             stacklevel=3,
         )
         return [], {}
+    if meta is None:
+        warnings.warn(
+            f"{where}: the snapshot has no {QH_META} instrument",
+            SnapshotMetadataWarning,
+            stacklevel=3,
+        )
+        return [], {}
+    return meta.tags, meta.attributes
 
 
 def _variable_tags(plan: DatasetPlan) -> set[str]:
