@@ -222,3 +222,30 @@ def test_import_qcsql_does_not_import_the_qcodes_instrument() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_show_prints_the_qh_meta_tags_the_sync_record_carries(
+    synced_db: Path, tmp_path: Path
+) -> None:
+    """``qcsql show`` and the sync record read the snapshot's qh_meta the same way; the
+    tags are QCoDeS' own snapshot values, read back with QCoDeS' json on a copy."""
+    import io
+    import json
+    import shutil
+
+    from qcodes.dataset import load_by_id
+    from qcodes.dataset.sqlite.database import connect
+
+    from qcsql.cli import main
+
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(synced_db, copy)
+    conn = connect(copy)
+    try:
+        snapshot = json.loads(load_by_id(1, conn=conn).snapshot_raw)
+    finally:
+        conn.close()
+    tags = snapshot["station"]["instruments"]["qh_meta"]["parameters"]["tags"]["value"]
+    out = io.StringIO()
+    assert main(["show", str(synced_db), "1"], out=out, err=io.StringIO()) == 0
+    assert f"  qh_meta tags: {[str(t) for t in tags]}" in out.getvalue().splitlines()
