@@ -8,6 +8,7 @@ stopping: a damaged run does not hide the others.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Literal
 import sqlalchemy as sa
 
 from qcsql.database import Database, Run, open_database
-from qcsql.errors import DataElsewhereError, QcsqlError
+from qcsql.errors import DataElsewhereError, DataNotFoundWarning, QcsqlError
 from qcsql.schema.guids import is_well_formed
 from qcsql.schema.versions import NEWEST_KNOWN_VERSION
 
@@ -205,9 +206,16 @@ def _decode_first_and_last_rows(run: Run) -> None:
 
 
 def _check_data_elsewhere(run: Run, report: AuditReport) -> None:
-    """A run without results table in the file: its data must be where the file says."""
+    """A run without results table in the file: its data must be where the file says. One
+    whose data are nowhere (never exported, or the export gone) reads as no data with a
+    :class:`DataNotFoundWarning`, as QCoDeS loads it; the audit reports that as a finding
+    rather than letting the warning escape."""
     try:
-        run.get_parameter_data()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DataNotFoundWarning)  # raised, to be reported
+            run.get_parameter_data()
+    except DataNotFoundWarning as warning:
+        report.add("error", "data_not_found", str(warning), run.run_id)
     except DataElsewhereError as exc:
         report.add("error", "data_not_found", str(exc), run.run_id)
     except QcsqlError as exc:

@@ -26,6 +26,7 @@ translated where they arise and chained with ``raise ... from``::
      └── ExportError                the export file cannot be written
 
     QcsqlWarning (UserWarning)
+     ├── DataNotFoundWarning          the run's data were never stored, or their export is gone
      ├── UnknownSchemaVersionWarning  newer schema than qcsql knows, read best-effort
      └── SnapshotMetadataWarning      a malformed qh_meta instrument in the snapshot
 
@@ -45,6 +46,7 @@ __all__ = [
     "AmbiguousRunSpecError",
     "DataDecodeError",
     "DataElsewhereError",
+    "DataNotFoundWarning",
     "DatabaseBusyError",
     "DatabaseCorruptError",
     "DatabaseNotFoundError",
@@ -218,6 +220,12 @@ class ExportError(QcsqlError):
 
 class QcsqlWarning(UserWarning):
     """Root of every warning qcsql emits."""
+
+
+class DataNotFoundWarning(QcsqlWarning):
+    """A run without results table whose data were never written anywhere (an in-memory
+    run never exported) or whose export_info names an export that is gone: QCoDeS loads it
+    as an empty dataset with a warning, so qcsql reads no data and warns instead of failing."""
 
 
 class UnknownSchemaVersionWarning(QcsqlWarning):

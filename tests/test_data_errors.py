@@ -75,14 +75,14 @@ def test_damaged_values(
 
 
 def test_missing_results_table(tmp_path: Path) -> None:
+    """QCoDeS loads a run whose results table is gone as a ``DataSetInMem`` without data
+    (``{}`` and a warning; tests/test_no_data_runs.py compares that with QCoDeS)."""
     copy, table = _damaged(tmp_path, NUMERIC_RUN, "DROP TABLE {t}")
     with qcsql.open_database(copy) as db:
         run = db.load_by_id(NUMERIC_RUN)
         assert run.number_of_results == 0
-        with pytest.raises(
-            qcsql.DataElsewhereError, match=f"results table '{table}' is not in the file"
-        ):
-            run.get_parameter_data()
+        with pytest.warns(qcsql.DataNotFoundWarning, match=f"results table '{table}' is not"):
+            assert run.get_parameter_data() == {}
 
 
 def test_missing_column(tmp_path: Path) -> None:

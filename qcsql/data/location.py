@@ -4,7 +4,9 @@ A run's rows are in its results table in the database file; or, from QCoDeS 0.59
 on, in a results table of a separate SQLite file (``runs.raw_data_db_path``); or,
 for metadata-only databases and ``DataSetInMem`` runs, only in the netCDF export
 named in the run's ``export_info``; or nowhere (an in-memory run never exported).
-:meth:`DataLocator.where` says which, and every reader asks it. QCoDeS records
+:meth:`DataLocator.where` says which, and every reader asks it. A run whose data are
+nowhere, or whose export is gone, reads as QCoDeS 0.58 loads it: no data and a
+:class:`~qcsql.errors.DataNotFoundWarning`. QCoDeS records
 absolute paths, which dangle once a lab folder is moved or copied to another
 machine, so a side file is looked for at the recorded path, relative to the
 database's folder, and as the longest tail of the recorded path under that folder.
@@ -13,6 +15,7 @@ database's folder, and as the longest tail of the recorded path under that folde
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,7 @@ from qcsql.data.parameter_data import ParameterData, read_parameter_data
 from qcsql.data.results import ResultsTable
 from qcsql.errors import (
     DataElsewhereError,
+    DataNotFoundWarning,
     ParameterNotFoundError,
     QcsqlError,
     SchemaError,
@@ -139,17 +143,25 @@ class DataLocator:
         end: int | None,
     ) -> ParameterData:
         """Data of a run without results table, from the netCDF file its export_info names
-        (metadata-only databases, DataSetInMem runs)."""
+        (metadata-only databases, DataSetInMem runs). Where there is no such file, QCoDeS
+        loads the run as a dataset without data and warns: ``{}`` whatever ``names``,
+        ``start`` and ``end`` ask, and a :class:`DataNotFoundWarning`. An export that is
+        there but unreadable stays an error (QCoDeS fails reading it too)."""
         path = self._store.path
         where = Where(path, row.run_id)
         if location.recorded is None:
-            raise DataElsewhereError(
-                f"{where}: its results table {row.table_name!r} is not in the file, and "
-                "export_info records no netCDF export (an in-memory run that was never "
-                "exported keeps no data)",
-                where=where,
+            return _no_data(
+                f"{where}: no raw data stored for dataset with guid {row.guid} (its results "
+                f"table {row.table_name!r} is not in the file, and export_info records no "
+                "netCDF export: an in-memory run that was never exported keeps no data)"
             )
-        found = self._side_file(row, location.recorded, "its data are in the export")
+        found = locate_side_file(location.recorded, path.parent)
+        if found is None:
+            return _no_data(
+                f"{where}: could not load raw data for dataset with guid {row.guid} from "
+                f"the export {location.recorded}, which does not exist (nor does any tail "
+                f"of that path under {path.parent})"
+            )
         if start is not None or end is not None:
             raise DataElsewhereError(
                 f"{where}: start/end are not supported for data read from the export {found}",
@@ -185,6 +197,12 @@ class DataLocator:
                 table=row.table_name,
             )
         return found
+
+
+def _no_data(message: str) -> ParameterData:
+    """QCoDeS' reading of a run whose data are nowhere: none, with a warning."""
+    warnings.warn(message, DataNotFoundWarning, stacklevel=5)  # the caller of Run's method
+    return {}
 
 
 def _export_path(export_info: Any) -> str | None:

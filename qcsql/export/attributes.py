@@ -41,6 +41,10 @@ class DatasetSource(RunSource, Protocol):
     def metadata(self) -> dict[str, MetadataValue]: ...
     @property
     def parent_dataset_links(self) -> list[Link]: ...
+    @property
+    def in_memory(self) -> bool:
+        """Whether the file holds no results table for the run (a ``DataSetInMem`` run)."""
+        ...
 
 
 def _paramspec_dict(spec: ParamSpec) -> dict[str, Any]:

@@ -54,9 +54,14 @@ def export_run(
     run: DatasetSource, path_or_dir: str | Path, progress: Progress | None = None
 ) -> Path:
     """Write ``run`` as HDF5/netCDF4 to :func:`export_target` of ``path_or_dir``.
-    ``progress(rows written, rows expected)`` is called as a streamed export goes."""
+    ``progress(rows written, rows expected)`` is called as a streamed export goes.
+
+    An in-memory run has no results table to stream from: its data (those of its export,
+    or none, as QCoDeS loads it) go through the in-memory plan, so a run whose data were
+    never stored exports, as QCoDeS' does, to a file with every dataset attribute and no
+    variable."""
     target = export_target(run, path_or_dir)
-    for streamed in streamed_plans(run, progress):
+    for streamed in () if run.in_memory else streamed_plans(run, progress):
         try:
             return write_plan(streamed, target)
         except (NotStreamable, RowsDiffer):
