@@ -267,8 +267,10 @@ def _read_scalar_tree(tree: Tree) -> dict[str, npt.NDArray[Any]]:
     for column, kind in zip(tree.columns, tree.kinds, strict=True):
         if column in floats:
             result[column] = floats[column]
-        elif kind == "complex":
+        elif kind == "complex" and pieces[column]:
             result[column] = np.concatenate(pieces[column])
+        elif kind == "complex":  # no row (the count was an upper bound): float64, as QCoDeS
+            result[column] = np.empty(0, dtype=np.float64)
         else:
             result[column] = _maybe_ragged(pieces[column], None)
     return result

@@ -233,7 +233,7 @@ def _through_index(
         part.variables[MULTI_INDEX].attrs["compress"] = " ".join(levels)
         return _with_inferred(description, name, sub, part)
     shape = tuple(len(level) for level in sorted_levels)
-    grid = np.full(shape, _missing(values.dtype), dtype=_with_missing(values.dtype))
+    grid = _holding(values.dtype, shape, holes=math.prod(shape) > len(values))
     grid[tuple(codes)] = values
     part.add(name, tuple(levels), grid, coord=False)
     for level, unique_values in zip(levels, sorted_levels, strict=True):
@@ -281,10 +281,23 @@ def _levels(column: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.
 
 
 def _with_missing(dtype: np.dtype[Any]) -> np.dtype[Any]:
-    """The dtype pandas gives a column once NaN holes are added (ints become floats)."""
-    if dtype.kind in "iub":
+    """The dtype xarray gives an array once NaN holes are added (its ``maybe_promote``,
+    pandas' rule): integers become float32 up to two bytes, else float64."""
+    if dtype.kind in "iu":
+        return np.dtype(np.float32 if dtype.itemsize <= 2 else np.float64)
+    if dtype.kind == "b":  # QCoDeS refuses boolean arrays: never in a file it wrote
         return np.dtype(np.float64)
     return dtype
+
+
+def _holding(dtype: np.dtype[Any], shape: tuple[int, ...], *, holes: bool) -> npt.NDArray[Any]:
+    """The array values of ``dtype`` are put into: with ``holes`` (some cells get no
+    value), of the dtype that can hold NaN and filled with it; else of ``dtype`` itself.
+    xarray promotes only where it inserts holes (unstacking a MultiIndex that is not a
+    full grid, reindexing with a missing label), so integers stay integers elsewhere."""
+    if not holes:
+        return np.empty(shape, dtype=dtype)
+    return np.full(shape, _missing(dtype), dtype=_with_missing(dtype))
 
 
 def _missing(dtype: np.dtype[Any]) -> Any:
@@ -394,7 +407,9 @@ def _reindex(
         positions = np.searchsorted(target, own.data)
         shape = list(data.shape)
         shape[axis] = len(target)
-        padded = np.full(shape, _missing(data.dtype), dtype=_with_missing(data.dtype))
+        # holes where no own value lands; a mere reordering keeps the dtype, as in xarray
+        holes = len(np.unique(positions)) < len(target)
+        padded = _holding(data.dtype, tuple(shape), holes=holes)
         index: list[Any] = [slice(None)] * data.ndim
         index[axis] = positions
         padded[tuple(index)] = data

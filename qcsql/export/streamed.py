@@ -396,7 +396,7 @@ def _outer_merge_plan(
     values at their places."""
     streams = [stream_numeric_trees(run, [top]) for top in tops]
     coordinates = []
-    for stream in streams:
+    for top, stream in zip(tops, streams, strict=True):
         if stream is None:
             return None
         try:
@@ -404,6 +404,8 @@ def _outer_merge_plan(
         except RowsDiffer:
             return None
         values = np.concatenate(parts) if parts else np.empty(0)
+        if not len(values) and _dtype(run, top) != np.float64:
+            return None  # a tree without rows: float64 in QCoDeS' file, whatever the paramtype
         keys = as_qcodes_sees(values)
         if np.isnan(values).any() or len(np.unique(keys)) != len(keys):
             return None  # repeated or NaN setpoints: QCoDeS' merge fails or differs
@@ -494,8 +496,13 @@ def _variables(
     return {**ordered, **(extra or {}), **{name: streamed(name, False) for name in tops[1:]}}
 
 
+def _all_floats(variables: Mapping[str, Variable]) -> bool:
+    return all(variable.data.dtype == np.float64 for variable in variables.values())
+
+
 def _dtype(run: DatasetSource, name: str) -> np.dtype[Any]:
-    """What QCoDeS' arrays of a scalar parameter hold: floats, complex numbers or text."""
+    """What QCoDeS' arrays of a scalar parameter hold: floats, complex numbers or text
+    (of a tree with rows; without, ``get_parameter_data`` gives float64 arrays)."""
     paramtype = run.description.paramspecs[name].paramtype
     return np.dtype({"complex": np.complex128, "text": object}.get(paramtype, np.float64))
 
@@ -783,6 +790,8 @@ def _along_setpoint_batches(sweep: _Sweep, monotonic: bool) -> Iterator[Batch]:
     complete_shape = shape is not None and tuple(shape) == (position,)
     if monotonic and direction is None and not complete_shape:
         raise NotStreamable  # not sure to be unique: the next plan counts the values
+    if position == 0 and not _all_floats(sweep.variables):
+        raise NotStreamable  # no rows: QCoDeS' arrays are float64, whatever the paramtype
 
 
 def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
