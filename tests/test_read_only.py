@@ -242,3 +242,25 @@ def test_wal_files_on_read_only_media_open(tmp_path: Path) -> None:
     finally:
         folder.chmod(0o755)
         shutil.rmtree(folder)
+
+
+def test_listing_runs_without_results_tables_costs_no_query_per_run(
+    tmp_path: Path, traced_statements: list[str]
+) -> None:
+    """A metadata-only file (every results table gone): listing its runs with their
+    metadata and completion reads the table names once, not once per run."""
+    path = copy_database(EXAMPLE_DB, tmp_path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        tables = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'results-%'"
+        ).fetchall()
+        for (table,) in tables:
+            conn.execute(f'DROP TABLE "{table}"')
+        conn.commit()
+    with qcsql.open_database(path) as db:
+        traced_statements.clear()
+        runs = db.runs()
+        for run in runs:
+            run.metadata, run.completed, run.in_memory
+    assert len(runs) > 5 and all(run.in_memory for run in runs)
+    assert len(traced_statements) <= 2, traced_statements

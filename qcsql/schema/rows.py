@@ -70,3 +70,4 @@ class RunRow:
     exp_name: str | None
     sample_name: str | None
     metadata: dict[str, MetadataValue] = field(default_factory=dict)
+    raw_data_db_path: str | None = None  # QCoDeS >= 0.59: a separate raw-data file

@@ -57,6 +57,8 @@ class RunStore:
 
     def __init__(self, connection: ReadOnlyConnection) -> None:
         self.connection = connection
+        # has_table reads the table names again at most once per loading of runs
+        self._rows_generation = self._names_generation = 0
         self._inspect_schema()
 
     @property
@@ -105,10 +107,13 @@ class RunStore:
         return {name for (name,) in rows}
 
     def has_table(self, name: str) -> bool:
-        """Whether ``name`` is a table now; looks again when a run created it since opening."""
-        if name not in self.table_names:
+        """Whether ``name`` is a table: looks again when a run may have created it since the
+        names were read, at most once per loading of runs (:meth:`run_rows`), so that a
+        listing of runs without results tables (metadata-only files) costs no query per run."""
+        if name not in self.table_names and self._names_generation != self._rows_generation:
             with self.connection.reading() as sql:
                 self.table_names = self._read_table_names(sql)
+            self._names_generation = self._rows_generation
         return name in self.table_names
 
     def experiments(self) -> list[Experiment]:
@@ -147,6 +152,7 @@ class RunStore:
             statement = statement.where(where)
         with self.connection.reading(table="runs") as sql:
             rows = sql.execute(statement).all()
+        self._rows_generation += 1  # tables made before these rows are seen by has_table
         return [self.run_row(tuple(row)) for row in rows]
 
     def run_row(self, values: tuple[Any, ...]) -> RunRow:
@@ -164,6 +170,7 @@ class RunStore:
             captured_run_id,
             captured_counter,
             parent_datasets,
+            raw_data_db_path,
             exp_name,
             sample_name,
         ) = values[: len(LISTED_RUN_COLUMNS) + 2]
@@ -190,6 +197,7 @@ class RunStore:
                 for column, value in zip(self.metadata_columns, metadata_values, strict=True)
                 if value is not None
             },
+            raw_data_db_path=None if raw_data_db_path is None else str(raw_data_db_path),
         )
 
     def run_id_range(self) -> str:
@@ -215,8 +223,8 @@ class RunStore:
             return None
         if self.has_table(row.table_name):
             return ("table", None)
-        recorded = self.scalar_of_run(row, "raw_data_db_path")
-        return ("raw_data_file", str(recorded)) if recorded else None
+        recorded = row.raw_data_db_path
+        return ("raw_data_file", recorded) if recorded else None
 
     def in_memory(self, row: RunRow) -> bool:
         """Whether QCoDeS loads the run as a ``DataSetInMem``: no results table of it

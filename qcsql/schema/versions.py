@@ -40,6 +40,9 @@ LISTED_RUN_COLUMNS = (
     "captured_run_id",
     "captured_counter",
     "parent_datasets",
+    # QCoDeS >= 0.59: where a run's raw data live when not in this file (a storage
+    # pointer, which QCoDeS hides from a run's metadata too)
+    "raw_data_db_path",
 )
 
 # QCoDeS' own list of the non-metadata columns of ``runs`` (any schema version);
@@ -50,9 +53,6 @@ STANDARD_RUN_COLUMNS = frozenset(
         *LISTED_RUN_COLUMNS,
         "run_description",
         "snapshot",
-        # QCoDeS >= 0.59: where a run's raw data live when not in this file (a storage
-        # pointer, which QCoDeS hides from a run's metadata too)
-        "raw_data_db_path",
     }
 )
 
