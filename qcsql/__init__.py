@@ -10,33 +10,8 @@ with qcsql.open_database("experiments.db") as db:
 import typing as _typing
 
 # Errors are light and every caller may catch them: imported at once.
-from qcsql.errors import (
-    AmbiguousRunSpecError,
-    DatabaseBusyError,
-    DatabaseCorruptError,
-    DatabaseNotFoundError,
-    DatabaseOpenError,
-    DatabaseReadError,
-    DataDecodeError,
-    DataElsewhereError,
-    DataNotFoundWarning,
-    DirectLayoutError,
-    ExportError,
-    NotQCoDeSError,
-    NotSQLiteError,
-    ParameterNotFoundError,
-    PlanError,
-    QcsqlError,
-    QcsqlWarning,
-    RunDescriptionError,
-    RunLookupError,
-    RunNotFoundError,
-    SchemaError,
-    SnapshotError,
-    SnapshotMetadataWarning,
-    UnknownSchemaVersionWarning,
-    Where,
-)
+from qcsql import errors as _errors
+from qcsql.errors import *  # noqa: F403  (errors.__all__: every error and warning)
 
 # The rest is resolved on first use, so that ``import qcsql`` (and ``qcsql --help``)
 # does not pay for SQLAlchemy, pydantic and numpy before anything is read.
@@ -83,42 +58,20 @@ def __dir__() -> list[str]:
 
 __version__ = "0.1.0"
 
+# The facade; every error and warning of qcsql.errors is public too.
 __all__ = [
     "Access",
-    "AmbiguousRunSpecError",
-    "DataDecodeError",
-    "DataElsewhereError",
-    "DataNotFoundWarning",
     "Database",
-    "DatabaseBusyError",
-    "DatabaseCorruptError",
-    "DatabaseNotFoundError",
-    "DatabaseOpenError",
-    "DatabaseReadError",
     "DatabaseSummary",
-    "DirectLayoutError",
     "Experiment",
-    "ExportError",
     "InterDependencies",
     "Link",
-    "NotQCoDeSError",
-    "NotSQLiteError",
     "ParamSpec",
     "ParamSpecBase",
-    "ParameterNotFoundError",
-    "PlanError",
-    "QcsqlError",
-    "QcsqlWarning",
     "Run",
     "RunDescription",
-    "RunDescriptionError",
-    "RunLookupError",
-    "RunNotFoundError",
-    "SchemaError",
-    "SnapshotError",
-    "SnapshotMetadataWarning",
-    "UnknownSchemaVersionWarning",
-    "Where",
     "__version__",
     "open_database",
 ]
+__all__ += _errors.__all__
+__all__.sort()

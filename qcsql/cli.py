@@ -82,24 +82,29 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+# What ``qcsql runs --json`` prints of a run, in this order (QCoDeS' ``DataSet`` names).
+RUN_RECORD_FIELDS = (
+    "run_id",
+    "captured_run_id",
+    "counter",
+    "captured_counter",
+    "guid",
+    "name",
+    "exp_id",
+    "exp_name",
+    "sample_name",
+    "table_name",
+    "run_timestamp_raw",
+    "completed_timestamp_raw",
+    "completed",
+)
+
+
 def run_record(run: Run) -> dict[str, Any]:
     """The light, JSON-ready description of a run that ``qcsql runs --json`` prints."""
-    return {
-        "run_id": run.run_id,
-        "captured_run_id": run.captured_run_id,
-        "counter": run.counter,
-        "captured_counter": run.captured_counter,
-        "guid": run.guid,
-        "name": run.name,
-        "exp_id": run.exp_id,
-        "exp_name": run.exp_name,
-        "sample_name": run.sample_name,
-        "table_name": run.table_name,
-        "run_timestamp_raw": run.run_timestamp_raw,
-        "completed_timestamp_raw": run.completed_timestamp_raw,
-        "completed": run.completed,
-        "metadata": {key: _json_value(value) for key, value in run.metadata.items()},
-    }
+    record: dict[str, Any] = {field: getattr(run, field) for field in RUN_RECORD_FIELDS}
+    record["metadata"] = {key: _json_value(value) for key, value in run.metadata.items()}
+    return record
 
 
 def _first_line(text: str | None, width: int) -> str:

@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 import sqlalchemy as sa
 
 from qcsql.errors import (
     AmbiguousRunSpecError,
+    QcsqlError,
     RunDescriptionError,
     RunNotFoundError,
     SnapshotError,
@@ -50,6 +51,8 @@ if TYPE_CHECKING:  # the data layer (and numpy) is imported when data are first 
     from qcsql.data.results import ResultsTable
 
 __all__ = ["Database", "DatabaseSummary", "Run", "open_database"]
+
+_E = TypeVar("_E", bound=QcsqlError)
 
 
 def open_database(path: str | Path) -> Database:
@@ -89,6 +92,11 @@ class Database:
         except BaseException:
             self._conn.close()
             raise
+        # Facts of the file as it was opened (a Database never re-reads its schema):
+        self.schema_version: Final[int] = self.store.schema_version
+        self.model: Final[SchemaModel] = self.store.model  # the version's table models
+        # The columns QCoDeS' ``add_metadata`` had added to the runs table.
+        self.metadata_columns: Final[tuple[str, ...]] = self.store.metadata_columns
         self._data: DataLocator | None = None
         self._data_lock = threading.Lock()
 
@@ -102,20 +110,6 @@ class Database:
 
                 self._data = DataLocator(self.store)
             return self._data
-
-    @property
-    def schema_version(self) -> int:
-        return self.store.schema_version
-
-    @property
-    def model(self) -> SchemaModel:
-        """The SQLAlchemy table models of the file's schema version."""
-        return self.store.model
-
-    @property
-    def metadata_columns(self) -> tuple[str, ...]:
-        """The columns QCoDeS' ``add_metadata`` added to the runs table."""
-        return self.store.metadata_columns
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -189,18 +183,14 @@ class Database:
                 table="runs",
             )
         rows = self.store.run_rows(self.store.runs.c.guid == guid)
-        if not rows:
-            raise RunNotFoundError(
-                f"no run with guid {guid!r} in {self.path}", path=self.path, table="runs"
-            )
-        if len(rows) > 1:
-            raise AmbiguousRunSpecError(
+        return self._only_run(
+            rows,
+            none=f"no run with guid {guid!r} in {self.path}",
+            several=lambda: (
                 f"guid {guid!r} is shared by runs {_id_list(rows)} of {self.path}; "
-                "load one of them by run_id",
-                path=self.path,
-                table="runs",
-            )
-        return Run(self, rows[0])
+                "load one of them by run_id"
+            ),
+        )
 
     def load_by_run_spec(
         self,
@@ -253,23 +243,28 @@ class Database:
             )
             or "no criteria"
         )
-        if not rows:
-            raise RunNotFoundError(
-                f"no run of {self.path} matches {spec}", path=self.path, table="runs"
-            )
-        if len(rows) > 1:
+
+        def several() -> str:
             listing = "; ".join(
                 f"run_id={row.run_id} captured_run_id={row.captured_run_id} "
                 f"exp={row.exp_name!r} sample={row.sample_name!r} guid={row.guid}"
                 for row in rows[:10]
             )
             more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
-            raise AmbiguousRunSpecError(
+            return (
                 f"{len(rows)} runs of {self.path} match {spec}: {listing}{more}; "
-                "give more fields to pick one",
-                path=self.path,
-                table="runs",
+                "give more fields to pick one"
             )
+
+        return self._only_run(rows, none=f"no run of {self.path} matches {spec}", several=several)
+
+    def _only_run(self, rows: Sequence[RunRow], *, none: str, several: Callable[[], str]) -> Run:
+        """The one run of ``rows``; otherwise the lookup error (``none`` or ``several`` as
+        its message) that names this file's runs table."""
+        if not rows:
+            raise RunNotFoundError(none, path=self.path, table="runs")
+        if len(rows) > 1:
+            raise AmbiguousRunSpecError(several(), path=self.path, table="runs")
         return Run(self, rows[0])
 
     # -- summary -------------------------------------------------------------------------------
@@ -399,6 +394,18 @@ class Run:
         below this facade (see :mod:`qcsql.data.location`)."""
         return self._database.data.results_table(self._row)
 
+    def _runs_column_error(self, error: type[_E], column: str, problem: str) -> _E:
+        """``error`` about this run's ``column`` of the runs table, its message
+        ``<file>, run N: <problem>``."""
+        path = self._database.path
+        return error(
+            f"{path}, run {self.run_id}: {problem}",
+            path=path,
+            run_id=self.run_id,
+            table="runs",
+            column=column,
+        )
+
     @property
     def run_id(self) -> int:
         return self._row.run_id
@@ -510,13 +517,10 @@ class Run:
         try:
             return [Link.model_validate(orjson.loads(item)) for item in orjson.loads(raw)]
         except (orjson.JSONDecodeError, TypeError, ValueError) as exc:
-            raise RunDescriptionError(
-                f"{self._database.path}, run {self.run_id}: parent_datasets is not a JSON "
-                f"list of links ({exc})",
-                path=self._database.path,
-                run_id=self.run_id,
-                table="runs",
-                column="parent_datasets",
+            raise self._runs_column_error(
+                RunDescriptionError,
+                "parent_datasets",
+                f"parent_datasets is not a JSON list of links ({exc})",
             ) from exc
 
     # -- what was measured ----------------------------------------------------------------
@@ -608,20 +612,13 @@ class Run:
         try:
             parsed = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise SnapshotError(
-                f"{self._database.path}, run {self.run_id}: the snapshot is not valid JSON ({exc})",
-                path=self._database.path,
-                run_id=self.run_id,
-                table="runs",
-                column="snapshot",
+            raise self._runs_column_error(
+                SnapshotError, "snapshot", f"the snapshot is not valid JSON ({exc})"
             ) from exc
         if parsed is not None and not isinstance(parsed, dict):
-            raise SnapshotError(
-                f"{self._database.path}, run {self.run_id}: the snapshot is a JSON "
-                f"{type(parsed).__name__}, not an object",
-                path=self._database.path,
-                run_id=self.run_id,
-                table="runs",
-                column="snapshot",
+            raise self._runs_column_error(
+                SnapshotError,
+                "snapshot",
+                f"the snapshot is a JSON {type(parsed).__name__}, not an object",
             )
         return parsed

@@ -17,30 +17,64 @@ __all__ = ["DatasetSource", "dataset_attrs", "run_description_json", "variable_a
 
 
 class DatasetSource(RunSource, Protocol):
-    """A run with everything QCoDeS writes as dataset attributes."""
+    """A run with everything QCoDeS writes as dataset attributes (each member's
+    docstring names the attribute it becomes)."""
 
     @property
-    def name(self) -> str | None: ...
+    def name(self) -> str | None:
+        """``ds_name``."""
+        ...
+
     @property
-    def sample_name(self) -> str | None: ...
+    def sample_name(self) -> str | None:
+        """``sample_name``, from the run's experiment."""
+        ...
+
     @property
-    def exp_name(self) -> str | None: ...
+    def exp_name(self) -> str | None:
+        """``exp_name``."""
+        ...
+
     @property
-    def snapshot_raw(self) -> str | None: ...
+    def snapshot_raw(self) -> str | None:
+        """``snapshot``, the stored text as it is (``"null"`` when there is none)."""
+        ...
+
     @property
-    def stable_guid(self) -> str | None: ...
+    def stable_guid(self) -> str | None:
+        """``guid``; for schema-v0 runs the one QCoDeS' upgrade would give them."""
+        ...
+
     @property
-    def run_timestamp_raw(self) -> float | None: ...
+    def run_timestamp_raw(self) -> float | None:
+        """``run_timestamp_raw`` (-1 when None) and, formatted, ``run_timestamp``."""
+        ...
+
     @property
-    def completed_timestamp_raw(self) -> float | None: ...
+    def completed_timestamp_raw(self) -> float | None:
+        """``completed_timestamp_raw`` (-1 when None) and ``completed_timestamp``."""
+        ...
+
     @property
-    def captured_run_id(self) -> int | None: ...
+    def captured_run_id(self) -> int | None:
+        """``captured_run_id``, also in the file's name."""
+        ...
+
     @property
-    def captured_counter(self) -> int | None: ...
+    def captured_counter(self) -> int | None:
+        """``captured_counter``."""
+        ...
+
     @property
-    def metadata(self) -> dict[str, MetadataValue]: ...
+    def metadata(self) -> dict[str, MetadataValue]:
+        """One attribute per tag, after QCoDeS' own attributes."""
+        ...
+
     @property
-    def parent_dataset_links(self) -> list[Link]: ...
+    def parent_dataset_links(self) -> list[Link]:
+        """``parent_dataset_links``, as a JSON list of JSON objects."""
+        ...
+
     @property
     def in_memory(self) -> bool:
         """Whether the file holds no results table for the run (a ``DataSetInMem`` run)."""

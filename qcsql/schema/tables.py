@@ -25,26 +25,18 @@ __all__ = ["SchemaModel", "bind_runs_table", "tables_for"]
 
 @dataclass(frozen=True)
 class SchemaModel:
-    """The tables and indices a database of one schema version has."""
+    """The tables and indices a database of one schema version has.
+
+    Every version from v0 on has these four tables; the reflected ``metadata`` also
+    holds the indices and any other table of the version's DDL.
+    """
 
     version: int
     metadata: sa.MetaData
-
-    @property
-    def runs(self) -> sa.Table:
-        return self.metadata.tables["runs"]
-
-    @property
-    def experiments(self) -> sa.Table:
-        return self.metadata.tables["experiments"]
-
-    @property
-    def layouts(self) -> sa.Table:
-        return self.metadata.tables["layouts"]
-
-    @property
-    def dependencies(self) -> sa.Table:
-        return self.metadata.tables["dependencies"]
+    runs: sa.Table
+    experiments: sa.Table
+    layouts: sa.Table
+    dependencies: sa.Table
 
 
 @functools.cache
@@ -61,7 +53,15 @@ def tables_for(version: int) -> SchemaModel:
         engine.dispose()
     finally:
         scratch.close()
-    return SchemaModel(version=version, metadata=metadata)
+    tables = metadata.tables
+    return SchemaModel(
+        version=version,
+        metadata=metadata,
+        runs=tables["runs"],
+        experiments=tables["experiments"],
+        layouts=tables["layouts"],
+        dependencies=tables["dependencies"],
+    )
 
 
 def bind_runs_table(model: SchemaModel, actual_columns: Iterable[str]) -> sa.Table:

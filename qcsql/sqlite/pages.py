@@ -79,6 +79,33 @@ class NumericColumns:
         return len(self.values[0]) if self.values else 0
 
 
+@dataclass(frozen=True)
+class _Decoding:
+    """One window's bytes (``flat``, with each cell's ``record`` offset), the columns to
+    decode, and the buffers their values go to: one row per cell of the window, filled
+    by the same-header and the any-header decoder alike."""
+
+    flat: npt.NDArray[np.uint8]
+    record: npt.NDArray[np.int64]
+    column_indices: Sequence[int]
+    tops: int
+    values: list[npt.NDArray[np.float64]]
+    found: npt.NDArray[np.bool_]  # which top columns are not NULL
+
+    @classmethod
+    def of(
+        cls,
+        flat: npt.NDArray[np.uint8],
+        record: npt.NDArray[np.int64],
+        column_indices: Sequence[int],
+        tops: int,
+    ) -> _Decoding:
+        cells = len(record)
+        values = [np.empty(cells, dtype=np.float64) for _ in column_indices]
+        found = np.zeros((cells, tops), dtype=bool)
+        return cls(flat, record, column_indices, tops, values, found)
+
+
 class PageSource:
     """The pages of one database file, readable only inside :meth:`window`."""
 
@@ -289,28 +316,19 @@ def _decode_leaves(
     header_size = flat[record].astype(np.int64)
     if np.any(header_size >= 0x80):
         raise Unsupported
-    values = [np.empty(total, dtype=np.float64) for _ in column_indices]
-    found = np.zeros((total, tops), dtype=bool)  # which top columns are not NULL
+    into = _Decoding.of(flat, record, column_indices, tops)
     common = _common_header(flat, record, header_size)
     if common is not None:  # usually all, sometimes most records of a window share a header
         rows, header = common
-        _decode_same_header(flat, record[rows], header, column_indices, tops, values, found, rows)
+        _decode_same_header(into, rows, header)
         rest = np.flatnonzero(~_mask(total, rows))
     else:
         rest = np.arange(total)
     if len(rest):
-        _decode_any_header(
-            flat,
-            record[rest],
-            header_size[rest],
-            column_indices,
-            tops,
-            values,
-            found,
-            rest,
-        )
-    keep = found.any(axis=1) & wanted
-    return NumericColumns([v[keep] for v in values], last, found[keep] if tops > 1 else None)
+        _decode_any_header(into, rest, header_size[rest])
+    keep = into.found.any(axis=1) & wanted
+    found = into.found[keep] if tops > 1 else None
+    return NumericColumns([v[keep] for v in into.values], last, found)
 
 
 def _varint_lengths(
@@ -381,42 +399,31 @@ def _common_header(
 
 
 def _decode_same_header(
-    flat: npt.NDArray[np.uint8],
-    record: npt.NDArray[np.int64],
-    header: npt.NDArray[np.uint8],
-    column_indices: Sequence[int],
-    tops: int,
-    values: list[npt.NDArray[np.float64]],
-    found: npt.NDArray[np.bool_],
-    rows: npt.NDArray[np.int64],
+    into: _Decoding, rows: npt.NDArray[np.int64], header: npt.NDArray[np.uint8]
 ) -> None:
     """Records with one header: every value sits at the same offset from its record."""
+    flat, record = into.flat, into.record[rows]
     serials = header[1:].astype(np.int64)
     offsets = len(header) + np.concatenate([[0], np.cumsum(_SERIAL_SIZE[serials])])
-    for out, column in zip(values, column_indices, strict=True):
+    for out, column in zip(into.values, into.column_indices, strict=True):
         serial = int(serials[column]) if column < len(serials) else 0
         at = record + int(offsets[min(column, len(serials))])
         if serial == 7:
             out[rows] = _big_endian_doubles(flat, at)
         else:
             out[rows] = decode_numbers(flat, np.full(len(rows), serial, dtype=np.int64), at)
-    for position, column in enumerate(column_indices[:tops]):
-        found[rows, position] = column < len(serials) and int(serials[column]) != 0
+    for position, column in enumerate(into.column_indices[: into.tops]):
+        into.found[rows, position] = column < len(serials) and int(serials[column]) != 0
 
 
 def _decode_any_header(
-    flat: npt.NDArray[np.uint8],
-    record: npt.NDArray[np.int64],
-    header_size: npt.NDArray[np.int64],
-    column_indices: Sequence[int],
-    tops: int,
-    values: list[npt.NDArray[np.float64]],
-    found: npt.NDArray[np.bool_],
-    rows: npt.NDArray[np.int64],
+    into: _Decoding, rows: npt.NDArray[np.int64], header_size: npt.NDArray[np.int64]
 ) -> None:
-    """Records with different headers: serial types and offsets row by row, vectorised."""
+    """Records with different headers (``header_size`` of each of ``rows``): serial types
+    and offsets row by row, vectorised."""
+    flat, record = into.flat, into.record[rows]
     count = len(record)
-    widest = int(max(column_indices)) + 1
+    widest = int(max(into.column_indices)) + 1
     types = np.zeros((count, widest), dtype=np.int64)  # NULL where a short record lacks the column
     sizes = np.zeros((count, widest), dtype=np.int64)
     for column in range(widest):
@@ -427,9 +434,9 @@ def _decode_any_header(
         types[has, column] = serial[has]
         sizes[has, column] = _SERIAL_SIZE[serial[has]]
     value_at = (record + header_size)[:, None] + np.cumsum(sizes, axis=1) - sizes
-    for out, column in zip(values, column_indices, strict=True):
+    for out, column in zip(into.values, into.column_indices, strict=True):
         out[rows] = decode_numbers(flat, types[:, column], value_at[:, column])
-    found[rows] = types[:, list(column_indices[:tops])] != 0
+    into.found[rows] = types[:, list(into.column_indices[: into.tops])] != 0
 
 
 def _big_endian_doubles(
