@@ -900,6 +900,41 @@ def _(ctx: _Context) -> None:
     _measure(ctx, "in memory no rows", XY, [], in_memory=True, after=_export(ctx.folder))
 
 
+def _from_netcdf(ctx: _Context, name: str, write: Callable[[_Context], None]) -> None:
+    """A run written by ``write`` into a database of its own, exported by QCoDeS, loaded
+    back with load_from_netcdf and its metadata written here: an in-memory run whose data
+    exist only in that file."""
+    from qcodes.dataset import load_by_id, load_from_netcdf
+
+    source = ctx.folder / f"{name.replace(' ', '_')}.db"
+    exp = new_database(source, "netcdf source", "netcdf sample")
+    try:
+        write(_Context(exp, source, ctx.folder))
+        dataset = load_by_id(1, conn=exp.conn)
+        dataset.export("netcdf", path=str(ctx.folder / "from_netcdf"))
+        exported = dataset.export_info.export_paths["nc"]
+    finally:
+        exp.conn.close()
+    load_from_netcdf(exported, path_to_db=ctx.path).write_metadata_to_db(path_to_db=ctx.path)
+
+
+@_run("in memory loaded from netcdf")
+def _(ctx: _Context) -> None:
+    def write(other: _Context) -> None:
+        _measure(other, "grid", GRID, _grid_rows(3, 4, 10), shapes={"y": (3, 4)})
+
+    _from_netcdf(ctx, "loaded grid", write)
+
+
+@_run("in memory loaded from netcdf booleans")
+def _(ctx: _Context) -> None:
+    def write(other: _Context) -> None:
+        rows = [{"x": np.arange(4), "y": np.arange(4) % 3 == 0}]
+        _dataset_run(other, "booleans", start=True, complete=True, rows=rows, paramtype="array")
+
+    _from_netcdf(ctx, "loaded booleans", write)
+
+
 @_run("in memory never started")
 def _(ctx: _Context) -> None:
     from qcodes.dataset.data_set_in_memory import DataSetInMem
@@ -1031,11 +1066,16 @@ def _last_run_id(path: Path) -> int:
 def build_suite(folder: Path) -> Suite:
     """Write every run of :data:`SUITE_LABELS` into ``folder / "suite.db"`` (exports of its
     in-memory runs beside it); each builder must add exactly one run."""
+    import qcodes
+
     path = folder / "suite.db"
     exp = new_database(path, "qcodes suite", "suite sample")
     runs: dict[str, int] = {}
     try:
         for label, builder in _BUILDERS.items():
+            # A DataSetInMem writes its metadata to the default database, which creating a
+            # side database (extract_runs_into_db, load_from_netcdf builders) changed.
+            qcodes.config["core"]["db_location"] = str(path)
             before = _last_run_id(path)
             builder(_Context(exp, path, folder))
             exp.conn.commit()

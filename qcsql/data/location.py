@@ -14,6 +14,7 @@ database's folder, and as the longest tail of the recorded path under that folde
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 from collections.abc import Sequence
@@ -113,7 +114,51 @@ class DataLocator:
                 return self.results_table(row).count_rows()
             except QcsqlError:
                 return 0
-        return 0
+        found = self._export_file(location)
+        if found is None:
+            return 0
+        from qcsql.data.exported import count_exported  # reading netCDF needs h5netcdf
+
+        try:
+            return count_exported(found)
+        except (OSError, KeyError, ValueError):
+            return 0  # unreadable: reading its data says why
+
+    def exported_attrs(self, row: RunRow) -> dict[str, Any] | None:
+        """The dataset attributes QCoDeS exports a run without results table with, when
+        its export is there: those of that file, whose ``export_info`` QCoDeS replaces by
+        the file's own with the ``nc`` path the run records (QCoDeS re-exports the loaded
+        file, not the run's row; a run loaded from another file keeps that file's run_id).
+        None where the run has a results table or no export."""
+        location = self.where(row)
+        found = self._export_file(location)
+        if found is None or location.recorded is None:
+            return None
+        from qcsql.data.exported import exported_attrs
+
+        where = Where(self._store.path, row.run_id)
+        try:
+            attrs = exported_attrs(found)
+        except (OSError, KeyError, ValueError) as exc:
+            raise DataElsewhereError(
+                f"{where}: cannot read the export {found} ({exc})", where=where
+            ) from exc
+        info = attrs.get("export_info")
+        try:
+            parsed = orjson.loads(info) if isinstance(info, str) and info else {}
+        except orjson.JSONDecodeError:
+            parsed = {}
+        paths = parsed.get("export_paths") if isinstance(parsed, dict) else None
+        paths = dict(paths) if isinstance(paths, dict) else {}
+        paths["nc"] = str(Path(location.recorded))
+        attrs["export_info"] = json.dumps({"export_paths": paths})
+        return attrs
+
+    def _export_file(self, location: Location) -> Path | None:
+        """The export file a run without results table is read from, if it is there."""
+        if location.kind != "export" or location.recorded is None:
+            return None
+        return locate_side_file(location.recorded, self._store.path.parent)
 
     def parameter_data(
         self,
