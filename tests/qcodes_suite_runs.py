@@ -400,6 +400,14 @@ def _(ctx: _Context) -> None:
     _dataset_run(ctx, "array bool", start=True, complete=True, rows=rows, paramtype="array")
 
 
+@_run("array bool repeated")
+def _(ctx: _Context) -> None:
+    # enough rows of the same setpoints for qcsql's export to stream them
+    spectrum = np.arange(100) % 7 == 0
+    rows = [{"x": np.arange(100), "y": np.roll(spectrum, k)} for k in range(300)]
+    _dataset_run(ctx, "array bool repeated", start=True, complete=True, rows=rows, paramtype="array")
+
+
 @_run("array nan inf")
 def _(ctx: _Context) -> None:
     specs = [_P("f", "array"), _P("s", "array", setpoints=("f",))]
@@ -1063,16 +1071,18 @@ def _last_run_id(path: Path) -> int:
     return int(found or 0)
 
 
-def build_suite(folder: Path) -> Suite:
-    """Write every run of :data:`SUITE_LABELS` into ``folder / "suite.db"`` (exports of its
-    in-memory runs beside it); each builder must add exactly one run."""
+def build_suite(folder: Path, labels: list[str] | None = None) -> Suite:
+    """Write the runs of ``labels`` (default: every one of :data:`SUITE_LABELS`) into
+    ``folder / "suite.db"`` (exports of its in-memory runs beside it); each builder must
+    add exactly one run."""
     import qcodes
 
     path = folder / "suite.db"
     exp = new_database(path, "qcodes suite", "suite sample")
     runs: dict[str, int] = {}
     try:
-        for label, builder in _BUILDERS.items():
+        for label in SUITE_LABELS if labels is None else labels:
+            builder = _BUILDERS[label]
             # A DataSetInMem writes its metadata to the default database, which creating a
             # side database (extract_runs_into_db, load_from_netcdf builders) changed.
             qcodes.config["core"]["db_location"] = str(path)
