@@ -408,6 +408,19 @@ def _(ctx: _Context) -> None:
     _dataset_run(ctx, "array bool repeated", start=True, complete=True, rows=rows, paramtype="array")
 
 
+for _dtype in ["uint64", "float16", "int64 extremes"]:
+
+    def _build_wide(ctx: _Context, dtype: str = _dtype) -> None:
+        specs = [_P("f", "array"), _P("s", "array", setpoints=("f",))]
+        if dtype == "int64 extremes":
+            values = np.array([np.iinfo(np.int64).min, -1, 0, np.iinfo(np.int64).max])
+        else:
+            values = np.array([0, 1, 2, 3]).astype(dtype) * 3
+        _measure(ctx, f"array {dtype}", specs, [{"f": np.arange(4.0), "s": values}] * 2)
+
+    _run(f"array {_dtype}")(_build_wide)
+
+
 @_run("array nan inf")
 def _(ctx: _Context) -> None:
     specs = [_P("f", "array"), _P("s", "array", setpoints=("f",))]
@@ -772,6 +785,59 @@ def _(ctx: _Context) -> None:
         ds.add_metadata("number", 2.5)
 
     _measure(ctx, "metadata overwritten", XY, _xy([1.0]), after=add)
+
+
+@_run("metadata of every type")
+def _(ctx: _Context) -> None:
+    def add(ds: Any) -> None:
+        ds.add_metadata("flag", True)
+        ds.add_metadata("big", 2**62)
+        ds.add_metadata("tiny", 1e-300)
+        ds.add_metadata("empty", "")
+        ds.add_metadata("json_like", '{"a": [1, 2]}')
+
+    _measure(ctx, "metadata of every type", XY, _xy([1.0]), after=add)
+
+
+@_run("legacy ParamSpec API")
+def _(ctx: _Context) -> None:
+    from qcodes.dataset import new_data_set
+    from qcodes.dataset.descriptions.param_spec import ParamSpec
+
+    x = ParamSpec("x", "numeric", label="X", unit="V")
+    t = ParamSpec("t", "numeric", inferred_from=["x"])
+    y = ParamSpec("y", "numeric", depends_on=["x"])
+    ds = new_data_set("legacy specs", exp_id=ctx.exp.exp_id, conn=ctx.exp.conn, specs=[x, t, y])
+    ds.mark_started()
+    ds.add_results([{"x": float(i), "t": 2.0 * i, "y": -float(i)} for i in range(3)])
+    ds.mark_completed()
+
+
+@_run("parameter named index")
+def _(ctx: _Context) -> None:
+    specs = [_P("x"), _P("index", setpoints=("x",))]
+    rows = [{"x": float(i % 2), "index": float(i)} for i in range(4)]
+    _measure(ctx, "parameter named index", specs, rows)
+
+
+@_run("empty names")
+def _(ctx: _Context) -> None:
+    specs = [_P("x", label=""), _P("y", setpoints=("x",), label="", unit="")]
+    _measure(ctx, "", specs, _xy([1.0, 2.0]))
+
+
+@_run("shaped text setpoint")
+def _(ctx: _Context) -> None:
+    specs = [_P("s", "text"), _P("x"), _P("y", setpoints=("s", "x"))]
+    rows = [{"s": s, "x": float(i), "y": float(i)} for s in ("b", "a") for i in range(3)]
+    _measure(ctx, "shaped text setpoint", specs, rows, shapes={"y": (2, 3)})
+
+
+@_run("shaped grid with nan setpoint")
+def _(ctx: _Context) -> None:
+    rows = _grid_rows(3, 2)
+    rows[3]["t"] = float("nan")
+    _measure(ctx, "shaped grid with nan setpoint", GRID, rows, shapes={"y": (3, 2)})
 
 
 @_run("parent links")
