@@ -107,7 +107,10 @@ def _measure(
 
 
 def _xy(values: list[Any], xs: list[Any] | None = None) -> list[dict[str, Any]]:
-    return [{"x": x, "y": v} for x, v in zip(xs or [float(i) for i in range(len(values))], values)]
+    return [
+        {"x": x, "y": v}
+        for x, v in zip(xs or [float(i) for i in range(len(values))], values, strict=True)
+    ]
 
 
 XY = [_P("x"), _P("y", setpoints=("x",))]
@@ -135,7 +138,13 @@ def _(ctx: _Context) -> None:
 @_run("numeric bools")
 def _(ctx: _Context) -> None:
     # the Measurement API refuses booleans for numeric parameters; the DataSet API stores them
-    _dataset_run(ctx, "numeric bools", start=True, complete=True, rows=_xy([True, False, np.bool_(True)], [0, 1, 2]))
+    _dataset_run(
+        ctx,
+        "numeric bools",
+        start=True,
+        complete=True,
+        rows=_xy([True, False, np.bool_(True)], [0, 1, 2]),
+    )
 
 
 @_run("numeric mixed types")
@@ -278,13 +287,17 @@ def _(ctx: _Context) -> None:
 @_run("text setpoint and dependent")
 def _(ctx: _Context) -> None:
     specs = [_P("k", "text"), _P("v", "text", setpoints=("k",))]
-    _measure(ctx, "text setpoint and dependent", specs, [{"k": "a", "v": "1"}, {"k": "b", "v": "2"}])
+    _measure(
+        ctx, "text setpoint and dependent", specs, [{"k": "a", "v": "1"}, {"k": "b", "v": "2"}]
+    )
 
 
 @_run("text 2d grid")
 def _(ctx: _Context) -> None:
     specs = [_P("s", "text"), _P("x"), _P("y", setpoints=("s", "x"))]
-    rows = [{"s": s, "x": float(i), "y": float(i) + len(s)} for s in ("on", "off") for i in range(3)]
+    rows = [
+        {"s": s, "x": float(i), "y": float(i) + len(s)} for s in ("on", "off") for i in range(3)
+    ]
     _measure(ctx, "text 2d grid", specs, rows)
 
 
@@ -292,7 +305,9 @@ def _(ctx: _Context) -> None:
 def _(ctx: _Context) -> None:
     specs = [_P("x"), _P("c", "complex", setpoints=("x",))]
     values = [1 + 2j, -0.5j, complex(float("nan"), 1.0), complex(float("inf"), 0), np.complex64(3j)]
-    _measure(ctx, "complex dependent", specs, [{"x": float(i), "c": v} for i, v in enumerate(values)])
+    _measure(
+        ctx, "complex dependent", specs, [{"x": float(i), "c": v} for i, v in enumerate(values)]
+    )
 
 
 @_run("complex setpoint")
@@ -329,21 +344,31 @@ def _(ctx: _Context) -> None:
 def _(ctx: _Context) -> None:
     specs = [_P("g"), _P("f", "array"), _P("s", "array", setpoints=("g", "f"))]
     f = np.arange(5.0)
-    _measure(ctx, "array over numeric", specs, [{"g": 0.1 * k, "f": f, "s": f * k} for k in range(4)])
+    _measure(
+        ctx, "array over numeric", specs, [{"g": 0.1 * k, "f": f, "s": f * k} for k in range(4)]
+    )
 
 
 @_run("array dependent numeric setpoint only")
 def _(ctx: _Context) -> None:
     specs = [_P("g"), _P("s", "array", setpoints=("g",))]
     _measure(
-        ctx, "array dependent numeric setpoint only", specs, [{"g": float(k), "s": np.arange(3) * k} for k in range(3)]
+        ctx,
+        "array dependent numeric setpoint only",
+        specs,
+        [{"g": float(k), "s": np.arange(3) * k} for k in range(3)],
     )
 
 
 @_run("array setpoint numeric dependent")
 def _(ctx: _Context) -> None:
     specs = [_P("f", "array"), _P("y", setpoints=("f",))]
-    _measure(ctx, "array setpoint numeric dependent", specs, [{"f": np.arange(4.0), "y": np.arange(4.0) ** 2}])
+    _measure(
+        ctx,
+        "array setpoint numeric dependent",
+        specs,
+        [{"f": np.arange(4.0), "y": np.arange(4.0) ** 2}],
+    )
 
 
 def _nd(dims: tuple[int, ...]) -> list[dict[str, Any]]:
@@ -387,7 +412,9 @@ for _dtype in ["int64", "int32", "int8", "uint16", "float32", "complex128"]:
 
     def _build_typed(ctx: _Context, dtype: str = _dtype) -> None:
         specs = [_P("f", "array"), _P("s", "array", setpoints=("f",))]
-        rows = [{"f": np.arange(4), "s": (np.arange(4) * (k + 1) % 3).astype(dtype)} for k in range(3)]
+        rows = [
+            {"f": np.arange(4), "s": (np.arange(4) * (k + 1) % 3).astype(dtype)} for k in range(3)
+        ]
         _measure(ctx, f"array {dtype}", specs, rows)
 
     _run(f"array {_dtype}")(_build_typed)
@@ -405,7 +432,9 @@ def _(ctx: _Context) -> None:
     # enough rows of the same setpoints for qcsql's export to stream them
     spectrum = np.arange(100) % 7 == 0
     rows = [{"x": np.arange(100), "y": np.roll(spectrum, k)} for k in range(300)]
-    _dataset_run(ctx, "array bool repeated", start=True, complete=True, rows=rows, paramtype="array")
+    _dataset_run(
+        ctx, "array bool repeated", start=True, complete=True, rows=rows, paramtype="array"
+    )
 
 
 for _dtype in ["uint64", "float16", "int64 extremes"]:
@@ -460,7 +489,11 @@ def _pws(n: int, dtype: Any = float) -> tuple[Any, Any]:
     from qcodes.validators import Arrays
 
     freq = Parameter(
-        "freq", unit="Hz", get_cmd=lambda: np.linspace(0, 1, n), set_cmd=None, vals=Arrays(shape=(n,))
+        "freq",
+        unit="Hz",
+        get_cmd=lambda: np.linspace(0, 1, n),
+        set_cmd=None,
+        vals=Arrays(shape=(n,)),
     )
     counter = iter(range(10**6))
     spectrum = ParameterWithSetpoints(
@@ -486,7 +519,9 @@ def _pws_run(ctx: _Context, name: str, shaped: bool, lines: int, dtype: Any = fl
         meas.set_shapes(detect_shape_of_measurement((spectrum,), (3,)))
     with meas.run() as saver:
         for k in range(lines):
-            saver.add_result((gate, 0.5 * k), (spectrum, spectrum()))  # add_result adds the setpoints of a ParameterWithSetpoints
+            saver.add_result(
+                (gate, 0.5 * k), (spectrum, spectrum())
+            )  # add_result adds the setpoints of a ParameterWithSetpoints
 
 
 @_run("pws shaped")
@@ -528,8 +563,12 @@ def _(ctx: _Context) -> None:
     from qcodes.validators import Arrays
 
     n, m = 3, 4
-    sx = Parameter("sx", get_cmd=lambda: np.arange(n, dtype=float), set_cmd=None, vals=Arrays(shape=(n,)))
-    sy = Parameter("sy", get_cmd=lambda: np.arange(m, dtype=float), set_cmd=None, vals=Arrays(shape=(m,)))
+    sx = Parameter(
+        "sx", get_cmd=lambda: np.arange(n, dtype=float), set_cmd=None, vals=Arrays(shape=(n,))
+    )
+    sy = Parameter(
+        "sy", get_cmd=lambda: np.arange(m, dtype=float), set_cmd=None, vals=Arrays(shape=(m,))
+    )
     image = ParameterWithSetpoints(
         "image",
         get_cmd=lambda: np.arange(n * m, dtype=float).reshape(n, m),
@@ -562,7 +601,9 @@ def _(ctx: _Context) -> None:
         _P("p4"),
         _P("y", setpoints=("p3", "p4")),
     ]
-    rows = [{"p1": 1.0 * i, "p2": 2.0 * i, "p3": 3.0 * i, "p4": 0.5, "y": 1.0 + i} for i in range(3)]
+    rows = [
+        {"p1": 1.0 * i, "p2": 2.0 * i, "p3": 3.0 * i, "p4": 0.5, "y": 1.0 + i} for i in range(3)
+    ]
     _measure(ctx, "inferred from two", specs, rows)
 
 
@@ -671,7 +712,13 @@ for _paramtype in ["numeric", "text", "array", "complex"]:
 
 @_run("no rows two trees and a standalone")
 def _(ctx: _Context) -> None:
-    specs = [_P("x"), _P("y1", setpoints=("x",)), _P("t", "text"), _P("y2", "array", setpoints=("t",)), _P("v")]
+    specs = [
+        _P("x"),
+        _P("y1", setpoints=("x",)),
+        _P("t", "text"),
+        _P("y2", "array", setpoints=("t",)),
+        _P("v"),
+    ]
     _measure(ctx, "no rows two trees and a standalone", specs, [])
 
 
@@ -734,7 +781,13 @@ def _(ctx: _Context) -> None:
 
 @_run("rows with missing values")
 def _(ctx: _Context) -> None:
-    rows = [{"x": 1.0, "y": 2.0}, {"x": 2.0}, {"y": 3.0}, {"x": None, "y": 4.0}, {"x": 5.0, "y": None}]
+    rows = [
+        {"x": 1.0, "y": 2.0},
+        {"x": 2.0},
+        {"y": 3.0},
+        {"x": None, "y": 4.0},
+        {"x": 5.0, "y": None},
+    ]
     _dataset_run(ctx, "missing values", start=True, complete=True, rows=rows)
 
 
@@ -929,7 +982,14 @@ def _export(folder: Path) -> Callable[[Any], None]:
 
 @_run("in memory exported")
 def _(ctx: _Context) -> None:
-    _measure(ctx, "in memory exported", XY, _xy([1.0, 2.0, 3.0]), in_memory=True, after=_export(ctx.folder))
+    _measure(
+        ctx,
+        "in memory exported",
+        XY,
+        _xy([1.0, 2.0, 3.0]),
+        in_memory=True,
+        after=_export(ctx.folder),
+    )
 
 
 @_run("in memory grid exported")
@@ -949,14 +1009,18 @@ def _(ctx: _Context) -> None:
 def _(ctx: _Context) -> None:
     specs = [_P("g"), _P("f", "array"), _P("s", "array", setpoints=("g", "f"))]
     rows = [{"g": float(k), "f": np.arange(3.0), "s": np.arange(3.0) * k} for k in range(2)]
-    _measure(ctx, "in memory arrays exported", specs, rows, in_memory=True, after=_export(ctx.folder))
+    _measure(
+        ctx, "in memory arrays exported", specs, rows, in_memory=True, after=_export(ctx.folder)
+    )
 
 
 @_run("in memory text and complex exported")
 def _(ctx: _Context) -> None:
     specs = [_P("x"), _P("s", "text", setpoints=("x",)), _P("c", "complex", setpoints=("x",))]
     rows = [{"x": float(i), "s": f"v{i}", "c": complex(i, 1)} for i in range(3)]
-    _measure(ctx, "in memory text and complex", specs, rows, in_memory=True, after=_export(ctx.folder))
+    _measure(
+        ctx, "in memory text and complex", specs, rows, in_memory=True, after=_export(ctx.folder)
+    )
 
 
 @_run("in memory metadata exported")
@@ -1120,7 +1184,14 @@ def _(ctx: _Context) -> None:
 
     i = Parameter("i", unit="A", get_cmd=read)
     try:
-        dond(LinSweep(v, 0, 1, 3), LinSweep(w, 0, 1, 3), i, exp=ctx.exp, measurement_name="dond interrupted", **DOND)
+        dond(
+            LinSweep(v, 0, 1, 3),
+            LinSweep(w, 0, 1, 3),
+            i,
+            exp=ctx.exp,
+            measurement_name="dond interrupted",
+            **DOND,
+        )
     except KeyboardInterrupt:
         pass
 

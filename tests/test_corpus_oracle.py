@@ -59,6 +59,6 @@ def test_corpus_runs_read_like_the_oracle(oracle: Path) -> None:
                             np.nansum(array), summary["nansum"], rtol=1e-9, err_msg=at
                         )
             compared += 1
-    assert compared or not recorded["runs"] or all(
-        not r["parameter_data"] for r in recorded["runs"]
+    assert (
+        compared or not recorded["runs"] or all(not r["parameter_data"] for r in recorded["runs"])
     )

@@ -196,9 +196,7 @@ def test_run_fields_like_qcodes(suite: Suite, reference: Reference, label: str) 
 
 
 @pytest.mark.parametrize("label", SUITE_LABELS)
-def test_export_like_qcodes(
-    suite: Suite, reference: Reference, label: str, tmp_path: Path
-) -> None:
+def test_export_like_qcodes(suite: Suite, reference: Reference, label: str, tmp_path: Path) -> None:
     theirs = reference.exports[suite.runs[label]]
     db, run = _load(suite, label)
     with db, warnings.catch_warnings():

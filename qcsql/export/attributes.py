@@ -45,6 +45,7 @@ class DatasetSource(RunSource, Protocol):
     def in_memory(self) -> bool:
         """Whether the file holds no results table for the run (a ``DataSetInMem`` run)."""
         ...
+
     @property
     def exported_attrs(self) -> dict[str, Any] | None:
         """For a run without results table whose export is there, that file's dataset
