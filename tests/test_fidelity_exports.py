@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import qcsql
-import qcsql.export.run
+from tests.helpers import record_in_memory_plans
 from tests.qcodes_suite_runs import Suite, build_suite
 
 pytestmark = pytest.mark.requires_qcodes
@@ -67,14 +67,7 @@ def test_boolean_arrays_export_like_qcodes(
 ) -> None:
     data, _, theirs = _qcodes(built, label, tmp_path)
     assert data["y"]["y"].dtype == bool  # the case: QCoDeS reads booleans
-    in_memory: list[int] = []
-    real_plan = qcsql.export.run.plan_run
-
-    def plan(run: Any) -> Any:
-        in_memory.append(run.run_id)
-        return real_plan(run)
-
-    monkeypatch.setattr(qcsql.export.run, "plan_run", plan)
+    in_memory = record_in_memory_plans(monkeypatch)
     with qcsql.open_database(built.path) as db:
         run = db.load_by_id(built.runs[label])
         _same_data(run.get_parameter_data(), data, label)
