@@ -267,6 +267,54 @@ def _(ctx: _Context) -> None:
     )
 
 
+# -- larger than one window of qcsql's readers (65,536 rows) --------------------------------
+
+LARGE = 70_000
+
+
+def _chunks(n: int, size: int = 5_000) -> list[np.ndarray]:
+    return np.array_split(np.arange(n), n // size)
+
+
+@_run("large sweep with nan and ints")
+def _(ctx: _Context) -> None:
+    rows = []
+    for k, chunk in enumerate(_chunks(LARGE)):
+        y = chunk * 3 if k % 2 else np.where(chunk % 997 == 0, np.nan, chunk * 0.5)
+        rows.append({"x": chunk.astype(float), "y": y})
+    _measure(ctx, "large sweep with nan and ints", XY, rows)
+
+
+@_run("large shaped grid interrupted")
+def _(ctx: _Context) -> None:
+    side = 300
+    rows = []
+    for chunk in _chunks(LARGE):
+        rows.append(
+            {"x": (chunk // side).astype(float), "t": (chunk % side) * 0.1, "y": chunk * 1.5}
+        )
+    _measure(ctx, "large shaped grid interrupted", GRID, rows, shapes={"y": (side, side)})
+
+
+@_run("large interleaved trees")
+def _(ctx: _Context) -> None:
+    specs = [_P("x"), _P("t"), _P("y1", setpoints=("x",)), _P("y2", "complex", setpoints=("t",))]
+    rows: list[dict[str, Any]] = []
+    for chunk in _chunks(LARGE // 2):
+        rows.append({"x": chunk * 1.0, "y1": np.sin(chunk)})
+        rows.append({"t": -chunk * 1.0, "y2": np.exp(1j * chunk)})
+    _measure(ctx, "large interleaved trees", specs, rows)
+
+
+@_run("large text dependent")
+def _(ctx: _Context) -> None:
+    specs = [_P("x"), _P("s", "text", setpoints=("x",))]
+    rows = [
+        {"x": chunk * 1.0, "s": np.array([f"v{i % 13}" for i in chunk])} for chunk in _chunks(LARGE)
+    ]
+    _measure(ctx, "large text dependent", specs, rows)
+
+
 # -- text and complex ------------------------------------------------------------------------
 
 
