@@ -629,6 +629,119 @@ def _(ctx: _Context) -> None:
         saver.add_result((image, image()))
 
 
+class _Spectrometer:
+    """An ArrayParameter and a MultiParameter (their setpoints come with them)."""
+
+    @staticmethod
+    def array_parameter() -> Any:
+        from qcodes.parameters import ArrayParameter
+
+        class Trace(ArrayParameter):
+            def get_raw(self) -> Any:
+                return np.arange(5.0) ** 2
+
+        return Trace(
+            "trace",
+            shape=(5,),
+            setpoints=(np.linspace(0, 1, 5),),
+            setpoint_names=("trace_freq",),
+            setpoint_units=("Hz",),
+            unit="V",
+        )
+
+    @staticmethod
+    def multi_parameter() -> Any:
+        from qcodes.parameters import MultiParameter
+
+        class Both(MultiParameter):
+            def get_raw(self) -> Any:
+                return (np.arange(3.0), np.arange(2.0) * 10)
+
+        return Both(
+            "both",
+            names=("first", "second"),
+            shapes=((3,), (2,)),
+            setpoints=((np.arange(3.0) * 0.5,), (np.arange(2.0) + 7,)),
+            setpoint_names=(("first_sp",), ("second_sp",)),
+        )
+
+
+for _paramtype in ["numeric", "array"]:
+
+    def _build_array_parameter(ctx: _Context, paramtype: str = _paramtype) -> None:
+        from qcodes.dataset import Measurement
+
+        trace = _Spectrometer.array_parameter()
+        gate = _manual("gate")
+        meas = Measurement(exp=ctx.exp, name=f"ArrayParameter {paramtype}")
+        meas.register_parameter(gate)
+        meas.register_parameter(trace, setpoints=(gate,), paramtype=paramtype)
+        with meas.run() as saver:
+            for k in range(3):
+                saver.add_result((gate, float(k)), (trace, trace.get()))
+
+    _run(f"ArrayParameter {_paramtype}")(_build_array_parameter)
+
+
+@_run("MultiParameter")
+def _(ctx: _Context) -> None:
+    from qcodes.dataset import Measurement
+
+    both = _Spectrometer.multi_parameter()
+    meas = Measurement(exp=ctx.exp, name="MultiParameter")
+    meas.register_parameter(both)
+    with meas.run() as saver:
+        for _ in range(2):
+            saver.add_result((both, both.get()))
+
+
+@_run("numeric 2d arrays per call")
+def _(ctx: _Context) -> None:
+    specs = [_P("x"), _P("t"), _P("y", setpoints=("x", "t"))]
+    xs, ts = np.meshgrid(np.arange(3.0), np.arange(4.0), indexing="ij")
+    _measure(ctx, "numeric 2d arrays per call", specs, [{"x": xs, "t": ts, "y": xs * ts}])
+
+
+@_run("shaped grid inverted axes")
+def _(ctx: _Context) -> None:
+    rows = [{"x": 3.0 - i, "t": 0.5 * j, "y": float(i * 2 + j)} for i in range(3) for j in range(2)]
+    _measure(ctx, "shaped grid inverted axes", GRID, rows, shapes={"y": (3, 2)})
+
+
+@_run("unshaped grid incomplete")
+def _(ctx: _Context) -> None:
+    _measure(ctx, "unshaped grid incomplete", GRID, _grid_rows(4, 3, 10))
+
+
+@_run("arrays of different lengths in one call")
+def _(ctx: _Context) -> None:
+    specs = [_P("a", "array"), _P("b", "array"), _P("g"), _P("c", "array", setpoints=("g",))]
+    rows = [{"a": np.arange(3.0), "b": np.arange(5.0), "g": 1.0, "c": np.arange(2.0)}]
+    _measure(ctx, "arrays of different lengths in one call", specs, rows * 2)
+
+
+@_run("two array dependents of different lengths")
+def _(ctx: _Context) -> None:
+    specs = [
+        _P("g"),
+        _P("f1", "array"),
+        _P("f2", "array"),
+        _P("s1", "array", setpoints=("g", "f1")),
+        _P("s2", "array", setpoints=("g", "f2")),
+    ]
+    rows = [
+        {
+            "g": float(k),
+            "f1": np.arange(3.0),
+            "s1": np.ones(3) * k,
+            "f2": np.arange(5.0),
+            "s2": np.zeros(5) + k,
+        }
+        for k in range(2)
+    ]
+    _measure(ctx, "two array dependents of different lengths", specs, rows)
+
+
 # -- parameter relations ---------------------------------------------------------------------
 
 
