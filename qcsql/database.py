@@ -592,8 +592,17 @@ class Run:
         return export_run(self, path_or_dir, progress)
 
     @functools.cached_property
+    def exported_attrs(self) -> dict[str, Any] | None:
+        """The dataset attributes of the export an in-memory or metadata-only run is read
+        from, as QCoDeS writes them when it exports the run again (export_info naming
+        that file); None for a run with a results table, or whose export is not there."""
+        return self._database.data.exported_attrs(self._row) if self.in_memory else None
+
+    @functools.cached_property
     def number_of_results(self) -> int:
-        """Rows in the results table (all parameter trees together); 0 if it has none."""
+        """Rows in the results table (all parameter trees together); 0 if it has none. For
+        a run read from its export, QCoDeS' count for a ``DataSetInMem``: the values of
+        every array of its parameter data, summed."""
         return self._database.data.count_results(self._row)
 
     # -- snapshot ---------------------------------------------------------------------------

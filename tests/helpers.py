@@ -95,3 +95,19 @@ def comparable_description(text: str) -> Any:
     parsed["interdependencies_"]["standalones"].sort()
     parsed["interdependencies"]["paramspecs"].sort(key=lambda spec: spec["name"])
     return parsed
+
+
+def record_in_memory_plans(monkeypatch: Any) -> list[int]:
+    """The run ids qcsql's export lays out with its in-memory plan from now on (a run it
+    streams never gets there): the list grows as exports fall back to that plan."""
+    import qcsql.export.run
+
+    in_memory: list[int] = []
+    real_plan = qcsql.export.run.plan_run
+
+    def plan(run: Any) -> Any:
+        in_memory.append(run.run_id)
+        return real_plan(run)
+
+    monkeypatch.setattr(qcsql.export.run, "plan_run", plan)
+    return in_memory

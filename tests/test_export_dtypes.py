@@ -26,7 +26,7 @@ import qcsql
 import qcsql.export.layout
 import qcsql.export.run
 import qcsql.export.streamed
-from tests.helpers import copy_database
+from tests.helpers import copy_database, record_in_memory_plans
 from tests.qcodes_build import new_database, qcodes_export
 
 xr = pytest.importorskip("xarray")
@@ -251,14 +251,8 @@ def test_dtypes_are_those_of_qcodes_export(
     theirs = qcodes_export(dtype_db, run_id, tmp_path / "qcodes")
     reference = _qcodes_in_memory(dtype_db, run_id, tmp_path / "memory")
 
-    in_memory: list[int] = []
     real_plan = qcsql.export.run.plan_run
-
-    def plan(run: Any) -> Any:
-        in_memory.append(run.run_id)
-        return real_plan(run)
-
-    monkeypatch.setattr(qcsql.export.run, "plan_run", plan)
+    in_memory = record_in_memory_plans(monkeypatch)
     monkeypatch.setattr(qcsql.export.streamed, "ARRAY_BYTES_PER_CHUNK", 64 * 1024)  # windows
     with qcsql.open_database(dtype_db) as db:
         run = db.load_by_id(run_id)

@@ -74,9 +74,12 @@ def _attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def assert_same_dataset(ours: Any, theirs: Any, where: str) -> None:
-    assert set(ours.variables) == set(theirs.variables), where
-    assert set(ours.coords) == set(theirs.coords), where
+def assert_same_dataset(ours: Any, theirs: Any, where: str, *, export_info: bool = False) -> None:
+    """Same variables, coordinates, dims, dtypes, values and attributes; ``export_info``
+    compared too when QCoDeS' file was written from the stored metadata (not from a copy
+    that QCoDeS had exported before)."""
+    assert list(ours.variables) == list(theirs.variables), f"{where}: variables or their order"
+    assert list(ours.coords) == list(theirs.coords), f"{where}: coordinates or their order"
     assert dict(ours.sizes) == dict(theirs.sizes), where
     for name in theirs.variables:
         a, b = ours.variables[name], theirs.variables[name]
@@ -98,9 +101,12 @@ def assert_same_dataset(ours: Any, theirs: Any, where: str) -> None:
         else:
             np.testing.assert_array_equal(a.values, b.values, err_msg=at)
         assert _attrs(dict(a.attrs)) == _attrs(dict(b.attrs)), at
+        assert list(a.attrs) == list(b.attrs), f"{at}: attribute order"
     ours_attrs, theirs_attrs = _attrs(dict(ours.attrs)), _attrs(dict(theirs.attrs))
-    theirs_attrs.pop("export_info", None)  # QCoDeS' record of an earlier export of the copy
+    if not export_info:
+        theirs_attrs.pop("export_info", None)  # QCoDeS' record of an earlier export of the copy
     assert ours_attrs == theirs_attrs, where
+    assert list(ours_attrs) == list(theirs_attrs), f"{where}: dataset attribute order"
 
 
 @pytest.mark.parametrize("engine", ENGINES)

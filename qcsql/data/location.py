@@ -14,12 +14,13 @@ database's folder, and as the longest tail of the recorded path under that folde
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -42,6 +43,7 @@ from qcsql.sqlite.connection import ReadOnlyConnection
 __all__ = ["DataLocator", "Location", "locate_side_file"]
 
 LocationKind = Literal["table", "raw_data_file", "export", "nowhere"]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,39 @@ class DataLocator:
                 return self.results_table(row).count_rows()
             except QcsqlError:
                 return 0
-        return 0
+        found = self._export_file(location)
+        if found is None:
+            return 0
+        from qcsql.data.exported import count_exported  # reading netCDF needs h5netcdf
+
+        try:
+            return count_exported(found)
+        except (OSError, KeyError, ValueError):
+            return 0  # unreadable: reading its data says why
+
+    def exported_attrs(self, row: RunRow) -> dict[str, Any] | None:
+        """The dataset attributes QCoDeS exports a run without results table with, when
+        its export is there: those of that file, whose ``export_info`` QCoDeS replaces by
+        the file's own with the ``nc`` path the run records (QCoDeS re-exports the loaded
+        file, not the run's row; a run loaded from another file keeps that file's run_id).
+        None where the run has a results table or no export."""
+        location = self.where(row)
+        found = self._export_file(location)
+        if found is None or location.recorded is None:
+            return None
+        from qcsql.data.exported import exported_attrs
+
+        attrs = _read_export(exported_attrs, found, Where(self._store.path, row.run_id))
+        paths = _export_paths(attrs.get("export_info"))
+        paths["nc"] = str(Path(location.recorded))
+        attrs["export_info"] = json.dumps({"export_paths": paths})
+        return attrs
+
+    def _export_file(self, location: Location) -> Path | None:
+        """The export file a run without results table is read from, if it is there."""
+        if location.kind != "export" or location.recorded is None:
+            return None
+        return locate_side_file(location.recorded, self._store.path.parent)
 
     def parameter_data(
         self,
@@ -169,12 +203,7 @@ class DataLocator:
             )
         from qcsql.data.exported import read_exported  # reading netCDF needs h5netcdf
 
-        try:
-            data = read_exported(found)
-        except (OSError, KeyError, ValueError) as exc:
-            raise DataElsewhereError(
-                f"{where}: cannot read the export {found} ({exc})", where=where
-            ) from exc
+        data = _read_export(read_exported, found, where)
         if names:
             missing = [n for n in names if n not in data]
             if missing:
@@ -205,15 +234,33 @@ def _no_data(message: str) -> ParameterData:
     return {}
 
 
-def _export_path(export_info: Any) -> str | None:
-    """The netCDF path in QCoDeS' export_info metadata (``{"export_paths": {"nc": ...}}``)."""
-    if not isinstance(export_info, str):
-        return None
+def _read_export(read: Callable[[Path], _T], found: Path, where: Where) -> _T:
+    """``read(found)``; an export that cannot be read is a DataElsewhereError naming it
+    (QCoDeS fails reading it too)."""
+    try:
+        return read(found)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DataElsewhereError(
+            f"{where}: cannot read the export {found} ({exc})", where=where
+        ) from exc
+
+
+def _export_paths(export_info: Any) -> dict[str, Any]:
+    """The ``export_paths`` of QCoDeS' export_info JSON (``{"export_paths": {"nc": ...}}``);
+    empty where there is none or it is not that JSON."""
+    if not isinstance(export_info, str) or not export_info:
+        return {}
     try:
         parsed = orjson.loads(export_info)
     except orjson.JSONDecodeError:
-        return None
-    path = (parsed.get("export_paths") or {}).get("nc") if isinstance(parsed, dict) else None
+        return {}
+    paths = parsed.get("export_paths") if isinstance(parsed, dict) else None
+    return dict(paths) if isinstance(paths, dict) else {}
+
+
+def _export_path(export_info: Any) -> str | None:
+    """The netCDF path in QCoDeS' export_info metadata."""
+    path = _export_paths(export_info).get("nc")
     return path if isinstance(path, str) and path else None
 
 

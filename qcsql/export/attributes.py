@@ -80,6 +80,12 @@ class DatasetSource(RunSource, Protocol):
         """Whether the file holds no results table for the run (a ``DataSetInMem`` run)."""
         ...
 
+    @property
+    def exported_attrs(self) -> dict[str, Any] | None:
+        """For a run without results table whose export is there, that file's dataset
+        attributes as QCoDeS re-exports them; None otherwise."""
+        ...
+
 
 def _paramspec_dict(spec: ParamSpec) -> dict[str, Any]:
     """QCoDeS' ``ParamSpec._to_dict()``."""
@@ -119,7 +125,14 @@ def run_description_json(description: RunDescription) -> str:
 
 
 def dataset_attrs(run: DatasetSource) -> dict[str, Any]:
-    """The dataset attributes QCoDeS writes, in its order (metadata tags last)."""
+    """The dataset attributes QCoDeS writes, in its order (metadata tags last).
+
+    QCoDeS exports a run loaded from its export (in-memory and metadata-only runs) by
+    writing that file's dataset again: its attributes are the file's, not the run's row
+    (they differ for a run loaded from another database's export), except export_info."""
+    exported = run.exported_attrs if run.in_memory else None
+    if exported is not None:
+        return exported
     links = [
         json.dumps(
             {"head": k.head, "tail": k.tail, "edge_type": k.edge_type, "description": k.description}

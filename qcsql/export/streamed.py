@@ -137,7 +137,7 @@ def _streamed_index_plan(
     head = {top: {name: first[1][name][:PROBE_ROWS] for name in (top, *setpoints)} for top in tops}
     probe = plan_dataset(run.description, head, attrs)
     if set(probe.dims) != {INDEX} or any(
-        v.data.dtype.kind not in "fiuc" for v in probe.variables.values()
+        v.data.dtype.kind not in "fiucb" for v in probe.variables.values()
     ):
         return None
     variables = {

@@ -132,6 +132,8 @@ def _storable(data: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], Any, Any]:
         return data, data.dtype, np.nan
     if data.dtype.kind == "c":
         return data, data.dtype, complex(np.nan, np.nan)  # see _write: no _FillValue for it
+    if data.dtype.kind == "b":
+        return data.astype(np.int8), np.dtype(np.int8), None  # see _write: the dtype attribute
     return data, data.dtype, None
 
 
@@ -186,6 +188,10 @@ def _write(plan: DatasetPlan, path: Path) -> None:
             created_by_name[variable.name] = created
             for key, value in variable.attrs.items():
                 created.attrs[key] = attribute_value(value)
+            if variable.data.dtype.kind == "b":
+                # netCDF has no booleans: xarray stores them as int8 and says so, last, in
+                # a "dtype" attribute that its reader (and so QCoDeS') turns back into bool
+                created.attrs["dtype"] = "bool"
             coordinates = _coordinates_attribute(plan, variable)
             if coordinates:
                 created.attrs["coordinates"] = coordinates
@@ -215,7 +221,10 @@ def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -
                 sizes[dim] = end
             target = created[batch.variable]
             if not batch.compare:
-                target[batch.region] = batch.values
+                values = batch.values
+                if values.dtype.kind == "b":
+                    values = values.astype(np.int8)  # as _storable stores booleans
+                target[batch.region] = values
             elif not same_as_qcodes_sees(
                 np.asarray(target[batch.region]), np.asarray(batch.values)
             ):
