@@ -342,7 +342,9 @@ def cmd_follow(db: Database, args: argparse.Namespace, console: Console) -> int:
     drawn = not args.quiet and console.err.isatty()
     try:
         for chunk in run.follow(poll_interval=args.poll, idle_timeout=args.idle_timeout):
-            live.append(chunk.data, {"guid": run.stable_guid, "run_id": run.run_id})
+            live.append(
+                chunk.data, {"guid": run.stable_guid, "run_id": run.run_id}, chunk.description
+            )
             rows += chunk.rows
             reason = chunk.reason
             if drawn:

@@ -24,6 +24,7 @@ from qcsql.data.parameter_data import read_rows_between
 
 if TYPE_CHECKING:
     from qcsql.data.source import LiveRunSource
+    from qcsql.schema.description import RunDescription
 
 __all__ = ["FollowChunk", "follow"]
 
@@ -33,12 +34,15 @@ EndReason = Literal["completed", "idle"]
 @dataclass(frozen=True)
 class FollowChunk:
     """Rows committed since the previous chunk: ``{top: {column: array}}`` (empty when a
-    poll found nothing new), up to row id ``last_id``; ``reason`` is set on the last one."""
+    poll found nothing new), up to row id ``last_id``; ``reason`` is set on the last one.
+    ``description`` is the run's description as that poll read it (every tree the run
+    will ever have, also those without rows yet)."""
 
     data: dict[str, dict[str, npt.NDArray[Any]]] = field(default_factory=dict)
     last_id: int = 0
     completed: bool = False
     reason: EndReason | None = None
+    description: RunDescription | None = None
 
     @property
     def rows(self) -> int:
@@ -74,7 +78,7 @@ def follow(
         reason: EndReason | None = "completed" if completed else ("idle" if idle else None)
         last_id = top_id
         if new_rows or yield_empty or reason is not None:
-            yield FollowChunk(new_rows, top_id, completed, reason)
+            yield FollowChunk(new_rows, top_id, completed, reason, current.description)
         if reason is not None:
             return
         time.sleep(poll_interval)
