@@ -477,6 +477,34 @@ def cmd_audit(db_path: str, args: argparse.Namespace, console: Console) -> int:
     return EXIT_ERROR
 
 
+def cmd_sync(database: str, args: argparse.Namespace, console: Console) -> int:
+    """Mirror the database into a folder (:mod:`qcsql.sync.mirror`): one line per run on
+    stderr, with --json one JSON object per run on stdout."""
+    from qcsql.sync.mirror import Mirror, SyncEvent, sync_config
+
+    def report(event: SyncEvent) -> None:
+        if args.json:
+            console.out.write(orjson.dumps(event.as_dict()).decode() + "\n")
+            console.out.flush()
+        if event.action in ("failed", "live-file-ended", "resync", "busy", "deleted"):
+            console.warning(event.message)
+        elif not args.quiet:
+            console.err.write(
+                f"qcsql sync: run {event.run_id} {event.guid}: {event.action} ({event.status})\n"
+            )
+            console.err.flush()
+
+    config = sync_config(database, args.set_up, args.attribute or [])
+    with Mirror(
+        config, args.to, live=not args.no_live, idle_timeout=args.idle_timeout, on_event=report
+    ) as mirror:
+        if args.watch:
+            mirror.watch(args.interval)
+        else:
+            mirror.sync_once(args.interval)
+    return EXIT_ERROR if any(e.action == "failed" for e in mirror.problems) else EXIT_OK
+
+
 class UsageError(Exception):
     """Arguments that parse but make no sense together."""
 
@@ -492,7 +520,8 @@ COMMANDS: dict[str, tuple[Command, str]] = {
 # Commands that take the path and open (or fail to open) the database themselves.
 PathCommand = Callable[[str, argparse.Namespace, Console], int]
 PATH_COMMANDS: dict[str, tuple[PathCommand, str]] = {
-    "audit": (cmd_audit, "a read-only health report; exit 1 when anything is found")
+    "audit": (cmd_audit, "a read-only health report; exit 1 when anything is found"),
+    "sync": (cmd_sync, "mirror every run into a folder (export + record), live and crash-safe"),
 }
 
 
@@ -561,6 +590,27 @@ def build_parser() -> argparse.ArgumentParser:
                 help="stop after this many seconds without new rows",
             )
             sub.add_argument("--quiet", action="store_true", help="no progress on stderr")
+        if name == "sync":
+            sub.add_argument("--to", required=True, metavar="DIR", help="the mirror folder")
+            sub.add_argument("--set-up", required=True, metavar="NAME", help="the set-up")
+            sub.add_argument(
+                "--attribute", action="append", metavar="KEY=VALUE", help="a static attribute"
+            )
+            sub.add_argument("--watch", action="store_true", help="keep polling for changes")
+            sub.add_argument(
+                "--interval", type=float, default=1.0, metavar="S", help="seconds between polls"
+            )
+            sub.add_argument(
+                "--no-live", action="store_true", help="wait for a running run to complete"
+            )
+            sub.add_argument(
+                "--idle-timeout",
+                type=float,
+                default=600.0,
+                metavar="S",
+                help="a live run without new rows this long is exported as it stands",
+            )
+            sub.add_argument("--quiet", action="store_true", help="no line per run on stderr")
     return parser
 
 
