@@ -92,3 +92,20 @@ def test_rows_that_do_not_fit_end_the_live_file_with_a_typed_error(tmp_path: Pat
     got = _read(live.path)
     for name, values in data[top].items():  # the rows before the error are kept
         np.testing.assert_array_equal(got[top][name], values.reshape(-1))
+
+
+def test_a_bounded_follow_reads_a_long_run_window_by_window(tmp_path: Path) -> None:
+    """``max_ids``: a follower far behind (a sync restarted) reads a few ids per chunk,
+    and says the run completed only once it has read every row."""
+    from qcsql.data.follow import follow
+
+    with qcsql.open_database(EXAMPLE_DB) as db:
+        run = db.load_by_id(3)
+        expected = run.get_parameter_data()
+        chunks = list(follow(run, poll_interval=0, max_ids=7))
+    assert len(chunks) > 2 and all(chunk.rows <= 7 for chunk in chunks)
+    assert [chunk.reason for chunk in chunks] == [None] * (len(chunks) - 1) + ["completed"]
+    for top, tree in expected.items():
+        for name, values in tree.items():
+            got = np.concatenate([c.data[top][name] for c in chunks if top in c.data])
+            np.testing.assert_array_equal(got, values)

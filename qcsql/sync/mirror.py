@@ -66,6 +66,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import ValidationError
 
+from qcsql.data.follow import follow
 from qcsql.database import Database, Run, open_database
 from qcsql.errors import (
     DatabaseBusyError,
@@ -102,6 +103,7 @@ RECORD_NAME = "dataset.json"
 LIVE_NAME = "measured_data.live.hdf5"
 _CANDIDATE_NAME = ".measured_data.candidate.hdf5"  # a re-export, compared before it replaces
 STATE_FORMAT = 1
+FOLLOW_WINDOW = 500_000  # row ids per poll of a live run: bounds memory when it is far behind
 
 Status = Literal["live", "complete", "incomplete", "failed", "not started", "deleted"]
 
@@ -298,8 +300,12 @@ class _Follower:
             path.unlink()  # a reader of an old one keeps its inode; the new one starts at row 1
         self._db = open_database(run.path_to_db)  # its own: the mirror's is reopened per poll
         self._live = LiveFile(path)
-        self._chunks = self._db.load_by_id(run.run_id).follow(
-            poll_interval=0, idle_timeout=idle_timeout, yield_empty=True
+        self._chunks = follow(
+            self._db.load_by_id(run.run_id),
+            poll_interval=0,
+            idle_timeout=idle_timeout,
+            yield_empty=True,
+            max_ids=FOLLOW_WINDOW,
         )
 
     def step(self) -> bool:
@@ -515,8 +521,12 @@ class Mirror:
 
     def _step_followers(self, db: Database) -> None:
         for run_id, entry in sorted(self._state.runs.items()):
-            if entry.status == "live" and run_id not in self._followers:
-                self._start_follower(db.load_by_id(run_id))  # after a restart
+            if entry.status == "live" and run_id not in self._followers:  # after a restart
+                run = db.load_by_id(run_id)
+                if run.completed:  # completed meanwhile: no need to follow it from row 1
+                    self._finish(run, reexport=True, action="synced")
+                else:
+                    self._start_follower(run)
         for run_id, follower in list(self._followers.items()):
             live_error = follower.live_error
             done = follower.step()
