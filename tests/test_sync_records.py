@@ -11,14 +11,12 @@ import contextlib
 import logging
 import sqlite3
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import pytest
 
 import qcsql
-import qcsql.sqlite.connection
 from qcsql.sync import QCoDeSConfigData, SnapshotMetadataWarning, dataset_info
 from qcsql.sync.qh_meta import qh_meta_of
 from tests.helpers import EXAMPLE_DB, copy_database
@@ -65,22 +63,8 @@ def test_tags_are_those_of_the_exported_file(any_database: Path, tmp_path: Path)
     assert compared or not started, "no run was compared: the test would pass vacuously"
 
 
-@pytest.fixture
-def traced(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    statements: list[str] = []
-    real_connect = sqlite3.connect
-
-    def connect(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
-        connection = real_connect(database, *args, **kwargs)  # type: ignore[arg-type]
-        connection.set_trace_callback(statements.append)
-        return connection
-
-    monkeypatch.setattr(qcsql.sqlite.connection.sqlite3, "connect", connect)
-    yield statements
-
-
 def test_dataset_info_reads_no_results_rows(
-    traced: list[str], monkeypatch: pytest.MonkeyPatch
+    traced_statements: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No statement names a results table and the page readers are never asked: the
     record of a run of ten million rows costs what that of ten rows does."""
@@ -96,13 +80,13 @@ def test_dataset_info_reads_no_results_rows(
     with qcsql.open_database(EXAMPLE_DB) as db:
         runs = [r for r in db.runs() if r.started and r.table_name]
         assert runs
-        traced.clear()
+        traced_statements.clear()
         for run in runs:
             info = dataset_info(run, config)
             assert info.tags
-    assert traced, "the trace saw nothing: the test would pass vacuously"
+    assert traced_statements, "the trace saw nothing: the test would pass vacuously"
     tables = {run.table_name for run in runs}
-    naming = [s for s in traced if any(str(t) in s for t in tables)]
+    naming = [s for s in traced_statements if any(str(t) in s for t in tables)]
     assert naming == []
 
 
