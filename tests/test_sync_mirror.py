@@ -383,3 +383,89 @@ def test_no_live_stops_before_an_incomplete_newest_run(tmp_path: Path) -> None:
     experiment.conn.close()
     assert [(e.action, e.run_id, e.status) for e in events][-1] == ("synced", 2, "complete")
     assert _check_mirror(path, folder, _config(path), tmp_path) == 2
+
+
+SWMR_WATCHER = """
+import glob, json, os, sys, time
+import h5py
+folder, stop = sys.argv[1], sys.argv[2]
+seen, broken = {}, []
+while not os.path.exists(stop):
+    for path in glob.glob(os.path.join(folder, "*", "measured_data.live.hdf5")):
+        guid = os.path.basename(os.path.dirname(path))
+        try:
+            with h5py.File(path, "r", libver="latest", swmr=True) as live:
+                for top, group in live.items():
+                    group["x"].refresh() if "x" in group else None
+                    if "x" not in group:
+                        continue
+                    values = group["x"][:].tolist()
+                    before = seen.get((guid, top), [])
+                    if values[: len(before)] != before:  # not a growth of what was seen
+                        broken.append([guid, top, len(before), len(values)])
+                    seen[(guid, top)] = values
+        except (OSError, KeyError, ValueError):
+            pass  # created or removed meanwhile
+    time.sleep(0.02)
+print(json.dumps({"seen": [[g, t, v] for (g, t), v in seen.items()], "broken": broken}))
+"""
+
+
+@pytest.mark.parametrize("journal", ["WAL", "DELETE"])
+def test_the_sync_beside_a_writer_only_reads_and_live_files_only_grow(
+    tmp_path: Path, journal: str, traced_statements: list[str]
+) -> None:
+    """The mirror loop in this process (its statements traced) while QCoDeS writes a
+    sequence of runs in another, and an SWMR reader in a third watches every live file:
+    only reading statements, live files that only ever grow by rows of the database."""
+    pytest.importorskip("qcodes")
+    import numpy as np
+
+    from tests.test_read_only import READING_STATEMENT
+
+    database = tmp_path / "soak.db"
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    stop = tmp_path / "stop"
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    writer = subprocess.Popen(
+        [sys.executable, str(WRITER), str(database), journal, "1.5", "20000", "sequence"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", SWMR_WATCHER, str(folder), str(stop)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert writer.stdout is not None
+        line = ""
+        while not line.startswith("run "):
+            line = writer.stdout.readline()
+            assert line, writer.stderr.read() if writer.stderr else "the writer stopped"
+        config = _config(database)
+        with Mirror(config, folder, idle_timeout=10) as mirror:
+            while writer.poll() is None:
+                mirror.poll()
+                time.sleep(0.05)
+            mirror.sync_once(0.05)
+        stdout, stderr = writer.communicate(timeout=60)
+        stop.touch()
+        report = json.loads(watcher.communicate(timeout=30)[0])
+    finally:
+        for process in (writer, watcher):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert writer.returncode == 0, stderr
+    assert "locked" not in stderr and "commit" not in stderr.lower(), stderr
+    assert (
+        traced_statements and [s for s in traced_statements if not READING_STATEMENT.match(s)] == []
+    )
+    assert report["broken"] == []
+    assert report["seen"], "the watcher saw no live file: the test would pass vacuously"
+    with qcsql.open_database(database) as db:
+        by_guid = {run.guid: run for run in db.runs()}
+        for guid, top, values in report["seen"]:
+            expected = by_guid[guid].get_parameter_data()[top]["x"].reshape(-1)
+            np.testing.assert_array_equal(values, expected[: len(values)])
+    assert _check_mirror(database, folder, config, tmp_path) == int(stdout.split()[-1])
