@@ -100,36 +100,28 @@ def sequence(path: str, journal: str, seconds: float, rate: float) -> None:
         if delay > 0:
             time.sleep(delay)
 
-    # a 1-D sweep
-    sweep = measurement("sweep")
-    sweep.register_parameter(x)
-    sweep.register_parameter(y, setpoints=(x,))
-    with sweep.run() as saver:
-        print(f"run {saver.run_id}", flush=True)
-        started, written = time.time(), 0
-        while time.time() - started < seconds:
-            values = np.arange(written, written + batch, dtype=float)
-            saver.add_result((x, values), (y, 2 * values))
-            written += batch
-            paced(started, written)
-    runs += 1
-    # a second dependent that starts only after a while
-    late = measurement("late dependent")
-    late.register_parameter(x)
-    late.register_parameter(y, setpoints=(x,))
-    late.register_parameter(z, setpoints=(x,))
-    with late.run() as saver:
-        print(f"run {saver.run_id}", flush=True)
-        started, written = time.time(), 0
-        while time.time() - started < seconds:
-            values = np.arange(written, written + batch, dtype=float)
-            if time.time() - started < seconds / 2:
-                saver.add_result((x, values), (y, -values))
-            else:
-                saver.add_result((x, values), (z, values / 3))
-            written += batch
-            paced(started, written)
-    runs += 1
+    def swept(name: str, late_dependent: bool) -> None:
+        """y(x) for ``seconds``; with ``late_dependent``, z(x) instead of y from half-time."""
+        made = measurement(name)
+        made.register_parameter(x)
+        made.register_parameter(y, setpoints=(x,))
+        if late_dependent:
+            made.register_parameter(z, setpoints=(x,))
+        with made.run() as saver:
+            print(f"run {saver.run_id}", flush=True)
+            started, written = time.time(), 0
+            while time.time() - started < seconds:
+                values = np.arange(written, written + batch, dtype=float)
+                if late_dependent and time.time() - started >= seconds / 2:
+                    saver.add_result((x, values), (z, values / 3))
+                else:
+                    saver.add_result((x, values), (y, 2 * values))
+                written += batch
+                paced(started, written)
+
+    swept("sweep", late_dependent=False)
+    swept("late dependent", late_dependent=True)  # its second dependent starts late
+    runs += 2
     # a shaped 2-D grid
     grid = measurement("grid")
     grid.register_parameter(g)

@@ -190,6 +190,23 @@ def _pragmas(path: Path) -> tuple[str, int]:
         ).fetchone()[0]
 
 
+def _start_writer(database: Path, journal: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """The QCoDeS writer of a sequence of runs (tests/live_writer.py), once its first run
+    has started (the database exists then)."""
+    writer = subprocess.Popen(
+        [sys.executable, str(WRITER), str(database), journal, "1.5", "20000", "sequence"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert writer.stdout is not None
+    line = ""
+    while not line.startswith("run "):
+        line = writer.stdout.readline()
+        if not line:
+            writer.kill()
+            raise AssertionError(writer.communicate()[1] or "the writer stopped")
+    return writer
+
+
 @pytest.mark.parametrize("journal", ["WAL", "DELETE"])
 def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, journal: str
@@ -201,19 +218,11 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     database = tmp_path / "soak.db"
     folder = tmp_path / "mirror"
     env = {**os.environ, "HOME": str(tmp_path / "home")}
-    writer = subprocess.Popen(
-        [sys.executable, str(WRITER), str(database), journal, "1.5", "20000", "sequence"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+    writer = _start_writer(database, journal, env)
     rng = random.Random()
     syncs: list[subprocess.Popen[str]] = []
     messages: list[str] = []  # the syncs' stderr: one line per run, no error but the last
     try:
-        assert writer.stdout is not None
-        first = ""
-        while not first.startswith("run "):
-            first = writer.stdout.readline()
-            assert first, writer.stderr.read() if writer.stderr else "the writer stopped"
         before = _pragmas(database)
         for _ in range(2):
             syncs.append(subprocess.Popen(_sync_command(database, folder), env=env,
@@ -428,20 +437,12 @@ def test_the_sync_beside_a_writer_only_reads_and_live_files_only_grow(
     folder.mkdir()
     stop = tmp_path / "stop"
     env = {**os.environ, "HOME": str(tmp_path / "home")}
-    writer = subprocess.Popen(
-        [sys.executable, str(WRITER), str(database), journal, "1.5", "20000", "sequence"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+    writer = _start_writer(database, journal, env)
     watcher = subprocess.Popen(
         [sys.executable, "-c", SWMR_WATCHER, str(folder), str(stop)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert writer.stdout is not None
-        line = ""
-        while not line.startswith("run "):
-            line = writer.stdout.readline()
-            assert line, writer.stderr.read() if writer.stderr else "the writer stopped"
         config = _config(database)
         with Mirror(config, folder, idle_timeout=10) as mirror:
             while writer.poll() is None:
