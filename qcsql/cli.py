@@ -494,7 +494,7 @@ def cmd_sync(database: str, args: argparse.Namespace, console: Console) -> int:
             )
             console.err.flush()
 
-    config = sync_config(database, args.set_up, args.attribute or [])
+    config = sync_config(database, args.set_up, args.attribute or [], args.snapshot_attributes)
     with Mirror(
         config, args.to, live=not args.no_live, idle_timeout=args.idle_timeout, on_event=report
     ) as mirror:
@@ -609,6 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
                 default=600.0,
                 metavar="S",
                 help="a live run without new rows this long is exported as it stands",
+            )
+            sub.add_argument(
+                "--snapshot-attributes",
+                nargs="*",
+                metavar="INSTRUMENT",
+                help="instrument settings in the snapshot as attributes (all when none named)",
             )
             sub.add_argument("--quiet", action="store_true", help="no line per run on stderr")
     return parser

@@ -470,3 +470,14 @@ def test_the_sync_beside_a_writer_only_reads_and_live_files_only_grow(
             expected = by_guid[guid].get_parameter_data()[top]["x"].reshape(-1)
             np.testing.assert_array_equal(values, expected[: len(values)])
     assert _check_mirror(database, folder, config, tmp_path) == int(stdout.split()[-1])
+
+
+def test_snapshot_attributes_from_the_command_line(tmp_path: Path) -> None:
+    status, _, _ = _cli_sync(str(EXAMPLE_DB), "--to", str(tmp_path / "m"), "--set-up", "x",
+                             "--quiet", "--idle-timeout", "0.2", "--snapshot-attributes", "dac")  # fmt: skip
+    assert status == 0
+    config = QCoDeSConfigData(database_path=EXAMPLE_DB, set_up="x", snapshot_instruments=("dac",))
+    _check_mirror(EXAMPLE_DB, tmp_path / "m", config, tmp_path)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "m").rglob(RECORD_NAME)]
+    assert records and all("dac.plunger" in r["attributes"] for r in records)
+    assert not any(key.startswith("dmm.") for r in records for key in r["attributes"])

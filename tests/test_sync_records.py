@@ -111,3 +111,67 @@ def test_a_malformed_qh_meta_still_warns(tmp_path: Path) -> None:
     with qcsql.open_database(path) as db:
         with pytest.warns(SnapshotMetadataWarning, match="malformed"):
             dataset_info(db.load_by_id(1), config)
+
+
+def test_snapshot_attributes_are_the_instrument_settings_qcodes_recorded(tmp_path: Path) -> None:
+    """``<instrument>.<parameter>`` (and ``.<submodule>.``) = value and unit, as QCoDeS
+    recorded them in the run's snapshot (read back with QCoDeS on a copy)."""
+    pytest.importorskip("qcodes")
+    import json
+    import shutil
+
+    from qcodes.dataset import Measurement, load_by_id
+    from qcodes.dataset.sqlite.database import connect
+    from qcodes.instrument_drivers.mock_instruments import (
+        DummyChannelInstrument,
+        DummyInstrument,
+    )
+    from qcodes.station import Station
+
+    from tests.qcodes_build import new_database
+
+    path = tmp_path / "lab.db"
+    experiment = new_database(path)
+    dac = DummyInstrument("dac", gates=["ch1", "ch2"])
+    fridge = DummyChannelInstrument("fridge")
+    try:
+        dac.ch1(0.25)
+        fridge.A.temperature(0.012)
+        station = Station(dac, fridge)
+        measurement = Measurement(exp=experiment, name="settings", station=station)
+        measurement.register_parameter(dac.ch1)
+        measurement.register_parameter(dac.ch2, setpoints=(dac.ch1,))
+        with measurement.run() as saver:
+            saver.add_result((dac.ch1, 0.25), (dac.ch2, 1.0))
+    finally:
+        dac.close()
+        fridge.close()
+        Station.default = None
+    experiment.conn.close()
+    copy = tmp_path / "copy.db"
+    shutil.copyfile(path, copy)
+    conn = connect(str(copy))
+    try:
+        instruments = json.loads(load_by_id(1, conn=conn).snapshot_raw)["station"]["instruments"]
+    finally:
+        conn.close()
+    ch1 = instruments["dac"]["parameters"]["ch1"]
+    temperature = instruments["fridge"]["submodules"]["A"]["parameters"]["temperature"]
+    with qcsql.open_database(path) as db:
+        run = db.load_by_id(1)
+        off = dataset_info(run, QCoDeSConfigData(database_path=path, set_up="rack"))
+        dac_only = dataset_info(
+            run,
+            QCoDeSConfigData(database_path=path, set_up="rack", snapshot_instruments=("dac",)),
+        )
+        every = dataset_info(
+            run, QCoDeSConfigData(database_path=path, set_up="rack", snapshot_instruments=())
+        )
+    assert not any("." in key for key in off.attributes)
+    assert dac_only.attributes["dac.ch1"] == f"{ch1['value']} {ch1['unit']}" == "0.25 V"
+    assert not any(key.startswith("fridge.") for key in dac_only.attributes)
+    assert every.attributes["fridge.A.temperature"] == (
+        f"{temperature['value']} {temperature['unit']}"
+    )
+    assert set(dac_only.attributes) < set(every.attributes)
+    assert {"Gate ch1", "Gate ch2"} <= every.tags  # the measured parameters' labels

@@ -111,9 +111,15 @@ Status = Literal["live", "complete", "incomplete", "failed", "not started", "del
 # -- the pieces an agent wraps --------------------------------------------------------------
 
 
-def sync_config(database: str | Path, set_up: str, attributes: list[str]) -> QCoDeSConfigData:
+def sync_config(
+    database: str | Path,
+    set_up: str,
+    attributes: list[str],
+    snapshot_instruments: list[str] | None = None,
+) -> QCoDeSConfigData:
     """The configuration of a sync from the command line's words: ``KEY=VALUE`` static
-    attributes; a :class:`~qcsql.SyncError` saying what is wrong otherwise."""
+    attributes, the instruments whose settings become attributes (None: none, []: all);
+    a :class:`~qcsql.SyncError` saying what is wrong otherwise."""
     static: dict[str, str] = {}
     for item in attributes:
         key, equals, value = item.partition("=")
@@ -122,7 +128,12 @@ def sync_config(database: str | Path, set_up: str, attributes: list[str]) -> QCo
         static[key] = value
     try:
         return QCoDeSConfigData(
-            database_path=Path(database), set_up=set_up, static_attributes=static
+            database_path=Path(database),
+            set_up=set_up,
+            static_attributes=static,
+            snapshot_instruments=None
+            if snapshot_instruments is None
+            else tuple(snapshot_instruments),
         )
     except ValidationError as exc:
         reasons = "; ".join(str(error["msg"]) for error in exc.errors())
@@ -263,7 +274,13 @@ def _fingerprint(run: Run) -> str:
 
 def _config_key(config: QCoDeSConfigData) -> str:
     return hashlib.sha256(
-        orjson.dumps({"set_up": config.set_up, "static": config.static_attributes})
+        orjson.dumps(
+            {
+                "set_up": config.set_up,
+                "static": config.static_attributes,
+                "snapshot": config.snapshot_instruments,
+            }
+        )
     ).hexdigest()
 
 

@@ -12,7 +12,8 @@ QCoDeS sync agent, eTiKeT's connector):
   (:func:`qcsql.export.layout.parameter_names`), so a record costs the same for a run
   of ten rows or ten million; the layout's ``index`` and ``multi_index`` coordinates,
   which only the rows decide and which name nothing measured, are not tags;
-* ``attributes`` are ``sample`` and ``set-up``, then the configuration's static
+* ``attributes`` are ``sample`` and ``set-up``, then (when the configuration asks for
+  them) instrument settings from the snapshot, then the configuration's static
   attributes, then the ``qh_meta`` attributes, later ones overriding earlier ones;
 * ``ranking`` is +1 for plottr's ``inspectr_tag`` 'star', -1 for 'cross', else 0.
 """
@@ -32,6 +33,7 @@ from qcsql.database import Database, Run, open_database
 from qcsql.errors import QcsqlError, RunNotFoundError, SnapshotMetadataWarning, Where
 from qcsql.export.layout import parameter_names
 from qcsql.sync.qh_meta import QH_META, qh_meta_of
+from qcsql.sync.snapshot_attributes import instrument_attributes
 
 __all__ = [
     "DatasetInfo",
@@ -53,6 +55,8 @@ class QCoDeSConfigData(BaseModel):
     database_path: Path
     set_up: str
     static_attributes: dict[str, str] = Field(default_factory=dict)
+    # None: no instrument settings; (): those of every instrument; else of these
+    snapshot_instruments: tuple[str, ...] | None = None
 
     @field_validator("database_path", mode="before")
     @classmethod
@@ -114,6 +118,14 @@ def _qh_meta(run: Run) -> tuple[list[str], dict[str, str]]:
     return meta.tags, meta.attributes
 
 
+def _instrument_settings(run: Run, instruments: tuple[str, ...]) -> dict[str, str]:
+    try:
+        snapshot = run.snapshot
+    except QcsqlError:
+        return {}  # a snapshot that is not JSON: _qh_meta warns about it
+    return instrument_attributes(snapshot, instruments)
+
+
 def _variable_tags(run: Run) -> set[str]:
     """The tags of the variables the run's export holds, from its description alone: none
     where QCoDeS finds no data (an in-memory run never exported, or whose export is gone),
@@ -150,6 +162,8 @@ def dataset_info(
         description += "\n\n" + "\n".join(lines[1:])
     meta_tags, meta_attributes = _qh_meta(run)
     attributes = {"sample": str(run.sample_name), "set-up": config.set_up}
+    if config.snapshot_instruments is not None:
+        attributes.update(_instrument_settings(run, config.snapshot_instruments))
     attributes.update(config.static_attributes)
     attributes.update(meta_attributes)
     data_file = run.export_hdf5(export_to) if export_to is not None else None
