@@ -481,3 +481,36 @@ def test_snapshot_attributes_from_the_command_line(tmp_path: Path) -> None:
     records = [json.loads(p.read_text()) for p in (tmp_path / "m").rglob(RECORD_NAME)]
     assert records and all("dac.plunger" in r["attributes"] for r in records)
     assert not any(key.startswith("dmm.") for r in records for key in r["attributes"])
+
+
+def test_a_run_started_after_a_later_one_is_synced_when_it_starts(tmp_path: Path) -> None:
+    """QCoDeS may create a run, measure another and only then start the first: the sync
+    passes it by (it is not the newest), and takes it up once it has started."""
+    pytest.importorskip("qcodes")
+    from qcodes.dataset import Measurement, new_data_set
+    from qcodes.dataset.descriptions.dependencies import InterDependencies_
+    from qcodes.parameters import ParamSpecBase
+
+    path = tmp_path / "lab.db"
+    experiment = new_database(path)
+    early = new_data_set("created first", exp_id=experiment.exp_id, conn=experiment.conn)
+    x, y = parameters("x", "y")
+    measurement = Measurement(exp=experiment, name="measured first")
+    measurement.register_parameter(x)
+    measurement.register_parameter(y, setpoints=(x,))
+    with measurement.run() as saver:
+        saver.add_result((x, 1), (y, 2))
+    folder = tmp_path / "mirror"
+    events: list[SyncEvent] = []
+    with Mirror(_config(path), folder, on_event=events.append) as mirror:
+        mirror.poll()
+        assert [(e.action, e.run_id) for e in events] == [("synced", 2)] and mirror.cursor == 2
+        spec = ParamSpecBase("t", "numeric")
+        early.set_interdependencies(InterDependencies_(standalones=(spec,)))
+        early.mark_started()
+        early.add_results([{"t": 1.5}])
+        early.mark_completed()
+        mirror.poll()
+    experiment.conn.close()
+    assert [(e.action, e.run_id) for e in events] == [("synced", 2), ("synced", 1)]
+    assert _check_mirror(path, folder, _config(path), tmp_path) == 2

@@ -529,10 +529,10 @@ class Mirror:
             if entry.status == "live":
                 continue  # its follower finishes it
             changed = _fingerprint(run) != entry.fingerprint
-            if changed and entry.status == "not started":
-                del self._state.runs[run_id]  # taken up as a new run: rewind the cursor
-                self._state.cursor = min(self._state.cursor, run_id - 1)
-                self._save_state()
+            if entry.status == "not started":
+                if changed and run.started:  # started after all: a run like a new one
+                    self._take_up(run, newest=run_id == max(listing))
+                    self._save_state()
             elif changed or config_changed:
                 self._finish(run, reexport=changed, action="updated")
 
@@ -568,18 +568,25 @@ class Mirror:
             if run_id <= self._state.cursor:
                 continue
             run = listing[run_id]
-            if not run.started:
-                if run_id == newest:
-                    return  # QCoDeS is about to start it: wait for it
-                self._state.runs[run_id] = _RunState(None, "not started", _fingerprint(run))
-            elif not run.completed and run_id == newest and not run.in_memory:
-                if not self.live:
-                    return  # taken up when it completes; never skipped
-                self._start_live(run)
-            else:
-                self._finish(run, reexport=True, action="synced", advance=False)
+            if not run.started and run_id == newest:
+                return  # QCoDeS is about to start it: wait for it
+            if not self._take_up(run, newest=run_id == newest):
+                return  # a running run without live following: taken up when it completes
             self._state.cursor = run_id
             self._save_state()
+
+    def _take_up(self, run: Run, *, newest: bool) -> bool:
+        """Sync a run not synced before (the caller saves the state): follow it if it is
+        being measured, else export it; False if it must wait (``--no-live``)."""
+        if not run.started:  # abandoned before it started; revisited if it ever starts
+            self._state.runs[run.run_id] = _RunState(None, "not started", _fingerprint(run))
+        elif not run.completed and newest and not run.in_memory:
+            if not self.live:
+                return False
+            self._start_live(run)
+        else:
+            self._finish(run, reexport=True, action="synced", advance=False)
+        return True
 
     # -- one run --------------------------------------------------------------------------
 
