@@ -30,7 +30,9 @@ Invariants (what makes a crash at any moment harmless):
    file is either absent, the old version or the new one, never a part of one.
 2. The files of a run are written in the order data file, record, state. The state
    only ever describes files that are already in place; the cursor is advanced in the
-   same write that records the run it passes.
+   same write that records the run it passes. (Within a poll the state is written at
+   most once a second, and always at its end: a state that lags behind the files only
+   means that more runs are done again.)
 3. A run's files are named by its guid and their content is a function of the run
    (exports are byte-reproducible; a record is rewritten only when its bytes change),
    so doing a run again after a crash writes the same files under the same names: no
@@ -103,6 +105,7 @@ RECORD_NAME = "dataset.json"
 LIVE_NAME = "measured_data.live.hdf5"
 _CANDIDATE_NAME = ".measured_data.candidate.hdf5"  # a re-export, compared before it replaces
 STATE_FORMAT = 1
+STATE_EVERY = 1.0  # seconds: the state is written at most this often within a poll
 FOLLOW_WINDOW = 500_000  # row ids per poll of a live run: bounds memory when it is far behind
 
 Status = Literal["live", "complete", "incomplete", "failed", "not started", "deleted"]
@@ -379,7 +382,9 @@ class Mirror:
             raise SyncError(str(exc), path=self.folder) from exc
         self._state = self._load_state()
         self._config_changed = self._state.config != _config_key(config)
-        self._save_state()  # also proves the folder writable before any run is done
+        self._saved_at = 0.0
+        self._unsaved = False
+        self._save_state(now=True)  # also proves the folder writable before any run is done
 
     # -- state -------------------------------------------------------------------------------
 
@@ -427,11 +432,19 @@ class Mirror:
             )
         return state
 
-    def _save_state(self) -> None:
+    def _save_state(self, *, now: bool = False) -> None:
+        """Write the state (it describes only files already in place), at most every
+        ``STATE_EVERY`` seconds within a poll and always at its end: a first sync of
+        thousands of runs does not rewrite a growing file thousands of times, and a crash
+        meanwhile only means a few runs are done again, to the same bytes."""
+        self._unsaved = True
+        if not now and time.monotonic() - self._saved_at < STATE_EVERY:
+            return
         try:
             write_bytes_atomically(self.state_path, self._state.dumps())
         except ExportError as exc:
             raise SyncError(str(exc), path=self.state_path) from exc
+        self._saved_at, self._unsaved = time.monotonic(), False
 
     def _emit(self, event: SyncEvent) -> None:
         if event.action in ("failed", "live-file-ended"):
@@ -480,9 +493,13 @@ class Mirror:
             )
         with self._open() as db:
             listing = {run.run_id: run for run in db.runs()}
-            self._check_synced(listing)
-            self._step_followers(db)
-            self._sync_new(listing)
+            try:
+                self._check_synced(listing)
+                self._step_followers(db)
+                self._sync_new(listing)
+            finally:
+                if self._unsaved:
+                    self._save_state(now=True)
 
     @contextlib.contextmanager
     def _open(self) -> Iterator[Database]:
