@@ -514,3 +514,27 @@ def test_a_run_started_after_a_later_one_is_synced_when_it_starts(tmp_path: Path
     experiment.conn.close()
     assert [(e.action, e.run_id) for e in events] == [("synced", 2), ("synced", 1)]
     assert _check_mirror(path, folder, _config(path), tmp_path) == 2
+
+
+def test_watch_stops_with_one_line_when_the_database_is_replaced(tmp_path: Path) -> None:
+    database = copy_database(EXAMPLE_DB, tmp_path / "db")
+    folder = tmp_path / "mirror"
+    command = [sys.executable, "-m", "qcsql", "sync", str(database), "--to", str(folder),
+               "--set-up", "x", "--watch", "--interval", "0.05", "--no-live", "--quiet"]  # fmt: skip
+    sync = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            not (folder / STATE_NAME).exists()
+            or json.loads((folder / STATE_NAME).read_text())["cursor"] < 12
+        ):
+            assert time.monotonic() < deadline and sync.poll() is None
+            time.sleep(0.05)
+        os.replace(copy_database(EXAMPLE_DB, tmp_path / "other"), database)
+        _, err = sync.communicate(timeout=30)
+    finally:
+        if sync.poll() is None:
+            sync.kill()
+            sync.wait()
+    assert sync.returncode == 1
+    assert err.count("\n") == 1 and err.startswith("qcsql sync: error: ") and "replaced" in err
