@@ -22,13 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
-def _status_bytes(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
+from benchmarks.memory_probe import reset_peak, status_bytes
 
 
 def _qcodes_job(path: str, job: str, out: str) -> Callable[[], object]:
@@ -76,13 +70,12 @@ def main() -> None:
     which, path, job = sys.argv[1], sys.argv[2], sys.argv[3]
     out = tempfile.mkdtemp()
     work = (_qcodes_job if which == "qcodes" else _qcsql_job)(path, job, out)
-    before = _status_bytes("VmRSS")
-    with open("/proc/self/clear_refs", "w") as clear_refs:  # reset VmHWM to the RSS now
-        clear_refs.write("5")
+    before = status_bytes("VmRSS")
+    reset_peak()
     started = time.perf_counter()
     work()
     seconds = time.perf_counter() - started
-    peak = _status_bytes("VmHWM")
+    peak = status_bytes("VmHWM")
     print(
         json.dumps(
             {

@@ -86,6 +86,18 @@ def _check_mirror(database: Path, folder: Path, config: QCoDeSConfigData, scratc
     return checked
 
 
+def _xy_measurement(path: Path, name: str) -> tuple[Any, Any, Any, Any]:
+    """A new QCoDeS database with a y(x) measurement: (experiment, measurement, x, y)."""
+    from qcodes.dataset import Measurement
+
+    experiment = new_database(path)
+    x, y = parameters("x", "y")
+    measurement = Measurement(exp=experiment, name=name)
+    measurement.register_parameter(x)
+    measurement.register_parameter(y, setpoints=(x,))
+    return experiment, measurement, x, y
+
+
 @pytest.mark.parametrize("database", fixture_databases(), ids=lambda p: p.name)
 def test_the_sync_of_a_fixture_is_its_export_and_its_records(
     database: Path, tmp_path: Path, guard: list[Path]
@@ -365,14 +377,8 @@ def test_a_folder_of_another_database_is_refused(tmp_path: Path) -> None:
 
 def test_no_live_stops_before_an_incomplete_newest_run(tmp_path: Path) -> None:
     pytest.importorskip("qcodes")
-    from qcodes.dataset import Measurement
-
     path = tmp_path / "lab.db"
-    experiment = new_database(path)
-    x, y = parameters("x", "y")
-    measurement = Measurement(exp=experiment, name="done")
-    measurement.register_parameter(x)
-    measurement.register_parameter(y, setpoints=(x,))
+    experiment, measurement, x, y = _xy_measurement(path, "done")
     with measurement.run() as saver:
         saver.add_result((x, 1), (y, 2))
     folder = tmp_path / "mirror"
@@ -487,17 +493,13 @@ def test_a_run_started_after_a_later_one_is_synced_when_it_starts(tmp_path: Path
     """QCoDeS may create a run, measure another and only then start the first: the sync
     passes it by (it is not the newest), and takes it up once it has started."""
     pytest.importorskip("qcodes")
-    from qcodes.dataset import Measurement, new_data_set
+    from qcodes.dataset import new_data_set
     from qcodes.dataset.descriptions.dependencies import InterDependencies_
     from qcodes.parameters import ParamSpecBase
 
     path = tmp_path / "lab.db"
-    experiment = new_database(path)
+    experiment, measurement, x, y = _xy_measurement(path, "measured first")
     early = new_data_set("created first", exp_id=experiment.exp_id, conn=experiment.conn)
-    x, y = parameters("x", "y")
-    measurement = Measurement(exp=experiment, name="measured first")
-    measurement.register_parameter(x)
-    measurement.register_parameter(y, setpoints=(x,))
     with measurement.run() as saver:
         saver.add_result((x, 1), (y, 2))
     folder = tmp_path / "mirror"
