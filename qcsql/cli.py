@@ -486,7 +486,9 @@ def cmd_sync(database: str, args: argparse.Namespace, console: Console) -> int:
         if args.json:
             console.out.write(orjson.dumps(event.as_dict()).decode() + "\n")
             console.out.flush()
-        if event.action in ("failed", "live-file-ended", "resync", "busy", "deleted"):
+        if event.action == "failed":  # one error line per run, as export prints
+            console.error(event.message)
+        elif event.action in ("live-file-ended", "resync", "busy", "deleted"):
             console.warning(event.message)
         elif not args.quiet:
             console.err.write(
