@@ -11,7 +11,8 @@ can measure the delay until a follower has the rows.
 
 With ``sequence`` it writes several runs one after the other instead, as a lab does
 while a sync runs beside it: a 1-D sweep, a run whose second dependent starts only
-after a while, a shaped 2-D grid, an array run and a run without rows, printing
+after a while, a shaped 2-D grid, an array run, an interrupted run (never marked
+completed, as when its process dies) and a run without rows, printing
 ``run <run_id>`` as each starts and ``runs <n>`` at the end.
 """
 
@@ -146,6 +147,18 @@ def sequence(path: str, journal: str, seconds: float, rate: float) -> None:
         for step in range(50):
             saver.add_result((f, frequencies), (s, frequencies * step))
             time.sleep(0.01)
+    runs += 1
+    # an interrupted run: its process "died" (it is never marked completed)
+    from qcodes.dataset import new_data_set
+    from qcodes.dataset.descriptions.dependencies import InterDependencies_
+
+    interrupted = new_data_set("interrupted", exp_id=experiment.exp_id, conn=experiment.conn)
+    interrupted.set_interdependencies(
+        InterDependencies_(dependencies={y.param_spec: (x.param_spec,)})
+    )
+    interrupted.mark_started()
+    print(f"run {interrupted.run_id}", flush=True)
+    interrupted.add_results([{"x": float(i), "y": float(-i)} for i in range(1000)])
     runs += 1
     # a run without rows
     empty = measurement("empty")
