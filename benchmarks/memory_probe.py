@@ -20,7 +20,7 @@ from typing import Any
 Arrays = dict[str, dict[str, Any]]
 
 
-def _status_bytes(field: str) -> int:
+def status_bytes(field: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith(field + ":"):
@@ -28,7 +28,7 @@ def _status_bytes(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def _reset_peak() -> None:
+def reset_peak() -> None:
     """Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) to the current RSS."""
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
@@ -65,15 +65,15 @@ def main() -> None:
         read = run.get_parameter_data
         export = lambda: run.export_hdf5(out)  # noqa: E731
         returned_bytes = read
-    _reset_peak()
-    before = _status_bytes("VmRSS")
+    reset_peak()
+    before = status_bytes("VmRSS")
     started = time.perf_counter()
     if job == "read":
         data = read()
     else:
         export()
     seconds = time.perf_counter() - started
-    peak = _status_bytes("VmHWM")
+    peak = status_bytes("VmHWM")
     returned = _nbytes(data if job == "read" else returned_bytes())
     print(
         json.dumps(

@@ -347,7 +347,9 @@ def cmd_follow(db: Database, args: argparse.Namespace, console: Console) -> int:
     drawn = not args.quiet and console.err.isatty()
     try:
         for chunk in run.follow(poll_interval=args.poll, idle_timeout=args.idle_timeout):
-            live.append(chunk.data, {"guid": run.stable_guid, "run_id": run.run_id})
+            live.append(
+                chunk.data, {"guid": run.stable_guid, "run_id": run.run_id}, chunk.description
+            )
             rows += chunk.rows
             reason = chunk.reason
             if drawn:
@@ -480,6 +482,36 @@ def cmd_audit(db_path: str, args: argparse.Namespace, console: Console) -> int:
     return EXIT_ERROR
 
 
+def cmd_sync(database: str, args: argparse.Namespace, console: Console) -> int:
+    """Mirror the database into a folder (:mod:`qcsql.sync.mirror`): one line per run on
+    stderr, with --json one JSON object per run on stdout."""
+    from qcsql.sync.mirror import Mirror, SyncEvent, sync_config
+
+    def report(event: SyncEvent) -> None:
+        if args.json:
+            console.out.write(orjson.dumps(event.as_dict()).decode() + "\n")
+            console.out.flush()
+        if event.action == "failed":  # one error line per run, as export prints
+            console.error(event.message)
+        elif event.action in ("live-file-ended", "resync", "busy", "deleted"):
+            console.warning(event.message)
+        elif not args.quiet:
+            console.err.write(
+                f"qcsql sync: run {event.run_id} {event.guid}: {event.action} ({event.status})\n"
+            )
+            console.err.flush()
+
+    config = sync_config(database, args.set_up, args.attribute or [], args.snapshot_attributes)
+    with Mirror(
+        config, args.to, live=not args.no_live, idle_timeout=args.idle_timeout, on_event=report
+    ) as mirror:
+        if args.watch:
+            mirror.watch(args.interval)
+        else:
+            mirror.sync_once(args.interval)
+    return EXIT_ERROR if any(e.action == "failed" for e in mirror.problems) else EXIT_OK
+
+
 class UsageError(Exception):
     """Arguments that parse but make no sense together."""
 
@@ -495,7 +527,8 @@ COMMANDS: dict[str, tuple[Command, str]] = {
 # Commands that take the path and open (or fail to open) the database themselves.
 PathCommand = Callable[[str, argparse.Namespace, Console], int]
 PATH_COMMANDS: dict[str, tuple[PathCommand, str]] = {
-    "audit": (cmd_audit, "a read-only health report; exit 1 when anything is found")
+    "audit": (cmd_audit, "a read-only health report; exit 1 when anything is found"),
+    "sync": (cmd_sync, "mirror every run into a folder (export + record), live and crash-safe"),
 }
 
 
@@ -564,6 +597,33 @@ def build_parser() -> argparse.ArgumentParser:
                 help="stop after this many seconds without new rows",
             )
             sub.add_argument("--quiet", action="store_true", help="no progress on stderr")
+        if name == "sync":
+            sub.add_argument("--to", required=True, metavar="DIR", help="the mirror folder")
+            sub.add_argument("--set-up", required=True, metavar="NAME", help="the set-up")
+            sub.add_argument(
+                "--attribute", action="append", metavar="KEY=VALUE", help="a static attribute"
+            )
+            sub.add_argument("--watch", action="store_true", help="keep polling for changes")
+            sub.add_argument(
+                "--interval", type=float, default=1.0, metavar="S", help="seconds between polls"
+            )
+            sub.add_argument(
+                "--no-live", action="store_true", help="wait for a running run to complete"
+            )
+            sub.add_argument(
+                "--idle-timeout",
+                type=float,
+                default=600.0,
+                metavar="S",
+                help="a live run without new rows this long is exported as it stands",
+            )
+            sub.add_argument(
+                "--snapshot-attributes",
+                nargs="*",
+                metavar="INSTRUMENT",
+                help="instrument settings in the snapshot as attributes (all when none named)",
+            )
+            sub.add_argument("--quiet", action="store_true", help="no line per run on stderr")
     return parser
 
 

@@ -23,7 +23,9 @@ translated where they arise and chained with ``raise ... from``::
      ├── DataElsewhereError         the run's data are stored outside the file, and not found
      ├── PlanError                  the data cannot be laid out as QCoDeS lays out a dataset
      │    └── DirectLayoutError     QCoDeS' direct layout of a declared shape fails
-     └── ExportError                the export file cannot be written
+     ├── ExportError                the export file cannot be written
+     │    └── LiveFileError         the live file cannot take the rows that arrived
+     └── SyncError                  the sync folder, its state or its database changed under it
 
     QcsqlWarning (UserWarning)
      ├── DataNotFoundWarning          the run's data were never stored, or their export is gone
@@ -54,6 +56,7 @@ __all__ = [
     "DatabaseReadError",
     "DirectLayoutError",
     "ExportError",
+    "LiveFileError",
     "NotQCoDeSError",
     "NotSQLiteError",
     "ParameterNotFoundError",
@@ -66,6 +69,7 @@ __all__ = [
     "SchemaError",
     "SnapshotError",
     "SnapshotMetadataWarning",
+    "SyncError",
     "UnknownSchemaVersionWarning",
     "Where",
 ]
@@ -216,6 +220,17 @@ class DirectLayoutError(PlanError):
 
 class ExportError(QcsqlError):
     """The export file could not be written."""
+
+
+class LiveFileError(ExportError):
+    """Rows arrived that the live file, laid out when the run started, cannot hold (a tree
+    or column the run description did not have, text where numbers were, arrays of
+    another shape): the live file ends there; the final export is not affected."""
+
+
+class SyncError(QcsqlError):
+    """A sync cannot go on: its folder cannot be written, its state file is from another
+    database, or the database was replaced or deleted under a running sync."""
 
 
 class QcsqlWarning(UserWarning):

@@ -13,12 +13,14 @@ import tempfile
 # Before anything can import qcodes: it reads and may create files under HOME.
 os.environ["HOME"] = tempfile.mkdtemp(prefix="qcsql-tests-home-")
 
+import sqlite3  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+import qcsql.sqlite.connection  # noqa: E402
 from tests.helpers import FileState, all_databases  # noqa: E402
 from tests.qcodes_build import new_database, parameters  # noqa: E402
 
@@ -34,6 +36,22 @@ def any_database(request: pytest.FixtureRequest) -> Path:
     """Every database the tests know: corpus (if ../shared exists), legacy fixtures, example."""
     path: Path = request.param
     return path
+
+
+@pytest.fixture
+def traced_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Every statement qcsql's connections to files send to SQLite."""
+    statements: list[str] = []
+    real_connect = sqlite3.connect
+
+    def connect(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        connection = real_connect(database, *args, **kwargs)  # type: ignore[arg-type]
+        if database != ":memory:":
+            connection.set_trace_callback(statements.append)
+        return connection
+
+    monkeypatch.setattr(qcsql.sqlite.connection.sqlite3, "connect", connect)
+    yield statements
 
 
 @pytest.fixture

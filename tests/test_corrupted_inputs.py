@@ -153,6 +153,7 @@ def _commands(out: Path) -> list[list[str]]:
         ["export", "--run", "1", "--quiet", "-o", str(out / "one.nc")],
         ["follow", "--run", "1", "-o", str(out / "live"), *follow],
         ["follow", "--latest", "--json", "-o", str(out / "latest"), *follow],
+        ["sync", "--to", str(out / "mirror"), "--set-up", "x", "--quiet", "--idle-timeout", "0.05"],
     ]
 
 
@@ -184,6 +185,8 @@ def _check_command(path: Path, argv: list[str]) -> None:
     assert not [line for line in errors if "internal error" in line], where  # a bug
     if command == "export" and (failed := _failed_runs(argv, stdout)) is not None:
         assert len(errors) == failed and status == (1 if failed else 0), where
+    elif command == "sync":  # one line per run that failed, and the sync goes on
+        assert status == (1 if errors else 0), where
     else:
         assert len(errors) == status, where  # exactly one line for a failure, none for success
     if "--json" in argv and stdout:

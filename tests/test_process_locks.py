@@ -399,6 +399,8 @@ STEPS: dict[str, Step] = {
         )
     ),
     "cli-audit": _cli(["audit", "DB", "--deep"]),
+    # the mirror loop: a Database per poll, another per live run, exports and records
+    "cli-sync": _cli(["sync", "DB", "--to", "OUT", "--set-up", "locks", "--json", "--quiet"]),
 }
 
 

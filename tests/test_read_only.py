@@ -12,7 +12,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,22 +26,6 @@ READING_STATEMENT = re.compile(
     r"^\s*(SELECT\b|BEGIN$|COMMIT$|PRAGMA (query_only = 1|read_uncommitted|user_version|table_info\(.*\))\s*$)",
     re.IGNORECASE | re.DOTALL,
 )
-
-
-@pytest.fixture
-def traced_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every statement qcsql's connections to files send to SQLite."""
-    statements: list[str] = []
-    real_connect = sqlite3.connect
-
-    def connect(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
-        connection = real_connect(database, *args, **kwargs)  # type: ignore[arg-type]
-        if database != ":memory:":
-            connection.set_trace_callback(statements.append)
-        return connection
-
-    monkeypatch.setattr(qcsql.sqlite.connection.sqlite3, "connect", connect)
-    yield statements
 
 
 def exercise_everything(db: qcsql.Database) -> None:

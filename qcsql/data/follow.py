@@ -24,6 +24,7 @@ from qcsql.data.parameter_data import read_rows_between
 
 if TYPE_CHECKING:
     from qcsql.data.source import LiveRunSource
+    from qcsql.schema.description import RunDescription
 
 __all__ = ["FollowChunk", "follow"]
 
@@ -33,12 +34,15 @@ EndReason = Literal["completed", "idle"]
 @dataclass(frozen=True)
 class FollowChunk:
     """Rows committed since the previous chunk: ``{top: {column: array}}`` (empty when a
-    poll found nothing new), up to row id ``last_id``; ``reason`` is set on the last one."""
+    poll found nothing new), up to row id ``last_id``; ``reason`` is set on the last one.
+    ``description`` is the run's description as that poll read it (every tree the run
+    will ever have, also those without rows yet)."""
 
     data: dict[str, dict[str, npt.NDArray[Any]]] = field(default_factory=dict)
     last_id: int = 0
     completed: bool = False
     reason: EndReason | None = None
+    description: RunDescription | None = None
 
     @property
     def rows(self) -> int:
@@ -51,8 +55,13 @@ def follow(
     poll_interval: float = 0.2,
     idle_timeout: float | None = None,
     yield_empty: bool = False,
+    max_ids: int | None = None,
 ) -> Iterator[FollowChunk]:
-    """Yield the new rows of ``run`` until it completes (or stays idle ``idle_timeout`` s)."""
+    """Yield the new rows of ``run`` until it completes (or stays idle ``idle_timeout`` s).
+
+    ``max_ids`` bounds a chunk to that many row ids, so that following a run from its
+    start when it already has millions of rows (a sync restarted) takes bounded memory;
+    the next chunk then comes without waiting ``poll_interval``."""
     last_id = 0
     last_change = time.monotonic()
     while True:
@@ -60,9 +69,12 @@ def follow(
         completed = current.completed  # read before the rows: rows committed before it are seen
         new_rows: dict[str, dict[str, npt.NDArray[Any]]] = {}
         top_id = last_id
+        behind = False  # rows committed past this chunk's window
         if current.started and current.description.interdependencies.parameters:
             table = current.results_table()
             top_id = table.max_id()
+            if max_ids is not None and top_id - last_id > max_ids:
+                top_id, behind, completed = last_id + max_ids, True, False
             if top_id > last_id:
                 new_rows = read_rows_between(table, current.description, last_id, top_id)
         now = time.monotonic()
@@ -74,7 +86,8 @@ def follow(
         reason: EndReason | None = "completed" if completed else ("idle" if idle else None)
         last_id = top_id
         if new_rows or yield_empty or reason is not None:
-            yield FollowChunk(new_rows, top_id, completed, reason)
+            yield FollowChunk(new_rows, top_id, completed, reason, current.description)
         if reason is not None:
             return
-        time.sleep(poll_interval)
+        if not behind:
+            time.sleep(poll_interval)

@@ -45,6 +45,7 @@ __all__ = [
     "PlanError",
     "Region",
     "Variable",
+    "parameter_names",
     "plan_dataset",
     "plan_run",
 ]
@@ -465,6 +466,27 @@ def plan_dataset(
         if variable.name not in (INDEX, MULTI_INDEX) and variable.name in specs:
             variable.attrs.update(variable_attrs(specs[variable.name]))
     return DatasetPlan(dims=dims, variables=variables, attrs=dict(attrs))
+
+
+def parameter_names(description: RunDescription) -> dict[str, str]:
+    """``{name: long_name or name}`` of the variables the export writes for the run's
+    parameters (in :func:`plan_dataset`'s tree order), from the description alone.
+
+    Every member of every top-level parameter's tree becomes a variable whose
+    ``long_name`` is its label (:func:`variable_attrs`), whichever layout its rows get: a
+    tree laid out side by side renames the variable (``x__P``) but keeps its label (an
+    unlabelled one is then known by the new name, which only the rows decide). What the
+    description cannot say is left out: the layout's own coordinates (``index``,
+    ``multi_index`` and their side-by-side names), which depend on every row (duplicated
+    setpoints, rows off the grid) and name no parameter; and an inferred parameter whose
+    values do not fit its tree's dimensions, which QCoDeS drops."""
+    graph = description.interdependencies
+    names: dict[str, str] = {}
+    for top in graph.top_level_parameters:
+        name, setpoints, others = graph.tree_by_group(top)
+        for member in (name, *setpoints, *others):
+            names.setdefault(member, graph.parameters[member].label or member)
+    return names
 
 
 def plan_run(run: DatasetSource) -> DatasetPlan:

@@ -46,7 +46,13 @@ from qcsql.errors import ExportError
 from qcsql.export.keys import same_as_qcodes_sees
 from qcsql.export.layout import DatasetPlan, NotStreamable, Variable
 
-__all__ = ["STREAM_CHUNK", "attribute_value", "remove_leftovers", "write_plan"]
+__all__ = [
+    "STREAM_CHUNK",
+    "attribute_value",
+    "remove_leftovers",
+    "write_bytes_atomically",
+    "write_plan",
+]
 
 
 # Rows per HDF5 chunk of a streamed (growing) variable: 1 MiB of doubles.
@@ -296,4 +302,17 @@ def write_plan(plan: DatasetPlan, path: Path) -> Path:
         raise ExportError(
             f"{path}: the run cannot be written as netCDF ({exc})", path=path
         ) from exc
+    return path
+
+
+def write_bytes_atomically(path: Path, content: bytes) -> Path:
+    """Write a small file (a sync record, a sync state) by the exports' rule: under a
+    temporary name beside it, fsynced, then renamed onto ``path``, so that a reader (or
+    the next start after a crash) finds the old content or the new, never a part."""
+    try:
+        with _atomic_target(path) as temporary, open(temporary, "xb") as handle:
+            handle.write(content)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ExportError(f"{path}: cannot be written ({reason})", path=path) from exc
     return path

@@ -7,14 +7,20 @@ QCoDeS sync agent, eTiKeT's connector):
 
 * ``name`` is the first line of the run name; further lines go to the description;
 * ``tags`` are the ``long_name`` (else ``name``) of every variable and coordinate of
-  the exported dataset, plus the tags of the ``qh_meta`` instrument in the snapshot;
-* ``attributes`` are ``sample`` and ``set-up``, then the configuration's static
+  the exported dataset that holds a parameter, plus the tags of the ``qh_meta``
+  instrument in the snapshot. They come from the run description, never from the data
+  (:func:`qcsql.export.layout.parameter_names`), so a record costs the same for a run
+  of ten rows or ten million; the layout's ``index`` and ``multi_index`` coordinates,
+  which only the rows decide and which name nothing measured, are not tags;
+* ``attributes`` are ``sample`` and ``set-up``, then (when the configuration asks for
+  them) instrument settings from the snapshot, then the configuration's static
   attributes, then the ``qh_meta`` attributes, later ones overriding earlier ones;
 * ``ranking`` is +1 for plottr's ``inspectr_tag`` 'star', -1 for 'cross', else 0.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -22,10 +28,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from qcsql.data.location import locate_side_file
 from qcsql.database import Database, Run, open_database
 from qcsql.errors import QcsqlError, RunNotFoundError, SnapshotMetadataWarning, Where
-from qcsql.export.layout import DatasetPlan, plan_run
+from qcsql.export.layout import parameter_names
 from qcsql.sync.qh_meta import QH_META, qh_meta_of
+from qcsql.sync.snapshot_attributes import instrument_attributes
 
 __all__ = [
     "DatasetInfo",
@@ -36,6 +44,8 @@ __all__ = [
 
 RANKING = {"star": 1, "cross": -1}
 
+log = logging.getLogger(__name__)
+
 
 class QCoDeSConfigData(BaseModel):
     """A sync agent's configuration of one QCoDeS database."""
@@ -45,6 +55,8 @@ class QCoDeSConfigData(BaseModel):
     database_path: Path
     set_up: str
     static_attributes: dict[str, str] = Field(default_factory=dict)
+    # None: no instrument settings; (): those of every instrument; else of these
+    snapshot_instruments: tuple[str, ...] | None = None
 
     @field_validator("database_path", mode="before")
     @classmethod
@@ -100,18 +112,34 @@ def _qh_meta(run: Run) -> tuple[list[str], dict[str, str]]:
             stacklevel=3,
         )
         return [], {}
-    if meta is None:
-        warnings.warn(
-            f"{where}: the snapshot has no {QH_META} instrument",
-            SnapshotMetadataWarning,
-            stacklevel=3,
-        )
+    if meta is None:  # most stations have none: nothing to warn about
+        log.debug("%s: the snapshot has no %s instrument", where, QH_META)
         return [], {}
     return meta.tags, meta.attributes
 
 
-def _variable_tags(plan: DatasetPlan) -> set[str]:
-    return {str(v.attrs.get("long_name") or v.name) for v in plan.variables.values()}
+def _instrument_settings(run: Run, instruments: tuple[str, ...]) -> dict[str, str]:
+    try:
+        snapshot = run.snapshot
+    except QcsqlError:
+        return {}  # a snapshot that is not JSON: _qh_meta warns about it
+    return instrument_attributes(snapshot, instruments)
+
+
+def _variable_tags(run: Run) -> set[str]:
+    """The tags of the variables the run's export holds, from its description alone: none
+    where QCoDeS finds no data (an in-memory run never exported, or whose export is gone),
+    as its export then has no variable."""
+    location = run.database.data.where(run.row)
+    if location.kind == "nowhere" or (
+        location.kind == "export"
+        and (
+            location.recorded is None
+            or locate_side_file(location.recorded, run.path_to_db.parent) is None
+        )
+    ):
+        return set()
+    return set(parameter_names(run.description).values())
 
 
 def dataset_info(
@@ -134,6 +162,8 @@ def dataset_info(
         description += "\n\n" + "\n".join(lines[1:])
     meta_tags, meta_attributes = _qh_meta(run)
     attributes = {"sample": str(run.sample_name), "set-up": config.set_up}
+    if config.snapshot_instruments is not None:
+        attributes.update(_instrument_settings(run, config.snapshot_instruments))
     attributes.update(config.static_attributes)
     attributes.update(meta_attributes)
     data_file = run.export_hdf5(export_to) if export_to is not None else None
@@ -142,7 +172,7 @@ def dataset_info(
         name=lines[0],
         description=description,
         collected=datetime.fromtimestamp(run.run_timestamp_raw).astimezone(),
-        tags=frozenset(_variable_tags(plan_run(run)) | set(meta_tags)),
+        tags=frozenset(_variable_tags(run) | set(meta_tags)),
         attributes=attributes,
         ranking=RANKING.get(str(run.metadata.get("inspectr_tag", "")), 0),
         data_file=data_file,

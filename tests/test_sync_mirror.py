@@ -1,0 +1,542 @@
+"""``qcsql sync``: a folder mirroring a database, equal to ``qcsql export`` and
+``dataset_info`` run by run, updated when runs change, repaired after a crash."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import qcsql
+from qcsql.cli import main
+from qcsql.sync import QCoDeSConfigData, dataset_info
+from qcsql.sync.mirror import DATA_NAME, RECORD_NAME, STATE_NAME, Mirror, SyncEvent
+from tests.helpers import EXAMPLE_DB, copy_database, fixture_databases
+from tests.qcodes_build import new_database, parameters
+
+WRITER = Path(__file__).with_name("live_writer.py")
+
+
+def _config(path: Path, **attributes: str) -> QCoDeSConfigData:
+    return QCoDeSConfigData(database_path=path, set_up="rack", static_attributes=attributes)
+
+
+def _cli_export(database: Path, run_id: int, folder: Path) -> bytes:
+    """``qcsql export DB --run ID`` of the run: the bytes its file holds."""
+    out = folder / f"export-{run_id}"
+    assert (
+        main(
+            ["export", str(database), "--run", str(run_id), "-o", str(out)],
+            out=io.StringIO(),
+            err=io.StringIO(),
+        )
+        == 0
+    )
+    (written,) = out.iterdir()
+    return written.read_bytes()
+
+
+def _records_equal_dataset_info(
+    record: dict[str, Any], run: qcsql.Run, config: QCoDeSConfigData
+) -> None:
+    info = dataset_info(run, config).model_dump(mode="json", exclude={"data_file"})
+    info["tags"] = sorted(info["tags"])
+    assert {k: record[k] for k in info} == info
+    assert record["source"] == {
+        "database": str(run.path_to_db.resolve()),
+        "run_id": run.run_id,
+        "guid": run.stable_guid,
+    }
+
+
+def _check_mirror(database: Path, folder: Path, config: QCoDeSConfigData, scratch: Path) -> int:
+    """Every run the state calls synced has exactly its two files, the data file byte for
+    byte ``qcsql export`` of the run, the record ``dataset_info`` and the file's sha256."""
+    state = json.loads((folder / STATE_NAME).read_text())
+    checked = 0
+    with qcsql.open_database(database) as db, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for run_id, entry in state["runs"].items():
+            if entry["status"] not in ("complete", "incomplete"):
+                continue
+            run = db.load_by_id(int(run_id))
+            run_folder = folder / str(run.stable_guid)
+            assert sorted(p.name for p in run_folder.iterdir()) == [RECORD_NAME, DATA_NAME]
+            data = (run_folder / DATA_NAME).read_bytes()
+            assert data == _cli_export(database, run.run_id, scratch), run
+            record = json.loads((run_folder / RECORD_NAME).read_text())
+            _records_equal_dataset_info(record, run, config)
+            assert record["sha256"] == entry["sha256"]
+            assert record["sha256"] == hashlib.sha256(data).hexdigest()
+            assert record["status"] == ("complete" if run.completed else "incomplete")
+            checked += 1
+    return checked
+
+
+def _xy_measurement(path: Path, name: str) -> tuple[Any, Any, Any, Any]:
+    """A new QCoDeS database with a y(x) measurement: (experiment, measurement, x, y)."""
+    from qcodes.dataset import Measurement
+
+    experiment = new_database(path)
+    x, y = parameters("x", "y")
+    measurement = Measurement(exp=experiment, name=name)
+    measurement.register_parameter(x)
+    measurement.register_parameter(y, setpoints=(x,))
+    return experiment, measurement, x, y
+
+
+@pytest.mark.parametrize("database", fixture_databases(), ids=lambda p: p.name)
+def test_the_sync_of_a_fixture_is_its_export_and_its_records(
+    database: Path, tmp_path: Path, guard: list[Path]
+) -> None:
+    guard.append(database)
+    config = _config(database, lab="QDev")
+    events: list[SyncEvent] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Mirror(config, tmp_path / "mirror", idle_timeout=0.2, on_event=events.append) as m:
+            m.sync_once(0.05)
+    failed = [e for e in events if e.action == "failed"]
+    checked = _check_mirror(database, tmp_path / "mirror", config, tmp_path)
+    with qcsql.open_database(database) as db:
+        started = [r for r in db.runs() if r.started]
+    assert checked + len(failed) == len(started)
+    assert checked or not started
+
+
+def test_a_second_sync_rewrites_nothing_and_new_attributes_rewrite_only_records(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "mirror"
+    with Mirror(_config(EXAMPLE_DB), folder, idle_timeout=0.2) as mirror:
+        mirror.sync_once(0.05)
+    files = {p: p.stat() for p in folder.rglob("*") if p.is_file() and p.name != STATE_NAME}
+    events: list[SyncEvent] = []
+    with Mirror(_config(EXAMPLE_DB), folder, on_event=events.append) as mirror:
+        mirror.sync_once(0.05)
+    assert events == []
+    assert {p: p.stat() for p in files} == files  # nothing rewritten
+    config = _config(EXAMPLE_DB, lab="QDev")
+    with Mirror(config, folder, on_event=events.append) as mirror:
+        mirror.sync_once(0.05)
+    assert events and {e.action for e in events} == {"updated"}
+    for path, before in files.items():
+        after = path.stat()
+        if path.name == DATA_NAME:
+            assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+        else:
+            assert json.loads(path.read_text())["attributes"]["lab"] == "QDev"
+    _check_mirror(EXAMPLE_DB, folder, config, tmp_path)
+
+
+def test_a_star_set_with_add_metadata_reaches_the_record_within_one_poll(tmp_path: Path) -> None:
+    pytest.importorskip("qcodes")
+    from qcodes.dataset import Measurement, load_by_id
+    from qcodes.dataset.sqlite.database import connect
+
+    path = tmp_path / "lab.db"
+    experiment = new_database(path)
+    x, y = parameters("x", "y")
+    for name in ("first", "second"):
+        measurement = Measurement(exp=experiment, name=name)
+        measurement.register_parameter(x)
+        measurement.register_parameter(y, setpoints=(x,))
+        with measurement.run() as saver:
+            for value in range(5):
+                saver.add_result((x, value), (y, value))
+    experiment.conn.close()
+    folder = tmp_path / "mirror"
+    config = _config(path)
+    events: list[SyncEvent] = []
+    with Mirror(config, folder, on_event=events.append) as mirror:
+        mirror.poll()
+        files = {p: p.stat() for p in folder.rglob("*") if p.is_file() and p.name != STATE_NAME}
+        conn = connect(str(path))  # QCoDeS itself, on the database the sync reads
+        try:
+            load_by_id(1, conn=conn).add_metadata("inspectr_tag", "star")
+        finally:
+            conn.close()
+        events.clear()
+        mirror.poll()
+    assert [(e.action, e.run_id) for e in events] == [("updated", 1)]
+    with qcsql.open_database(path) as db:
+        first = db.load_by_id(1)
+        guid = first.guid
+        record = json.loads((folder / str(guid) / RECORD_NAME).read_text())
+        assert record["ranking"] == 1
+    # QCoDeS writes a run's metadata as attributes of its export: the data file changes
+    # with the star (and is again qcsql export's), the other run's files are untouched.
+    _check_mirror(path, folder, config, tmp_path)
+    for file, before in files.items():
+        if guid not in str(file):
+            assert file.stat().st_mtime_ns == before.st_mtime_ns
+
+
+# -- crash and restart ------------------------------------------------------------------------
+
+
+def _sync_command(database: Path, folder: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "qcsql", "sync", str(database), "--to", str(folder),
+        "--set-up", "rack", "--watch", "--interval", "0.1", "--idle-timeout", "2",
+    ]  # fmt: skip
+
+
+def _pragmas(path: Path) -> tuple[str, int]:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0], conn.execute(
+            "PRAGMA user_version"
+        ).fetchone()[0]
+
+
+def _start_writer(database: Path, journal: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """The QCoDeS writer of a sequence of runs (tests/live_writer.py), once its first run
+    has started (the database exists then)."""
+    writer = subprocess.Popen(
+        [sys.executable, str(WRITER), str(database), journal, "1.5", "20000", "sequence"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert writer.stdout is not None
+    line = ""
+    while not line.startswith("run "):
+        line = writer.stdout.readline()
+        if not line:
+            writer.kill()
+            raise AssertionError(writer.communicate()[1] or "the writer stopped")
+    return writer
+
+
+@pytest.mark.parametrize("journal", ["WAL", "DELETE"])
+def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
+    tmp_path: Path, journal: str
+) -> None:
+    """A genuine QCoDeS writer in another process writes a sequence of runs while
+    ``qcsql sync --watch`` runs beside it and is killed with SIGKILL twice at random
+    moments, then restarted; at the end every run has exactly its two files."""
+    pytest.importorskip("qcodes")
+    database = tmp_path / "soak.db"
+    folder = tmp_path / "mirror"
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    writer = _start_writer(database, journal, env)
+    rng = random.Random()
+    syncs: list[subprocess.Popen[str]] = []
+    messages: list[str] = []  # the syncs' stderr: one line per run, no error but the last
+    try:
+        before = _pragmas(database)
+        for _ in range(2):
+            syncs.append(subprocess.Popen(_sync_command(database, folder), env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                          text=True))  # fmt: skip
+            time.sleep(rng.uniform(0.3, 2.5))
+            syncs[-1].send_signal(signal.SIGKILL)
+            messages.extend(syncs[-1].communicate()[1].splitlines())
+        syncs.append(subprocess.Popen(_sync_command(database, folder), env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      text=True))  # fmt: skip
+        stdout, stderr = writer.communicate(timeout=60)
+        assert writer.returncode == 0, stderr
+        assert "locked" not in stderr and "commit" not in stderr.lower(), stderr
+        runs = int(stdout.split()[-1])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                state = json.loads((folder / STATE_NAME).read_text())
+                if len(state["runs"]) == runs and all(  # the interrupted run: incomplete
+                    e["status"] in ("complete", "incomplete") for e in state["runs"].values()
+                ):
+                    break
+            time.sleep(0.1)
+        syncs[-1].send_signal(signal.SIGTERM)
+        messages.extend(syncs[-1].communicate(timeout=30)[1].splitlines())
+    finally:
+        for process in (writer, *syncs):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert messages and all(
+        line.startswith("qcsql sync: run ") or line == "qcsql sync: error: interrupted by SIGTERM"
+        for line in messages
+    ), messages
+    assert _pragmas(database) == before == (journal.lower(), before[1])
+    state = json.loads((folder / STATE_NAME).read_text())
+    assert len(state["runs"]) == runs and state["cursor"] == runs
+    assert sorted(p.name for p in folder.iterdir() if p.name != STATE_NAME) == sorted(
+        e["guid"] for e in state["runs"].values()
+    )
+    assert _check_mirror(database, folder, _config(database), tmp_path) == runs
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def _cli_sync(*words: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main(["sync", *words], out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_an_unwritable_folder_is_one_error_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a file"
+    blocker.write_text("not a folder")
+    status, _, err = _cli_sync(str(EXAMPLE_DB), "--to", str(blocker / "mirror"), "--set-up", "x")
+    assert status == 1 and len(err.splitlines()) == 1
+    assert err.startswith("qcsql sync: error: ") and "cannot create the folder" in err
+
+
+def test_a_bad_attribute_and_a_bad_database_are_one_error_line(tmp_path: Path) -> None:
+    status, _, err = _cli_sync(str(EXAMPLE_DB), "--to", str(tmp_path), "--set-up", "x",
+                               "--attribute", "novalue")  # fmt: skip
+    assert status == 1 and err.count("\n") == 1 and "KEY=VALUE" in err
+    status, _, err = _cli_sync(str(tmp_path / "none.db"), "--to", str(tmp_path), "--set-up", "x")
+    assert status == 1 and err.count("\n") == 1 and "does not exist" in err
+
+
+def test_a_database_replaced_during_watch_stops_the_sync(tmp_path: Path) -> None:
+    database = copy_database(EXAMPLE_DB, tmp_path / "db")
+    with Mirror(_config(database), tmp_path / "mirror", live=False) as mirror:
+        mirror.poll()
+        other = copy_database(EXAMPLE_DB, tmp_path / "other")
+        os.replace(other, database)
+        with pytest.raises(qcsql.SyncError, match="replaced"):
+            mirror.poll()
+        database.unlink()
+        with pytest.raises(qcsql.SyncError, match="gone"):
+            mirror.poll()
+
+
+def test_a_database_copied_over_the_synced_one_is_refused(tmp_path: Path) -> None:
+    """Same path, same inode, other runs (``cp new.db lab.db``): the guids tell."""
+    database = copy_database(EXAMPLE_DB, tmp_path / "db")
+    with Mirror(_config(database), tmp_path / "mirror", live=False) as mirror:
+        mirror.poll()
+    with contextlib.closing(sqlite3.connect(database)) as conn, conn:
+        conn.execute(
+            "UPDATE runs SET guid = 'aaaaaaaa-0000-0000-0000-000000000000' WHERE run_id = 2"
+        )
+    with pytest.raises(qcsql.SyncError, match="run 2: has guid aaaaaaaa"):
+        with Mirror(_config(database), tmp_path / "mirror", live=False) as mirror:
+            mirror.poll()
+
+
+def test_a_deleted_run_keeps_its_files(tmp_path: Path) -> None:
+    database = copy_database(EXAMPLE_DB, tmp_path / "db")
+    folder = tmp_path / "mirror"
+    events: list[SyncEvent] = []
+    with Mirror(_config(database), folder, live=False, on_event=events.append) as mirror:
+        mirror.poll()
+        with qcsql.open_database(database) as db:
+            guid = db.load_by_id(2).guid
+        with contextlib.closing(sqlite3.connect(database)) as conn, conn:
+            conn.execute("DELETE FROM runs WHERE run_id = 2")
+        events.clear()
+        mirror.poll()
+        mirror.poll()
+    assert [(e.action, e.run_id) for e in events] == [("deleted", 2)]
+    assert sorted(p.name for p in (folder / str(guid)).iterdir()) == [RECORD_NAME, DATA_NAME]
+    assert json.loads((folder / STATE_NAME).read_text())["runs"]["2"]["status"] == "deleted"
+
+
+@pytest.mark.parametrize("damage", [b"", b'{"format": 1, "runs": ', b"[1, 2]", b"\xff\xfe"])
+def test_a_corrupted_state_is_resynced_without_rewriting_what_is_right(
+    tmp_path: Path, damage: bytes
+) -> None:
+    folder = tmp_path / "mirror"
+    with Mirror(_config(EXAMPLE_DB), folder, idle_timeout=0.2) as mirror:
+        mirror.sync_once(0.05)
+    files = {p: p.stat() for p in folder.rglob(DATA_NAME)}
+    (folder / STATE_NAME).write_bytes(damage)
+    status, _, err = _cli_sync(str(EXAMPLE_DB), "--to", str(folder), "--set-up", "rack",
+                               "--quiet", "--idle-timeout", "0.2")  # fmt: skip
+    assert status == 0
+    assert len(err.splitlines()) == 1 and "sync state is damaged" in err, err
+    assert {p: p.stat() for p in files} == files
+    _check_mirror(EXAMPLE_DB, folder, _config(EXAMPLE_DB), tmp_path)
+
+
+def test_a_folder_of_another_database_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "mirror"
+    with Mirror(_config(EXAMPLE_DB), folder, live=False) as mirror:
+        mirror.poll()
+    other = copy_database(EXAMPLE_DB, tmp_path / "other")
+    status, _, err = _cli_sync(str(other), "--to", str(folder), "--set-up", "x")
+    assert status == 1 and err.count("\n") == 1 and "give each database its own folder" in err
+
+
+def test_no_live_stops_before_an_incomplete_newest_run(tmp_path: Path) -> None:
+    pytest.importorskip("qcodes")
+    path = tmp_path / "lab.db"
+    experiment, measurement, x, y = _xy_measurement(path, "done")
+    with measurement.run() as saver:
+        saver.add_result((x, 1), (y, 2))
+    folder = tmp_path / "mirror"
+    with measurement.run() as saver:  # still measuring while the sync looks
+        saver.add_result((x, 1), (y, 2))
+        saver.flush_data_to_database(block=True)
+        with Mirror(_config(path), folder, live=False) as mirror:
+            mirror.poll()
+            assert mirror.cursor == 1
+        events: list[SyncEvent] = []
+        with Mirror(_config(path), folder, on_event=events.append) as mirror:
+            mirror.poll()
+            assert [(e.action, e.run_id) for e in events] == [("live", 2)]
+            saver.add_result((x, 2), (y, 3))
+    with Mirror(_config(path), folder, on_event=events.append) as mirror:
+        mirror.sync_once(0.05)
+    experiment.conn.close()
+    assert [(e.action, e.run_id, e.status) for e in events][-1] == ("synced", 2, "complete")
+    assert _check_mirror(path, folder, _config(path), tmp_path) == 2
+
+
+SWMR_WATCHER = """
+import glob, json, os, sys, time
+import h5py
+folder, stop = sys.argv[1], sys.argv[2]
+seen, broken = {}, []
+while not os.path.exists(stop):
+    for path in glob.glob(os.path.join(folder, "*", "measured_data.live.hdf5")):
+        guid = os.path.basename(os.path.dirname(path))
+        try:
+            with h5py.File(path, "r", libver="latest", swmr=True) as live:
+                for top, group in live.items():
+                    group["x"].refresh() if "x" in group else None
+                    if "x" not in group:
+                        continue
+                    values = group["x"][:].tolist()
+                    before = seen.get((guid, top), [])
+                    if values[: len(before)] != before:  # not a growth of what was seen
+                        broken.append([guid, top, len(before), len(values)])
+                    seen[(guid, top)] = values
+        except (OSError, KeyError, ValueError):
+            pass  # created or removed meanwhile
+    time.sleep(0.02)
+print(json.dumps({"seen": [[g, t, v] for (g, t), v in seen.items()], "broken": broken}))
+"""
+
+
+@pytest.mark.parametrize("journal", ["WAL", "DELETE"])
+def test_the_sync_beside_a_writer_only_reads_and_live_files_only_grow(
+    tmp_path: Path, journal: str, traced_statements: list[str]
+) -> None:
+    """The mirror loop in this process (its statements traced) while QCoDeS writes a
+    sequence of runs in another, and an SWMR reader in a third watches every live file:
+    only reading statements, live files that only ever grow by rows of the database."""
+    pytest.importorskip("qcodes")
+    import numpy as np
+
+    from tests.test_read_only import READING_STATEMENT
+
+    database = tmp_path / "soak.db"
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    stop = tmp_path / "stop"
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    writer = _start_writer(database, journal, env)
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", SWMR_WATCHER, str(folder), str(stop)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        config = _config(database)
+        with Mirror(config, folder, idle_timeout=2) as mirror:
+            while writer.poll() is None:
+                mirror.poll()
+                time.sleep(0.05)
+            mirror.sync_once(0.05)
+        stdout, stderr = writer.communicate(timeout=60)
+        stop.touch()
+        report = json.loads(watcher.communicate(timeout=30)[0])
+    finally:
+        for process in (writer, watcher):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert writer.returncode == 0, stderr
+    assert "locked" not in stderr and "commit" not in stderr.lower(), stderr
+    assert (
+        traced_statements and [s for s in traced_statements if not READING_STATEMENT.match(s)] == []
+    )
+    assert report["broken"] == []
+    assert report["seen"], "the watcher saw no live file: the test would pass vacuously"
+    with qcsql.open_database(database) as db:
+        by_guid = {run.guid: run for run in db.runs()}
+        for guid, top, values in report["seen"]:
+            expected = by_guid[guid].get_parameter_data()[top]["x"].reshape(-1)
+            np.testing.assert_array_equal(values, expected[: len(values)])
+    assert _check_mirror(database, folder, config, tmp_path) == int(stdout.split()[-1])
+
+
+def test_snapshot_attributes_from_the_command_line(tmp_path: Path) -> None:
+    status, _, _ = _cli_sync(str(EXAMPLE_DB), "--to", str(tmp_path / "m"), "--set-up", "x",
+                             "--quiet", "--idle-timeout", "0.2", "--snapshot-attributes", "dac")  # fmt: skip
+    assert status == 0
+    config = QCoDeSConfigData(database_path=EXAMPLE_DB, set_up="x", snapshot_instruments=("dac",))
+    _check_mirror(EXAMPLE_DB, tmp_path / "m", config, tmp_path)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "m").rglob(RECORD_NAME)]
+    assert records and all("dac.plunger" in r["attributes"] for r in records)
+    assert not any(key.startswith("dmm.") for r in records for key in r["attributes"])
+
+
+def test_a_run_started_after_a_later_one_is_synced_when_it_starts(tmp_path: Path) -> None:
+    """QCoDeS may create a run, measure another and only then start the first: the sync
+    passes it by (it is not the newest), and takes it up once it has started."""
+    pytest.importorskip("qcodes")
+    from qcodes.dataset import new_data_set
+    from qcodes.dataset.descriptions.dependencies import InterDependencies_
+    from qcodes.parameters import ParamSpecBase
+
+    path = tmp_path / "lab.db"
+    experiment, measurement, x, y = _xy_measurement(path, "measured first")
+    early = new_data_set("created first", exp_id=experiment.exp_id, conn=experiment.conn)
+    with measurement.run() as saver:
+        saver.add_result((x, 1), (y, 2))
+    folder = tmp_path / "mirror"
+    events: list[SyncEvent] = []
+    with Mirror(_config(path), folder, on_event=events.append) as mirror:
+        mirror.poll()
+        assert [(e.action, e.run_id) for e in events] == [("synced", 2)] and mirror.cursor == 2
+        spec = ParamSpecBase("t", "numeric")
+        early.set_interdependencies(InterDependencies_(standalones=(spec,)))
+        early.mark_started()
+        early.add_results([{"t": 1.5}])
+        early.mark_completed()
+        mirror.poll()
+    experiment.conn.close()
+    assert [(e.action, e.run_id) for e in events] == [("synced", 2), ("synced", 1)]
+    assert _check_mirror(path, folder, _config(path), tmp_path) == 2
+
+
+def test_watch_stops_with_one_line_when_the_database_is_replaced(tmp_path: Path) -> None:
+    database = copy_database(EXAMPLE_DB, tmp_path / "db")
+    folder = tmp_path / "mirror"
+    command = [sys.executable, "-m", "qcsql", "sync", str(database), "--to", str(folder),
+               "--set-up", "x", "--watch", "--interval", "0.05", "--no-live", "--quiet"]  # fmt: skip
+    sync = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while (
+            not (folder / STATE_NAME).exists()
+            or json.loads((folder / STATE_NAME).read_text())["cursor"] < 12
+        ):
+            assert time.monotonic() < deadline and sync.poll() is None
+            time.sleep(0.05)
+        os.replace(copy_database(EXAMPLE_DB, tmp_path / "other"), database)
+        _, err = sync.communicate(timeout=30)
+    finally:
+        if sync.poll() is None:
+            sync.kill()
+            sync.wait()
+    assert sync.returncode == 1
+    assert err.count("\n") == 1 and err.startswith("qcsql sync: error: ") and "replaced" in err
