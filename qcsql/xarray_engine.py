@@ -11,6 +11,7 @@ lists its engines, so everything else is imported when a file is opened.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from xarray.backends import BackendEntrypoint
 if TYPE_CHECKING:
     import xarray as xr
 
+    from qcsql.data.results import ResultsTable
     from qcsql.database import Database, Run
     from qcsql.export.layout import MultiIndexUse
 
@@ -102,9 +104,35 @@ class QcsqlBackendEntrypoint(BackendEntrypoint):
                 captured_counter=captured_counter,
                 experiment_name=experiment_name,
             )
-            return open_run(run, drop_variables=frozenset(drop), use_multi_index=use_multi_index)
+            return open_run(
+                run,
+                drop_variables=frozenset(drop),
+                use_multi_index=use_multi_index,
+                open_table=results_table,
+            )
         finally:
             database.close()  # lazy arrays open the file again themselves, by path and run
+
+
+_SHARED_LOCK = threading.Lock()
+_SHARED: dict[str, Database] = {}
+_TABLES: dict[tuple[str, int], ResultsTable] = {}
+
+
+def results_table(path: str, run_id: int) -> ResultsTable:
+    """The results table of a run, for the lazy arrays of this process: one read-only
+    ``Database`` per file and process, kept for the life of the process (as the kept
+    descriptors are), shared by threads."""
+    from qcsql.database import open_database
+
+    with _SHARED_LOCK:
+        table = _TABLES.get((path, run_id))
+        if table is None:
+            database = _SHARED.get(path)
+            if database is None:
+                database = _SHARED[path] = open_database(path)
+            table = _TABLES[(path, run_id)] = database.load_by_id(run_id).results_table()
+        return table
 
 
 def _pick_run(
