@@ -263,6 +263,8 @@ def _rows_are_unique(columns: Sequence[npt.NDArray[Any]]) -> bool:
 
     Repeated sweeps repeat their setpoints early, so a prefix is checked first: a
     duplicate there settles it without sorting the whole run."""
+    if len(columns) == 1 and _strictly_monotonic_apart(columns[0]):
+        return True  # a sweep in measured order: settled without rounding or sorting
     if not all(column.dtype.kind in "fiub" for column in columns):
         keys = [as_qcodes_sees(column) for column in columns]
         return len(set(zip(*(key.tolist() for key in keys), strict=True))) == len(keys[0])
@@ -275,6 +277,23 @@ def _rows_are_unique(columns: Sequence[npt.NDArray[Any]]) -> bool:
 
 
 _DUPLICATE_PROBE = 65_536
+_GAPS_PER_PASS = 1 << 20
+
+
+def _strictly_monotonic_apart(column: npt.NDArray[Any]) -> bool:
+    """Whether the floats rise (or fall) strictly, each step wider than two units of the
+    15th significant digit: then no two of them are one value as QCoDeS reads them (its
+    rounding keeps their order, and values a step apart cannot round to one decimal)."""
+    if column.dtype.kind != "f" or len(column) < 2:
+        return False
+    direction = 1.0 if column[1] > column[0] else -1.0
+    for start in range(0, len(column) - 1, _GAPS_PER_PASS):
+        window = column[start : start + _GAPS_PER_PASS + 1]
+        gaps = np.diff(window) * direction
+        bound = 2e-14 * np.maximum(np.abs(window[1:]), np.abs(window[:-1]))
+        if not np.all(gaps > bound):  # NaN and infinities fail here too
+            return False
+    return True
 
 
 def _has_duplicate_rows(keys: Sequence[npt.NDArray[Any]]) -> bool:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from qcsql.data.results import ResultsTable, Span
 from qcsql.errors import QcsqlError
 from qcsql.export.attributes import DatasetSource, dataset_attrs
 from qcsql.export.layout import DatasetPlan, MultiIndexUse, plan_dataset, plan_run
@@ -76,7 +77,7 @@ def _lazy_plan(
         tree = data.get(top)
         if tree is None:
             return None
-        spans = tuple(table.row_spans(top, upto))
+        spans = _spans(table, top, tree[top], graph.parameters[top].paramtype, upto)
         rows = sum(count for _, _, count in spans)
         columns = (top, *setpoints, *others)
         stand_in[top] = dict(tree)
@@ -107,6 +108,18 @@ def _lazy_plan(
         run.description, stand_in, dataset_attrs(run), use_multi_index=use_multi_index
     )
     return _with_lazy_values(plan, placeholders, sources)
+
+
+def _spans(
+    table: ResultsTable, top: str, values: npt.NDArray[Any], kind: str, upto: int
+) -> tuple[Span, ...]:
+    """Where the rows of ``top``'s tree are. When every id 1..max holds a row and the tree
+    read has as many rows, they are all the tree's: one span, without counting the rows
+    of ``top`` (which reads every record)."""
+    rows = values.size if kind == "numeric" else values.shape[0] if values.ndim == 2 else None
+    if rows == upto and table.count_rows() == upto:
+        return ((0, upto, upto),)
+    return tuple(table.row_spans(top, upto))
 
 
 def _with_lazy_values(
