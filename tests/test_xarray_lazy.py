@@ -165,3 +165,38 @@ def test_lazy_datasets_pickle_without_a_connection(database: Path) -> None:
         again = pickle.loads(pickle.dumps(opened))
         assert _lazy(again) == {"spectrum"}
         xr.testing.assert_identical(again.load(), opened.load())
+
+
+def test_chunks_are_windows_of_rows(database: Path) -> None:
+    pytest.importorskip("dask")
+    with xr.open_dataset(database, engine="qcsql", run_id=ARRAYS, chunks={}) as opened:
+        assert opened["spectrum"].chunks == ((ARRAY_ROWS * ARRAY_LENGTH,),)  # one window
+    # chunks smaller than the windows: xarray says so, as for any file's stored chunks
+    with (
+        pytest.warns(UserWarning, match="separate the stored chunks"),
+        xr.open_dataset(database, engine="qcsql", run_id=SWEEP, chunks={"x": 300}) as opened,
+    ):
+        with qcsql.open_database(database) as db:
+            expected = db.load_by_id(SWEEP).get_parameter_data()["v"]["v"]
+        assert opened["v"].chunks == ((300,) * 6 + (200,),)
+        np.testing.assert_array_equal(opened["v"].values, expected)
+
+
+def test_a_cluster_of_processes_computes_on_a_chunked_run(database: Path) -> None:
+    pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    with qcsql.open_database(database) as db:
+        data = db.load_by_id(ARRAYS).get_parameter_data()["spectrum"]["spectrum"]
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+        pytest.warns(UserWarning, match="separate the stored chunks"),
+        xr.open_dataset(database, engine="qcsql", run_id=ARRAYS, chunks={"index": 220}) as opened,
+    ):
+        assert len(opened["spectrum"].chunks[0]) > 2
+        mean = float(opened["spectrum"].mean().compute())
+        total = float(opened["spectrum"].sum().compute())
+    np.testing.assert_allclose(mean, data.mean(), rtol=1e-13)
+    np.testing.assert_allclose(total, data.sum(), rtol=1e-13)

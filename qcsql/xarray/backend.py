@@ -11,6 +11,7 @@ in-memory plan, loaded on open.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,7 +46,31 @@ def open_run(
     plan = lazy if lazy is not None else plan_run(run, use_multi_index=use_multi_index)
     dataset = dataset_from_plan(plan, drop_variables)
     dropped = [name for name in drop_variables if name in dataset.variables]
-    return dataset.drop_vars(dropped) if dropped else dataset
+    if dropped:
+        dataset = dataset.drop_vars(dropped)
+    if lazy is not None:
+        _prefer_windows_of_rows(dataset)
+    return dataset
+
+
+VALUES_PER_CHUNK = 1_000_000  # 8 MB of doubles: the windows ``chunks={}`` gives Dask
+
+
+def _prefer_windows_of_rows(dataset: xr.Dataset) -> None:
+    """``chunks={}`` cuts lazy variables along their first axis into windows of whole
+    rows of about :data:`VALUES_PER_CHUNK` values, each read by one statement."""
+    from xarray.core.indexing import LazilyIndexedArray
+
+    for variable in dataset.variables.values():
+        if not isinstance(variable._data, LazilyIndexedArray) or not variable.ndim:
+            continue
+        inner = math.prod(variable.shape[1:])
+        first = max(1, VALUES_PER_CHUNK // max(inner, 1))
+        preferred = {
+            variable.dims[0]: first,
+            **dict(zip(variable.dims[1:], variable.shape[1:], strict=True)),
+        }
+        variable.encoding["preferred_chunks"] = preferred
 
 
 def _lazy_plan(
