@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from qcsql.data.parameter_data import ParameterData
 from qcsql.data.results import ResultsTable, Span
+from qcsql.data.streams import stream_numeric_trees
 from qcsql.errors import QcsqlError
 from qcsql.export.attributes import DatasetSource, dataset_attrs
 from qcsql.export.layout import DatasetPlan, MultiIndexUse, plan_dataset, plan_run
@@ -93,7 +95,7 @@ def _lazy_plan(
         table = run.results_table()
     except QcsqlError:
         return None
-    data = run.get_parameter_data()
+    data = _setpoints_only(run, tops) or run.get_parameter_data()
     upto = table.max_id()
     placeholders: list[npt.NDArray[Any]] = []
     sources: list[tuple[RowSource, np.dtype[Any]]] = []
@@ -133,6 +135,32 @@ def _lazy_plan(
         run.description, stand_in, dataset_attrs(run), use_multi_index=use_multi_index
     )
     return _with_lazy_values(plan, placeholders, sources)
+
+
+def _setpoints_only(run: DatasetSource, tops: list[str]) -> ParameterData | None:
+    """The run's data with the values of its one numeric tree as a zero-filled stand-in:
+    the setpoints are read window by window and the values dropped as they come, so that
+    opening a large sweep never holds its values. None for any other run (several trees,
+    declared shapes, other kinds): it is read whole."""
+    graph = run.description.interdependencies
+    if len(tops) != 1 or tops[0] in (run.description.declared_shapes or {}):
+        return None
+    top, setpoints, others = graph.tree_by_group(tops[0])
+    if others or any(graph.parameters[c].paramtype != "numeric" for c in (top, *setpoints)):
+        return None
+    stream = stream_numeric_trees(run, [top])
+    if stream is None:
+        return None
+    columns = [np.empty(stream.rows, dtype=np.float64) for _ in setpoints]  # an upper bound
+    filled = 0
+    for chunk in stream.chunks():
+        rows = len(chunk[0])
+        for target, values in zip(columns, chunk[1:], strict=True):
+            target[filled : filled + rows] = values
+        filled += rows
+    tree = {top: np.zeros(filled, dtype=np.float64)}
+    tree.update((name, column[:filled]) for name, column in zip(setpoints, columns, strict=True))
+    return {top: tree}
 
 
 def _spans(
