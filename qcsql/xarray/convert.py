@@ -50,10 +50,10 @@ def dataset_from_plan(
         target = coords if variable.is_coord else data_vars
         target[variable.name] = xr.Variable(variable.dims, variable.data, dict(variable.attrs))
     dataset = xr.Dataset(data_vars, coords=_range_index(coords), attrs=dict(plan.attrs))
-    for name, variable in list(coords.items()):
-        if variable.dims == (name,) and variable.dtype.kind in "fiu":
+    for name, coordinate in list(coords.items()):
+        if coordinate.dims == (name,) and coordinate.dtype.kind in "fiu":
             dataset = dataset.assign_coords(_index_sharing(name, coords.pop(name)))
-            dataset.coords[name].attrs.update(variable.attrs)
+            dataset.coords[name].attrs.update(coordinate.attrs)
     if levels:
         assert compressed is not None
         dataset = dataset.assign_coords(_multi_index(plan, levels, compressed.data))
