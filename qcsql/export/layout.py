@@ -47,6 +47,7 @@ __all__ = [
     "PlanError",
     "Region",
     "Variable",
+    "flattened",
     "plan_dataset",
     "plan_run",
     "plan_trees",
@@ -141,7 +142,7 @@ class _Part:
         self.variables[name] = Variable(name, dims, data, is_coord=coord)
 
 
-def _flat(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+def flattened(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Ravel; ragged object arrays (one array per row) are concatenated, as QCoDeS does."""
     if array.dtype == object:
         try:
@@ -211,8 +212,8 @@ def _through_index(
     graph = description.interdependencies
     _, setpoints, _ = graph.tree_by_group(name)
     levels = [s for s in setpoints if s in sub]
-    values = text_as_objects(_flat(sub[name]))
-    columns = [text_as_objects(_flat(sub[s])) for s in levels]
+    values = text_as_objects(flattened(sub[name]))
+    columns = [text_as_objects(flattened(sub[s])) for s in levels]
     part = _Part()
     if not levels:
         part.add(name, (INDEX,), values, coord=False)
@@ -355,7 +356,7 @@ def _with_inferred(
     for other in others:
         if other in setpoints or other in part.variables or other not in sub:
             continue
-        flat = text_as_objects(_flat(sub[other]))
+        flat = text_as_objects(flattened(sub[other]))
         if flat.shape[0] == expected:
             part.add(other, dims, flat.reshape(tuple(part.dims[d] for d in dims)), coord=False)
     return part

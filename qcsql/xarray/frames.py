@@ -18,22 +18,13 @@ import numpy.typing as npt
 
 from qcsql.data.parameter_data import ParameterData
 from qcsql.export.attributes import DatasetSource
+from qcsql.export.layout import flattened
 from qcsql.schema.description import RunDescription
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["to_pandas_dataframe", "to_pandas_dataframe_dict"]
-
-
-def _flat(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Ravel; an object array of arrays (variable-length rows) is concatenated."""
-    if array.dtype == object:
-        try:
-            return np.concatenate(list(array))
-        except ValueError:
-            return array.ravel()
-    return array.ravel()
 
 
 def _index(description: RunDescription, name: str, tree: Mapping[str, npt.NDArray[Any]]) -> Any:
@@ -45,7 +36,7 @@ def _index(description: RunDescription, name: str, tree: Mapping[str, npt.NDArra
         return None
     if len(present) == 1:
         return pd.Index(tree[present[0]].ravel(), name=list(tree)[1])
-    return pd.MultiIndex.from_arrays([_flat(tree[s]) for s in present], names=present)
+    return pd.MultiIndex.from_arrays([flattened(tree[s]) for s in present], names=present)
 
 
 def _frame(description: RunDescription, name: str, tree: Mapping[str, npt.NDArray[Any]]) -> Any:
@@ -54,7 +45,7 @@ def _frame(description: RunDescription, name: str, tree: Mapping[str, npt.NDArra
     if not tree:
         return pd.DataFrame()
     values = tree[name]
-    column = np.concatenate(list(values)) if values.dtype == object else values.ravel()
+    column = np.concatenate(list(values)) if values.dtype == object else values.ravel()  # as QCoDeS
     return pd.DataFrame(column, index=_index(description, name, tree), columns=[name])
 
 
