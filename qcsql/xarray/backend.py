@@ -51,28 +51,26 @@ def open_run(
     if dropped:
         dataset = dataset.drop_vars(dropped)
     if lazy is not None:
-        _prefer_windows_of_rows(dataset)
+        _prefer_windows_of_rows(dataset, lazy)
     return dataset
 
 
 VALUES_PER_CHUNK = 1_000_000  # 8 MB of doubles: the windows ``chunks={}`` gives Dask
 
 
-def _prefer_windows_of_rows(dataset: xr.Dataset) -> None:
+def _prefer_windows_of_rows(dataset: xr.Dataset, plan: DatasetPlan) -> None:
     """``chunks={}`` cuts lazy variables along their first axis into windows of whole
     rows of about :data:`VALUES_PER_CHUNK` values, each read by one statement."""
-    from xarray.core.indexing import LazilyIndexedArray
-
-    for variable in dataset.variables.values():
-        if not isinstance(variable._data, LazilyIndexedArray) or not variable.ndim:
+    for name, planned in plan.variables.items():
+        if isinstance(planned.data, np.ndarray) or name not in dataset.variables:
+            continue
+        variable = dataset.variables[name]
+        if not variable.ndim:
             continue
         inner = math.prod(variable.shape[1:])
         first = max(1, VALUES_PER_CHUNK // max(inner, 1))
-        preferred = {
-            variable.dims[0]: first,
-            **dict(zip(variable.dims[1:], variable.shape[1:], strict=True)),
-        }
-        variable.encoding["preferred_chunks"] = preferred
+        sizes = zip(variable.dims[1:], variable.shape[1:], strict=True)
+        variable.encoding["preferred_chunks"] = {variable.dims[0]: first, **dict(sizes)}
 
 
 def _lazy_plan(
