@@ -141,3 +141,26 @@ def test_opening_writes_nothing(example: Path) -> None:
     with xr.open_dataset(example, engine="qcsql", run_id=1) as opened:
         opened.load()
     assert FileState.of(example) == before
+
+
+def test_dataarray_dict_is_each_trees_array_with_the_dataset_attributes(example: Path) -> None:
+    with qcsql.open_database(example) as db:
+        run = db.load_by_id(3)
+        arrays = run.to_xarray_dataarray_dict()
+        datasets = run.to_xarray_dataset_dict()
+    assert list(arrays) == list(datasets) == ["dmm_current", "dmm_voltage"]
+    for name, array in arrays.items():
+        xr.testing.assert_equal(array, datasets[name][name])
+        assert array.attrs == {**datasets[name][name].attrs, **datasets[name].attrs}
+
+
+def test_import_qcsql_loads_no_xarray_pandas_or_dask() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, qcsql; qcsql.open_database;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'xarray', 'pandas', 'dask'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
