@@ -72,6 +72,18 @@ def _index_sharing(name: str, variable: xr.Variable) -> xr.Coordinates:
     return xr.Coordinates.from_xindex(xr.indexes.PandasIndex(index, name))
 
 
+def _is_arange(values: Any) -> bool:
+    """Whether ``values`` are 0, 1, ..., n-1 (integers rising strictly from 0 to n-1 are
+    nothing else), without another array of n integers to compare with."""
+    if values.dtype != np.int64:
+        return False
+    if not len(values):
+        return True
+    return bool(
+        values[0] == 0 and values[-1] == len(values) - 1 and np.all(values[1:] > values[:-1])
+    )
+
+
 def _range_index(coords: dict[str, xr.Variable]) -> xr.Coordinates:
     """An ``index`` of 0..n-1 as the ``RangeIndex`` pandas (so QCoDeS) gives it, taken
     out of ``coords``."""
@@ -82,7 +94,7 @@ def _range_index(coords: dict[str, xr.Variable]) -> xr.Coordinates:
     if index is None or index.dims != (INDEX,):
         return xr.Coordinates()
     values = index.values
-    if values.dtype != np.int64 or not np.array_equal(values, np.arange(len(values))):
+    if not _is_arange(values):
         return xr.Coordinates()
     del coords[INDEX]
     return xr.Coordinates.from_xindex(
