@@ -200,3 +200,22 @@ def test_a_cluster_of_processes_computes_on_a_chunked_run(database: Path) -> Non
         total = float(opened["spectrum"].sum().compute())
     np.testing.assert_allclose(mean, data.mean(), rtol=1e-13)
     np.testing.assert_allclose(total, data.sum(), rtol=1e-13)
+
+
+def test_slices_of_every_lazy_variable_of_the_example_runs(tmp_path: Path) -> None:
+    from tests.helpers import EXAMPLE_DB, copy_database
+
+    path = copy_database(EXAMPLE_DB, tmp_path)
+    with qcsql.open_database(path) as db:
+        runs = [(run.run_id, run.to_xarray_dataset()) for run in db.runs()]
+    seen = 0
+    for run_id, expected in runs:
+        with xr.open_dataset(path, engine="qcsql", run_id=run_id) as opened:
+            for name in _lazy(opened):
+                seen += 1
+                size = opened[name].shape[0]
+                for index in (slice(1, size - 1), slice(size // 2, None, 2), size - 1):
+                    np.testing.assert_array_equal(
+                        opened[name][index].values, expected[name][index].values
+                    )
+    assert seen >= 5

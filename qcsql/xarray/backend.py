@@ -102,7 +102,8 @@ def _lazy_plan(
         tree = data.get(top)
         if tree is None:
             return None
-        spans = _spans(table, top, tree[top], graph.parameters[top].paramtype, upto)
+        shaped = top in (run.description.declared_shapes or {})
+        spans = _spans(table, top, tree[top], graph.parameters[top].paramtype, shaped, upto)
         rows = sum(count for _, _, count in spans)
         columns = (top, *setpoints, *others)
         stand_in[top] = dict(tree)
@@ -162,12 +163,19 @@ def _setpoints_only(run: DatasetSource, tops: list[str]) -> ParameterData | None
 
 
 def _spans(
-    table: ResultsTable, top: str, values: npt.NDArray[Any], kind: str, upto: int
+    table: ResultsTable, top: str, values: npt.NDArray[Any], kind: str, shaped: bool, upto: int
 ) -> tuple[Span, ...]:
     """Where the rows of ``top``'s tree are. When every id 1..max holds a row and the tree
     read has as many rows, they are all the tree's: one span, without counting the rows
-    of ``top`` (which reads every record)."""
-    rows = values.size if kind == "numeric" else values.shape[0] if values.ndim == 2 else None
+    of ``top`` (which reads every record). A number is one value per row; an array tree
+    not reshaped to a declared shape has one line per row."""
+    rows = (
+        values.size
+        if kind == "numeric"
+        else values.shape[0]
+        if values.ndim == 2 and not shaped
+        else None
+    )
     if rows == upto and table.count_rows() == upto:
         return ((0, upto, upto),)
     return tuple(table.row_spans(top, upto))
