@@ -219,3 +219,38 @@ def test_slices_of_every_lazy_variable_of_the_example_runs(tmp_path: Path) -> No
                         opened[name][index].values, expected[name][index].values
                     )
     assert seen >= 5
+
+
+def test_a_rising_sweep_with_values_one_for_qcodes_is_not_taken_as_unique(
+    tmp_path: Path,
+) -> None:
+    """Setpoints that rise strictly but differ only past the 15th digit are one value as
+    QCoDeS reads them: duplicates, so the run is laid out along ``index`` as QCoDeS does."""
+    from qcodes.dataset import Measurement, load_by_id
+
+    from tests.helpers import copy_database
+    from tests.qcodes_reference import _connect_like_a_user
+
+    path = tmp_path / "near.db"
+    experiment = new_database(path)
+    try:
+        x, v = parameters("x", "v")
+        sweep = Measurement(exp=experiment, name="near duplicates")
+        sweep.register_parameter(x)
+        sweep.register_parameter(v, setpoints=(x,))
+        with sweep.run() as saver:
+            for value in (1.0, float(np.nextafter(1.0, 2.0)), 2.0, 3.0):
+                saver.add_result((x, value), (v, value * 2))
+    finally:
+        experiment.conn.close()
+    conn, _ = _connect_like_a_user(copy_database(path, tmp_path / "q"), tmp_path / "qc")
+    try:
+        theirs = load_by_id(1, conn=conn).to_xarray_dataset()
+    finally:
+        conn.close()
+    assert set(theirs.dims) == {"index"}
+    with qcsql.open_database(path) as db:
+        ours = db.load_by_id(1).to_xarray_dataset()
+    assert set(ours.dims) == {"index"}
+    with xr.open_dataset(path, engine="qcsql", run_id=1) as opened:
+        assert set(opened.dims) == {"index"}
