@@ -1,6 +1,10 @@
 """Peak memory of one get_parameter_data call, measured in a fresh process.
 
-    python -m benchmarks.memory_probe {qcsql|qcodes} DB [read|export]
+    python -m benchmarks.memory_probe {qcsql|qcodes} DB [read|export|xarray|open|mean]
+
+(``xarray``: ``to_xarray_dataset()``; ``open`` and ``mean``, qcsql only:
+``xr.open_dataset(DB, engine="qcsql")``, and the mean of its first data variable
+with ``chunks={}`` (windows of 1,000,000 values), computed by Dask's threads.)
 
 Prints JSON: the bytes of the returned arrays, the growth of the peak RSS during
 the call (VmHWM, reset just before, minus the RSS just before), their ratio and
@@ -54,6 +58,7 @@ def main() -> None:
         dataset = load_by_id(1, conn=conn)
         read = dataset.get_parameter_data
         export = lambda: dataset.export("netcdf", path=out)  # noqa: E731
+        to_xarray = dataset.to_xarray_dataset
         returned_bytes = dataset.get_parameter_data
     else:
         import qcsql
@@ -64,12 +69,35 @@ def main() -> None:
         run = db.load_by_id(1)
         read = run.get_parameter_data
         export = lambda: run.export_hdf5(out)  # noqa: E731
+        to_xarray = run.to_xarray_dataset
         returned_bytes = read
+        if job in ("xarray", "open", "mean"):
+            import dask.array  # noqa: F401  # imported before measuring, as above
+            import xarray
+
+            import qcsql.xarray.backend  # noqa: F401
+            import qcsql.xarray_engine  # noqa: F401
+
+            def open_run() -> object:
+                return xarray.open_dataset(path, engine="qcsql", run_id=1)
+
+            def mean() -> object:
+                # chunks={}: windows of whole rows of 1,000,000 values
+                chunked = xarray.open_dataset(path, engine="qcsql", run_id=1, chunks={})
+                name = next(iter(chunked.data_vars))
+                return float(chunked[name].mean().compute())
+
     reset_peak()
     before = status_bytes("VmRSS")
     started = time.perf_counter()
     if job == "read":
         data = read()
+    elif job == "xarray":
+        kept = to_xarray()  # noqa: F841  # held until the peak is read
+    elif job == "open":
+        kept = open_run()  # noqa: F841
+    elif job == "mean":
+        mean()
     else:
         export()
     seconds = time.perf_counter() - started

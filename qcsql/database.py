@@ -49,6 +49,11 @@ if TYPE_CHECKING:  # the data layer (and numpy) is imported when data are first 
     from qcsql.data.location import DataLocator
     from qcsql.data.parameter_data import ParameterData
     from qcsql.data.results import ResultsTable
+    from qcsql.export.layout import MultiIndexUse
+
+if TYPE_CHECKING:  # the extras qcsql[xarray]: imported by the conversions, when called
+    import pandas as pd
+    import xarray as xr
 
 __all__ = ["Database", "DatabaseSummary", "Run", "open_database"]
 
@@ -342,6 +347,11 @@ def _export_info_as_qcodes_writes_it(stored: MetadataValue | None) -> MetadataVa
     return json.dumps({"export_paths": parsed["export_paths"]})
 
 
+def _names(params: Sequence[str | Any]) -> list[str]:
+    """Parameter names, from names or objects with a ``name`` (QCoDeS parameters)."""
+    return [p if isinstance(p, str) else str(p.name) for p in params]
+
+
 def _id_list(rows: Sequence[RunRow]) -> str:
     return ", ".join(str(row.run_id) for row in rows)
 
@@ -550,8 +560,9 @@ class Run:
         of each P. Values are the stored doubles, not QCoDeS' 15-digit rounding of them.
         Read in short chunks, so a measurement writing to the file is never blocked.
         """
-        names = [p if isinstance(p, str) else str(p.name) for p in params]
-        return self._database.data.parameter_data(self._row, self.description, names, start, end)
+        return self._database.data.parameter_data(
+            self._row, self.description, _names(params), start, end
+        )
 
     def follow(
         self,
@@ -590,6 +601,70 @@ class Run:
         from qcsql.export.run import export_run  # h5py and the export stack only when exporting
 
         return export_run(self, path_or_dir, progress)
+
+    # -- xarray and pandas (the extras ``qcsql[xarray]``; imported on first call) ----------
+
+    def to_xarray_dataset(
+        self,
+        *params: str | Any,
+        start: int | None = None,
+        end: int | None = None,
+        use_multi_index: MultiIndexUse = "auto",
+    ) -> xr.Dataset:
+        """QCoDeS' ``DataSet.to_xarray_dataset``: the same dataset (dims, coordinates,
+        variables, dtypes, attributes), laid out by the rules :meth:`export_hdf5` writes,
+        with the stored doubles. ``use_multi_index`` is QCoDeS': ``"auto"``, ``"always"``
+        or ``"never"``."""
+        from qcsql.xarray.convert import to_xarray_dataset
+
+        return to_xarray_dataset(
+            self, *_names(params), start=start, end=end, use_multi_index=use_multi_index
+        )
+
+    def to_xarray_dataset_dict(
+        self,
+        *params: str | Any,
+        start: int | None = None,
+        end: int | None = None,
+        use_multi_index: MultiIndexUse = "auto",
+    ) -> dict[str, xr.Dataset]:
+        """QCoDeS' ``DataSet.to_xarray_dataset_dict``: one dataset per parameter tree."""
+        from qcsql.xarray.convert import to_xarray_dataset_dict
+
+        return to_xarray_dataset_dict(
+            self, *_names(params), start=start, end=end, use_multi_index=use_multi_index
+        )
+
+    def to_xarray_dataarray_dict(
+        self,
+        *params: str | Any,
+        start: int | None = None,
+        end: int | None = None,
+        use_multi_index: MultiIndexUse = "auto",
+    ) -> dict[str, xr.DataArray]:
+        """Each parameter as a DataArray of its tree's dataset, with the dataset's
+        attributes added (QCoDeS' older ``to_xarray_dataarray_dict``)."""
+        from qcsql.xarray.convert import dataarray_dict
+
+        return dataarray_dict(
+            self, *_names(params), start=start, end=end, use_multi_index=use_multi_index
+        )
+
+    def to_pandas_dataframe_dict(
+        self, *params: str | Any, start: int | None = None, end: int | None = None
+    ) -> dict[str, pd.DataFrame]:
+        """QCoDeS' ``DataSet.to_pandas_dataframe_dict``: one frame per parameter tree."""
+        from qcsql.xarray.frames import to_pandas_dataframe_dict
+
+        return to_pandas_dataframe_dict(self, *_names(params), start=start, end=end)
+
+    def to_pandas_dataframe(
+        self, *params: str | Any, start: int | None = None, end: int | None = None
+    ) -> pd.DataFrame:
+        """QCoDeS' ``DataSet.to_pandas_dataframe``: the trees' frames side by side."""
+        from qcsql.xarray.frames import to_pandas_dataframe
+
+        return to_pandas_dataframe(self, *_names(params), start=start, end=end)
 
     @functools.cached_property
     def exported_attrs(self) -> dict[str, Any] | None:

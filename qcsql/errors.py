@@ -15,7 +15,8 @@ translated where they arise and chained with ``raise ... from``::
      ├── SchemaError                a table or column qcsql needs is missing
      ├── RunLookupError             no single run matches what was asked
      │    ├── RunNotFoundError      no run matches
-     │    └── AmbiguousRunSpecError several runs match
+     │    ├── AmbiguousRunSpecError several runs match
+     │    └── RunNotChosenError     several runs, and none was named
      ├── RunDescriptionError        run_description cannot be understood
      ├── SnapshotError              the snapshot is not valid JSON
      ├── ParameterNotFoundError     the run has no parameter of that name
@@ -65,6 +66,7 @@ __all__ = [
     "QcsqlWarning",
     "RunDescriptionError",
     "RunLookupError",
+    "RunNotChosenError",
     "RunNotFoundError",
     "SchemaError",
     "SnapshotError",
@@ -184,6 +186,11 @@ class RunNotFoundError(RunLookupError):
 
 class AmbiguousRunSpecError(RunLookupError):
     """More than one run matches a run spec or guid."""
+
+
+class RunNotChosenError(RunLookupError):
+    """The file holds several runs and none was named (``xr.open_dataset`` without
+    ``run_id=``, ``guid=`` or a run spec): the message lists the run ids."""
 
 
 class RunDescriptionError(QcsqlError):

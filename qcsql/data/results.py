@@ -27,12 +27,15 @@ from qcsql.sqlite.blob_pages import PageMemory, fill_from_pages
 from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
 from qcsql.sqlite.pages import NumericColumns, PageSource, read_numeric_window
 
-__all__ = ["ResultsTable", "RowRange"]
+__all__ = ["ResultsTable", "RowRange", "Span"]
 
 # Rows counted per statement when locating rows: a count of this many ids takes
 # a few milliseconds, even on slow disks a small fraction of a second.
 COUNT_SPAN = 262_144
 _DIALECT = sqlite.dialect()
+
+
+Span = tuple[int, int, int]  # (after id, up to id, rows of a tree among those ids)
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,18 @@ class ResultsTable:
         """Which ids hold rows ``start``..``end`` (1-based, inclusive) of the rows where ``top``
         is not NULL (among the ids above ``after_id``): QCoDeS' meaning of start/end, found
         with short counting statements."""
+        spans = self.row_spans(top, upto_id, after_id)
+        total = sum(count for _, _, count in spans)
+        first = max(start - 1, 0) if start is not None else 0
+        last = min(end, total) if end is not None else total
+        if last <= first:
+            return RowRange(after_id=upto_id, upto_id=upto_id, rows=0)
+        return self.rows_at(top, spans, first, last - first)
+
+    def row_spans(self, top: str, upto_id: int, after_id: int = 0) -> list[Span]:
+        """``(after id, up to id, rows of top)`` for consecutive spans of ids above
+        ``after_id``: where the rows of ``top``'s tree are, counted once (a lazy array keeps
+        them to find the ids of any of its rows with one short statement)."""
         ids = self.model.c.id
         not_null = self.column(top).is_not(None)
         count = _compiled(
@@ -179,19 +194,19 @@ class ResultsTable:
                 ids > sa.bindparam("lo"), ids <= sa.bindparam("hi"), not_null
             )
         )
-        spans: list[tuple[int, int, int]] = []
+        spans: list[Span] = []
         low = after_id
         while low < upto_id:
             high = min(low + COUNT_SPAN, upto_id)
             counted = self._fetch(count, lo=low, hi=high)[0][0]
             spans.append((low, high, int(counted)))
             low = high if counted else self.skip_gap(high, upto_id)
-        total = sum(count for _, _, count in spans)
-        first = max(start - 1, 0) if start is not None else 0
-        last = min(end, total) if end is not None else total
-        rows = max(last - first, 0)
-        if rows == 0:
-            return RowRange(after_id=upto_id, upto_id=upto_id, rows=0)
+        return spans
+
+    def rows_at(self, top: str, spans: Sequence[Span], first: int, rows: int) -> RowRange:
+        """The ids of ``rows`` rows of ``top``'s tree from its ``first`` (0-based), by the
+        ``spans`` of :meth:`row_spans`."""
+        not_null = self.column(top).is_not(None)
         return RowRange(
             after_id=self._id_of_row(first, spans, not_null) - 1,
             upto_id=self._id_of_row(first + rows - 1, spans, not_null),
@@ -199,13 +214,16 @@ class ResultsTable:
         )
 
     def _id_of_row(
-        self, index: int, spans: Sequence[tuple[int, int, int]], not_null: sa.ColumnElement[bool]
+        self, index: int, spans: Sequence[Span], not_null: sa.ColumnElement[bool]
     ) -> int:
-        """The id of the ``index``-th (0-based) not-NULL row, an OFFSET bounded by one span."""
+        """The id of the ``index``-th (0-based) not-NULL row, an OFFSET bounded by one span
+        (none where every id of the span holds a row of the tree)."""
         ids = self.model.c.id
         before = 0
         for low, high, count in spans:
             if index < before + count:
+                if count == high - low:  # dense: the ids are the positions
+                    return low + 1 + index - before
                 statement = _compiled(
                     sa.select(ids)
                     .where(ids > sa.bindparam("lo"), ids <= sa.bindparam("hi"), not_null)
@@ -216,7 +234,7 @@ class ResultsTable:
                 found = self._fetch(statement, lo=low, hi=high, skip=index - before)
                 return int(found[0][0])
             before += count
-        raise IndexError(index)  # pragma: no cover - locate() never asks past the total
+        raise IndexError(index)  # pragma: no cover - callers never ask past the total
 
     def record_index(self, parameter: str) -> int:
         """Position of ``parameter``'s value in the table's records (its column id)."""

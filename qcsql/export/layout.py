@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -41,16 +41,23 @@ from qcsql.schema.description import InterDependencies, ParamSpec, RunDescriptio
 __all__ = [
     "Batch",
     "DatasetPlan",
+    "MULTI_INDEX_USES",
+    "MultiIndexUse",
     "NotStreamable",
     "PlanError",
     "Region",
     "Variable",
+    "flattened",
     "parameter_names",
     "plan_dataset",
     "plan_run",
+    "plan_trees",
 ]
 
 INDEX, MULTI_INDEX = "index", "multi_index"
+
+MultiIndexUse = Literal["auto", "always", "never"]
+MULTI_INDEX_USES: tuple[MultiIndexUse, ...] = ("auto", "always", "never")
 
 
 @dataclass
@@ -136,7 +143,7 @@ class _Part:
         self.variables[name] = Variable(name, dims, data, is_coord=coord)
 
 
-def _flat(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+def flattened(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """Ravel; ragged object arrays (one array per row) are concatenated, as QCoDeS does."""
     if array.dtype == object:
         try:
@@ -198,13 +205,16 @@ def _direct_part(
 
 
 def _through_index(
-    description: RunDescription, name: str, sub: Mapping[str, npt.NDArray[Any]]
+    description: RunDescription,
+    name: str,
+    sub: Mapping[str, npt.NDArray[Any]],
+    use_multi_index: MultiIndexUse = "auto",
 ) -> _Part:
     graph = description.interdependencies
     _, setpoints, _ = graph.tree_by_group(name)
     levels = [s for s in setpoints if s in sub]
-    values = text_as_objects(_flat(sub[name]))
-    columns = [text_as_objects(_flat(sub[s])) for s in levels]
+    values = text_as_objects(flattened(sub[name]))
+    columns = [text_as_objects(flattened(sub[s])) for s in levels]
     part = _Part()
     if not levels:
         part.add(name, (INDEX,), values, coord=False)
@@ -218,12 +228,20 @@ def _through_index(
         part.add(INDEX, (INDEX,), np.arange(len(values), dtype=np.int64), coord=True)
         return _with_inferred(description, name, sub, part)
     if len(levels) == 1:
+        if use_multi_index == "always":
+            raise PlanError(
+                f"{name!r} has one setpoint ({levels[0]}): it has no multi-index to lay "
+                "out along, and QCoDeS' use_multi_index='always' fails on it too; use "
+                "'auto' or 'never'"
+            )
         part.add(name, (levels[0],), values, coord=False)
         part.add(levels[0], (levels[0],), columns[0], coord=True)
         return _with_inferred(description, name, sub, part)
     sorted_levels, codes = map(list, zip(*(_levels(column) for column in columns), strict=True))
     on_grid = math.prod(len(level) for level in sorted_levels) == len(values)
-    if not on_grid and description.shapes is None:
+    if (not on_grid and description.shapes is None and use_multi_index == "auto") or (
+        use_multi_index == "always"
+    ):
         # cf_xarray's compression by gathering: each level its own dimension of sorted
         # unique values, and multi_index the flat grid position of each row.
         for level, unique_values in zip(levels, sorted_levels, strict=True):
@@ -247,6 +265,8 @@ def _rows_are_unique(columns: Sequence[npt.NDArray[Any]]) -> bool:
 
     Repeated sweeps repeat their setpoints early, so a prefix is checked first: a
     duplicate there settles it without sorting the whole run."""
+    if len(columns) == 1 and _strictly_monotonic_apart(columns[0]):
+        return True  # a sweep in measured order: settled without rounding or sorting
     if not all(column.dtype.kind in "fiub" for column in columns):
         keys = [as_qcodes_sees(column) for column in columns]
         return len(set(zip(*(key.tolist() for key in keys), strict=True))) == len(keys[0])
@@ -259,6 +279,23 @@ def _rows_are_unique(columns: Sequence[npt.NDArray[Any]]) -> bool:
 
 
 _DUPLICATE_PROBE = 65_536
+_GAPS_PER_PASS = 1 << 20
+
+
+def _strictly_monotonic_apart(column: npt.NDArray[Any]) -> bool:
+    """Whether the floats rise (or fall) strictly, each step wider than two units of the
+    15th significant digit: then no two of them are one value as QCoDeS reads them (its
+    rounding keeps their order, and values a step apart cannot round to one decimal)."""
+    if column.dtype.kind != "f" or len(column) < 2:
+        return False
+    direction = 1.0 if column[1] > column[0] else -1.0
+    for start in range(0, len(column) - 1, _GAPS_PER_PASS):
+        window = column[start : start + _GAPS_PER_PASS + 1]
+        gaps = np.diff(window) * direction
+        bound = 2e-14 * np.maximum(np.abs(window[1:]), np.abs(window[:-1]))
+        if not np.all(gaps > bound):  # NaN and infinities fail here too
+            return False
+    return True
 
 
 def _has_duplicate_rows(keys: Sequence[npt.NDArray[Any]]) -> bool:
@@ -320,7 +357,7 @@ def _with_inferred(
     for other in others:
         if other in setpoints or other in part.variables or other not in sub:
             continue
-        flat = text_as_objects(_flat(sub[other]))
+        flat = text_as_objects(flattened(sub[other]))
         if flat.shape[0] == expected:
             part.add(other, dims, flat.reshape(tuple(part.dims[d] for d in dims)), coord=False)
     return part
@@ -446,17 +483,26 @@ def plan_dataset(
     description: RunDescription,
     data: Mapping[str, Mapping[str, npt.NDArray[Any]]],
     attrs: Mapping[str, Any],
+    *,
+    use_multi_index: MultiIndexUse = "auto",
 ) -> DatasetPlan:
-    """The file QCoDeS would export for a run with this description, data and attributes."""
+    """The file QCoDeS would export for a run with this description, data and attributes.
+
+    ``use_multi_index`` is ``to_xarray_dataset``'s: ``"always"`` skips the direct layout
+    and puts every tree of several unique setpoints on a multi-index, ``"never"`` puts
+    them on a grid (NaN where no row exists) even off the grid. QCoDeS' export uses
+    ``"auto"``."""
+    if use_multi_index not in MULTI_INDEX_USES:
+        raise PlanError(f"use_multi_index={use_multi_index!r} is none of 'auto', 'always', 'never'")
     parts = []
     for name, sub in data.items():
         # QCoDeS: ``sub[name].shape == shapes[name]``, the declared tuple as stored (6.0
         # equals 6, True equals 1, "6" equals nothing)
         declared = (description.declared_shapes or {}).get(name)
-        if declared is not None and sub[name].shape == declared:
+        if declared is not None and sub[name].shape == declared and use_multi_index != "always":
             parts.append(_direct(description, name, sub))
         else:
-            parts.append(_through_index(description, name, sub))
+            parts.append(_through_index(description, name, sub, use_multi_index))
     specs = description.paramspecs
     try:
         dims, variables = _merge(parts) if parts else ({}, {})
@@ -489,20 +535,56 @@ def parameter_names(description: RunDescription) -> dict[str, str]:
     return names
 
 
-def plan_run(run: DatasetSource) -> DatasetPlan:
-    """The plan of a whole run, from its data as ``get_parameter_data`` returns it."""
-    data = run.get_parameter_data()
+def plan_run(
+    run: DatasetSource,
+    *params: str,
+    start: int | None = None,
+    end: int | None = None,
+    use_multi_index: MultiIndexUse = "auto",
+) -> DatasetPlan:
+    """The plan of a run (of the trees of ``params``, default all, and QCoDeS' rows
+    ``start``..``end``), from its data as ``get_parameter_data`` returns them."""
+    data = run.get_parameter_data(*params, start=start, end=end)
     _refuse_text_in_numeric_columns(run, data)
     try:
-        return plan_dataset(run.description, data, dataset_attrs(run))
+        return plan_dataset(
+            run.description, data, dataset_attrs(run), use_multi_index=use_multi_index
+        )
     except DirectLayoutError as exc:
-        raise DirectLayoutError(
-            f"{run.path_to_db}, run {run.run_id}: {exc}",
-            path=run.path_to_db,
-            run_id=run.run_id,
-            table="runs",
-            column="run_description",
-        ) from exc
+        raise _located(run, exc) from exc
+
+
+def plan_trees(
+    run: DatasetSource,
+    *params: str,
+    start: int | None = None,
+    end: int | None = None,
+    use_multi_index: MultiIndexUse = "auto",
+) -> dict[str, DatasetPlan]:
+    """One plan per parameter tree, unmerged (QCoDeS' ``to_xarray_dataset_dict``): each
+    with the attributes of its variables and of the dataset."""
+    data = run.get_parameter_data(*params, start=start, end=end)
+    _refuse_text_in_numeric_columns(run, data)
+    attrs = dataset_attrs(run)
+    plans: dict[str, DatasetPlan] = {}
+    for name, tree in data.items():
+        try:
+            plans[name] = plan_dataset(
+                run.description, {name: tree}, attrs, use_multi_index=use_multi_index
+            )
+        except DirectLayoutError as exc:
+            raise _located(run, exc) from exc
+    return plans
+
+
+def _located(run: DatasetSource, exc: DirectLayoutError) -> DirectLayoutError:
+    return DirectLayoutError(
+        f"{run.path_to_db}, run {run.run_id}: {exc}",
+        path=run.path_to_db,
+        run_id=run.run_id,
+        table="runs",
+        column="run_description",
+    )
 
 
 def _refuse_text_in_numeric_columns(run: DatasetSource, data: ParameterData) -> None:

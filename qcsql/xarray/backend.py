@@ -1,0 +1,206 @@
+"""The dataset the ``qcsql`` xarray engine gives for a run (see :mod:`qcsql.xarray_engine`).
+
+The layout is the export's plan, as for ``to_xarray_dataset()``. Where the plan keeps a
+tree's values in row order (the layouts of large runs, :mod:`qcsql.xarray.lazy`), the
+variable is a lazy array that reads only the rows an index asks for; the plan is made
+from the run's setpoints and, for the values, zero-filled stand-ins that are never
+touched (``np.zeros`` maps pages only when written), so the values are not kept after
+opening. Any other layout (a grid with holes, text, complex or ragged values) is the
+in-memory plan, loaded on open.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from qcsql.data.parameter_data import ParameterData
+from qcsql.data.results import ResultsTable, Span
+from qcsql.data.streams import stream_numeric_trees
+from qcsql.errors import QcsqlError
+from qcsql.export.attributes import DatasetSource, dataset_attrs
+from qcsql.export.layout import DatasetPlan, MultiIndexUse, plan_dataset, plan_run
+from qcsql.xarray.convert import dataset_from_plan
+from qcsql.xarray.lazy import RowsArray, RowSource, TableOpener, in_row_order
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["open_run"]
+
+_LAZY_KINDS = frozenset({"numeric", "array"})
+
+
+def open_run(
+    run: DatasetSource,
+    *,
+    drop_variables: frozenset[str] = frozenset(),
+    use_multi_index: MultiIndexUse = "auto",
+    open_table: TableOpener | None = None,
+) -> xr.Dataset:
+    """``run`` as ``to_xarray_dataset(use_multi_index=...)`` gives it, without the
+    variables named in ``drop_variables`` (names it does not have are ignored); lazy where
+    the layout allows and ``open_table`` says how a process opens the run's table."""
+    lazy = _lazy_plan(run, use_multi_index, open_table) if open_table is not None else None
+    plan = lazy if lazy is not None else plan_run(run, use_multi_index=use_multi_index)
+    dataset = dataset_from_plan(plan, drop_variables)
+    dropped = [name for name in drop_variables if name in dataset.variables]
+    if dropped:
+        dataset = dataset.drop_vars(dropped)
+    if lazy is not None:
+        _prefer_windows_of_rows(dataset, lazy)
+    return dataset
+
+
+VALUES_PER_CHUNK = 1_000_000  # 8 MB of doubles: the windows ``chunks={}`` gives Dask
+
+
+def _prefer_windows_of_rows(dataset: xr.Dataset, plan: DatasetPlan) -> None:
+    """``chunks={}`` cuts lazy variables along their first axis into windows of whole
+    rows of about :data:`VALUES_PER_CHUNK` values, each read by one statement."""
+    for name, planned in plan.variables.items():
+        if isinstance(planned.data, np.ndarray) or name not in dataset.variables:
+            continue
+        variable = dataset.variables[name]
+        if not variable.ndim:
+            continue
+        inner = math.prod(variable.shape[1:])
+        first = max(1, VALUES_PER_CHUNK // max(inner, 1))
+        sizes = zip(variable.dims[1:], variable.shape[1:], strict=True)
+        variable.encoding["preferred_chunks"] = {variable.dims[0]: first, **dict(sizes)}
+
+
+def _lazy_plan(
+    run: DatasetSource, use_multi_index: MultiIndexUse, open_table: TableOpener
+) -> DatasetPlan | None:
+    """The plan with the values of each tree as lazy arrays, or None where a value does not
+    stay in row order (or the run has no results table to read rows from)."""
+    if run.in_memory:
+        return None
+    graph = run.description.interdependencies
+    tops = list(graph.top_level_parameters)
+    trees = [graph.tree_by_group(top) for top in tops]
+    if not tops or any(
+        graph.parameters[c].paramtype not in _LAZY_KINDS
+        for top, _, others in trees
+        for c in (top, *others)
+    ):
+        return None
+    try:
+        table = run.results_table()
+    except QcsqlError:
+        return None
+    data = _setpoints_only(run, tops) or run.get_parameter_data()
+    upto = table.max_id()
+    placeholders: list[npt.NDArray[Any]] = []
+    sources: list[tuple[RowSource, np.dtype[Any]]] = []
+    stand_in: dict[str, dict[str, npt.NDArray[Any]]] = {}
+    for top, setpoints, others in trees:
+        tree = data.get(top)
+        if tree is None:
+            return None
+        shaped = top in (run.description.declared_shapes or {})
+        spans = _spans(table, top, tree[top], graph.parameters[top].paramtype, shaped, upto)
+        rows = sum(count for _, _, count in spans)
+        columns = (top, *setpoints, *others)
+        stand_in[top] = dict(tree)
+        for column in (top, *others):
+            values = tree.get(column)
+            if values is None:
+                continue
+            if values.dtype.kind not in "fiu" or rows == 0 or values.size % rows:
+                return None
+            placeholder = np.zeros(values.shape, values.dtype)
+            stand_in[top][column] = placeholder
+            placeholders.append(placeholder)
+            source = RowSource(
+                path=str(run.path_to_db),
+                run_id=run.run_id,
+                open_table=open_table,
+                top=top,
+                columns=columns,
+                kinds=tuple(graph.parameters[c].paramtype for c in columns),
+                column=column,
+                spans=spans,
+                rows=rows,
+                per_row=values.size // rows,
+            )
+            sources.append((source, values.dtype))
+    del data
+    plan = plan_dataset(
+        run.description, stand_in, dataset_attrs(run), use_multi_index=use_multi_index
+    )
+    return _with_lazy_values(plan, placeholders, sources)
+
+
+def _setpoints_only(run: DatasetSource, tops: list[str]) -> ParameterData | None:
+    """The run's data with the values of its one numeric tree as a zero-filled stand-in:
+    the setpoints are read window by window and the values dropped as they come, so that
+    opening a large sweep never holds its values. None for any other run (several trees,
+    declared shapes, other kinds): it is read whole."""
+    graph = run.description.interdependencies
+    if len(tops) != 1 or tops[0] in (run.description.declared_shapes or {}):
+        return None
+    top, setpoints, others = graph.tree_by_group(tops[0])
+    if others or any(graph.parameters[c].paramtype != "numeric" for c in (top, *setpoints)):
+        return None
+    stream = stream_numeric_trees(run, [top])
+    if stream is None:
+        return None
+    columns = [np.empty(stream.rows, dtype=np.float64) for _ in setpoints]  # an upper bound
+    filled = 0
+    for chunk in stream.chunks():
+        rows = len(chunk[0])
+        for target, values in zip(columns, chunk[1:], strict=True):
+            target[filled : filled + rows] = values
+        filled += rows
+    tree = {top: np.zeros(filled, dtype=np.float64)}
+    tree.update((name, column[:filled]) for name, column in zip(setpoints, columns, strict=True))
+    return {top: tree}
+
+
+def _spans(
+    table: ResultsTable, top: str, values: npt.NDArray[Any], kind: str, shaped: bool, upto: int
+) -> tuple[Span, ...]:
+    """Where the rows of ``top``'s tree are. When every id 1..max holds a row and the tree
+    read has as many rows, they are all the tree's: one span, without counting the rows
+    of ``top`` (which reads every record). A number is one value per row; an array tree
+    not reshaped to a declared shape has one line per row."""
+    rows = (
+        values.size
+        if kind == "numeric"
+        else values.shape[0]
+        if values.ndim == 2 and not shaped
+        else None
+    )
+    if rows == upto and table.count_rows() == upto:
+        return ((0, upto, upto),)
+    return tuple(table.row_spans(top, upto))
+
+
+def _with_lazy_values(
+    plan: DatasetPlan,
+    placeholders: list[npt.NDArray[Any]],
+    sources: list[tuple[RowSource, np.dtype[Any]]],
+) -> DatasetPlan | None:
+    """Each stand-in's variable replaced by its lazy array; None unless every stand-in's
+    column is a variable of the plan in row order (a grid with holes, for one, copies its
+    values elsewhere: such a run is loaded instead)."""
+    from xarray.core.indexing import LazilyIndexedArray
+
+    found: dict[str, Any] = {}
+    for variable in plan.variables.values():
+        if isinstance(variable.data, np.ndarray):
+            number = in_row_order(variable.data, placeholders)
+            if number is not None:
+                source, dtype = sources[number]
+                array = RowsArray(source, variable.data.shape, dtype)
+                found[variable.name] = LazilyIndexedArray(array)
+    if {source.column for source, _ in sources} != set(found):
+        return None
+    for name, array in found.items():
+        plan.variables[name].data = array
+    return plan

@@ -1,0 +1,256 @@
+"""The engine's lazy variables: the layouts of large runs read only the rows indexed.
+
+Runs written by QCoDeS' Measurement API: a 1-D sweep, a shaped 2-D grid (QCoDeS'
+direct layout), a run of arrays (flat along ``index``) and a sweep off the grid (a
+multi-index). Each opens lazily, loads to exactly ``Run.to_xarray_dataset()`` (which
+test_xarray_matches_qcodes.py compares with QCoDeS), gives the same values for any
+basic or fancy index, reads only the rows an index spans (counted), and pickles
+without a connection.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import qcsql
+from qcsql.xarray.lazy import RowsArray, rows_read
+
+xr = pytest.importorskip("xarray")
+pytest.importorskip("qcodes")
+from xarray.core.indexing import ExplicitlyIndexed  # noqa: E402
+
+from tests.qcodes_build import new_database, parameters  # noqa: E402
+
+SWEEP, GRID, ARRAYS, SCATTER = 1, 2, 3, 4
+GRID_SHAPE = (30, 40)
+ARRAY_ROWS, ARRAY_LENGTH = 50, 20
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from qcodes.dataset import Measurement
+
+    path = tmp_path_factory.mktemp("lazy") / "lazy.db"
+    experiment = new_database(path)
+    rng = np.random.default_rng(7)
+    try:
+        x, y, v, w, freq, spectrum = parameters("x", "y", "v", "w", "freq", "spectrum")
+        sweep = Measurement(exp=experiment, name="sweep")
+        sweep.register_parameter(x)
+        sweep.register_parameter(v, setpoints=(x,))
+        with sweep.run() as saver:
+            xs = np.linspace(-1, 1, 2000)
+            saver.add_result((x, xs), (v, np.sin(xs * 7) + rng.normal(0, 0.1, xs.size)))
+        grid = Measurement(exp=experiment, name="grid")
+        grid.register_parameter(x)
+        grid.register_parameter(y)
+        grid.register_parameter(w, setpoints=(x, y))
+        grid.set_shapes({"w": GRID_SHAPE})
+        with grid.run() as saver:
+            for xv in np.linspace(0, 1, GRID_SHAPE[0]):
+                ys = np.linspace(-2, 2, GRID_SHAPE[1])
+                saver.add_result((x, np.full_like(ys, xv)), (y, ys), (w, xv * ys))
+        arrays = Measurement(exp=experiment, name="arrays")
+        arrays.register_parameter(freq, paramtype="array")
+        arrays.register_parameter(spectrum, setpoints=(freq,), paramtype="array")
+        with arrays.run() as saver:
+            for _ in range(ARRAY_ROWS):
+                saver.add_result(
+                    (freq, np.linspace(1, 2, ARRAY_LENGTH)),
+                    (spectrum, rng.normal(0, 1, ARRAY_LENGTH)),
+                )
+        scatter = Measurement(exp=experiment, name="scatter")
+        scatter.register_parameter(x)
+        scatter.register_parameter(y)
+        scatter.register_parameter(w, setpoints=(x, y))
+        with scatter.run() as saver:
+            for _ in range(300):
+                xv, yv = rng.uniform(0, 1, 2)
+                saver.add_result((x, xv), (y, yv), (w, xv * yv))
+    finally:
+        experiment.conn.close()
+    return path
+
+
+def _lazy(dataset: Any) -> set[str]:
+    """The variables whose data are qcsql's lazy arrays (under xarray's wrappers)."""
+    found = set()
+    for name, variable in dataset.variables.items():
+        data = variable._data
+        while isinstance(data, ExplicitlyIndexed) and not isinstance(data, RowsArray):
+            data = data.array
+        if isinstance(data, RowsArray):
+            found.add(name)
+    return found
+
+
+CASES = [
+    (SWEEP, "v", {"v"}),
+    (GRID, "w", {"w"}),
+    (ARRAYS, "spectrum", {"spectrum"}),
+    (SCATTER, "w", {"w"}),
+]
+
+
+@pytest.mark.parametrize(("run_id", "name", "lazy"), CASES)
+def test_large_run_layouts_open_lazily_and_load_exactly(
+    database: Path, run_id: int, name: str, lazy: set[str]
+) -> None:
+    with qcsql.open_database(database) as db:
+        expected = db.load_by_id(run_id).to_xarray_dataset()
+    with xr.open_dataset(database, engine="qcsql", run_id=run_id) as opened:
+        assert _lazy(opened) == lazy
+        xr.testing.assert_identical(opened.load(), expected)
+
+
+INDEXES: list[Any] = [
+    0,
+    -1,
+    slice(None),
+    slice(5, 17),
+    slice(3, None, 7),
+    slice(None, None, -3),
+    slice(40, 2, -5),
+    slice(10, 10),
+    [4, 2, 9],
+    "every third",
+]
+
+
+@pytest.mark.parametrize(("run_id", "name", "lazy"), CASES)
+def test_any_index_gives_the_values_of_the_loaded_run(
+    database: Path, run_id: int, name: str, lazy: set[str]
+) -> None:
+    with qcsql.open_database(database) as db:
+        expected = db.load_by_id(run_id).to_xarray_dataset()[name].values
+    with xr.open_dataset(database, engine="qcsql", run_id=run_id) as opened:
+        array = opened[name].variable
+        for index in INDEXES:
+            if isinstance(index, str):  # a boolean mask along the first axis
+                index = np.arange(expected.shape[0]) % 3 == 0
+            key = (index, 1) if expected.ndim == 2 else (index,)
+            np.testing.assert_array_equal(array[key].values, expected[key], err_msg=str(key))
+
+
+def test_a_slice_reads_only_its_rows(database: Path) -> None:
+    with xr.open_dataset(database, engine="qcsql", run_id=SWEEP) as opened:
+        with rows_read() as log:
+            opened["v"][500:1500].values
+        assert [r.rows for r in log] == [1000]
+        assert log[0].upto_id - log[0].after_id == 1000  # one tree: ids are the positions
+    with xr.open_dataset(database, engine="qcsql", run_id=ARRAYS) as opened:
+        with rows_read() as log:
+            opened["spectrum"][45:65].values  # elements of rows 2 and 3
+        assert [r.rows for r in log] == [2]
+    with xr.open_dataset(database, engine="qcsql", run_id=GRID) as opened:
+        with rows_read() as log:
+            opened["w"][3:5, 10:20].values  # lines 3 and 4 of the grid
+        assert [r.rows for r in log] == [2 * GRID_SHAPE[1]]
+
+
+def test_opening_reads_no_values_through_lazy_arrays(database: Path) -> None:
+    with rows_read() as log:
+        with xr.open_dataset(database, engine="qcsql", run_id=SWEEP) as opened:
+            assert _lazy(opened) == {"v"}
+    assert log == []
+
+
+def test_lazy_datasets_pickle_without_a_connection(database: Path) -> None:
+    with xr.open_dataset(database, engine="qcsql", run_id=ARRAYS) as opened:
+        again = pickle.loads(pickle.dumps(opened))
+        assert _lazy(again) == {"spectrum"}
+        xr.testing.assert_identical(again.load(), opened.load())
+
+
+def test_chunks_are_windows_of_rows(database: Path) -> None:
+    pytest.importorskip("dask")
+    with xr.open_dataset(database, engine="qcsql", run_id=ARRAYS, chunks={}) as opened:
+        assert opened["spectrum"].chunks == ((ARRAY_ROWS * ARRAY_LENGTH,),)  # one window
+    # chunks smaller than the windows: xarray says so, as for any file's stored chunks
+    with (
+        pytest.warns(UserWarning, match="separate the stored chunks"),
+        xr.open_dataset(database, engine="qcsql", run_id=SWEEP, chunks={"x": 300}) as opened,
+    ):
+        with qcsql.open_database(database) as db:
+            expected = db.load_by_id(SWEEP).get_parameter_data()["v"]["v"]
+        assert opened["v"].chunks == ((300,) * 6 + (200,),)
+        np.testing.assert_array_equal(opened["v"].values, expected)
+
+
+def test_a_cluster_of_processes_computes_on_a_chunked_run(database: Path) -> None:
+    pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    with qcsql.open_database(database) as db:
+        data = db.load_by_id(ARRAYS).get_parameter_data()["spectrum"]["spectrum"]
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster),
+        pytest.warns(UserWarning, match="separate the stored chunks"),
+        xr.open_dataset(database, engine="qcsql", run_id=ARRAYS, chunks={"index": 220}) as opened,
+    ):
+        assert len(opened["spectrum"].chunks[0]) > 2
+        mean = float(opened["spectrum"].mean().compute())
+        total = float(opened["spectrum"].sum().compute())
+    np.testing.assert_allclose(mean, data.mean(), rtol=1e-13)
+    np.testing.assert_allclose(total, data.sum(), rtol=1e-13)
+
+
+def test_slices_of_every_lazy_variable_of_the_example_runs(tmp_path: Path) -> None:
+    from tests.helpers import EXAMPLE_DB, copy_database
+
+    path = copy_database(EXAMPLE_DB, tmp_path)
+    with qcsql.open_database(path) as db:
+        runs = [(run.run_id, run.to_xarray_dataset()) for run in db.runs()]
+    seen = 0
+    for run_id, expected in runs:
+        with xr.open_dataset(path, engine="qcsql", run_id=run_id) as opened:
+            for name in _lazy(opened):
+                seen += 1
+                size = opened[name].shape[0]
+                for index in (slice(1, size - 1), slice(size // 2, None, 2), size - 1):
+                    np.testing.assert_array_equal(
+                        opened[name][index].values, expected[name][index].values
+                    )
+    assert seen >= 5
+
+
+def test_a_rising_sweep_with_values_one_for_qcodes_is_not_taken_as_unique(
+    tmp_path: Path,
+) -> None:
+    """Setpoints that rise strictly but differ only past the 15th digit are one value as
+    QCoDeS reads them: duplicates, so the run is laid out along ``index`` as QCoDeS does."""
+    from qcodes.dataset import Measurement, load_by_id
+
+    from tests.helpers import copy_database
+    from tests.qcodes_reference import _connect_like_a_user
+
+    path = tmp_path / "near.db"
+    experiment = new_database(path)
+    try:
+        x, v = parameters("x", "v")
+        sweep = Measurement(exp=experiment, name="near duplicates")
+        sweep.register_parameter(x)
+        sweep.register_parameter(v, setpoints=(x,))
+        with sweep.run() as saver:
+            for value in (1.0, float(np.nextafter(1.0, 2.0)), 2.0, 3.0):
+                saver.add_result((x, value), (v, value * 2))
+    finally:
+        experiment.conn.close()
+    conn, _ = _connect_like_a_user(copy_database(path, tmp_path / "q"), tmp_path / "qc")
+    try:
+        theirs = load_by_id(1, conn=conn).to_xarray_dataset()
+    finally:
+        conn.close()
+    assert set(theirs.dims) == {"index"}
+    with qcsql.open_database(path) as db:
+        ours = db.load_by_id(1).to_xarray_dataset()
+    assert set(ours.dims) == {"index"}
+    with xr.open_dataset(path, engine="qcsql", run_id=1) as opened:
+        assert set(opened.dims) == {"index"}
