@@ -27,6 +27,8 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 MEMORY_REPORTS: list[tuple[str, dict[str, Any]]] = []
 # (journal mode, commit-to-live-file delays in seconds) of the live-follow benchmark.
 LATENCY_REPORTS: list[tuple[str, list[float]]] = []
+# layout -> side ("qcsql", "qcsql 4x", "qcodes") -> memory probe result, for the summary.
+LAYOUT_MEMORY: dict[str, dict[str, dict[str, Any]]] = {}
 
 
 def cached_database(name: str, build: Callable[[Path], None]) -> Path:
@@ -91,6 +93,45 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 f"{group}: the file's bytes alone into fresh memory, on two threads,"
                 f" {_times(floor)}; qcsql takes {_ratios(ours, floor)} that"
             )
+    _layout_table(terminalreporter, groups)
+
+
+def _layout_table(terminalreporter: Any, groups: dict[str, dict[str, Any]]) -> None:
+    """One row per layout of test_bench_layouts: median export time of each, their ratio,
+    and the peak RSS growth of a fresh process's export (qcsql also 4x larger)."""
+    rows = sorted(g for g in groups if g.startswith("layout, "))
+    if not rows:
+        return
+    terminalreporter.write_line(
+        f"{'layout':<22}{'qcsql s':>9}{'QCoDeS s':>10}{'ratio':>8}"
+        f"{'RSS qcsql':>11}{'RSS QCoDeS':>12}{'RSS qcsql 4x':>14}{'4x/1x':>7}{'data MiB':>10}"
+    )
+    for group in rows:
+        layout = group.removeprefix("layout, ")
+        sides = groups[group]
+        ours, theirs = sides.get("qcsql"), sides.get("qcodes")
+        memory = LAYOUT_MEMORY.get(layout, {})
+
+        def mib(side: str, key: str = "peak_growth_bytes") -> str:
+            probe = memory.get(side)
+            return "-" if probe is None else f"{probe[key] / 2**20:.0f}"
+
+        small, large = memory.get("qcsql"), memory.get("qcsql 4x")
+        growth = (
+            f"{large['peak_growth_bytes'] / small['peak_growth_bytes']:.2f}"
+            if small and large and small["peak_growth_bytes"] > 0
+            else "-"
+        )
+        ratio = f"{theirs.median / ours.median:.1f}x" if ours and theirs else "-"
+        terminalreporter.write_line(
+            f"{layout:<22}{_seconds(ours):>9}{_seconds(theirs):>10}{ratio:>8}"
+            f"{mib('qcsql'):>11}{mib('qcodes'):>12}{mib('qcsql 4x'):>14}{growth:>7}"
+            f"{mib('qcsql', 'returned_bytes'):>10}"
+        )
+
+
+def _seconds(stats: Any) -> str:
+    return "-" if stats is None else f"{stats.median:.2f}"
 
 
 _STATISTICS = ("mean", "median", "min")
