@@ -17,6 +17,7 @@ import tempfile
 
 os.environ["HOME"] = tempfile.mkdtemp(prefix="qcsql-bench-home-")  # before qcodes is imported
 
+import functools  # noqa: E402
 import shutil  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -111,11 +112,7 @@ def _layout_table(terminalreporter: Any, groups: dict[str, dict[str, Any]]) -> N
         sides = groups[group]
         ours, theirs = sides.get("qcsql"), sides.get("qcodes")
         memory = LAYOUT_MEMORY.get(layout, {})
-
-        def mib(side: str, key: str = "peak_growth_bytes") -> str:
-            probe = memory.get(side)
-            return "-" if probe is None else f"{probe[key] / 2**20:.0f}"
-
+        mib = functools.partial(_mib, memory)
         small, large = memory.get("qcsql"), memory.get("qcsql 4x")
         growth = (
             f"{large['peak_growth_bytes'] / small['peak_growth_bytes']:.2f}"
@@ -128,6 +125,11 @@ def _layout_table(terminalreporter: Any, groups: dict[str, dict[str, Any]]) -> N
             f"{mib('qcsql'):>11}{mib('qcodes'):>12}{mib('qcsql 4x'):>14}{growth:>7}"
             f"{mib('qcsql', 'returned_bytes'):>10}"
         )
+
+
+def _mib(memory: dict[str, dict[str, Any]], side: str, key: str = "peak_growth_bytes") -> str:
+    probe = memory.get(side)
+    return "-" if probe is None else f"{probe[key] / 2**20:.0f}"
 
 
 def _seconds(stats: Any) -> str:

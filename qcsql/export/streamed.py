@@ -37,6 +37,7 @@ from qcsql.data.streams import (
     stream_array_trees,
     stream_numeric_trees,
 )
+from qcsql.export.array_grids import array_grid_plan
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
 from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
 from qcsql.export.layout import (
@@ -72,7 +73,13 @@ def streamed_plans(run: DatasetSource, progress: Progress | None = None) -> Iter
     arrays = stream_array_trees(run, tops, ARRAY_BYTES_PER_CHUNK)
     if arrays is not None:
         try:
-            plan = _streamed_index_plan(run, list(tops), arrays, progress)
+            chunks = arrays.chunks()
+            first = next(chunks, None)
+            if first is None:
+                return
+            plan = _streamed_index_plan(run, list(tops), arrays, first, chunks, progress)
+            if plan is None:  # the first window's rows read once, by whichever plan streams
+                plan = array_grid_plan(run, list(tops), arrays, first, chunks, progress)
         except RowsDiffer:
             return
         if plan is not None:
@@ -119,18 +126,20 @@ def _fill(run: DatasetSource, tops: list[str], shape: tuple[int, ...], at_most: 
 
 
 def _streamed_index_plan(
-    run: DatasetSource, tops: list[str], stream: ArrayTreeStream, progress: Progress | None
+    run: DatasetSource,
+    tops: list[str],
+    stream: ArrayTreeStream,
+    first: tuple[int, dict[str, npt.NDArray[Any]]],
+    chunks: Iterator[tuple[int, dict[str, npt.NDArray[Any]]]],
+    progress: Progress | None,
 ) -> DatasetPlan | None:
     """An array run whose setpoint rows repeat (every sweep of a spectrum analyser, say):
     QCoDeS lays each parameter out flat along ``index``, row after row, which streams
     (several parameters on the same setpoints merge into one such layout). The first
     ``PROBE_ROWS`` rows decide: their own plan must already be that layout (a repeat there
-    is a repeat in the whole run), and the run must declare no shape that could reshape it."""
+    is a repeat in the whole run), and the run must declare no shape that could reshape it.
+    ``first`` is the run's first window, ``chunks`` the rest."""
     if set(tops) & set(run.description.declared_shapes or {}):
-        return None
-    chunks = stream.chunks()
-    first = next(chunks, None)
-    if first is None:
         return None
     attrs = dataset_attrs(run)
     setpoints = stream.trees[0].columns[1:]
@@ -538,11 +547,11 @@ def _along_setpoint_plan(sweep: _Sweep, monotonic: bool) -> DatasetPlan:
 def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
     """The layouts QCoDeS picks from all of a run's setpoints, decided by passes over
     them: a first finds each setpoint's distinct values (as QCoDeS reads them, to 15
-    digits) and counts the rows; for several setpoints a second looks for two rows with
-    the same setpoints. Repeated setpoints: the flat index layout. Unique ones: along the
-    single setpoint in measured order, or a grid of the sorted values (NaN where no row
-    landed), or, for unshaped runs whose rows do not fill that grid, cf_xarray's
-    compressed multi-index over them."""
+    digits) and counts the rows. Repeated setpoints: the flat index layout. Unique ones:
+    along the single setpoint in measured order, or a grid of the sorted values (NaN where
+    no row landed), or, for unshaped runs whose rows do not fill that grid, cf_xarray's
+    compressed multi-index over them; for several setpoints, the second pass (writing)
+    finds out whether two rows have the same setpoints, and the index layout follows."""
     stream, setpoints = sweep.stream, sweep.setpoints
     levels = _find_levels(stream)
     if levels is None:
@@ -551,34 +560,18 @@ def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
     grid = tuple(len(keys) for keys, _ in found)
     if 0 in grid or math.prod(grid) > GRID_CELLS:
         return
-    repeated = rows > len(found[0][0]) if len(setpoints) == 1 else _repeats(stream, found, grid)
-    if repeated is None:
+    if len(setpoints) == 1:
+        repeated = rows > len(found[0][0])
+        yield _numeric_index_plan(sweep, rows) if repeated else _along_setpoint_plan(sweep, False)
         return
-    if repeated:
-        yield _numeric_index_plan(sweep, rows)
-    elif len(setpoints) == 1:
-        yield _along_setpoint_plan(sweep, False)
-    elif sweep.run.description.shapes is None and math.prod(grid) != rows:
+    # Unique rows are the common case: their layout is written at once, and gives up at
+    # the first cell a second row lands in (a pass to look for one first would read the
+    # whole run once more); repeated setpoints are then laid out along the index.
+    if sweep.run.description.shapes is None and math.prod(grid) != rows:
         yield _multi_index_plan(sweep, found, rows)
     else:  # cells without a row read as NaN (floats, complex numbers) or "" (text)
         yield _levels_grid_plan(sweep, found, rows)
-
-
-def _repeats(
-    stream: NumericTreeStream,
-    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
-    grid: tuple[int, ...],
-) -> bool | None:
-    """Whether two rows have the same setpoints (None: the rows cannot be read together)."""
-    cells_of = _CellFinder(found, grid, stream.tops)
-    try:
-        for columns in _batches(stream.chunks()):
-            cells_of(columns)
-    except NotStreamable:
-        return True
-    except RowsDiffer:
-        return None
-    return False
+    yield _numeric_index_plan(sweep, rows)
 
 
 def _numeric_index_plan(sweep: _Sweep, rows: int) -> DatasetPlan:
@@ -727,7 +720,7 @@ def _find_levels(
             for axis, column in enumerate(columns[k:]):
                 if setpoints > 1 and np.isnan(column).any():
                     return None  # QCoDeS' grids drop NaN levels (or fail): laid out in memory
-                keys, first = np.unique(as_qcodes_sees(column), return_index=True)
+                keys, first = _first_of_each_key(column)
                 parts[axis].append((keys, column[first]))
     except RowsDiffer:
         return None
@@ -740,6 +733,24 @@ def _find_levels(
     return found, rows
 
 
+def _first_of_each_key(
+    column: npt.NDArray[Any],
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
+    """The sorted distinct keys of ``column`` as QCoDeS reads its values (15 digits), and
+    the index of the first value with each. A sweep repeats few distinct values many
+    times: those are found first, and only they are rounded."""
+    distinct, first = np.unique(column, return_index=True)
+    keys = as_qcodes_sees(distinct)
+    if len(keys) < 2 or bool(np.all(keys[1:] > keys[:-1])):
+        return keys, first  # every distinct value its own key (rounding keeps the order)
+    order = np.lexsort((first, keys))  # by key, then earliest first
+    keys, first = keys[order], first[order]
+    leading = np.concatenate([[True], keys[1:] != keys[:-1]])
+    if keys.dtype.kind == "f":  # NaN is one value, as np.unique counts it
+        leading[1:] &= ~(np.isnan(keys[1:]) & np.isnan(keys[:-1]))
+    return keys[leading], first[leading]
+
+
 class _CellFinder:
     """Each row's flat position in the grid of levels, refusing a cell seen before: two
     rows with the same setpoints mean QCoDeS lays the run out along an index instead."""
@@ -747,21 +758,39 @@ class _CellFinder:
     def __init__(
         self, found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], shape: tuple[int, ...], k: int
     ) -> None:
-        self._keys = [keys for keys, _ in found]
+        self._found = found
         self._shape = shape
         self._k = k
         self._seen = np.zeros(math.prod(shape), dtype=bool)
+        self._count = 0
 
     def __call__(self, columns: list[npt.NDArray[Any]]) -> npt.NDArray[np.int64]:
         codes = [
-            np.searchsorted(keys, as_qcodes_sees(column))
-            for keys, column in zip(self._keys, columns[self._k :], strict=True)
+            _codes(keys, values, column)
+            for (keys, values), column in zip(self._found, columns[self._k :], strict=True)
         ]
         cells: npt.NDArray[np.int64] = np.ravel_multi_index(codes, self._shape).astype(np.int64)
-        if np.any(self._seen[cells]) or len(np.unique(cells)) != len(cells):
+        if np.any(self._seen[cells]):
             raise NotStreamable
         self._seen[cells] = True
+        self._count += len(cells)
+        if np.count_nonzero(self._seen) != self._count:
+            raise NotStreamable  # two rows of this batch in one cell
         return cells
+
+
+def _codes(
+    keys: npt.NDArray[Any], values: npt.NDArray[Any], column: npt.NDArray[Any]
+) -> npt.NDArray[np.intp]:
+    """Each value's level: the levels' own values (in the order of their keys) are found
+    exactly, as a sweep's values mostly are; the others are found by their keys."""
+    codes = np.searchsorted(values, column)
+    found = codes < len(values)
+    found[found] = values[codes[found]] == column[found]
+    if not found.all():
+        missed = np.flatnonzero(~found)
+        codes[missed] = np.searchsorted(keys, as_qcodes_sees(column[missed]))
+    return codes
 
 
 def _along_setpoint_batches(sweep: _Sweep, monotonic: bool) -> Iterator[Batch]:
