@@ -304,8 +304,9 @@ def test_parameters_on_different_setpoints_stream_tree_by_tree(
 def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """QCoDeS 0.58 shaped 2-D sweeps that stopped early: mid-line with two dependents,
     with a descending inner axis, exactly at a line's end, and one that revisits a point
-    (two rows in one cell: QCoDeS lays that out along an index); and two unshaped ones,
-    complete (a grid) and stopped mid-line (QCoDeS' compressed multi-index)."""
+    (two rows in one cell: QCoDeS lays that out along an index); and three unshaped ones,
+    complete (a grid), stopped mid-line (QCoDeS' compressed multi-index), and complete
+    with a descending inner axis."""
     from qcodes.dataset import Measurement
 
     path = tmp_path_factory.mktemp("interrupted") / "interrupted.db"
@@ -341,6 +342,7 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sweep("revisits a point", np.linspace(0, 1, 30), 100, (i,))
     sweep("unshaped, complete", np.linspace(0, 1, 30), 12 * 30, (i, q), shaped=False)
     sweep("unshaped, stopped mid-line", np.linspace(0, 1, 30), 100, (i,), shaped=False)
+    sweep("unshaped, descending inner axis", np.linspace(1, 0, 30), 12 * 30, (i,), shaped=False)
     experiment.conn.close()  # type: ignore[attr-defined]
     return path
 
@@ -348,7 +350,7 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("database", "run_id"),
     [("dependents_db", run_id) for run_id in range(1, 5)]
-    + [("interrupted_db", run_id) for run_id in range(1, 7)],
+    + [("interrupted_db", run_id) for run_id in range(1, 8)],
 )
 def test_numeric_sweeps_stream_and_equal_qcodes(
     request: pytest.FixtureRequest,
@@ -366,6 +368,23 @@ def test_numeric_sweeps_stream_and_equal_qcodes(
 
 
 # -- streamed and in-memory layouts agree on random sweeps ----------------------------------
+
+
+@pytest.mark.parametrize("run_id", [5, 7])
+def test_complete_unshaped_grids_stream_in_one_pass(
+    interrupted_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_id: int
+) -> None:
+    """A doNd-style grid without shapes (the outer setpoint rising line by line, the
+    inner one the same values on every line) is written as it is read: no pass over the
+    levels first, and the file is QCoDeS'."""
+
+    def no_pass(*args: Any) -> Any:
+        raise AssertionError("a pass over the levels before writing")
+
+    monkeypatch.setattr(qcsql.export.streamed, "_find_levels", no_pass)
+    with qcsql.open_database(interrupted_db) as db:
+        ours = db.load_by_id(run_id).export_hdf5(tmp_path)
+    _assert_exports_like_qcodes(interrupted_db, run_id, ours, tmp_path)
 
 
 @st.composite

@@ -251,6 +251,10 @@ def _numeric_plans(
             attrs=dataset_attrs(run),
             source=functools.partial(_grid_batches, sweep, shape),
         )
+    if len(setpoints) == 2:
+        plan = _line_grid_plan(sweep)
+        if plan is not None:
+            yield plan
     yield from _levels_plans(sweep)
     if len(tops) > 1 and len(setpoints) == 1:
         plan = _outer_merge_plan(run, tops, setpoints[0], progress)
@@ -542,6 +546,96 @@ def _along_setpoint_plan(sweep: _Sweep, monotonic: bool) -> DatasetPlan:
         unlimited=frozenset({setpoint}),
         expected_rows=sweep.stream.rows,
     )
+
+
+LINE_CHUNK_VALUES = 1 << 17  # values per HDF5 chunk of a grid growing line by line (1 MiB)
+
+
+def _line_grid_plan(sweep: _Sweep) -> DatasetPlan | None:
+    """A doNd-style sweep of two setpoints, in one pass: line after line the outer
+    setpoint holds one value (rising as QCoDeS reads it) while the inner one runs through
+    the same distinct values as in the first line. Its rows are unique and fill the grid
+    of the sorted levels, QCoDeS' layout of it (when no declared shape lays it out
+    directly): each line is a row of that grid, its points in the order of the sorted
+    inner values, the outer dimension growing with the lines. The first line is found in
+    the first batch; the plan gives up (:class:`NotStreamable`) at the first line that
+    breaks the pattern, or at an incomplete last line, and the passes over the levels
+    follow (:func:`_levels_plans`)."""
+    batches = _batches(sweep.stream.chunks())
+    try:
+        first = next(batches, None)
+    except RowsDiffer:
+        return None
+    k = len(sweep.tops)
+    if first is None:
+        return None
+    outer, inner = first[k], first[k + 1]
+    changes = np.flatnonzero(outer != outer[0])
+    if not len(changes) or _has_nan(inner) or _has_nan(outer[:1]):
+        return None  # one line in the first batch (or a NaN): left to the passes
+    line = int(changes[0])
+    _, order = np.unique(as_qcodes_sees(inner[:line]), return_index=True)
+    if len(order) != line:
+        return None  # the inner values repeat within a line: not this grid
+    x, y = sweep.setpoints
+    source = functools.partial(
+        _line_grid_batches, sweep, itertools.chain([first], batches), inner[:line], order
+    )
+    return DatasetPlan(
+        dims={x: 0, y: line},
+        variables=sweep.variables,
+        attrs=dataset_attrs(sweep.run),
+        source=source,
+        unlimited=frozenset({x}),
+        expected_rows=max(1, LINE_CHUNK_VALUES // line),
+    )
+
+
+def _line_grid_batches(
+    sweep: _Sweep,
+    batches: Iterator[list[npt.NDArray[Any]]],
+    first_line: npt.NDArray[Any],
+    order: npt.NDArray[np.intp],
+) -> Iterator[Batch]:
+    """Whole lines of each batch as rows of the grid (a partial line waits for the next
+    batch), the outer values beside them; then the inner levels."""
+    k, (x, y), progress = len(sweep.tops), sweep.setpoints, sweep.progress
+    width = len(first_line)
+    lines, done, previous = 0, 0, None
+    pending: list[npt.NDArray[Any]] | None = None
+    for columns in batches:
+        if pending is not None:
+            columns = [np.concatenate(pair) for pair in zip(pending, columns, strict=True)]
+        whole = len(columns[0]) // width * width
+        pending = [column[whole:] for column in columns] if whole < len(columns[0]) else None
+        if not whole:
+            continue
+        outer = columns[k][:whole].reshape(-1, width)
+        if not (outer == outer[:, :1]).all():
+            raise NotStreamable  # the outer value changes within a line
+        if not (columns[k + 1][:whole].reshape(-1, width) == first_line).all():
+            raise NotStreamable  # another inner sequence: not this grid
+        values = outer[:, 0]
+        keys = as_qcodes_sees(values if previous is None else np.append(previous, values))
+        if not (keys[1:] > keys[:-1]).all():
+            raise NotStreamable  # not rising as QCoDeS reads it (or NaN)
+        previous = values[-1]
+        count = len(values)
+        region: Region = (slice(lines, lines + count),)
+        for top, column in zip(sweep.tops, columns, strict=False):
+            yield Batch(top, region, column[:whole].reshape(count, width)[:, order])
+        yield Batch(x, region, values)
+        lines += count
+        done += whole
+        if progress is not None:
+            progress(done, sweep.stream.rows)
+    if pending is not None:
+        raise NotStreamable  # an incomplete last line: holes, or a multi-index
+    yield Batch(y, (slice(None),), first_line[order])
+
+
+def _has_nan(values: npt.NDArray[Any]) -> bool:
+    return values.dtype.kind in "fc" and bool(np.isnan(values).any())
 
 
 def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
