@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from benchmarks.build_data_dbs import _experiment
 
@@ -41,20 +42,38 @@ def _grid_sides(cells: int) -> tuple[int, int]:
     return outer, max(1, cells // outer)
 
 
-def build_sweep_1d(path: Path, values: int) -> None:
+def _build_1d(
+    path: Path,
+    values: int,
+    names: tuple[str, str, tuple[str, str], tuple[str, str]],
+    setpoint_of: Callable[[npt.NDArray[np.int64]], npt.NDArray[np.float64]],
+    signal_of: Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]],
+    noise: float,
+    seed: int,
+) -> None:
+    """One dependent against one setpoint, 100,000 rows per add_result: the setpoint's
+    values are ``setpoint_of(row numbers)``, the dependent's ``signal_of`` them plus noise."""
     from qcodes.dataset import Measurement
 
-    experiment = _experiment(path, "sweep_1d")
-    x, y = _parameter("x", "V"), _parameter("y", "A")
-    measurement = Measurement(exp=experiment, name="1-D sweep")
-    measurement.register_parameter(x)
-    measurement.register_parameter(y, setpoints=(x,))
-    rng = np.random.default_rng(1)
+    experiment_name, run_name, (setpoint_name, dependent_name), (unit, dependent_unit) = names
+    experiment = _experiment(path, experiment_name)
+    setpoint = _parameter(setpoint_name, unit)
+    dependent = _parameter(dependent_name, dependent_unit)
+    measurement = Measurement(exp=experiment, name=run_name)
+    measurement.register_parameter(setpoint)
+    measurement.register_parameter(dependent, setpoints=(setpoint,))
+    rng = np.random.default_rng(seed)
     with measurement.run() as saver:
         for first in range(0, values, 100_000):
-            xs = np.arange(first, min(first + 100_000, values)) * 1e-6
-            saver.add_result((x, xs), (y, np.sin(xs) + rng.normal(0, 1e-3, xs.size)))
+            xs = setpoint_of(np.arange(first, min(first + 100_000, values)))
+            noisy = signal_of(xs) + rng.normal(0, noise, xs.size)
+            saver.add_result((setpoint, xs), (dependent, noisy))
     experiment.conn.close()
+
+
+def build_sweep_1d(path: Path, values: int) -> None:
+    names = ("sweep_1d", "1-D sweep", ("x", "y"), ("V", "A"))
+    _build_1d(path, values, names, lambda rows: rows * 1e-6, np.sin, 1e-3, 1)
 
 
 def _build_grid(path: Path, values: int, *, shaped: bool, dependents: int) -> None:
@@ -138,22 +157,10 @@ def build_iq_traces(path: Path, values: int) -> None:
 
 
 def build_time_trace(path: Path, values: int) -> None:
-    from qcodes.dataset import Measurement
-
-    experiment = _experiment(path, "time_trace")
-    t, signal = _parameter("t", "s"), _parameter("signal", "V")
-    measurement = Measurement(exp=experiment, name="repeated time traces")
-    measurement.register_parameter(t)
-    measurement.register_parameter(signal, setpoints=(t,))
-    rng = np.random.default_rng(5)
+    names = ("time_trace", "repeated time traces", ("t", "signal"), ("s", "V"))
     times = np.arange(TRACE) * 1e-6
-    per_call = 100 * TRACE
-    with measurement.run() as saver:
-        for first in range(0, values, per_call):
-            count = min(per_call, values - first)
-            ts = np.resize(times, count)
-            saver.add_result((t, ts), (signal, np.sin(ts * 1e6) + rng.normal(0, 1e-2, count)))
-    experiment.conn.close()
+    setpoint = lambda rows: times[rows % TRACE]  # noqa: E731
+    _build_1d(path, values, names, setpoint, lambda ts: np.sin(ts * 1e6), 1e-2, 5)
 
 
 LAYOUTS: dict[str, Callable[[Path, int], None]] = {

@@ -4,27 +4,33 @@ export("netcdf"), same files, same session, one pytest-benchmark group per layou
 Each layout is one run of about ``QCSQL_BENCH_LAYOUT_VALUES`` values (4,000,000 by
 default; fewer for a quick look) built by ``build_layout_dbs.py``. Peak RSS growth is
 measured in fresh processes (``memory_probe.py``) for both exporters, and for qcsql
-also on the same layout 4x smaller (``QCSQL_BENCH_GROWTH=0`` skips it), so that the
-summary shows whether memory grows with the run (the run of the matrix is the 4x one). Nothing is asserted about
-time or memory: the terminal summary prints a row per layout.
+also on the same layout 4x larger (``QCSQL_BENCH_GROWTH=0`` skips those builds), so
+that the summary shows whether memory grows with the run. Nothing is asserted about
+time or memory: the terminal summary prints a row per layout. Beside them, a floor:
+qcsql's own ``get_parameter_data`` of the run (one read of every value, nothing laid
+out) and writing as many bytes as the exported file holds, synced, as the export does.
 
     pytest benchmarks/test_bench_layouts.py --benchmark-only
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+import qcsql
 from benchmarks.build_layout_dbs import LAYOUTS
 from benchmarks.conftest import LAYOUT_MEMORY, cached_database, qcodes_copy
-from benchmarks.test_bench_export import export_with_qcodes, export_with_qcsql, fresh_folders
+from benchmarks.test_bench_export import (
+    export_with_qcodes,
+    export_with_qcsql,
+    fresh_folders,
+    probe_export,
+)
 
 pytest.importorskip("qcodes")
 
@@ -37,15 +43,7 @@ def layout_db(layout: str, values: int = VALUES) -> Path:
 
 
 def _probe(which: str, path: Path, layout: str, side: str) -> None:
-    project = Path(__file__).resolve().parent.parent
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory_probe", which, str(path), "export"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=project,
-    )
-    LAYOUT_MEMORY.setdefault(layout, {})[side] = json.loads(result.stdout.strip().splitlines()[-1])
+    LAYOUT_MEMORY.setdefault(layout, {})[side] = probe_export(which, path)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -62,7 +60,32 @@ def test_layout_qcsql(benchmark: Any, layout: str, tmp_path: Path) -> None:
     assert out.stat().st_size > 0
     _probe("qcsql", path, layout, "qcsql")
     if GROWTH:
-        _probe("qcsql", layout_db(layout, VALUES // 4), layout, "qcsql 1/4")
+        _probe("qcsql", layout_db(layout, 4 * VALUES), layout, "qcsql 4x")
+
+
+def read_and_write_bytes(path: Path, out: Path, size: int) -> None:
+    """The least an export does: read the run's values, write the file's bytes, sync."""
+    with qcsql.open_database(path) as db:
+        db.load_by_id(1).get_parameter_data()
+    with open(out / "floor.bin", "wb") as handle:
+        np.ones(size, dtype=np.uint8).tofile(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layout_floor(benchmark: Any, layout: str, tmp_path: Path) -> None:
+    path = layout_db(layout)
+    size = export_with_qcsql(path, tmp_path).stat().st_size
+    benchmark.group = f"layout, {layout}"
+    rounds = iter(range(1_000_000))
+
+    def setup() -> tuple[tuple[Path, Path, int], dict[str, Any]]:
+        folder = tmp_path / f"round-{next(rounds)}"
+        folder.mkdir()
+        return (path, folder, size), {}
+
+    benchmark.pedantic(read_and_write_bytes, setup=setup, rounds=3, iterations=1, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

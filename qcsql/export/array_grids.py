@@ -37,13 +37,13 @@ import numpy.typing as npt
 
 from qcsql.data.streams import ArrayTreeStream
 from qcsql.export.attributes import DatasetSource, dataset_attrs
-from qcsql.export.keys import as_qcodes_sees
+from qcsql.export.keys import as_qcodes_sees, has_nan
 from qcsql.export.layout import Batch, DatasetPlan, NotStreamable, Variable, plan_dataset
 
-__all__ = ["array_grid_plan"]
+__all__ = ["Progress", "array_grid_plan"]
 
 Window = tuple[int, dict[str, npt.NDArray[Any]]]  # (last id read, {column: rows})
-Progress = Callable[[int, int], None] | None  # (rows written, rows expected at most)
+Progress = Callable[[int, int], None]  # (rows written, rows expected at most)
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def array_grid_plan(
     stream: ArrayTreeStream,
     first: Window,
     chunks: Iterator[Window],
-    progress: Progress,
+    progress: Progress | None,
 ) -> DatasetPlan | None:
     """The streamed plan of array parameters ``tops`` against ``(scalar, array)``
     setpoints laid out as QCoDeS' ``(scalar, array)`` grid, from the run's first window
@@ -169,7 +169,7 @@ def _levels(
         return None  # NULL, text or a blob: the stream's own decoding decides, in memory
     if len(values) != rows or values.ndim != 1:
         return None
-    if _has_nan(values) or _has_nan(axis_row):
+    if has_nan(values) or has_nan(axis_row):
         return None
     keys, positions = np.unique(as_qcodes_sees(values), return_inverse=True)
     if len(keys) != rows:
@@ -180,16 +180,12 @@ def _levels(
     return positions.reshape(-1), values, order
 
 
-def _has_nan(values: npt.NDArray[Any]) -> bool:
-    return values.dtype.kind in "fc" and bool(np.isnan(values).any())
-
-
 def _grid_rows(
     placed: _Rows,
     chunks: Iterator[Window],
     rows: int,
     upto: int,
-    progress: Progress,
+    progress: Progress | None,
 ) -> Iterator[Batch]:
     """Each window's rows at their levels, runs of consecutive levels one region (a
     sweep in either direction is one region per window); then the coordinates. Checks

@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,9 +37,9 @@ from qcsql.data.streams import (
     stream_array_trees,
     stream_numeric_trees,
 )
-from qcsql.export.array_grids import array_grid_plan
+from qcsql.export.array_grids import Progress, array_grid_plan
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
-from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
+from qcsql.export.keys import as_qcodes_sees, has_nan, same_as_qcodes_sees
 from qcsql.export.layout import (
     INDEX,
     MULTI_INDEX,
@@ -53,9 +53,6 @@ from qcsql.export.layout import (
 from qcsql.schema.description import qcodes_size, shape_is_sane
 
 __all__ = ["NotStreamable", "Progress", "streamed_plans"]
-
-
-Progress = Callable[[int, int], None]  # (rows written, rows expected at most)
 
 
 ARRAY_BYTES_PER_CHUNK = 32 * 1024 * 1024  # of blobs read per window of an array run
@@ -571,7 +568,7 @@ def _line_grid_plan(sweep: _Sweep) -> DatasetPlan | None:
         return None
     outer, inner = first[k], first[k + 1]
     changes = np.flatnonzero(outer != outer[0])
-    if not len(changes) or _has_nan(inner) or _has_nan(outer[:1]):
+    if not len(changes) or has_nan(inner) or has_nan(outer[:1]):
         return None  # one line in the first batch (or a NaN): left to the passes
     line = int(changes[0])
     _, order = np.unique(as_qcodes_sees(inner[:line]), return_index=True)
@@ -587,7 +584,7 @@ def _line_grid_plan(sweep: _Sweep) -> DatasetPlan | None:
         attrs=dataset_attrs(sweep.run),
         source=source,
         unlimited=frozenset({x}),
-        expected_rows=max(1, LINE_CHUNK_VALUES // line),
+        expected_rows=max(1, min(-(-sweep.stream.rows // line), LINE_CHUNK_VALUES // line)),
     )
 
 
@@ -632,10 +629,6 @@ def _line_grid_batches(
     if pending is not None:
         raise NotStreamable  # an incomplete last line: holes, or a multi-index
     yield Batch(y, (slice(None),), first_line[order])
-
-
-def _has_nan(values: npt.NDArray[Any]) -> bool:
-    return values.dtype.kind in "fc" and bool(np.isnan(values).any())
 
 
 def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
