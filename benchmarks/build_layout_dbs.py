@@ -18,8 +18,9 @@ array parameters one blob per row and parameter.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,21 @@ import numpy.typing as npt
 from benchmarks.build_data_dbs import _experiment
 
 TRACE = 1000  # points of a spectrum or trace
+
+
+@contextlib.contextmanager
+def _no_live_cache() -> Iterator[None]:
+    """QCoDeS grows a run's in-memory cache by concatenation on every add_result, which
+    makes writing thousands of array rows quadratic (16,000 spectra: tens of minutes). The
+    cache is never written to the database, so the builders switch it off."""
+    from qcodes.dataset.data_set_cache import DataSetCache
+
+    original = DataSetCache.add_data
+    DataSetCache.add_data = lambda self, new_data: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DataSetCache.add_data = original  # type: ignore[method-assign]
 
 
 def _parameter(name: str, unit: str = "") -> Any:
@@ -63,7 +79,7 @@ def _build_1d(
     measurement.register_parameter(setpoint)
     measurement.register_parameter(dependent, setpoints=(setpoint,))
     rng = np.random.default_rng(seed)
-    with measurement.run() as saver:
+    with _no_live_cache(), measurement.run() as saver:
         for first in range(0, values, 100_000):
             xs = setpoint_of(np.arange(first, min(first + 100_000, values)))
             noisy = signal_of(xs) + rng.normal(0, noise, xs.size)
@@ -92,7 +108,7 @@ def _build_grid(path: Path, values: int, *, shaped: bool, dependents: int) -> No
         measurement.set_shapes({z.register_name: (outer, inner) for z in zs})
     rng = np.random.default_rng(3)
     ys = np.linspace(-1, 1, inner)
-    with measurement.run() as saver:
+    with _no_live_cache(), measurement.run() as saver:
         for xv in np.linspace(-2, 2, outer):
             noise = [rng.normal(0, 1e-3, inner) for _ in zs]
             results = [(z, np.cos(xv * ys + i) + noise[i]) for i, z in enumerate(zs)]
@@ -134,7 +150,7 @@ def _build_traces(path: Path, values: int, *, shaped: bool, complex_values: bool
     if shaped:
         measurement.set_shapes({trace.register_name: (steps, TRACE)})
     rng = np.random.default_rng(4)
-    with measurement.run() as saver:
+    with _no_live_cache(), measurement.run() as saver:
         for value in np.linspace(-30, 0, steps):
             if complex_values:
                 data: Any = rng.normal(0, 1, TRACE) + 1j * rng.normal(0, 1, TRACE)

@@ -205,7 +205,7 @@ def _grid_rows(
                 raise NotStreamable  # other frequencies: not a grid
         swept = data[scalar][:, 0]
         if placed.positions is None:
-            first_values.append(swept)
+            first_values.append(swept.copy())  # a view would keep the window's rows
             for top in tops:
                 yield Batch(top, (slice(start, start + n),), data[top])
         else:
@@ -214,6 +214,7 @@ def _grid_rows(
                 raise NotStreamable  # not the rows the first pass read
             yield from _at_levels(placed, data, placed.positions[start : start + n])
         start += n
+        del data, swept  # not held while the next window is read
         if progress is not None:
             progress(last_id, upto)
     if start != rows:

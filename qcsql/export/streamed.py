@@ -55,7 +55,7 @@ from qcsql.schema.description import qcodes_size, shape_is_sane
 __all__ = ["NotStreamable", "Progress", "streamed_plans"]
 
 
-ARRAY_BYTES_PER_CHUNK = 32 * 1024 * 1024  # of blobs read per window of an array run
+ARRAY_BYTES_PER_CHUNK = 16 * 1024 * 1024  # of blobs read per window of an array run
 PROBE_ROWS = 64  # rows whose own layout decides whether an array run streams
 GRID_CELLS = 1 << 28  # larger grids of an interrupted sweep are left to the in-memory plan
 
@@ -77,6 +77,7 @@ def streamed_plans(run: DatasetSource, progress: Progress | None = None) -> Iter
             plan = _streamed_index_plan(run, list(tops), arrays, first, chunks, progress)
             if plan is None:  # the first window's rows read once, by whichever plan streams
                 plan = array_grid_plan(run, list(tops), arrays, first, chunks, progress)
+            del first  # the plan's source holds the window until it is written
         except RowsDiffer:
             return
         if plan is not None:
@@ -624,6 +625,7 @@ def _line_grid_batches(
         yield Batch(x, region, values)
         lines += count
         done += whole
+        del columns, outer, values  # not held while the next batch is read
         if progress is not None:
             progress(done, sweep.stream.rows)
     if pending is not None:
