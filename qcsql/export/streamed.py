@@ -249,10 +249,9 @@ def _numeric_plans(
             attrs=dataset_attrs(run),
             source=functools.partial(_grid_batches, sweep, shape),
         )
-    if len(setpoints) == 2:
-        plan = _line_grid_plan(sweep)
-        if plan is not None:
-            yield plan
+    plan = _line_grid_plan(sweep) if len(setpoints) == 2 else _repeated_early_plan(sweep)
+    if plan is not None:
+        yield plan
     yield from _levels_plans(sweep)
     if len(tops) > 1 and len(setpoints) == 1:
         plan = _outer_merge_plan(run, tops, setpoints[0], progress)
@@ -675,6 +674,51 @@ def _numeric_index_plan(sweep: _Sweep, rows: int) -> DatasetPlan:
     return DatasetPlan(
         dims={INDEX: rows}, variables=variables, attrs=dataset_attrs(run), source=source
     )
+
+
+def _repeated_early_plan(sweep: _Sweep) -> DatasetPlan | None:
+    """A single setpoint whose values repeat within the first batch (a time trace
+    recorded again and again): whatever follows, QCoDeS lays the rows out along
+    ``index`` in measured order (unless a declared shape fits, which the plan along the
+    setpoint, tried first, writes), so they are written in one pass, the index growing
+    with them, with no pass over the levels first."""
+    batches = _batches(sweep.stream.chunks())
+    try:
+        first = next(batches, None)
+    except RowsDiffer:
+        return None
+    if first is None:
+        return None
+    keys, _ = _first_of_each_key(first[len(sweep.tops)])
+    if len(keys) == len(first[0]):
+        return None  # no repeat yet: the passes over the levels decide
+    plan = _numeric_index_plan(sweep, 0)
+    rows = itertools.chain([first], batches)
+    return dataclasses.replace(
+        plan,
+        source=functools.partial(_growing_index_batches, sweep, rows),
+        unlimited=frozenset({INDEX}),
+        expected_rows=sweep.stream.rows,
+    )
+
+
+def _growing_index_batches(
+    sweep: _Sweep, batches: Iterator[list[npt.NDArray[Any]]]
+) -> Iterator[Batch]:
+    """The rows in measured order along a growing ``index``: parameters and setpoints,
+    then the index."""
+    names = (*sweep.tops, *sweep.setpoints)
+    start = 0
+    for columns in batches:
+        end = start + len(columns[0])
+        region = (slice(start, end),)
+        for name, values in zip(names, columns, strict=True):
+            yield Batch(name, region, values)
+        yield Batch(INDEX, region, np.arange(start, end))
+        start = end
+        del columns  # not held while the next batch is read
+        if sweep.progress is not None:
+            sweep.progress(start, sweep.stream.rows)
 
 
 def _index_rows_batches(sweep: _Sweep, rows: int) -> Iterator[Batch]:
