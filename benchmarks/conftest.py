@@ -17,6 +17,7 @@ import tempfile
 
 os.environ["HOME"] = tempfile.mkdtemp(prefix="qcsql-bench-home-")  # before qcodes is imported
 
+import functools  # noqa: E402
 import shutil  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -27,6 +28,8 @@ CACHE = Path(__file__).resolve().parent / ".cache"
 MEMORY_REPORTS: list[tuple[str, dict[str, Any]]] = []
 # (journal mode, commit-to-live-file delays in seconds) of the live-follow benchmark.
 LATENCY_REPORTS: list[tuple[str, list[float]]] = []
+# layout -> side ("qcsql", "qcsql 4x", "qcodes") -> memory probe result, for the summary.
+LAYOUT_MEMORY: dict[str, dict[str, dict[str, Any]]] = {}
 
 
 def cached_database(name: str, build: Callable[[Path], None]) -> Path:
@@ -85,12 +88,56 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
                 f"{group}: qcsql {_times(ours)}, QCoDeS {_times(theirs)}"
                 f" -> qcsql is {_ratios(theirs, ours)} faster"
             )
-        if ours is not None and "floor" in sides:
+        if ours is not None and "floor" in sides and not group.startswith("layout, "):
             floor = sides["floor"]
             terminalreporter.write_line(
                 f"{group}: the file's bytes alone into fresh memory, on two threads,"
                 f" {_times(floor)}; qcsql takes {_ratios(ours, floor)} that"
             )
+    _layout_table(terminalreporter, groups)
+
+
+def _layout_table(terminalreporter: Any, groups: dict[str, dict[str, Any]]) -> None:
+    """One row per layout of test_bench_layouts: median export time of each, their ratio,
+    and the peak RSS growth of a fresh process's export (qcsql also of the same layout 4x
+    larger: "4x/1x" is how much more that one needs)."""
+    rows = sorted(g for g in groups if g.startswith("layout, "))
+    if not rows:
+        return
+    terminalreporter.write_line(
+        f"{'layout':<22}{'qcsql s':>9}{'QCoDeS s':>10}{'ratio':>8}"
+        f"{'RSS qcsql':>11}{'RSS QCoDeS':>12}{'RSS qcsql 4x':>13}{'4x/1x':>7}{'data MiB':>10}"
+        f"{'floor s':>9}{'qcsql/floor':>13}"
+    )
+    for group in rows:
+        layout = group.removeprefix("layout, ")
+        sides = groups[group]
+        ours, theirs = sides.get("qcsql"), sides.get("qcodes")
+        memory = LAYOUT_MEMORY.get(layout, {})
+        mib = functools.partial(_mib, memory)
+        small, large = memory.get("qcsql"), memory.get("qcsql 4x")
+        growth = (
+            f"{large['peak_growth_bytes'] / small['peak_growth_bytes']:.2f}"
+            if small and large and small["peak_growth_bytes"] > 0
+            else "-"
+        )
+        ratio = f"{theirs.median / ours.median:.1f}x" if ours and theirs else "-"
+        floor = sides.get("floor")
+        above = f"{ours.median / floor.median:.2f}x" if ours and floor else "-"
+        terminalreporter.write_line(
+            f"{layout:<22}{_seconds(ours):>9}{_seconds(theirs):>10}{ratio:>8}"
+            f"{mib('qcsql'):>11}{mib('qcodes'):>12}{mib('qcsql 4x'):>13}{growth:>7}"
+            f"{mib('qcsql', 'returned_bytes'):>10}{_seconds(floor):>9}{above:>13}"
+        )
+
+
+def _mib(memory: dict[str, dict[str, Any]], side: str, key: str = "peak_growth_bytes") -> str:
+    probe = memory.get(side)
+    return "-" if probe is None else f"{probe[key] / 2**20:.0f}"
+
+
+def _seconds(stats: Any) -> str:
+    return "-" if stats is None else f"{stats.median:.2f}"
 
 
 _STATISTICS = ("mean", "median", "min")

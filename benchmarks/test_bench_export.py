@@ -51,7 +51,8 @@ def export_with_qcodes(path: Path, out: Path) -> None:
         conn.close()
 
 
-def _memory(which: str, path: Path, label: str) -> None:
+def probe_export(which: str, path: Path) -> dict[str, Any]:
+    """``memory_probe.py``'s report of one export of ``path`` in a fresh process."""
     project = Path(__file__).resolve().parent.parent
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory_probe", which, str(path), "export"],
@@ -60,7 +61,12 @@ def _memory(which: str, path: Path, label: str) -> None:
         check=True,
         cwd=project,
     )
-    MEMORY_REPORTS.append((f"export, {label}", json.loads(result.stdout.strip().splitlines()[-1])))
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
+def _memory(which: str, path: Path, label: str) -> None:
+    MEMORY_REPORTS.append((f"export, {label}", probe_export(which, path)))
 
 
 @pytest.mark.benchmark(group="export, 1-D numeric run")

@@ -88,12 +88,12 @@ def dtype_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return build
 
     # integer spectra over a gate, unshaped: a full grid of (gate, freq), no holes
-    run("int64 spectra on a grid", False, spectra_over_gate(np.int64, None, 4))
-    run("int32 spectra on a grid", False, spectra_over_gate(np.int32, None, 4))
+    run("int64 spectra on a grid", True, spectra_over_gate(np.int64, None, 4))
+    run("int32 spectra on a grid", True, spectra_over_gate(np.int32, None, 4))
     # a declared shape the data fill: QCoDeS' direct layout
-    run("int64 spectra, shape filled", False, spectra_over_gate(np.int64, (4, N), 4))
+    run("int64 spectra, shape filled", True, spectra_over_gate(np.int64, (4, N), 4))
     # a shape the data do not fill, but the sorted levels still make a full grid
-    run("int64 spectra, shape not filled", False, spectra_over_gate(np.int64, (6, N), 4))
+    run("int64 spectra, shape not filled", True, spectra_over_gate(np.int64, (6, N), 4))
 
     def holes(dtype: Any) -> Callable[[Any], None]:
         def build(measurement: Any) -> None:  # a shaped 3 x 4 grid that stopped one short

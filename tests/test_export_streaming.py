@@ -31,12 +31,14 @@ from tests.test_export_matches_qcodes import ENGINES, _attrs, assert_same_datase
 
 @pytest.fixture
 def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records, per export, whether the streamed index plan of an array run, or a merged
-    plan of trees on different setpoints, was made, and whether the in-memory plan was."""
+    """Records, per export, whether the streamed index plan of an array run, its grid
+    plan, or a merged plan of trees on different setpoints, was made, and whether the
+    in-memory plan was."""
     events: list[str] = []
-    real_plan, real_merged = (
+    real_plan, real_merged, real_grid = (
         qcsql.export.streamed._streamed_index_plan,
         qcsql.export.streamed._merged_plan,
+        qcsql.export.streamed.array_grid_plan,
     )
     real_memory = qcsql.export.run.plan_run
 
@@ -50,11 +52,17 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         events.append("merged" if found is not None else "not merged")
         return found
 
+    def grid(*args: Any) -> Any:
+        found = real_grid(*args)
+        events.append("grid" if found is not None else "not a grid")
+        return found
+
     def memory(run: Any) -> Any:
         events.append("in memory")
         return real_memory(run)
 
     monkeypatch.setattr(qcsql.export.streamed, "_streamed_index_plan", plan)
+    monkeypatch.setattr(qcsql.export.streamed, "array_grid_plan", grid)
     monkeypatch.setattr(qcsql.export.streamed, "_merged_plan", merged)
     monkeypatch.setattr(qcsql.export.run, "plan_run", memory)
     monkeypatch.setattr(qcsql.export.streamed, "ARRAY_BYTES_PER_CHUNK", 64 * 1024)  # many windows
@@ -119,14 +127,16 @@ def test_repeated_sweeps_stream_and_equal_qcodes(
             assert_same_dataset(b.load(), a.load(), f"streamed spectra ({engine})")
 
 
-def test_unique_setpoint_rows_are_not_streamed(
+def test_spectra_over_a_gate_stream_as_a_grid_and_equal_qcodes(
     array_runs: Path, tmp_path: Path, streamed: list[str]
 ) -> None:
-    """Spectra over a gate: every (gate, freq) pair is new, so QCoDeS builds a grid."""
+    """Spectra over a gate: every (gate, freq) pair is new, so QCoDeS builds a (gate,
+    freq) grid of the sorted levels, written a row at a time."""
     with qcsql.open_database(array_runs) as db:
         ours = db.load_by_id(2).export_hdf5(tmp_path)
-    assert streamed == ["not streamable", "in memory"]
+    assert streamed == ["not streamable", "grid"]
     _assert_exports_like_qcodes(array_runs, 2, ours, tmp_path)
+    _assert_streamed_equals_in_memory(array_runs, tmp_path, 2, must_stream=True)
 
 
 def test_a_run_that_changes_shape_midway_is_written_from_memory(
@@ -294,8 +304,9 @@ def test_parameters_on_different_setpoints_stream_tree_by_tree(
 def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """QCoDeS 0.58 shaped 2-D sweeps that stopped early: mid-line with two dependents,
     with a descending inner axis, exactly at a line's end, and one that revisits a point
-    (two rows in one cell: QCoDeS lays that out along an index); and two unshaped ones,
-    complete (a grid) and stopped mid-line (QCoDeS' compressed multi-index)."""
+    (two rows in one cell: QCoDeS lays that out along an index); and three unshaped ones,
+    complete (a grid), stopped mid-line (QCoDeS' compressed multi-index), and complete
+    with a descending inner axis."""
     from qcodes.dataset import Measurement
 
     path = tmp_path_factory.mktemp("interrupted") / "interrupted.db"
@@ -331,6 +342,7 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     sweep("revisits a point", np.linspace(0, 1, 30), 100, (i,))
     sweep("unshaped, complete", np.linspace(0, 1, 30), 12 * 30, (i, q), shaped=False)
     sweep("unshaped, stopped mid-line", np.linspace(0, 1, 30), 100, (i,), shaped=False)
+    sweep("unshaped, descending inner axis", np.linspace(1, 0, 30), 12 * 30, (i,), shaped=False)
     experiment.conn.close()  # type: ignore[attr-defined]
     return path
 
@@ -338,7 +350,7 @@ def interrupted_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(
     ("database", "run_id"),
     [("dependents_db", run_id) for run_id in range(1, 5)]
-    + [("interrupted_db", run_id) for run_id in range(1, 7)],
+    + [("interrupted_db", run_id) for run_id in range(1, 8)],
 )
 def test_numeric_sweeps_stream_and_equal_qcodes(
     request: pytest.FixtureRequest,
@@ -356,6 +368,23 @@ def test_numeric_sweeps_stream_and_equal_qcodes(
 
 
 # -- streamed and in-memory layouts agree on random sweeps ----------------------------------
+
+
+@pytest.mark.parametrize("run_id", [5, 7])
+def test_complete_unshaped_grids_stream_in_one_pass(
+    interrupted_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_id: int
+) -> None:
+    """A doNd-style grid without shapes (the outer setpoint rising line by line, the
+    inner one the same values on every line) is written as it is read: no pass over the
+    levels first, and the file is QCoDeS'."""
+
+    def no_pass(*args: Any) -> Any:
+        raise AssertionError("a pass over the levels before writing")
+
+    monkeypatch.setattr(qcsql.export.streamed, "_find_levels", no_pass)
+    with qcsql.open_database(interrupted_db) as db:
+        ours = db.load_by_id(run_id).export_hdf5(tmp_path)
+    _assert_exports_like_qcodes(interrupted_db, run_id, ours, tmp_path)
 
 
 @st.composite
@@ -535,6 +564,104 @@ def test_complex_traces_stream_and_equal_qcodes(
             if engine == "h5netcdf":  # netCDF4 reads HDF5 complex as a compound of r and i
                 assert b["mag"].dtype == np.complex128
             assert_same_dataset(b.load(), a.load(), f"complex traces ({engine})")
+
+
+# -- array traces at every step of a swept setpoint ------------------------------------------
+
+
+@st.composite
+def _traces(draw: st.DrawFn) -> dict[str, Any]:
+    steps = draw(st.integers(1, 7))
+    return {
+        "steps": steps,
+        "points": draw(st.integers(1, 6)),
+        # the swept values: in order, reversed, shuffled, one repeated, or two that QCoDeS
+        # reads as one (0.1 + 0.2 and 0.3 agree to 15 digits)
+        "sweep": draw(st.sampled_from(["rising", "falling", "shuffled", "repeat", "near"])),
+        "seed": draw(st.integers(0, 1000)),
+        # the frequencies: the same in every row, one row's changed, or a repeated one
+        "axis": draw(st.sampled_from(["same", "same", "changed", "repeated", "unsorted"])),
+        # shapes: none, the run's own (QCoDeS' direct layout), one it does not fill
+        "shape": draw(st.sampled_from([None, "fits", "larger"])),
+        "dependents": draw(st.integers(1, 2)),
+        "complex": draw(st.booleans()),
+        "integers": draw(st.booleans()),  # the swept values stored as SQLite integers
+    }
+
+
+@settings(
+    max_examples=int(os.environ.get("QCSQL_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(traces=_traces())
+def test_streamed_array_grids_equal_the_in_memory_layout_and_qcodes(
+    tmp_path_factory: pytest.TempPathFactory, traces: dict[str, Any]
+) -> None:
+    """Spectra (or complex IQ traces) registered against a swept scalar and an array
+    setpoint: the streamed grid equals the in-memory plan's file and QCoDeS' export, and
+    it must stream whenever QCoDeS' layout is that grid (unique swept values, the same
+    distinct frequencies in every row) or the direct layout of a fitting shape."""
+    from qcodes.dataset import Measurement
+
+    folder = tmp_path_factory.mktemp("traces")
+    path = folder / "traces.db"
+    experiment = new_database(path, "traces")
+    gate, freq = parameters("gate", "freq")
+    dependents = parameters(*(f"s{n}" for n in range(traces["dependents"])))
+    steps, points = traces["steps"], traces["points"]
+    rng = np.random.default_rng(traces["seed"])
+    swept: list[Any] = list(np.linspace(-1.5, 2.5, steps))
+    if traces["integers"]:
+        swept = [int(v * 10) for v in range(steps)]
+    if traces["sweep"] == "falling":
+        swept.reverse()
+    elif traces["sweep"] == "shuffled":
+        swept = list(rng.permutation(np.array(swept)))
+    elif traces["sweep"] == "repeat" and steps > 1:
+        swept[-1] = swept[0]
+    elif traces["sweep"] == "near" and steps > 1:
+        swept[0], swept[-1] = 0.1 + 0.2, 0.3
+    axis = np.linspace(4e9, 8e9, points)
+    if traces["axis"] == "unsorted":
+        axis = rng.permutation(axis)
+    elif traces["axis"] == "repeated" and points > 1:
+        axis[-1] = axis[0]
+    measurement = Measurement(exp=experiment, name="traces")
+    measurement.register_parameter(gate)
+    measurement.register_parameter(freq, paramtype="array")
+    for dependent in dependents:
+        measurement.register_parameter(dependent, setpoints=(gate, freq), paramtype="array")
+    if traces["shape"] is not None:
+        rows = steps if traces["shape"] == "fits" else steps + 2
+        measurement.set_shapes({d.name: (rows, points) for d in dependents})
+    with _qcodes_cache_casts_complex(), measurement.run() as saver:
+        for row, value in enumerate(swept):
+            frequencies = axis.copy()
+            if traces["axis"] == "changed" and row == steps - 1:
+                frequencies[0] -= 1.0
+            results = []
+            for _ in dependents:
+                trace = rng.normal(size=points)
+                if traces["complex"]:
+                    trace = trace + 1j * rng.normal(size=points)
+                results.append(trace)
+            saver.add_result(
+                (gate, value), (freq, frequencies), *zip(dependents, results, strict=True)
+            )
+    experiment.conn.close()  # type: ignore[attr-defined]
+
+    keys = {float(f"{float(v):.15g}") for v in swept}
+    grid = (
+        len(keys) == steps
+        and traces["axis"] in ("same", "unsorted")
+        and len({float(f"{f:.15g}") for f in axis}) == points
+    )
+    direct = traces["shape"] == "fits"
+    _assert_streamed_equals_in_memory(path, folder, must_stream=grid or direct)
+    with qcsql.open_database(path) as db:
+        ours = db.load_by_id(1).export_hdf5(folder / "ours.nc")
+    _assert_exports_like_qcodes(path, 1, ours, folder)
 
 
 # -- complex numbers and text as scalar parameters ----------------------------------------

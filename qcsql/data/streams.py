@@ -236,6 +236,14 @@ class ArrayTreeStream:
         for last_id, matched in _matched_windows(self.trees, self.ids_per_chunk):
             yield last_id, dict(zip(names, matched, strict=True))
 
+    def scalar_column(self, name: str, ids_per_chunk: int = 1 << 20) -> list[Any]:
+        """The values of the scalar column ``name`` in the first tree's rows, in id order,
+        as SQLite gives them, read alone: a cheap pass over a setpoint (its blobs' pages
+        are walked, not decoded), before the rows themselves are streamed."""
+        tree = self.trees[0]
+        chunks = tree.table.chunks((name,), tree.top, tree.rows, ids_per_chunk)
+        return [value for chunk in chunks for (value,) in chunk]
+
 
 def stream_array_trees(
     run: RunSource, tops: Sequence[str], bytes_per_chunk: int

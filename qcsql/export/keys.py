@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["as_qcodes_sees", "same_as_qcodes_sees"]
+__all__ = ["as_qcodes_sees", "has_nan", "same_as_qcodes_sees"]
 
 
 def as_qcodes_sees(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
@@ -148,3 +148,9 @@ def same_as_qcodes_sees(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> bool:
             a, b = as_qcodes_sees(a.ravel()), as_qcodes_sees(b.ravel())
         return bool(np.array_equal(a, b, equal_nan=True))
     return bool(np.array_equal(a, b))
+
+
+def has_nan(values: npt.NDArray[Any]) -> bool:
+    """Whether a float or complex array holds NaN, which QCoDeS' grids keep out of their
+    levels (pandas drops it), so a layout with one is decided in memory."""
+    return values.dtype.kind in "fc" and bool(np.isnan(values).any())

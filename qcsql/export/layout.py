@@ -220,8 +220,11 @@ def _through_index(
         part.add(name, (INDEX,), values, coord=False)
         part.add(INDEX, (INDEX,), np.arange(len(values), dtype=np.int64), coord=True)
         return _with_inferred(description, name, sub, part)
-    unique = _rows_are_unique(columns)
-    if not unique:  # df.reset_index().to_xarray(): setpoints become data along `index`
+    # A sweep in measured order is settled without rounding or sorting.
+    sweep = len(columns) == 1 and _strictly_monotonic_apart(columns[0])
+    factors = None if sweep else _factors(columns)
+    if factors is None and not sweep:
+        # df.reset_index().to_xarray(): setpoints become data along `index`
         for level, column in zip(levels, columns, strict=True):
             part.add(level, (INDEX,), column, coord=False)
         part.add(name, (INDEX,), values, coord=False)
@@ -237,7 +240,8 @@ def _through_index(
         part.add(name, (levels[0],), values, coord=False)
         part.add(levels[0], (levels[0],), columns[0], coord=True)
         return _with_inferred(description, name, sub, part)
-    sorted_levels, codes = map(list, zip(*(_levels(column) for column in columns), strict=True))
+    assert factors is not None  # more than one setpoint: never a sweep
+    sorted_levels, codes = map(list, zip(*factors, strict=True))
     on_grid = math.prod(len(level) for level in sorted_levels) == len(values)
     if (not on_grid and description.shapes is None and use_multi_index == "auto") or (
         use_multi_index == "always"
@@ -260,22 +264,49 @@ def _through_index(
     return _with_inferred(description, name, sub, part)
 
 
-def _rows_are_unique(columns: Sequence[npt.NDArray[Any]]) -> bool:
-    """Whether no two rows have the same setpoint values (as QCoDeS sees the values).
+Factors = list[tuple[npt.NDArray[Any], npt.NDArray[np.intp]]]
 
-    Repeated sweeps repeat their setpoints early, so a prefix is checked first: a
-    duplicate there settles it without sorting the whole run."""
-    if len(columns) == 1 and _strictly_monotonic_apart(columns[0]):
-        return True  # a sweep in measured order: settled without rounding or sorting
+
+def _factors(columns: Sequence[npt.NDArray[Any]]) -> Factors | None:
+    """Each setpoint column's levels and codes (:func:`_levels`) if no two rows have the
+    same setpoint values (as QCoDeS sees the values); None if two have.
+
+    The keys of each column are computed once, for the uniqueness test and the levels
+    alike, and the rows are compared through their codes (one integer per row), with no
+    loop over the rows. Repeated sweeps repeat their setpoints early, so a prefix is
+    checked first: a duplicate there settles it without factorizing the whole run."""
     if not all(column.dtype.kind in "fiub" for column in columns):
         keys = [as_qcodes_sees(column) for column in columns]
-        return len(set(zip(*(key.tolist() for key in keys), strict=True))) == len(keys[0])
+        if len(set(zip(*(key.tolist() for key in keys), strict=True))) != len(keys[0]):
+            return None
+        return [_levels(column) for column in columns]
     prefix = min(len(columns[0]), _DUPLICATE_PROBE)
     if prefix < len(columns[0]) and _has_duplicate_rows(
         [as_qcodes_sees(column[:prefix]) for column in columns]
     ):
+        return None
+    factors = [_levels(column) for column in columns]
+    return None if _codes_repeat(factors, len(columns[0])) else factors
+
+
+def _codes_repeat(factors: Factors, rows: int) -> bool:
+    """Whether two rows have the same codes in every column: counted in the grid of the
+    levels where that grid is no larger than twice the rows, else by sorting each row's
+    flat grid position (or, for a grid beyond int64, the codes themselves)."""
+    sizes = tuple(len(levels) for levels, _ in factors)
+    if not rows:
         return False
-    return not _has_duplicate_rows([as_qcodes_sees(column) for column in columns])
+    if len(sizes) == 1:
+        return sizes[0] < rows
+    cells = math.prod(sizes)
+    codes = [code for _, code in factors]
+    if cells >= 2**62:
+        return _has_duplicate_rows(codes)
+    flat = np.ravel_multi_index(codes, sizes)
+    if cells <= 2 * rows:
+        return bool(len(flat)) and int(np.bincount(flat, minlength=1).max()) > 1
+    flat.sort()
+    return bool(np.any(flat[1:] == flat[:-1]))
 
 
 _DUPLICATE_PROBE = 65_536

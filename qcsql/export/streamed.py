@@ -23,7 +23,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,8 +37,9 @@ from qcsql.data.streams import (
     stream_array_trees,
     stream_numeric_trees,
 )
+from qcsql.export.array_grids import Progress, array_grid_plan
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
-from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
+from qcsql.export.keys import as_qcodes_sees, has_nan, same_as_qcodes_sees
 from qcsql.export.layout import (
     INDEX,
     MULTI_INDEX,
@@ -54,10 +55,7 @@ from qcsql.schema.description import qcodes_size, shape_is_sane
 __all__ = ["NotStreamable", "Progress", "streamed_plans"]
 
 
-Progress = Callable[[int, int], None]  # (rows written, rows expected at most)
-
-
-ARRAY_BYTES_PER_CHUNK = 32 * 1024 * 1024  # of blobs read per window of an array run
+ARRAY_BYTES_PER_CHUNK = 16 * 1024 * 1024  # of blobs read per window of an array run
 PROBE_ROWS = 64  # rows whose own layout decides whether an array run streams
 GRID_CELLS = 1 << 28  # larger grids of an interrupted sweep are left to the in-memory plan
 
@@ -72,7 +70,14 @@ def streamed_plans(run: DatasetSource, progress: Progress | None = None) -> Iter
     arrays = stream_array_trees(run, tops, ARRAY_BYTES_PER_CHUNK)
     if arrays is not None:
         try:
-            plan = _streamed_index_plan(run, list(tops), arrays, progress)
+            chunks = arrays.chunks()
+            first = next(chunks, None)
+            if first is None:
+                return
+            plan = _streamed_index_plan(run, list(tops), arrays, first, chunks, progress)
+            if plan is None:  # the first window's rows read once, by whichever plan streams
+                plan = array_grid_plan(run, list(tops), arrays, first, chunks, progress)
+            del first  # the plan's source holds the window until it is written
         except RowsDiffer:
             return
         if plan is not None:
@@ -119,18 +124,20 @@ def _fill(run: DatasetSource, tops: list[str], shape: tuple[int, ...], at_most: 
 
 
 def _streamed_index_plan(
-    run: DatasetSource, tops: list[str], stream: ArrayTreeStream, progress: Progress | None
+    run: DatasetSource,
+    tops: list[str],
+    stream: ArrayTreeStream,
+    first: tuple[int, dict[str, npt.NDArray[Any]]],
+    chunks: Iterator[tuple[int, dict[str, npt.NDArray[Any]]]],
+    progress: Progress | None,
 ) -> DatasetPlan | None:
     """An array run whose setpoint rows repeat (every sweep of a spectrum analyser, say):
     QCoDeS lays each parameter out flat along ``index``, row after row, which streams
     (several parameters on the same setpoints merge into one such layout). The first
     ``PROBE_ROWS`` rows decide: their own plan must already be that layout (a repeat there
-    is a repeat in the whole run), and the run must declare no shape that could reshape it."""
+    is a repeat in the whole run), and the run must declare no shape that could reshape it.
+    ``first`` is the run's first window, ``chunks`` the rest."""
     if set(tops) & set(run.description.declared_shapes or {}):
-        return None
-    chunks = stream.chunks()
-    first = next(chunks, None)
-    if first is None:
         return None
     attrs = dataset_attrs(run)
     setpoints = stream.trees[0].columns[1:]
@@ -242,6 +249,9 @@ def _numeric_plans(
             attrs=dataset_attrs(run),
             source=functools.partial(_grid_batches, sweep, shape),
         )
+    plan = _line_grid_plan(sweep) if len(setpoints) == 2 else _repeated_early_plan(sweep)
+    if plan is not None:
+        yield plan
     yield from _levels_plans(sweep)
     if len(tops) > 1 and len(setpoints) == 1:
         plan = _outer_merge_plan(run, tops, setpoints[0], progress)
@@ -535,14 +545,101 @@ def _along_setpoint_plan(sweep: _Sweep, monotonic: bool) -> DatasetPlan:
     )
 
 
+LINE_CHUNK_VALUES = 1 << 17  # values per HDF5 chunk of a grid growing line by line (1 MiB)
+
+
+def _line_grid_plan(sweep: _Sweep) -> DatasetPlan | None:
+    """A doNd-style sweep of two setpoints, in one pass: line after line the outer
+    setpoint holds one value (rising as QCoDeS reads it) while the inner one runs through
+    the same distinct values as in the first line. Its rows are unique and fill the grid
+    of the sorted levels, QCoDeS' layout of it (when no declared shape lays it out
+    directly): each line is a row of that grid, its points in the order of the sorted
+    inner values, the outer dimension growing with the lines. The first line is found in
+    the first batch; the plan gives up (:class:`NotStreamable`) at the first line that
+    breaks the pattern, or at an incomplete last line, and the passes over the levels
+    follow (:func:`_levels_plans`)."""
+    batches = _batches(sweep.stream.chunks())
+    try:
+        first = next(batches, None)
+    except RowsDiffer:
+        return None
+    k = len(sweep.tops)
+    if first is None:
+        return None
+    outer, inner = first[k], first[k + 1]
+    changes = np.flatnonzero(outer != outer[0])
+    if not len(changes) or has_nan(inner) or has_nan(outer[:1]):
+        return None  # one line in the first batch (or a NaN): left to the passes
+    line = int(changes[0])
+    _, order = np.unique(as_qcodes_sees(inner[:line]), return_index=True)
+    if len(order) != line:
+        return None  # the inner values repeat within a line: not this grid
+    x, y = sweep.setpoints
+    source = functools.partial(
+        _line_grid_batches, sweep, itertools.chain([first], batches), inner[:line], order
+    )
+    return DatasetPlan(
+        dims={x: 0, y: line},
+        variables=sweep.variables,
+        attrs=dataset_attrs(sweep.run),
+        source=source,
+        unlimited=frozenset({x}),
+        expected_rows=max(1, min(-(-sweep.stream.rows // line), LINE_CHUNK_VALUES // line)),
+    )
+
+
+def _line_grid_batches(
+    sweep: _Sweep,
+    batches: Iterator[list[npt.NDArray[Any]]],
+    first_line: npt.NDArray[Any],
+    order: npt.NDArray[np.intp],
+) -> Iterator[Batch]:
+    """Whole lines of each batch as rows of the grid (a partial line waits for the next
+    batch), the outer values beside them; then the inner levels."""
+    k, (x, y), progress = len(sweep.tops), sweep.setpoints, sweep.progress
+    width = len(first_line)
+    lines, done, previous = 0, 0, None
+    pending: list[npt.NDArray[Any]] | None = None
+    for columns in batches:
+        if pending is not None:
+            columns = [np.concatenate(pair) for pair in zip(pending, columns, strict=True)]
+        whole = len(columns[0]) // width * width
+        pending = [column[whole:] for column in columns] if whole < len(columns[0]) else None
+        if not whole:
+            continue
+        outer = columns[k][:whole].reshape(-1, width)
+        if not (outer == outer[:, :1]).all():
+            raise NotStreamable  # the outer value changes within a line
+        if not (columns[k + 1][:whole].reshape(-1, width) == first_line).all():
+            raise NotStreamable  # another inner sequence: not this grid
+        values = outer[:, 0]
+        keys = as_qcodes_sees(values if previous is None else np.append(previous, values))
+        if not (keys[1:] > keys[:-1]).all():
+            raise NotStreamable  # not rising as QCoDeS reads it (or NaN)
+        previous = values[-1]
+        count = len(values)
+        region: Region = (slice(lines, lines + count),)
+        for top, column in zip(sweep.tops, columns, strict=False):
+            yield Batch(top, region, column[:whole].reshape(count, width)[:, order])
+        yield Batch(x, region, values)
+        lines += count
+        done += whole
+        del columns, outer, values  # not held while the next batch is read
+        if progress is not None:
+            progress(done, sweep.stream.rows)
+    if pending is not None:
+        raise NotStreamable  # an incomplete last line: holes, or a multi-index
+    yield Batch(y, (slice(None),), first_line[order])
+
+
 def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
     """The layouts QCoDeS picks from all of a run's setpoints, decided by passes over
     them: a first finds each setpoint's distinct values (as QCoDeS reads them, to 15
-    digits) and counts the rows; for several setpoints a second looks for two rows with
-    the same setpoints. Repeated setpoints: the flat index layout. Unique ones: along the
-    single setpoint in measured order, or a grid of the sorted values (NaN where no row
-    landed), or, for unshaped runs whose rows do not fill that grid, cf_xarray's
-    compressed multi-index over them."""
+    digits) and counts the rows. Repeated setpoints: the flat index layout. Unique ones:
+    along the single setpoint in measured order, or a grid of the sorted values (NaN where
+    no row landed), or, for unshaped runs whose rows do not fill that grid, cf_xarray's
+    compressed multi-index over them; for several setpoints, the second pass (writing)
+    finds out whether two rows have the same setpoints, and the index layout follows."""
     stream, setpoints = sweep.stream, sweep.setpoints
     levels = _find_levels(stream)
     if levels is None:
@@ -551,34 +648,18 @@ def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
     grid = tuple(len(keys) for keys, _ in found)
     if 0 in grid or math.prod(grid) > GRID_CELLS:
         return
-    repeated = rows > len(found[0][0]) if len(setpoints) == 1 else _repeats(stream, found, grid)
-    if repeated is None:
+    if len(setpoints) == 1:
+        repeated = rows > len(found[0][0])
+        yield _numeric_index_plan(sweep, rows) if repeated else _along_setpoint_plan(sweep, False)
         return
-    if repeated:
-        yield _numeric_index_plan(sweep, rows)
-    elif len(setpoints) == 1:
-        yield _along_setpoint_plan(sweep, False)
-    elif sweep.run.description.shapes is None and math.prod(grid) != rows:
+    # Unique rows are the common case: their layout is written at once, and gives up at
+    # the first cell a second row lands in (a pass to look for one first would read the
+    # whole run once more); repeated setpoints are then laid out along the index.
+    if sweep.run.description.shapes is None and math.prod(grid) != rows:
         yield _multi_index_plan(sweep, found, rows)
     else:  # cells without a row read as NaN (floats, complex numbers) or "" (text)
         yield _levels_grid_plan(sweep, found, rows)
-
-
-def _repeats(
-    stream: NumericTreeStream,
-    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
-    grid: tuple[int, ...],
-) -> bool | None:
-    """Whether two rows have the same setpoints (None: the rows cannot be read together)."""
-    cells_of = _CellFinder(found, grid, stream.tops)
-    try:
-        for columns in _batches(stream.chunks()):
-            cells_of(columns)
-    except NotStreamable:
-        return True
-    except RowsDiffer:
-        return None
-    return False
+    yield _numeric_index_plan(sweep, rows)
 
 
 def _numeric_index_plan(sweep: _Sweep, rows: int) -> DatasetPlan:
@@ -593,6 +674,51 @@ def _numeric_index_plan(sweep: _Sweep, rows: int) -> DatasetPlan:
     return DatasetPlan(
         dims={INDEX: rows}, variables=variables, attrs=dataset_attrs(run), source=source
     )
+
+
+def _repeated_early_plan(sweep: _Sweep) -> DatasetPlan | None:
+    """A single setpoint whose values repeat within the first batch (a time trace
+    recorded again and again): whatever follows, QCoDeS lays the rows out along
+    ``index`` in measured order (unless a declared shape fits, which the plan along the
+    setpoint, tried first, writes), so they are written in one pass, the index growing
+    with them, with no pass over the levels first."""
+    batches = _batches(sweep.stream.chunks())
+    try:
+        first = next(batches, None)
+    except RowsDiffer:
+        return None
+    if first is None:
+        return None
+    keys, _ = _first_of_each_key(first[len(sweep.tops)])
+    if len(keys) == len(first[0]):
+        return None  # no repeat yet: the passes over the levels decide
+    plan = _numeric_index_plan(sweep, 0)
+    rows = itertools.chain([first], batches)
+    return dataclasses.replace(
+        plan,
+        source=functools.partial(_growing_index_batches, sweep, rows),
+        unlimited=frozenset({INDEX}),
+        expected_rows=sweep.stream.rows,
+    )
+
+
+def _growing_index_batches(
+    sweep: _Sweep, batches: Iterator[list[npt.NDArray[Any]]]
+) -> Iterator[Batch]:
+    """The rows in measured order along a growing ``index``: parameters and setpoints,
+    then the index."""
+    names = (*sweep.tops, *sweep.setpoints)
+    start = 0
+    for columns in batches:
+        end = start + len(columns[0])
+        region = (slice(start, end),)
+        for name, values in zip(names, columns, strict=True):
+            yield Batch(name, region, values)
+        yield Batch(INDEX, region, np.arange(start, end))
+        start = end
+        del columns  # not held while the next batch is read
+        if sweep.progress is not None:
+            sweep.progress(start, sweep.stream.rows)
 
 
 def _index_rows_batches(sweep: _Sweep, rows: int) -> Iterator[Batch]:
@@ -727,7 +853,7 @@ def _find_levels(
             for axis, column in enumerate(columns[k:]):
                 if setpoints > 1 and np.isnan(column).any():
                     return None  # QCoDeS' grids drop NaN levels (or fail): laid out in memory
-                keys, first = np.unique(as_qcodes_sees(column), return_index=True)
+                keys, first = _first_of_each_key(column)
                 parts[axis].append((keys, column[first]))
     except RowsDiffer:
         return None
@@ -740,6 +866,24 @@ def _find_levels(
     return found, rows
 
 
+def _first_of_each_key(
+    column: npt.NDArray[Any],
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
+    """The sorted distinct keys of ``column`` as QCoDeS reads its values (15 digits), and
+    the index of the first value with each. A sweep repeats few distinct values many
+    times: those are found first, and only they are rounded."""
+    distinct, first = np.unique(column, return_index=True)
+    keys = as_qcodes_sees(distinct)
+    if len(keys) < 2 or bool(np.all(keys[1:] > keys[:-1])):
+        return keys, first  # every distinct value its own key (rounding keeps the order)
+    order = np.lexsort((first, keys))  # by key, then earliest first
+    keys, first = keys[order], first[order]
+    leading = np.concatenate([[True], keys[1:] != keys[:-1]])
+    if keys.dtype.kind == "f":  # NaN is one value, as np.unique counts it
+        leading[1:] &= ~(np.isnan(keys[1:]) & np.isnan(keys[:-1]))
+    return keys[leading], first[leading]
+
+
 class _CellFinder:
     """Each row's flat position in the grid of levels, refusing a cell seen before: two
     rows with the same setpoints mean QCoDeS lays the run out along an index instead."""
@@ -747,21 +891,39 @@ class _CellFinder:
     def __init__(
         self, found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], shape: tuple[int, ...], k: int
     ) -> None:
-        self._keys = [keys for keys, _ in found]
+        self._found = found
         self._shape = shape
         self._k = k
         self._seen = np.zeros(math.prod(shape), dtype=bool)
+        self._count = 0
 
     def __call__(self, columns: list[npt.NDArray[Any]]) -> npt.NDArray[np.int64]:
         codes = [
-            np.searchsorted(keys, as_qcodes_sees(column))
-            for keys, column in zip(self._keys, columns[self._k :], strict=True)
+            _codes(keys, values, column)
+            for (keys, values), column in zip(self._found, columns[self._k :], strict=True)
         ]
         cells: npt.NDArray[np.int64] = np.ravel_multi_index(codes, self._shape).astype(np.int64)
-        if np.any(self._seen[cells]) or len(np.unique(cells)) != len(cells):
+        if np.any(self._seen[cells]):
             raise NotStreamable
         self._seen[cells] = True
+        self._count += len(cells)
+        if np.count_nonzero(self._seen) != self._count:
+            raise NotStreamable  # two rows of this batch in one cell
         return cells
+
+
+def _codes(
+    keys: npt.NDArray[Any], values: npt.NDArray[Any], column: npt.NDArray[Any]
+) -> npt.NDArray[np.intp]:
+    """Each value's level: the levels' own values (in the order of their keys) are found
+    exactly, as a sweep's values mostly are; the others are found by their keys."""
+    codes = np.searchsorted(values, column)
+    found = codes < len(values)
+    found[found] = values[codes[found]] == column[found]
+    if not found.all():
+        missed = np.flatnonzero(~found)
+        codes[missed] = np.searchsorted(keys, as_qcodes_sees(column[missed]))
+    return codes
 
 
 def _along_setpoint_batches(sweep: _Sweep, monotonic: bool) -> Iterator[Batch]:

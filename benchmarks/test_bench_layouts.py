@@ -1,0 +1,96 @@
+"""Exporting the layouts labs measure most: qcsql's export_hdf5 against QCoDeS 0.58's
+export("netcdf"), same files, same session, one pytest-benchmark group per layout.
+
+Each layout is one run of about ``QCSQL_BENCH_LAYOUT_VALUES`` values (4,000,000 by
+default; fewer for a quick look) built by ``build_layout_dbs.py``. Peak RSS growth is
+measured in fresh processes (``memory_probe.py``) for both exporters, and for qcsql
+also on the same layout 4x larger (``QCSQL_BENCH_GROWTH=0`` skips those builds), so
+that the summary shows whether memory grows with the run. Nothing is asserted about
+time or memory: the terminal summary prints a row per layout. Beside them, a floor:
+qcsql's own ``get_parameter_data`` of the run (one read of every value, nothing laid
+out) and writing as many bytes as the exported file holds, synced, as the export does.
+
+    pytest benchmarks/test_bench_layouts.py --benchmark-only
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import qcsql
+from benchmarks.build_layout_dbs import LAYOUTS
+from benchmarks.conftest import LAYOUT_MEMORY, cached_database, qcodes_copy
+from benchmarks.test_bench_export import (
+    export_with_qcodes,
+    export_with_qcsql,
+    fresh_folders,
+    probe_export,
+)
+
+pytest.importorskip("qcodes")
+
+VALUES = int(os.environ.get("QCSQL_BENCH_LAYOUT_VALUES", 4_000_000))
+GROWTH = os.environ.get("QCSQL_BENCH_GROWTH", "1") != "0"
+
+
+def layout_db(layout: str, values: int = VALUES) -> Path:
+    return cached_database(f"layout_{layout}_{values}.db", lambda p: LAYOUTS[layout](p, values))
+
+
+def _probe(which: str, path: Path, layout: str, side: str) -> None:
+    LAYOUT_MEMORY.setdefault(layout, {})[side] = probe_export(which, path)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layout_qcsql(benchmark: Any, layout: str, tmp_path: Path) -> None:
+    path = layout_db(layout)
+    benchmark.group = f"layout, {layout}"
+    out = benchmark.pedantic(
+        export_with_qcsql,
+        setup=fresh_folders(path, tmp_path),
+        rounds=3,
+        iterations=1,
+        warmup_rounds=1,
+    )
+    assert out.stat().st_size > 0
+    _probe("qcsql", path, layout, "qcsql")
+    if GROWTH:
+        _probe("qcsql", layout_db(layout, 4 * VALUES), layout, "qcsql 4x")
+
+
+def read_and_write_bytes(path: Path, out: Path, size: int) -> None:
+    """The least an export does: read the run's values, write the file's bytes, sync."""
+    with qcsql.open_database(path) as db:
+        db.load_by_id(1).get_parameter_data()
+    with open(out / "floor.bin", "wb") as handle:
+        np.ones(size, dtype=np.uint8).tofile(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layout_floor(benchmark: Any, layout: str, tmp_path: Path) -> None:
+    path = layout_db(layout)
+    size = export_with_qcsql(path, tmp_path).stat().st_size
+    benchmark.group = f"layout, {layout}"
+    rounds = iter(range(1_000_000))
+
+    def setup() -> tuple[tuple[Path, Path, int], dict[str, Any]]:
+        folder = tmp_path / f"round-{next(rounds)}"
+        folder.mkdir()
+        return (path, folder, size), {}
+
+    benchmark.pedantic(read_and_write_bytes, setup=setup, rounds=3, iterations=1, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layout_qcodes(benchmark: Any, layout: str, tmp_path: Path) -> None:
+    copy = qcodes_copy(layout_db(layout), tmp_path / "db")
+    benchmark.group = f"layout, {layout}"
+    benchmark.pedantic(export_with_qcodes, args=(copy, tmp_path), rounds=1, iterations=1)
+    _probe("qcodes", copy, layout, "qcodes")
