@@ -35,7 +35,7 @@ from tests.helpers import (
     side_files,
 )
 
-__all__ = ["ArchiveManifest", "build_archive", "restore_permissions"]
+__all__ = ["ArchiveManifest", "build_archive", "restore_permissions", "small_sources"]
 
 NAMES = ("{stem}.db", "{stem}.sqlite", "{stem}", "{stem}.DB")
 
@@ -53,6 +53,12 @@ class ArchiveManifest:
     @property
     def qcodes_files(self) -> list[Path]:
         return sorted([*self.databases, *self.extracted])
+
+
+def small_sources() -> list[Path]:
+    """The sources of the tests' archive: every schema version (the legacy fixtures),
+    the example database, and the corpus' WAL files that come without their -shm."""
+    return _sources(with_corpus=False) + [p for p in corpus_databases() if side_files(p)]
 
 
 def _sources(with_corpus: bool) -> list[Path]:
@@ -80,12 +86,15 @@ def _extract(source: Path, scratch: Path, target: Path, run_ids: tuple[int, ...]
     extract_runs_into_db(str(copy), str(target), *run_ids)
 
 
-def build_archive(root: Path, copies: int = 1, *, with_corpus: bool = True) -> ArchiveManifest:
-    """Build the archive under ``root`` (created); ``copies`` copies of every source."""
+def build_archive(
+    root: Path, copies: int = 1, *, sources: list[Path] | None = None
+) -> ArchiveManifest:
+    """Build the archive under ``root`` (created); ``copies`` copies of every source
+    (default: every database the tests know)."""
     root = root.absolute()
     root.mkdir(parents=True, exist_ok=True)
     manifest = ArchiveManifest(root)
-    sources = _sources(with_corpus)
+    sources = sources if sources is not None else _sources(with_corpus=True)
     for copy_index in range(copies):
         for index, source in enumerate(sources):
             stem = source.name.removesuffix(".db")

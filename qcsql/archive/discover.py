@@ -44,8 +44,8 @@ class Problem:
 
 @dataclass
 class Discovery:
-    """The candidate files in walk order (sorted by path within each folder), and what
-    stopped the walk somewhere."""
+    """The candidate files in walk order (by name within each folder, links last), and
+    what stopped the walk somewhere."""
 
     files: list[Path] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -127,7 +127,9 @@ def _walk(
     seen_folders.add(key)
     try:
         with os.scandir(folder) as listing:
-            entries = sorted(listing, key=lambda entry: entry.name)
+            # Real names before links, so that a file or folder reached both ways is
+            # listed under its own name.
+            entries = sorted(listing, key=lambda entry: (entry.is_symlink(), entry.name))
     except OSError as exc:
         found.problems.append(
             Problem(str(folder), "unreadable_folder", f"{folder}: cannot list it ({_reason(exc)})")
