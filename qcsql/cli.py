@@ -196,11 +196,12 @@ class Progress:
     the bytes written and the failures; drawn only when stderr is a terminal, so a log or
     a pipe gets none of it."""
 
-    def __init__(self, stream: TextIO, total: int, enabled: bool, unit: str = "run") -> None:
+    def __init__(self, stream: TextIO, total: int | None, enabled: bool, unit: str = "run") -> None:
+        """``total`` None: a counter without end (rows of a followed run)."""
         self.bytes = 0
         self.failures = 0
         self._bar: Any = None
-        if enabled and total > 0 and stream.isatty():
+        if enabled and (total is None or total > 0) and stream.isatty():
             from tqdm import tqdm  # only when drawn: --help and pipes stay light
 
             self._bar = tqdm(
@@ -366,19 +367,16 @@ def cmd_follow(db: Database, args: argparse.Namespace, console: Console) -> int:
     live = LiveFile(target / (default_file_name(run).removesuffix(".nc") + ".live.h5"))
     rows = 0
     reason = None
-    drawn = not args.quiet and console.err.isatty()
+    progress = Progress(console.err, None, enabled=not args.quiet, unit="row")
     try:
         for chunk in run.follow(poll_interval=args.poll, idle_timeout=args.idle_timeout):
             live.append(chunk.data, {"guid": run.stable_guid, "run_id": run.run_id})
             rows += chunk.rows
             reason = chunk.reason
-            if drawn:
-                console.err.write(f"\rrun {run.run_id}: {rows:,} rows")
-                console.err.flush()
+            progress.show(rows, f"run {run.run_id}")
     finally:
         live.close()
-        if drawn:
-            console.err.write("\r" + " " * 40 + "\r")
+        progress.finish()
     live_file = str(live.path) if live.path.exists() else None  # no rows, no file
     summary: dict[str, Any] = {
         "run_id": run.run_id,
@@ -660,7 +658,10 @@ def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
 
     exclude = [output] if output is not None else []
     try:
-        catalog = build_catalog(args.paths, previous, exclude=exclude, progress=step)
+        with _fan_out_client(args) as client:
+            catalog = build_catalog(
+                args.paths, previous, exclude=exclude, progress=step, jobs=args.jobs, client=client
+            )
     finally:
         for bar in bars:
             bar.finish()
@@ -791,6 +792,10 @@ def _add_fan_out_arguments(sub: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="QCoDeS database files, or folders searched for them (recursively)",
     )
+    _add_fan_out_options(sub)
+
+
+def _add_fan_out_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--jobs", type=int, default=1, metavar="N", help="local processes to spread the work over"
     )
@@ -814,6 +819,7 @@ def _add_catalog_parser(commands: Any) -> None:
     )
     sub.add_argument("--json", action="store_true", help="JSON lines on stdout")
     sub.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_fan_out_options(sub)
     sub.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )

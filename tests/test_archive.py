@@ -353,3 +353,14 @@ def test_audit_of_several_databases(tmp_path: Path) -> None:
     unhealthy = [r for r in reports if not r["healthy"]]
     assert status == (1 if unhealthy else 0)
     assert len(err.getvalue().splitlines()) == len(unhealthy)
+
+
+def test_a_catalogue_read_by_two_processes_is_the_serial_one(
+    archive: ArchiveManifest, catalogued: qcsql.archive.Catalog
+) -> None:
+    parallel = build_catalog([archive.root], jobs=2)
+    assert (parallel.files, parallel.runs, parallel.problems) == (
+        catalogued.files,
+        catalogued.runs,
+        catalogued.problems,
+    )
