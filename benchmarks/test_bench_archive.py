@@ -9,6 +9,7 @@ the first; the speed-up of 2 jobs over 1 reported (the machine has 2 cores).
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from tests.archive_builder import ArchiveManifest, build_archive, restore_permis
 pytest.importorskip("qcodes")
 
 COPIES = 6
-EXPORT_DATABASES = 100
+EXPORT_DATABASES = int(os.environ.get("QCSQL_BENCH_EXPORT_DATABASES", "100"))
 TIMES: dict[str, float] = {}
 
 
@@ -37,9 +38,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchiveManifes
     restore_permissions(manifest)
 
 
-def _catalogue(root: Path, target: Path) -> int:
+def _catalogue(root: Path, target: Path, jobs: int = 1) -> int:
     previous = read_catalog(target)
-    catalog = build_catalog([root], previous, exclude=[target])
+    catalog = build_catalog([root], previous, exclude=[target], jobs=jobs)
     write_catalog(catalog, target)
     return len(catalog.runs)
 
@@ -124,6 +125,27 @@ def test_catalog_qcodes(benchmark: Any, archive: ArchiveManifest, tmp_path: Path
 
     listed = benchmark.pedantic(_list_with_qcodes, setup=copies, rounds=1, iterations=1)
     assert listed > 3000
+    TIMES["qcodes listing"] = benchmark.stats.stats.mean
+
+
+@pytest.mark.benchmark(group="catalogue of the archive (~350 databases), --jobs 2")
+def test_catalog_two_processes(benchmark: Any, archive: ArchiveManifest, tmp_path: Path) -> None:
+    target = tmp_path / "catalog.db"
+
+    def first() -> tuple[tuple[Path, Path, int], dict[str, Any]]:
+        target.unlink(missing_ok=True)
+        return (archive.root, target, 2), {}
+
+    runs = benchmark.pedantic(_catalogue, setup=first, rounds=3, iterations=1)
+    assert runs > 3000
+    if "qcodes listing" in TIMES:
+        stats = benchmark.stats.stats
+        EXTRA_REPORTS.append(
+            f"catalogue of the archive with --jobs 2: mean {stats.mean:.2f} s, fastest "
+            f"{stats.min:.2f} s -> {TIMES['qcodes listing'] / stats.mean:.1f}x / "
+            f"{TIMES['qcodes listing'] / stats.min:.1f}x faster than QCoDeS' listing "
+            f"({TIMES['qcodes listing']:.1f} s)"
+        )
 
 
 @pytest.mark.benchmark(group="catalogue of the unchanged archive, second run")
