@@ -34,6 +34,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -674,10 +675,14 @@ def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
     databases = sum(entry.kind == "qcodes" for entry in catalog.files)
     duplicates = catalog.duplicates()
     differing = sum(d.same_data is False for d in duplicates)
+    kinds = Counter(problem.kind for problem in catalog.problems)
+    by_kind = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
     console.out.write(
         f"{output}: {len(catalog.runs)} runs in {databases} databases "
         f"({catalog.reused_files} files unchanged since the last catalogue), "
-        f"{len(catalog.problems)} problems, {len(duplicates)} guids in several places"
+        f"{len(catalog.problems)} problems"
+        + (f" ({by_kind})" if by_kind else "")
+        + f", {len(duplicates)} guids in several places"
         + (f" ({differing} with differing data)" if differing else "")
         + f", {time.perf_counter() - started:.2f} s\n"
     )

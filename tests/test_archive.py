@@ -23,6 +23,7 @@ from qcsql.archive.fanout import Outcome, export_one, run_tasks
 from qcsql.cli import main
 from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions, small_sources
 from tests.helpers import EXAMPLE_DB, LEGACY, copy_database, plain_sqlite
+from tests.test_read_only import READING_STATEMENT, traced_statements  # noqa: F401
 
 pytest.importorskip("qcodes")
 from tests.qcodes_reference import reference_for  # noqa: E402
@@ -364,3 +365,35 @@ def test_a_catalogue_read_by_two_processes_is_the_serial_one(
         catalogued.runs,
         catalogued.problems,
     )
+
+
+def test_only_reading_statements_reach_the_archive(
+    archive: ArchiveManifest,
+    traced_statements: list[str],  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """The catalogue's bulk reads, its checksums, and exports in this process send only
+    reading statements to the files (the trace of tests/test_read_only.py)."""
+    catalog = build_catalog([archive.root])
+    assert any(r.data_checksum for r in catalog.runs)
+    list(run_tasks(export_one, [(str(EXAMPLE_DB), 3, str(tmp_path))]))
+    statements = set(traced_statements)
+    assert any("count(*)" in s for s in statements) and any("WHERE id >" in s for s in statements)
+    assert [s for s in statements if not READING_STATEMENT.match(s)] == []
+
+
+def test_catalog_cli_reuses_its_catalogue(tmp_path: Path) -> None:
+    target = tmp_path / "catalog.db"
+    outputs = []
+    for _ in range(2):
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["catalog", str(LEGACY), "-o", str(target)], out=out, err=err) == 0
+        assert err.getvalue() == ""
+        outputs.append(out.getvalue())
+    stored = read_catalog(target)
+    assert stored is not None
+    files = len(stored.files)
+    assert files > len(list(LEGACY.glob("*.db")))  # the fixtures' scripts are files too
+    assert "(0 files unchanged since the last catalogue)" in outputs[0]
+    assert f"({files} files unchanged since the last catalogue)" in outputs[1]
+    assert [p.name for p in tmp_path.iterdir()] == ["catalog.db"]  # no partial, no journal
