@@ -661,7 +661,13 @@ def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
     try:
         with _fan_out_client(args) as client:
             catalog = build_catalog(
-                args.paths, previous, exclude=exclude, progress=step, jobs=args.jobs, client=client
+                args.paths,
+                previous,
+                exclude=exclude,
+                progress=step,
+                jobs=args.jobs,
+                client=client,
+                checksums=not args.no_checksums,
             )
     finally:
         for bar in bars:
@@ -824,6 +830,11 @@ def _add_catalog_parser(commands: Any) -> None:
     )
     sub.add_argument("--json", action="store_true", help="JSON lines on stdout")
     sub.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sub.add_argument(
+        "--no-checksums",
+        action="store_true",
+        help="do not read the data of runs found in several places to compare them",
+    )
     _add_fan_out_options(sub)
     sub.add_argument(
         "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS

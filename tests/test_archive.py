@@ -272,9 +272,11 @@ def test_export_with_two_jobs_writes_what_a_serial_export_writes(
 ) -> None:
     inputs = [str(p) for p in sorted(archive.extracted)] + [str(archive.root / "lab0")]
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    before = _tree_state(archive.root)
     assert _export([*inputs, "--all", "-o", str(serial)])[0] == 0
     status, out, err = _export([*inputs, "--all", "-o", str(parallel), "--jobs", "2"])
     assert status == 0, err
+    assert _tree_state(archive.root) == before
     written = _files(serial)
     assert len(written) > 50
     assert _files(parallel) == written

@@ -11,8 +11,12 @@ database. A previous catalogue makes the next one cheap: a file whose size and m
 
 Duplicates (one guid in several places, as ``extract_runs_into_db`` leaves them) are
 what the runs' guids say; whether the copies hold the same data is a checksum of the
-data (:func:`qcsql.archive.checksum.data_checksum`), computed only for the runs whose
+data (:func:`qcsql.archive.checksum.run_checksum`), computed only for the runs whose
 guid occurs more than once, and kept as long as their file is unchanged.
+
+Reading files and computing checksums are fan-out tasks (:mod:`qcsql.archive.fanout`):
+``jobs`` local processes or a Dask client read the files side by side, and the
+catalogue is the same as a serial one (entries in walk order).
 """
 
 from __future__ import annotations
@@ -406,9 +410,12 @@ def build_catalog(
     progress: Progress | None = None,
     jobs: int = 1,
     client: Client | None = None,
+    checksums: bool = True,
 ) -> Catalog:
     """The catalogue of everything under ``paths``; files unchanged since ``previous``
     (same size and mtime, and the same of their ``-wal``) are not opened again.
+    ``checksums=False`` leaves out the checksums of duplicated runs' data (their cost
+    grows with the data of every duplicated run; the rest only with the runs).
     ``progress(files done, files, path)`` is called after each file. Files are read in
     ``jobs`` local processes, or on the workers of a ``dask.distributed`` ``client``
     (see :mod:`qcsql.archive.fanout`)."""
@@ -458,7 +465,8 @@ def build_catalog(
             catalog.files.append(entry)
         catalog.runs.extend(runs)
         catalog.problems.extend(problems)
-    _add_checksums(catalog, jobs, client)
+    if checksums:
+        _add_checksums(catalog, jobs, client)
     return catalog
 
 

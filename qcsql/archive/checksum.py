@@ -65,9 +65,12 @@ def table_checksum(db: Database, run: Run) -> str:
     return total.hexdigest()
 
 
+_NUMBERS = {int, float, type(None)}
+
+
 def _update_column(digest: Any, values: list[Any]) -> None:
-    if all(isinstance(v, (int, float)) or v is None for v in values):
-        array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if set(map(type, values)) <= _NUMBERS:
+        array = np.array(values, dtype=np.float64)  # None becomes NaN
         digest.update(b"n" + as_qcodes_sees(array).tobytes())
         return
     for value in values:  # text and blobs (array parameters), or a mixed column

@@ -90,9 +90,13 @@ def export_one(database: str, run_id: int, folder: str) -> Outcome:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            # Created here, tolerating the other tasks of the folder doing the same:
+            # export_hdf5's own creation of a folder named with a trailing separator
+            # refuses one that appears between its checks.
+            Path(folder).mkdir(parents=True, exist_ok=True)
             with open_database(database) as db:
                 run = db.load_by_id(run_id)
-                path = run.export_hdf5(folder.rstrip(os.sep) + os.sep)
+                path = run.export_hdf5(Path(folder))
                 guid = run.stable_guid
             size = path.stat().st_size
         except (QcsqlError, OSError) as exc:
