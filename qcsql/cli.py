@@ -564,6 +564,8 @@ def cmd_export_batch(args: argparse.Namespace, console: Console) -> int:
     out = console.out
     started = time.perf_counter()
     plan = plan_exports(args.database, target, None if args.all else args.run)
+    if not plan.databases and not plan.failures:
+        raise _nothing_found(args.database)
     progress = Progress(console.err, len(plan.tasks), enabled=not args.quiet)
     written = failed = size = 0
     try:
@@ -622,9 +624,10 @@ def cmd_audit_batch(args: argparse.Namespace, console: Console) -> int:
     finishes (one JSON line each with ``--json``)."""
     from qcsql.audit import AuditReport, audit_archive
 
-    unhealthy = 0
+    unhealthy = audited = 0
     with _fan_out_client(args) as client:
         for outcome in audit_archive(args.database, deep=args.deep, jobs=args.jobs, client=client):
+            audited += 1
             report = outcome.payload
             if not isinstance(report, AuditReport):
                 unhealthy += 1
@@ -637,7 +640,17 @@ def cmd_audit_batch(args: argparse.Namespace, console: Console) -> int:
             if not report.healthy:
                 unhealthy += 1
                 console.error(_not_healthy(report))
+    if not audited:
+        raise _nothing_found(args.database)
     return EXIT_ERROR if unhealthy else EXIT_OK
+
+
+def _nothing_found(paths: Sequence[str]) -> QcsqlError:
+    from qcsql.errors import DatabaseNotFoundError
+
+    return DatabaseNotFoundError(
+        f"{', '.join(paths)}: no QCoDeS database found (folders are searched recursively)"
+    )
 
 
 def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
