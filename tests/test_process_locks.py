@@ -399,6 +399,7 @@ STEPS: dict[str, Step] = {
         )
     ),
     "cli-audit": _cli(["audit", "DB", "--deep"]),
+    "cli-catalog": _cli(["catalog", "DB", "--json"]),
 }
 
 
