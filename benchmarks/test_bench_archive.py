@@ -128,19 +128,24 @@ def test_catalog_qcodes(benchmark: Any, archive: ArchiveManifest, tmp_path: Path
     TIMES["qcodes listing"] = benchmark.stats.stats.mean
 
 
+def _against_qcodes(variant: str, stats: Any) -> None:
+    """A variant of the catalogue against QCoDeS' listing measured in the same session."""
+    if "qcodes listing" in TIMES:
+        theirs = TIMES["qcodes listing"]
+        EXTRA_REPORTS.append(
+            f"catalogue of the archive {variant}: mean {stats.mean:.2f} s, fastest "
+            f"{stats.min:.2f} s -> {theirs / stats.mean:.1f}x / {theirs / stats.min:.1f}x "
+            f"faster than QCoDeS' listing ({theirs:.1f} s)"
+        )
+
+
 @pytest.mark.benchmark(group="catalogue of the archive (~350 databases), no checksums")
 def test_catalog_without_checksums(benchmark: Any, archive: ArchiveManifest) -> None:
     runs = benchmark.pedantic(
         lambda: len(build_catalog([archive.root], checksums=False).runs), rounds=3, iterations=1
     )
     assert runs > 3000
-    if "qcodes listing" in TIMES:
-        stats = benchmark.stats.stats
-        EXTRA_REPORTS.append(
-            f"catalogue of the archive without checksums: mean {stats.mean:.2f} s, fastest "
-            f"{stats.min:.2f} s -> {TIMES['qcodes listing'] / stats.mean:.1f}x / "
-            f"{TIMES['qcodes listing'] / stats.min:.1f}x faster than QCoDeS' listing"
-        )
+    _against_qcodes("without checksums", benchmark.stats.stats)
 
 
 @pytest.mark.benchmark(group="catalogue of the archive (~350 databases), --jobs 2")
@@ -153,14 +158,7 @@ def test_catalog_two_processes(benchmark: Any, archive: ArchiveManifest, tmp_pat
 
     runs = benchmark.pedantic(_catalogue, setup=first, rounds=3, iterations=1)
     assert runs > 3000
-    if "qcodes listing" in TIMES:
-        stats = benchmark.stats.stats
-        EXTRA_REPORTS.append(
-            f"catalogue of the archive with --jobs 2: mean {stats.mean:.2f} s, fastest "
-            f"{stats.min:.2f} s -> {TIMES['qcodes listing'] / stats.mean:.1f}x / "
-            f"{TIMES['qcodes listing'] / stats.min:.1f}x faster than QCoDeS' listing "
-            f"({TIMES['qcodes listing']:.1f} s)"
-        )
+    _against_qcodes("with --jobs 2", benchmark.stats.stats)
 
 
 @pytest.mark.benchmark(group="catalogue of the unchanged archive, second run")
