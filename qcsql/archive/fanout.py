@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -220,12 +219,6 @@ def plan_exports(
 Task = Callable[..., Outcome]
 
 
-# A worker process is replaced after this many tasks: every file a process reads keeps
-# one descriptor open for the life of the process (qcsql.sqlite.descriptors: closing
-# one could drop another connection's locks), and a new process starts with none, so an
-# archive of more files than the descriptor limit is read all the same.
-TASKS_PER_WORKER = 256
-
 # Imported once by the fork server, so that each worker forked from it starts with the
 # export stack loaded instead of importing it itself (a second or more per worker).
 PRELOAD = ["qcsql.archive.catalog", "qcsql.export.run", "qcsql.data.location"]
@@ -255,10 +248,7 @@ def run_tasks(
     if client is not None:
         yield from _on_dask(function, pending, client)
     elif jobs > 1 and len(pending) > 1:
-        options: dict[str, Any] = {}
-        if sys.version_info >= (3, 11):
-            options["max_tasks_per_child"] = TASKS_PER_WORKER
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=_context(), **options) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=_context()) as pool:
             futures: dict[Future[Outcome], tuple[Any, ...]] = {
                 pool.submit(function, *arguments): arguments for arguments in pending
             }
