@@ -1,4 +1,4 @@
-"""A lab's archive (tests/archive_builder.py, about 350 databases): the catalogue against
+"""A lab's archive (tests/archive_builder.py, 341 databases): the catalogue against
 listing the same runs with QCoDeS 0.58 on copies, a second catalogue of the unchanged
 archive, and exporting every run of 100 databases with 1 and 2 processes and on a local
 Dask cluster of 2 workers.
@@ -105,7 +105,7 @@ def _copies(manifest: ArchiveManifest, folder: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-@pytest.mark.benchmark(group="catalogue of the archive (~350 databases)")
+@pytest.mark.benchmark(group="catalogue of the archive (341 databases)")
 def test_catalog_qcsql(benchmark: Any, archive: ArchiveManifest, tmp_path: Path) -> None:
     target = tmp_path / "catalog.db"
 
@@ -118,7 +118,7 @@ def test_catalog_qcsql(benchmark: Any, archive: ArchiveManifest, tmp_path: Path)
     assert runs > 3000
 
 
-@pytest.mark.benchmark(group="catalogue of the archive (~350 databases)")
+@pytest.mark.benchmark(group="catalogue of the archive (341 databases)")
 def test_catalog_qcodes(benchmark: Any, archive: ArchiveManifest, tmp_path: Path) -> None:
     def copies() -> tuple[tuple[list[tuple[Path, Path]]], dict[str, Any]]:
         return (_copies(archive, tmp_path / "copies"),), {}
@@ -139,7 +139,7 @@ def _against_qcodes(variant: str, stats: Any) -> None:
         )
 
 
-@pytest.mark.benchmark(group="catalogue of the archive (~350 databases), no checksums")
+@pytest.mark.benchmark(group="catalogue of the archive (341 databases), no checksums")
 def test_catalog_without_checksums(benchmark: Any, archive: ArchiveManifest) -> None:
     runs = benchmark.pedantic(
         lambda: len(build_catalog([archive.root], checksums=False).runs), rounds=3, iterations=1
@@ -148,7 +148,7 @@ def test_catalog_without_checksums(benchmark: Any, archive: ArchiveManifest) -> 
     _against_qcodes("without checksums", benchmark.stats.stats)
 
 
-@pytest.mark.benchmark(group="catalogue of the archive (~350 databases), --jobs 2")
+@pytest.mark.benchmark(group="catalogue of the archive (341 databases), --jobs 2")
 def test_catalog_two_processes(benchmark: Any, archive: ArchiveManifest, tmp_path: Path) -> None:
     target = tmp_path / "catalog.db"
 

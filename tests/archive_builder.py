@@ -14,7 +14,7 @@ so tests know every QCoDeS file's source without trusting the catalogue.
 
 Folders it made read-only or unreadable are made writable again by
 :func:`restore_permissions`, which tests call before their temporary folder goes.
-The benchmark copy (``--copies 6``) holds about 350 QCoDeS databases.
+The benchmark copy (``--copies 6``) holds 341 QCoDeS databases (with ../shared/corpus).
 """
 
 from __future__ import annotations
