@@ -30,6 +30,8 @@ MEMORY_REPORTS: list[tuple[str, dict[str, Any]]] = []
 LATENCY_REPORTS: list[tuple[str, list[float]]] = []
 # layout -> side ("qcsql", "qcsql 4x", "qcodes") -> memory probe result, for the summary.
 LAYOUT_MEMORY: dict[str, dict[str, dict[str, Any]]] = {}
+# Lines a benchmark computed itself (ratios between qcsql's own variants), for the summary.
+EXTRA_REPORTS: list[str] = []
 
 
 def cached_database(name: str, build: Callable[[Path], None]) -> Path:
@@ -75,6 +77,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             f"live follow, {journal}, 20,000 rows/s: {len(delays)} commits, delay to the live file "
             f"median {median * 1e3:.0f} ms, p95 {p95 * 1e3:.0f} ms"
         )
+    for line in EXTRA_REPORTS:
+        terminalreporter.write_line(line)
     for label, probe in MEMORY_REPORTS:
         terminalreporter.write_line(
             f"memory, {label}, {probe['reader']}: peak RSS grew {probe['peak_growth_bytes'] / 2**20:.0f} MiB"

@@ -10,18 +10,23 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import sqlalchemy as sa
 
+from qcsql.archive.fanout import Outcome, find_databases, run_tasks
 from qcsql.database import Database, Run, open_database
 from qcsql.errors import DataElsewhereError, DataNotFoundWarning, QcsqlError
 from qcsql.schema.guids import is_well_formed
 from qcsql.schema.versions import NEWEST_KNOWN_VERSION
 
-__all__ = ["AuditReport", "Finding", "audit"]
+if TYPE_CHECKING:
+    from dask.distributed import Client
+
+__all__ = ["AuditReport", "Finding", "audit", "audit_archive", "audit_task"]
 
 Level = Literal["error", "warning"]
 
@@ -287,3 +292,27 @@ def _check_shapes(run: Run, report: AuditReport) -> None:
                 f"{name}: {rows} rows, more than the declared shape {shape}",
                 run.run_id,
             )
+
+
+def audit_task(database: str, run_id: None, deep: bool) -> Outcome:
+    """:func:`audit` as a fan-out task (:mod:`qcsql.archive.fanout`): the report is the
+    outcome's payload; an audit never raises for what the file holds."""
+    return Outcome(database, run_id, True, payload=audit(database, deep=deep))
+
+
+def audit_archive(
+    paths: Sequence[str | Path],
+    *,
+    deep: bool = False,
+    jobs: int = 1,
+    client: Client | None = None,
+) -> Iterator[Outcome]:
+    """Audit every QCoDeS database under ``paths`` (files and folders, recursively), one
+    task per file, in ``jobs`` local processes or on a ``dask.distributed`` ``client``;
+    yields an :class:`~qcsql.archive.fanout.Outcome` per file as it finishes, whose
+    ``payload`` is its :class:`AuditReport` (a failed outcome for a path given that is
+    not a QCoDeS database, or a task that died)."""
+    inputs = find_databases(paths, list_runs=False)
+    yield from inputs.failures
+    tasks = [(str(path), None, deep) for path, _ in inputs.databases]
+    yield from run_tasks(audit_task, tasks, jobs=jobs, client=client)

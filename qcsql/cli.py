@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import itertools
 import os
 import re
 import signal
@@ -33,6 +34,7 @@ import threading
 import time
 import traceback
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,8 @@ from qcsql.errors import QcsqlError
 from qcsql.export.naming import EXPORT_SUFFIXES, default_file_name, make_folder, names_a_folder
 
 if TYPE_CHECKING:  # the commands import what they need when they run: --help stays light
+    from qcsql.archive.fanout import Outcome
+    from qcsql.audit import AuditReport
     from qcsql.database import Database, Run
 
 __all__ = ["main"]
@@ -194,26 +198,51 @@ def cmd_runs(db: Database, args: argparse.Namespace, console: Console) -> int:
 
 
 class Progress:
-    """One line on stderr, redrawn in place; silent unless stderr is a terminal."""
+    """A command's progress on stderr (tqdm): done of total, rate and ETA, and for a batch
+    the bytes written and the failures; drawn only when stderr is a terminal, so a log or
+    a pipe gets none of it."""
 
-    def __init__(self, stream: TextIO, total: int, enabled: bool) -> None:
-        self.stream, self.total = stream, total
-        self.enabled = enabled and total > 0 and stream.isatty()
+    def __init__(self, stream: TextIO, total: int | None, enabled: bool, unit: str = "run") -> None:
+        """``total`` None: a counter without end (rows of a followed run)."""
+        self.bytes = 0
+        self.failures = 0
+        self._bar: Any = None
+        if enabled and (total is None or total > 0) and stream.isatty():
+            from tqdm import tqdm  # only when drawn: --help and pipes stay light
+
+            self._bar = tqdm(
+                total=total, file=stream, unit=unit, leave=False, dynamic_ncols=True, delay=0
+            )
 
     def show(self, done: float, label: str) -> None:
-        """``done`` runs, a fraction for the run under way."""
-        if self.enabled:
-            width = 30
-            filled = int(width * done // self.total)
-            bar = "#" * filled + "." * (width - filled)
-            self.stream.write(f"\r[{bar}] {int(done)}/{self.total} {label[:40]:<40}")
-            self.stream.flush()
+        """``done`` items, a fraction for the one under way."""
+        if self._bar is not None:
+            self._bar.n = done
+            self._bar.set_description_str(_one_line(label)[:40], refresh=False)
+            self._bar.refresh()
+
+    def advance(self, size: int = 0, failed: bool = False) -> None:
+        """One item of a batch finished, ``size`` bytes written."""
+        self.bytes += size
+        self.failures += failed
+        if self._bar is not None:
+            from tqdm import tqdm
+
+            postfix = tqdm.format_sizeof(self.bytes, "B", 1024)
+            if self.failures:
+                postfix += f", {self.failures} failed"
+            self._bar.set_postfix_str(postfix, refresh=False)
+            self._bar.update(1)
 
     def close(self) -> None:
-        """Erase the bar (before a message line, and at the end)."""
-        if self.enabled:
-            self.stream.write("\r" + " " * 80 + "\r")
-            self.stream.flush()
+        """Erase the bar (before a message line; the next :meth:`show` draws it again)."""
+        if self._bar is not None:
+            self._bar.clear()
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def _export_target(args: argparse.Namespace) -> Path:
@@ -304,7 +333,7 @@ def cmd_export(db: Database, args: argparse.Namespace, console: Console) -> int:
                 out.write(f"run {run.run_id}: {path} ({size:,} bytes)\n")
                 out.flush()
     finally:
-        progress.close()
+        progress.finish()
     summary = {
         "runs": len(runs),
         "files": len(written),
@@ -344,7 +373,7 @@ def cmd_follow(db: Database, args: argparse.Namespace, console: Console) -> int:
     live = LiveFile(target / (default_file_name(run).removesuffix(".nc") + ".live.h5"))
     rows = 0
     reason = None
-    drawn = not args.quiet and console.err.isatty()
+    progress = Progress(console.err, None, enabled=not args.quiet, unit="row")
     try:
         for chunk in run.follow(poll_interval=args.poll, idle_timeout=args.idle_timeout):
             live.append(
@@ -352,13 +381,10 @@ def cmd_follow(db: Database, args: argparse.Namespace, console: Console) -> int:
             )
             rows += chunk.rows
             reason = chunk.reason
-            if drawn:
-                console.err.write(f"\rrun {run.run_id}: {rows:,} rows")
-                console.err.flush()
+            progress.show(rows, f"run {run.run_id}")
     finally:
         live.close()
-        if drawn:
-            console.err.write("\r" + " " * 40 + "\r")
+        progress.finish()
     live_file = str(live.path) if live.path.exists() else None  # no rows, no file
     summary: dict[str, Any] = {
         "run_id": run.run_id,
@@ -444,41 +470,50 @@ def cmd_show(db: Database, args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _audit_record(report: AuditReport) -> dict[str, Any]:
+    return {
+        "path": str(report.path),
+        "schema_version": report.schema_version,
+        "journal_mode": report.journal_mode,
+        "runs_checked": report.runs_checked,
+        "quick_check": report.quick_check,
+        "healthy": report.healthy,
+        "findings": [vars(f) for f in report.findings],
+    }
+
+
+def _write_audit_text(report: AuditReport, out: TextIO) -> None:
+    out.write(
+        f"{report.path}: schema v{report.schema_version}, {report.journal_mode} journal, "
+        f"{report.runs_checked} runs checked, quick_check {'ok' if report.quick_check == ['ok'] else 'FAILED'}\n"
+    )
+    for finding in report.findings:
+        where = f"run {finding.run_id}" if finding.run_id is not None else "file"
+        out.write(f"  {finding.level:7} {where:>8}  {finding.code}: {finding.message}\n")
+    out.write("healthy\n" if report.healthy else f"{len(report.findings)} findings\n")
+
+
+def _not_healthy(report: AuditReport) -> str:
+    errors = sum(finding.level == "error" for finding in report.findings)
+    return (
+        f"{report.path} is not healthy: {errors} errors and "
+        f"{len(report.findings) - errors} warnings (the report is on stdout)"
+    )
+
+
 def cmd_audit(db_path: str, args: argparse.Namespace, console: Console) -> int:
     out = console.out
     from qcsql.audit import audit
 
     report = audit(db_path, deep=args.deep)
     if args.json:
-        _write_json(
-            {
-                "path": str(report.path),
-                "schema_version": report.schema_version,
-                "journal_mode": report.journal_mode,
-                "runs_checked": report.runs_checked,
-                "quick_check": report.quick_check,
-                "healthy": report.healthy,
-                "findings": [vars(f) for f in report.findings],
-            },
-            out,
-        )
+        _write_json(_audit_record(report), out)
     else:
-        out.write(
-            f"{report.path}: schema v{report.schema_version}, {report.journal_mode} journal, "
-            f"{report.runs_checked} runs checked, quick_check {'ok' if report.quick_check == ['ok'] else 'FAILED'}\n"
-        )
-        for finding in report.findings:
-            where = f"run {finding.run_id}" if finding.run_id is not None else "file"
-            out.write(f"  {finding.level:7} {where:>8}  {finding.code}: {finding.message}\n")
-        out.write("healthy\n" if report.healthy else f"{len(report.findings)} findings\n")
+        _write_audit_text(report, out)
     if report.healthy:
         return EXIT_OK
     # The findings are the report (stdout); stderr says, once, that the audit failed.
-    errors = sum(finding.level == "error" for finding in report.findings)
-    console.error(
-        f"{report.path} is not healthy: {errors} errors and "
-        f"{len(report.findings) - errors} warnings (the report is on stdout)"
-    )
+    console.error(_not_healthy(report))
     return EXIT_ERROR
 
 
@@ -510,6 +545,214 @@ def cmd_sync(database: str, args: argparse.Namespace, console: Console) -> int:
         else:
             mirror.sync_once(args.interval)
     return EXIT_ERROR if any(e.action == "failed" for e in mirror.problems) else EXIT_OK
+
+
+# -- several databases and folders: the archive commands ---------------------------------
+
+
+def _fans_out(args: argparse.Namespace) -> bool:
+    """Whether ``export``/``audit`` take the batch path: several paths, a folder, or work
+    spread over processes; one database file alone keeps the single-file behaviour."""
+    paths: list[str] = args.database
+    return len(paths) > 1 or Path(paths[0]).is_dir() or args.jobs > 1 or bool(args.dask)
+
+
+@contextlib.contextmanager
+def _fan_out_client(args: argparse.Namespace) -> Iterator[Any]:
+    """The Dask client of ``--dask`` (None without it)."""
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: give 1 or more processes")
+    if not args.dask:
+        yield None
+        return
+    from qcsql.archive.fanout import dask_client
+
+    workers = args.jobs if args.jobs > 1 else os.cpu_count() or 1
+    with dask_client(args.dask, workers) as client:
+        yield client
+
+
+def _json_line(payload: Any, out: TextIO) -> None:
+    out.write(orjson.dumps(payload).decode() + "\n")
+    out.flush()
+
+
+def _outcome_record(outcome: Outcome) -> dict[str, Any]:
+    record = {k: v for k, v in vars(outcome).items() if k not in ("payload", "message")}
+    record["warnings"] = list(outcome.warnings)
+    return record
+
+
+def _report_failure(outcome: Outcome, console: Console, progress: Progress) -> None:
+    progress.close()
+    console.error(outcome.message or f"{outcome.database}: {outcome.error_type}")
+
+
+def cmd_export_batch(args: argparse.Namespace, console: Console) -> int:
+    """``export`` of several databases or folders, or with ``--jobs``/``--dask``: one task
+    per run, results as they finish, one JSON line each with ``--json``."""
+    from qcsql.archive.fanout import export_one, plan_exports, run_tasks
+
+    if args.all == bool(args.run):
+        raise UsageError("give --run ID (one or more) or --all")
+    target = Path(args.output).expanduser()
+    if target.exists() and not target.is_dir():
+        raise UsageError(f"{target} is a file, not a folder; -o takes a folder here")
+    out = console.out
+    started = time.perf_counter()
+    plan = plan_exports(args.database, target, None if args.all else args.run)
+    if not plan.databases and not plan.failures:
+        raise _nothing_found(args.database)
+    progress = Progress(console.err, len(plan.tasks), enabled=not args.quiet)
+    written = failed = size = 0
+    try:
+        with _fan_out_client(args) as client:
+            tasks = [task.arguments for task in plan.tasks]
+            outcomes = run_tasks(export_one, tasks, jobs=args.jobs, client=client)
+            for outcome in itertools.chain(plan.failures, outcomes):
+                for message in outcome.warnings:
+                    progress.close()
+                    console.warning(message)
+                if outcome.ok:
+                    written += 1
+                    size += outcome.bytes
+                else:
+                    failed += 1
+                    _report_failure(outcome, console, progress)
+                if outcome.run_id is not None:
+                    progress.advance(outcome.bytes, not outcome.ok)
+                if args.json:
+                    _json_line(_outcome_record(outcome), out)
+                elif outcome.ok:
+                    progress.close()
+                    out.write(
+                        f"{outcome.database}, run {outcome.run_id}: {outcome.path} "
+                        f"({outcome.bytes:,} bytes)\n"
+                    )
+                    out.flush()
+    finally:
+        progress.finish()
+    seconds = round(time.perf_counter() - started, 3)
+    summary = {
+        "databases": plan.databases,
+        "runs": len(plan.tasks),
+        "files": written,
+        "bytes": size,
+        "seconds": seconds,
+        "failed": failed,
+        "skipped": [problem.path for problem in plan.skipped],
+    }
+    if args.json:
+        _json_line({"summary": summary}, out)
+    else:
+        skipped = f", {len(plan.skipped)} other files skipped" if plan.skipped else ""
+        out.write(
+            f"exported {written} of {len(plan.tasks)} runs of {plan.databases} databases, "
+            f"{size:,} bytes in {seconds:.2f} s"
+            + (f", {failed} failed" if failed else "")
+            + skipped
+            + "\n"
+        )
+    return EXIT_ERROR if failed else EXIT_OK
+
+
+def cmd_audit_batch(args: argparse.Namespace, console: Console) -> int:
+    """``audit`` of several databases or folders: one task per file, each report as it
+    finishes (one JSON line each with ``--json``)."""
+    from qcsql.audit import AuditReport, audit_archive
+
+    unhealthy = audited = 0
+    with _fan_out_client(args) as client:
+        for outcome in audit_archive(args.database, deep=args.deep, jobs=args.jobs, client=client):
+            audited += 1
+            report = outcome.payload
+            if not isinstance(report, AuditReport):
+                unhealthy += 1
+                console.error(outcome.message or f"{outcome.database}: {outcome.error_type}")
+                continue
+            if args.json:
+                _json_line(_audit_record(report), console.out)
+            else:
+                _write_audit_text(report, console.out)
+            if not report.healthy:
+                unhealthy += 1
+                console.error(_not_healthy(report))
+    if not audited:
+        raise _nothing_found(args.database)
+    return EXIT_ERROR if unhealthy else EXIT_OK
+
+
+def _nothing_found(paths: Sequence[str]) -> QcsqlError:
+    from qcsql.errors import DatabaseNotFoundError
+
+    return DatabaseNotFoundError(
+        f"{', '.join(paths)}: no QCoDeS database found (folders are searched recursively)"
+    )
+
+
+def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
+    """The catalogue of every run of every QCoDeS database under the paths: an SQLite file
+    (``-o``, default ``catalog.db``; re-read only where files changed), or JSON lines."""
+    from qcsql.archive import build_catalog, catalog_records, read_catalog, write_catalog
+
+    output = (
+        Path(args.output or "catalog.db").expanduser() if args.output or not args.json else None
+    )
+    previous = read_catalog(output) if output is not None else None
+    started = time.perf_counter()
+    bars: list[Progress] = []  # made once the walk knows how many files there are
+
+    def step(done: int, total: int, path: str) -> None:
+        if not bars:
+            bars.append(Progress(console.err, total, enabled=not args.quiet, unit="file"))
+        bars[0].show(done, Path(path).name)
+
+    exclude = [output] if output is not None else []
+    try:
+        with _fan_out_client(args) as client:
+            catalog = build_catalog(
+                args.paths,
+                previous,
+                exclude=exclude,
+                progress=step,
+                jobs=args.jobs,
+                client=client,
+                checksums=not args.no_checksums,
+            )
+    finally:
+        for bar in bars:
+            bar.finish()
+    if output is not None:
+        write_catalog(catalog, output)
+    if args.json:
+        for record in catalog_records(catalog):
+            _json_line(record, console.out)
+        return EXIT_OK
+    databases = sum(entry.kind == "qcodes" for entry in catalog.files)
+    duplicates = catalog.duplicates()
+    differing = sum(d.same_data is False for d in duplicates)
+    kinds = Counter(problem.kind for problem in catalog.problems)
+    by_kind = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+    console.out.write(
+        f"{output}: {len(catalog.runs)} runs in {databases} databases "
+        f"({catalog.reused_files} files unchanged since the last catalogue), "
+        f"{len(catalog.problems)} problems"
+        + (f" ({by_kind})" if by_kind else "")
+        + f", {len(duplicates)} guids in several places"
+        + (f" ({differing} with differing data)" if differing else "")
+        + f", {time.perf_counter() - started:.2f} s\n"
+    )
+    return EXIT_OK
+
+
+ArchiveCommand = Callable[[argparse.Namespace, Console], int]
+# Commands over several databases and folders (export and audit when they fan out).
+ARCHIVE_COMMANDS: dict[str, ArchiveCommand] = {
+    "catalog": cmd_catalog,
+    "export": cmd_export_batch,
+    "audit": cmd_audit_batch,
+}
+BATCH_COMMANDS = ("export", "audit")
 
 
 class UsageError(Exception):
@@ -555,7 +798,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in {**COMMANDS, **PATH_COMMANDS}.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.add_argument("database", help="path of the QCoDeS .db file")
+        if name in BATCH_COMMANDS:
+            _add_fan_out_arguments(sub)
+        else:
+            sub.add_argument("database", help="path of the QCoDeS .db file")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
         sub.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
@@ -624,7 +870,53 @@ def build_parser() -> argparse.ArgumentParser:
                 help="instrument settings in the snapshot as attributes (all when none named)",
             )
             sub.add_argument("--quiet", action="store_true", help="no line per run on stderr")
+    _add_catalog_parser(commands)
     return parser
+
+
+def _add_fan_out_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "database",
+        nargs="+",
+        metavar="PATH",
+        help="QCoDeS database files, or folders searched for them (recursively)",
+    )
+    _add_fan_out_options(sub)
+
+
+def _add_fan_out_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="local processes to spread the work over"
+    )
+    sub.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="a dask.distributed scheduler to spread the work over; 'local' starts a "
+        "LocalCluster of --jobs processes (needs qcsql[dask])",
+    )
+
+
+def _add_catalog_parser(commands: Any) -> None:
+    help_text = "every run of every QCoDeS database under some folders, in one catalogue"
+    sub = commands.add_parser("catalog", help=help_text, description=help_text)
+    sub.add_argument("paths", nargs="+", metavar="PATH", help="files and folders (recursively)")
+    sub.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="the catalogue (an SQLite file; default catalog.db, or none with --json)",
+    )
+    sub.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    sub.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sub.add_argument(
+        "--no-checksums",
+        action="store_true",
+        help="do not read the data of runs found in several places to compare them",
+    )
+    _add_fan_out_options(sub)
+    sub.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
 
 
 class _Signalled(BaseException):
@@ -758,6 +1050,12 @@ def _os_error(exc: OSError) -> str:
 
 
 def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    if args.command in ARCHIVE_COMMANDS and (args.command == "catalog" or _fans_out(args)):
+        status = ARCHIVE_COMMANDS[args.command](args, console)
+        console.out.flush()
+        return status
+    if args.command in BATCH_COMMANDS:
+        args.database = args.database[0]
     if args.command in PATH_COMMANDS:
         status = PATH_COMMANDS[args.command][0](args.database, args, console)
     else:

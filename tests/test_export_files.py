@@ -142,7 +142,9 @@ def test_progress_bar_only_on_a_terminal(tmp_path: Path, monkeypatch: pytest.Mon
         == 0
     )
     drawn = terminal.getvalue()
-    assert "\r[" in drawn and "run 11" in drawn and "rows" in drawn  # rows: progress within a run
+    assert "run 11" in drawn and "rows" in drawn  # rows: progress within a run
+    assert "/2 [" in drawn and "run/s" in drawn  # runs done of the total, and the rate
+    assert "run 11 cooldown check second line" in drawn  # a run's name on the bar's one line
     quiet = _Terminal()
     monkeypatch.setattr("sys.stderr", quiet)
     assert (

@@ -401,6 +401,7 @@ STEPS: dict[str, Step] = {
     "cli-audit": _cli(["audit", "DB", "--deep"]),
     # the mirror loop: a Database per poll, another per live run, exports and records
     "cli-sync": _cli(["sync", "DB", "--to", "OUT", "--set-up", "locks", "--json", "--quiet"]),
+    "cli-catalog": _cli(["catalog", "DB", "--json"]),
 }
 
 

@@ -1,0 +1,496 @@
+"""The catalogue of an archive: every run of every QCoDeS database under some folders.
+
+:func:`build_catalog` walks the given paths (:mod:`qcsql.archive.discover`), opens
+each candidate read-only through :class:`~qcsql.database.Database` (so nothing is
+written, no descriptor of a database is ever closed under another connection, and a
+WAL file copied without its ``-shm`` is read through a private snapshot copy), and
+records one :class:`RunEntry` per run, one :class:`FileEntry` per candidate file and
+one :class:`~qcsql.archive.discover.Problem` per thing that is not a readable QCoDeS
+database. A previous catalogue makes the next one cheap: a file whose size and mtime
+(and those of its ``-wal``) are unchanged is not opened again, its entries are reused.
+
+Duplicates (one guid in several places, as ``extract_runs_into_db`` leaves them) are
+what the runs' guids say; whether the copies hold the same data is a checksum of the
+data (:func:`qcsql.archive.checksum.run_checksum`), computed only for the runs whose
+guid occurs more than once, and kept as long as their file is unchanged.
+
+Reading files and computing checksums are fan-out tasks (:mod:`qcsql.archive.fanout`):
+``jobs`` local processes or a Dask client read the files side by side, and the
+catalogue is the same as a serial one (entries in walk order).
+"""
+
+from __future__ import annotations
+
+import base64
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
+
+from qcsql.archive.checksum import run_checksum
+from qcsql.archive.discover import Problem, discover
+from qcsql.archive.fanout import Outcome, run_tasks
+from qcsql.database import Database, Run
+from qcsql.errors import (
+    DatabaseCorruptError,
+    DataNotFoundWarning,
+    NotQCoDeSError,
+    NotSQLiteError,
+    QcsqlError,
+    RunDescriptionError,
+    Where,
+)
+from qcsql.schema.description import (
+    LayoutRow,
+    RunDescription,
+    description_from_layouts,
+    parse_run_description,
+)
+from qcsql.schema.store import FIRST_VERSION_WITH_TRUSTED_DESCRIPTION
+from qcsql.sqlite.connection import quote_identifier, side_file
+
+if TYPE_CHECKING:
+    from dask.distributed import Client
+
+__all__ = [
+    "Catalog",
+    "Duplicate",
+    "FileEntry",
+    "RunEntry",
+    "build_catalog",
+    "catalog_database",
+]
+
+FileKind = Literal["qcodes", "problem"]
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One candidate file as it was when catalogued; ``kind`` says whether it is a QCoDeS
+    database (its runs are in the catalogue) or not (its problem is)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    wal_size: int | None
+    wal_mtime_ns: int | None
+    kind: FileKind
+    schema_version: int | None = None
+    journal_mode: str | None = None
+    access: str | None = None
+    runs: int = 0
+
+    @property
+    def stamp(self) -> tuple[int, int, int | None, int | None]:
+        return (self.size, self.mtime_ns, self.wal_size, self.wal_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    paramtype: str
+    unit: str
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One run of one file: what a lab asks of its archive without opening the file."""
+
+    path: str
+    schema_version: int
+    journal_mode: str
+    run_id: int
+    captured_run_id: int | None
+    captured_counter: int | None
+    guid: str | None  # the stable guid: for schema-v0 runs the one QCoDeS' upgrade gives
+    experiment: str | None
+    sample: str | None
+    name: str | None
+    run_timestamp: float | None
+    completed_timestamp: float | None
+    completed: bool
+    number_of_results: int | None
+    parameters: tuple[Parameter, ...] | None
+    metadata: dict[str, Any]
+    data_location: str  # table, raw_data_file, export or nowhere
+    data_table: str | None
+    data_file: str | None
+    data_checksum: str | None = None
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """One guid found in several places; ``same_data`` is None where a copy's data could
+    not be read (its checksum is missing)."""
+
+    guid: str
+    locations: tuple[tuple[str, int], ...]
+    checksums: tuple[str | None, ...]
+
+    @property
+    def same_data(self) -> bool | None:
+        if any(c is None for c in self.checksums):
+            return None
+        return len(set(self.checksums)) == 1
+
+
+@dataclass
+class Catalog:
+    files: list[FileEntry] = field(default_factory=list)
+    runs: list[RunEntry] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    reused_files: int = 0  # unchanged since the previous catalogue: not opened
+
+    def duplicates(self) -> list[Duplicate]:
+        by_guid: dict[str, list[RunEntry]] = defaultdict(list)
+        for run in self.runs:
+            if run.guid is not None:
+                by_guid[run.guid].append(run)
+        return [
+            Duplicate(
+                guid,
+                tuple((r.path, r.run_id) for r in copies),
+                tuple(r.data_checksum for r in copies),
+            )
+            for guid, copies in sorted(by_guid.items())
+            if len(copies) > 1
+        ]
+
+
+def _stamp(path: Path) -> tuple[int, int, int | None, int | None]:
+    info = path.stat()
+    wal = side_file(path, "-wal")
+    try:
+        wal_info = wal.stat()
+    except OSError:
+        return (info.st_size, info.st_mtime_ns, None, None)
+    return (info.st_size, info.st_mtime_ns, wal_info.st_size, wal_info.st_mtime_ns)
+
+
+_PROBLEM_KINDS: dict[type[QcsqlError], str] = {
+    NotSQLiteError: "not_sqlite",
+    NotQCoDeSError: "not_qcodes",
+    DatabaseCorruptError: "corrupt",
+}
+
+
+def _problem_kind(exc: QcsqlError) -> str:
+    return next((k for t, k in _PROBLEM_KINDS.items() if isinstance(exc, t)), "unreadable")
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode("ascii")}
+    return value
+
+
+def catalog_database(path: Path) -> tuple[FileEntry, list[RunEntry], list[Problem]]:
+    """One candidate file: its entry, its runs, and what could not be read. Never raises
+    for what the file holds (that is a problem of the catalogue); OSError only for a
+    file that vanished between the walk and now."""
+    stamp = _stamp(path)
+    try:
+        db = Database(path)
+    except QcsqlError as exc:
+        entry = FileEntry(str(path), *stamp, kind="problem")
+        return entry, [], [Problem(str(path), _problem_kind(exc), str(exc))]
+    problems: list[Problem] = []
+    with db:
+        try:
+            listed = db.runs()
+            bulk = _Bulk.read(db, listed)
+        except QcsqlError as exc:
+            entry = FileEntry(str(path), *stamp, kind="problem")
+            return entry, [], [Problem(str(path), _problem_kind(exc), str(exc))]
+        runs = []
+        for run in listed:
+            try:
+                runs.append(_run_entry(db, run, bulk, problems))
+            except QcsqlError as exc:  # a damaged run does not hide the others
+                problems.append(Problem(str(path), _problem_kind(exc), str(exc), run.run_id))
+        entry = FileEntry(
+            str(path),
+            *stamp,
+            kind="qcodes",
+            schema_version=db.schema_version,
+            journal_mode=db.journal_mode,
+            access=db.access.value,
+            runs=len(runs),
+        )
+    return entry, runs, problems
+
+
+# Row counts of this many results tables per statement: one statement per file for most
+# files, and each read transaction stays short.
+COUNTS_PER_STATEMENT = 50
+
+
+@dataclass
+class _Bulk:
+    """What a catalogue needs of every run of a file, read in a few statements instead of
+    a few per run: the stored run descriptions (one query) and the row counts of the
+    results tables in the file (one statement per 50 tables). A catalogue of thousands
+    of small runs would otherwise spend its time compiling and sending per-run queries."""
+
+    descriptions: dict[int, Any]
+    counts: dict[str, int]
+    layouts: dict[int, list[LayoutRow]] | None = None
+    links: list[tuple[int, int, int]] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, db: Database, runs: Sequence[Run]) -> _Bulk:
+        connection = db.store.connection
+        descriptions: dict[int, Any] = {}
+        layouts: dict[int, list[LayoutRow]] | None = None
+        links: list[tuple[int, int, int]] = []
+        if (
+            db.schema_version >= FIRST_VERSION_WITH_TRUSTED_DESCRIPTION
+            and "run_description" in db.store.runs.c
+        ):
+            with connection.reading_raw(table="runs") as raw:
+                statement = "SELECT run_id, run_description FROM runs"
+                descriptions = dict(raw.execute(statement).fetchall())
+        elif db.has_table("layouts") and db.has_table("dependencies"):
+            layouts, links = _all_layouts(db)
+        tables = sorted(
+            {str(run.table_name) for run in runs if db.data.where(run.row).kind == "table"}
+        )
+        counts: dict[str, int] = {}
+        for start in range(0, len(tables), COUNTS_PER_STATEMENT):
+            chunk = tables[start : start + COUNTS_PER_STATEMENT]
+            statement = "SELECT " + ", ".join(
+                f"(SELECT count(*) FROM {quote_identifier(table)})" for table in chunk
+            )
+            with connection.reading_raw(table=chunk[0]) as raw:
+                counts.update(zip(chunk, raw.execute(statement).fetchone(), strict=True))
+        return cls(descriptions, counts, layouts, links)
+
+    def description(self, db: Database, run: Run) -> RunDescription | None:
+        """The run's description from what was read in bulk; None where the per-run
+        path must read it (a v4+ run without a stored description, or no layouts)."""
+        stored = self.descriptions.get(run.run_id)
+        if stored is not None:
+            return parse_run_description(stored)
+        if self.layouts is None:
+            return None
+        rows = self.layouts.get(run.run_id, [])
+        ids = {row.layout_id for row in rows}
+        links = [link for link in self.links if link[0] in ids or link[1] in ids]
+        types = db.store.column_types(run.row) if rows else {}
+        return description_from_layouts(rows, links, types)
+
+
+def _all_layouts(db: Database) -> tuple[dict[int, list[LayoutRow]], list[tuple[int, int, int]]]:
+    """Every run's ``layouts`` rows (by layout_id) and every ``dependencies`` row (in
+    storage order), as :meth:`qcsql.schema.store.RunStore.description_from_layouts`
+    reads them for one run."""
+    layouts = db.model.layouts.c
+    dependencies = db.model.dependencies.c
+    by_run: dict[int, list[LayoutRow]] = defaultdict(list)
+    statement = sa.select(
+        layouts.run_id,
+        layouts.layout_id,
+        layouts.parameter,
+        layouts.label,
+        layouts.unit,
+        layouts.inferred_from,
+    ).order_by(layouts.layout_id)
+    link_statement = sa.select(
+        dependencies.dependent, dependencies.independent, dependencies.axis_num
+    ).order_by(sa.literal_column("rowid"))
+    with db.store.connection.reading(table="layouts") as sql:
+        for row in sql.execute(statement):
+            fields = dict(row._mapping)
+            by_run[fields.pop("run_id")].append(LayoutRow.model_validate(fields))
+        links = [(int(a), int(b), int(c)) for a, b, c in sql.execute(link_statement)]
+    return by_run, links
+
+
+def _parameters(db: Database, run: Run, bulk: _Bulk) -> tuple[Parameter, ...]:
+    try:
+        description = bulk.description(db, run)
+    except ValueError as exc:
+        raise RunDescriptionError(
+            f"{db.path}, run {run.run_id}: its description cannot be understood ({exc})",
+            where=Where(db.path, run.run_id, "runs"),
+        ) from exc
+    specs = run.paramspecs if description is None else description.paramspecs
+    return tuple(Parameter(name, spec.paramtype, spec.unit) for name, spec in specs.items())
+
+
+def _run_entry(db: Database, run: Run, bulk: _Bulk, problems: list[Problem]) -> RunEntry:
+    where = str(db.path)
+    parameters: tuple[Parameter, ...] | None
+    try:
+        parameters = _parameters(db, run, bulk)
+    except QcsqlError as exc:
+        parameters = None
+        problems.append(Problem(where, "run_description", str(exc), run.run_id))
+    location = db.data.where(run.row)
+    count: int | None
+    if location.kind == "table":
+        count = bulk.counts[str(run.table_name)]
+    else:
+        try:
+            count = run.number_of_results
+        except QcsqlError as exc:
+            count = None
+            problems.append(Problem(where, "results_unreadable", str(exc), run.run_id))
+    return RunEntry(
+        path=where,
+        schema_version=db.schema_version,
+        journal_mode=db.journal_mode,
+        run_id=run.run_id,
+        captured_run_id=run.captured_run_id,
+        captured_counter=run.captured_counter,
+        guid=run.stable_guid,
+        experiment=run.exp_name,
+        sample=run.sample_name,
+        name=run.name,
+        run_timestamp=run.run_timestamp_raw,
+        completed_timestamp=run.completed_timestamp_raw,
+        completed=run.completed,
+        number_of_results=count,
+        parameters=parameters,
+        metadata={key: _json_ready(value) for key, value in run.metadata.items()},
+        data_location=location.kind,
+        data_table=run.table_name if location.kind in ("table", "raw_data_file") else None,
+        data_file=location.recorded,
+    )
+
+
+Progress = Callable[[int, int, str], None]
+
+
+def scan_task(path: str, run_id: None = None) -> Outcome:
+    """:func:`catalog_database` as a fan-out task: the payload is its result."""
+    try:
+        return Outcome(path, run_id, True, payload=catalog_database(Path(path)))
+    except OSError as exc:  # vanished since the walk
+        problem = Problem(path, "unreadable", f"{path}: {exc.strerror or exc}")
+        return Outcome(path, run_id, True, payload=(None, [], [problem]))
+
+
+def checksum_task(path: str, run_id: None, run_ids: tuple[int, ...]) -> Outcome:
+    """Checksums of the data of runs ``run_ids`` of ``path`` as a fan-out task: the payload
+    maps each run to its checksum, or to a :class:`Problem` where it could not be read."""
+    results: dict[int, str | Problem] = {}
+    try:
+        db = Database(path)
+    except QcsqlError as exc:
+        problem = Problem(path, "checksum_failed", str(exc))
+        return Outcome(path, run_id, True, payload=dict.fromkeys(run_ids, problem))
+    with db:
+        try:
+            runs = {run.run_id: run for run in db.runs()}
+        except QcsqlError as exc:
+            problem = Problem(path, "checksum_failed", str(exc))
+            return Outcome(path, run_id, True, payload=dict.fromkeys(run_ids, problem))
+        for wanted in run_ids:
+            try:
+                with warnings.catch_warnings():
+                    # Data never stored read as none, as QCoDeS reads them: no warning.
+                    warnings.simplefilter("ignore", DataNotFoundWarning)
+                    results[wanted] = run_checksum(db, runs[wanted])
+            except (QcsqlError, KeyError) as exc:
+                message = str(exc) if isinstance(exc, QcsqlError) else f"{path}: run gone"
+                results[wanted] = Problem(path, "checksum_failed", message, wanted)
+    return Outcome(path, run_id, True, payload=results)
+
+
+def build_catalog(
+    paths: Sequence[str | Path],
+    previous: Catalog | None = None,
+    *,
+    exclude: Iterable[Path] = (),
+    progress: Progress | None = None,
+    jobs: int = 1,
+    client: Client | None = None,
+    checksums: bool = True,
+) -> Catalog:
+    """The catalogue of everything under ``paths``; files unchanged since ``previous``
+    (same size and mtime, and the same of their ``-wal``) are not opened again.
+    ``checksums=False`` leaves out the checksums of duplicated runs' data (their cost
+    grows with the data of every duplicated run; the rest only with the runs).
+    ``progress(files done, files, path)`` is called after each file. Files are read in
+    ``jobs`` local processes, or on the workers of a ``dask.distributed`` ``client``
+    (see :mod:`qcsql.archive.fanout`)."""
+    found = discover(paths, exclude)
+    old_files = {f.path: f for f in previous.files} if previous is not None else {}
+    old_runs: dict[str, list[RunEntry]] = defaultdict(list)
+    old_problems: dict[str, list[Problem]] = defaultdict(list)
+    if previous is not None:
+        for run in previous.runs:
+            old_runs[run.path].append(run)
+        for problem in previous.problems:
+            old_problems[problem.path].append(problem)
+    scanned: dict[str, tuple[FileEntry | None, list[RunEntry], list[Problem]]] = {}
+    reused = 0
+    to_scan: list[tuple[str, None]] = []
+    for path in found.files:
+        key = str(path)
+        old = old_files.get(key)
+        try:
+            unchanged = old is not None and old.stamp == _stamp(path)
+        except OSError as exc:
+            scanned[key] = (
+                None,
+                [],
+                [Problem(key, "unreadable", f"{path}: {exc.strerror or exc}")],
+            )
+            continue
+        if unchanged:
+            scanned[key] = (old, old_runs[key], old_problems[key])
+            reused += 1
+        else:
+            to_scan.append((key, None))
+    done = len(found.files) - len(to_scan)
+    for outcome in run_tasks(scan_task, to_scan, jobs=jobs, client=client):
+        scanned[outcome.database] = (
+            outcome.payload
+            if outcome.ok
+            else (None, [], [Problem(outcome.database, "unreadable", str(outcome.message))])
+        )
+        done += 1
+        if progress is not None:
+            progress(done, len(found.files), outcome.database)
+    catalog = Catalog(problems=list(found.problems), reused_files=reused)
+    for path in found.files:  # in walk order, whatever order the tasks finished in
+        entry, runs, problems = scanned[str(path)]
+        if entry is not None:
+            catalog.files.append(entry)
+        catalog.runs.extend(runs)
+        catalog.problems.extend(problems)
+    if checksums:
+        _add_checksums(catalog, jobs, client)
+    return catalog
+
+
+def _add_checksums(catalog: Catalog, jobs: int, client: Client | None) -> None:
+    """Checksums of the data of every run whose guid occurs more than once, where the
+    catalogue does not have one yet."""
+    counts: dict[str, int] = defaultdict(int)
+    for run in catalog.runs:
+        if run.guid is not None:
+            counts[run.guid] += 1
+    wanted: dict[str, dict[int, int]] = defaultdict(dict)  # path -> run_id -> index
+    for index, run in enumerate(catalog.runs):
+        if run.guid is not None and counts[run.guid] > 1 and run.data_checksum is None:
+            wanted[run.path][run.run_id] = index
+    tasks = [(path, None, tuple(indices)) for path, indices in wanted.items()]
+    for outcome in run_tasks(checksum_task, tasks, jobs=jobs, client=client):
+        if not outcome.ok:
+            catalog.problems.append(
+                Problem(outcome.database, "checksum_failed", str(outcome.message))
+            )
+            continue
+        for run_id, result in outcome.payload.items():
+            if isinstance(result, Problem):
+                catalog.problems.append(result)
+            else:
+                index = wanted[outcome.database][run_id]
+                catalog.runs[index] = replace(catalog.runs[index], data_checksum=result)

@@ -1,0 +1,109 @@
+"""A checksum of a run's data, to tell whether two copies of a run hold the same data.
+
+Copies of a run made by ``extract_runs_into_db`` have the same guid but a new run_id,
+results table name and file; what must agree is the data, not the bytes of the files.
+Floats are hashed as QCoDeS sees them, rounded to 15 significant digits
+(:func:`qcsql.export.keys.as_qcodes_sees`): QCoDeS reads numbers through SQLite's text,
+so ``extract_runs_into_db`` writes the copy's values rounded that way, and a copy that
+differs from its source only there holds the same data for QCoDeS. Integers count as
+the floats they equal, for the same reason.
+
+A run whose results table is in its file is hashed from that table: its rows in id
+order, its columns (but ``id``) by name, read in windows of ids so that no read holds
+the file for long; a catalogue hashes every copy in an archive, and this costs one
+statement a window where QCoDeS' ``get_parameter_data`` costs several a parameter.
+Any other run (data in a raw-data file or an export) is hashed from
+``get_parameter_data``; the two kinds of checksum are never equal (their first bytes
+differ), so a copy whose data moved elsewhere is reported as not known to be equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+
+from qcsql.database import Database, Run
+from qcsql.export.keys import as_qcodes_sees
+from qcsql.sqlite.connection import quote_identifier
+
+__all__ = ["data_checksum", "run_checksum", "table_checksum"]
+
+# Rows per read: one short statement each (the file may have a writer).
+WINDOW = 20_000
+
+
+def run_checksum(db: Database, run: Run) -> str:
+    """The checksum of ``run`` of ``db``: of its results table where the file holds it."""
+    if db.data.where(run.row).kind == "table":
+        return table_checksum(db, run)
+    return data_checksum(run)
+
+
+def table_checksum(db: Database, run: Run) -> str:
+    """SHA-256 (hex) of the rows of the run's results table in the file."""
+    table = str(run.table_name)
+    names = sorted(name for name in db.store.column_types(run.row) if name != "id")
+    digests = {name: hashlib.sha256() for name in names}
+    columns = ", ".join(quote_identifier(name) for name in ["id", *names])
+    statement = f"SELECT {columns} FROM {quote_identifier(table)} WHERE id > ? ORDER BY id LIMIT ?"
+    last = -(2**63)
+    while True:
+        with db.store.connection.reading_raw(run_id=run.run_id, table=table) as raw:
+            rows = raw.execute(statement, (last, WINDOW)).fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        for index, name in enumerate(names, 1):
+            _update_column(digests[name], [row[index] for row in rows])
+        if len(rows) < WINDOW:
+            break
+    total = hashlib.sha256(b"table\x00")
+    for name in names:
+        total.update(name.encode() + b"\x00" + digests[name].digest())
+    return total.hexdigest()
+
+
+_NUMBERS = {int, float, type(None)}
+
+
+def _update_column(digest: Any, values: list[Any]) -> None:
+    if set(map(type, values)) <= _NUMBERS:
+        array = np.array(values, dtype=np.float64)  # None becomes NaN
+        digest.update(b"n" + as_qcodes_sees(array).tobytes())
+        return
+    for value in values:  # text and blobs (array parameters), or a mixed column
+        if value is None:
+            digest.update(b"N")
+        elif isinstance(value, (int, float)):
+            digest.update(b"n" + as_qcodes_sees(np.array([value], dtype=np.float64)).tobytes())
+        else:
+            data = value.encode() if isinstance(value, str) else bytes(value)
+            tag = b"s" if isinstance(value, str) else b"b"
+            digest.update(tag + len(data).to_bytes(8, "little") + data)
+
+
+def data_checksum(run: Run) -> str:
+    """SHA-256 (hex) of the run's ``get_parameter_data()``, wherever its data live."""
+    digest = hashlib.sha256(b"parameter data\x00")
+    data = run.get_parameter_data()
+    for top in sorted(data):
+        digest.update(b"\x00tree\x00" + top.encode())
+        for name in sorted(data[top]):
+            _update_array(digest, name, np.asarray(data[top][name]))
+    return digest.hexdigest()
+
+
+def _update_array(digest: Any, name: str, array: np.ndarray[Any, Any]) -> None:
+    digest.update(f"\x00{name}\x00{array.dtype.str}\x00{array.shape}\x00".encode())
+    if array.dtype.hasobject:
+        for item in array.ravel():
+            if isinstance(item, np.ndarray):  # ragged data: repr() would elide the middle
+                _update_array(digest, "", item)
+            else:
+                digest.update(repr(item).encode() + b"\x00")
+    elif array.dtype.kind == "f":
+        digest.update(as_qcodes_sees(array.ravel()).tobytes())
+    else:
+        digest.update(np.ascontiguousarray(array).tobytes())

@@ -1,0 +1,247 @@
+"""The catalogue as an SQLite file of qcsql's own, and as JSON lines.
+
+The file is qcsql's output, never one of the databases it reads: it is written only
+as a whole new file under a temporary name in the same folder, committed, synced and
+renamed over the old one, so that a reader (``sqlite3 catalog.db``, a BI tool) sees
+the old catalogue or the new one, never a half-written one, and an interrupted run
+leaves the old one as it was. Its ``application_id`` marks it as a qcsql catalogue;
+an existing file without that mark (a user's QCoDeS database given as ``-o`` by
+mistake) is refused, never overwritten.
+
+Tables (plain columns, JSON text where a run has lists or maps):
+
+* ``files``: one row per candidate file, with the size and mtimes that decide
+  whether the next run opens it again; ``kind`` is ``qcodes`` or ``problem``.
+* ``runs``: one row per run; ``parameters`` is a JSON list of ``[name, paramtype,
+  unit]``, ``metadata`` a JSON object; ``data_checksum`` is set where the guid occurs
+  more than once.
+* ``problems``: one row per thing that is not a readable QCoDeS database or run.
+* view ``duplicates``: each guid found in several places, with how many copies and
+  how many distinct data checksums they have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from qcsql.archive.catalog import Catalog, FileEntry, Parameter, RunEntry
+from qcsql.archive.discover import Problem
+from qcsql.errors import ExportError
+from qcsql.sqlite.connection import HEADER_SIZE, SQLITE_MAGIC, sqlite_uri
+from qcsql.sqlite.descriptors import kept_file
+
+__all__ = ["APPLICATION_ID", "catalog_records", "read_catalog", "write_catalog"]
+
+# "qcsq": PRAGMA application_id of every catalogue file (bytes 68-71 of the header).
+APPLICATION_ID = 0x71637371
+FORMAT_VERSION = 1
+
+_FILE_COLUMNS = (
+    "path",
+    "size",
+    "mtime_ns",
+    "wal_size",
+    "wal_mtime_ns",
+    "kind",
+    "schema_version",
+    "journal_mode",
+    "access",
+    "runs",
+)
+_RUN_COLUMNS = (
+    "path",
+    "schema_version",
+    "journal_mode",
+    "run_id",
+    "captured_run_id",
+    "captured_counter",
+    "guid",
+    "experiment",
+    "sample",
+    "name",
+    "run_timestamp",
+    "completed_timestamp",
+    "completed",
+    "number_of_results",
+    "parameters",
+    "metadata",
+    "data_location",
+    "data_table",
+    "data_file",
+    "data_checksum",
+)
+_PROBLEM_COLUMNS = ("path", "run_id", "kind", "message")
+
+_SCHEMA = f"""
+CREATE TABLE files (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+    wal_size INTEGER, wal_mtime_ns INTEGER, kind TEXT NOT NULL,
+    schema_version INTEGER, journal_mode TEXT, access TEXT, runs INTEGER NOT NULL
+);
+CREATE TABLE runs (
+    path TEXT NOT NULL REFERENCES files(path), schema_version INTEGER, journal_mode TEXT,
+    run_id INTEGER NOT NULL, captured_run_id INTEGER, captured_counter INTEGER, guid TEXT,
+    experiment TEXT, sample TEXT, name TEXT, run_timestamp REAL, completed_timestamp REAL,
+    completed INTEGER, number_of_results INTEGER, parameters TEXT, metadata TEXT,
+    data_location TEXT, data_table TEXT, data_file TEXT, data_checksum TEXT,
+    PRIMARY KEY (path, run_id)
+);
+CREATE INDEX runs_by_guid ON runs (guid);
+CREATE TABLE problems (path TEXT NOT NULL, run_id INTEGER, kind TEXT NOT NULL, message TEXT);
+CREATE VIEW duplicates AS
+    SELECT guid, count(*) AS copies, count(DISTINCT data_checksum) AS distinct_checksums,
+           group_concat(path || ' run ' || run_id, char(10)) AS locations
+    FROM runs WHERE guid IS NOT NULL GROUP BY guid HAVING count(*) > 1;
+PRAGMA application_id = {APPLICATION_ID};
+PRAGMA user_version = {FORMAT_VERSION};
+"""
+
+
+def _is_catalogue(path: Path) -> bool:
+    """Whether ``path`` holds a qcsql catalogue: its header, read through the kept
+    descriptor (the file might be a user's database after all)."""
+    kept = kept_file(path)
+    try:
+        header = kept.read(HEADER_SIZE, 0)
+    finally:
+        kept.release()
+    return (
+        header.startswith(SQLITE_MAGIC) and int.from_bytes(header[68:72], "big") == APPLICATION_ID
+    )
+
+
+def _check_target(path: Path) -> None:
+    if not path.exists():
+        return
+    if path.is_dir() or not _is_catalogue(path):
+        raise ExportError(
+            f"{path}: exists and is not a qcsql catalogue; give a new file name (a catalogue "
+            "is only ever written over an older catalogue)",
+            path=path,
+        )
+
+
+def read_catalog(path: str | Path) -> Catalog | None:
+    """The catalogue stored at ``path``; None where there is none, or an older format."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    _check_target(path)
+    with contextlib.closing(
+        sqlite3.connect(sqlite_uri(path.absolute(), mode="ro"), uri=True)
+    ) as conn:
+        if conn.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
+            return None
+        catalog = Catalog()
+        columns = ", ".join(_FILE_COLUMNS)
+        for values in conn.execute(f"SELECT {columns} FROM files ORDER BY rowid"):
+            catalog.files.append(FileEntry(**dict(zip(_FILE_COLUMNS, values, strict=True))))
+        columns = ", ".join(_RUN_COLUMNS)
+        for values in conn.execute(f"SELECT {columns} FROM runs ORDER BY rowid"):
+            catalog.runs.append(_run_from_row(dict(zip(_RUN_COLUMNS, values, strict=True))))
+        columns = ", ".join(_PROBLEM_COLUMNS)
+        for values in conn.execute(f"SELECT {columns} FROM problems ORDER BY rowid"):
+            catalog.problems.append(Problem(**dict(zip(_PROBLEM_COLUMNS, values, strict=True))))
+    return catalog
+
+
+def _run_from_row(row: dict[str, Any]) -> RunEntry:
+    parameters = row["parameters"]
+    row["parameters"] = (
+        None if parameters is None else tuple(Parameter(*p) for p in orjson.loads(parameters))
+    )
+    row["metadata"] = orjson.loads(row["metadata"])
+    row["completed"] = bool(row["completed"])
+    return RunEntry(**row)
+
+
+def _run_row(run: RunEntry) -> tuple[Any, ...]:
+    row = asdict(run)
+    row["parameters"] = (
+        None
+        if run.parameters is None
+        else orjson.dumps([[p.name, p.paramtype, p.unit] for p in run.parameters]).decode()
+    )
+    row["metadata"] = orjson.dumps(run.metadata).decode()
+    return tuple(row[c] for c in _RUN_COLUMNS)
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that becomes ``path`` if the block succeeds."""
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(handle)  # our own new file: no other connection can hold a lock on it
+    temporary = Path(name)
+    try:
+        temporary.unlink()  # SQLite creates it: an empty file would do too, but is not needed
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        for leftover in (temporary, temporary.with_name(temporary.name + "-journal")):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+        raise
+
+
+def write_catalog(catalog: Catalog, path: str | Path) -> Path:
+    """Write ``catalog`` to ``path`` as a whole (see the module docstring); returns it."""
+    path = Path(path).expanduser().absolute()
+    _check_target(path)
+    if not path.parent.is_dir():
+        raise ExportError(f"{path}: the folder {path.parent} does not exist", path=path)
+    try:
+        with _replacing(path) as temporary:
+            with contextlib.closing(sqlite3.connect(temporary)) as conn:
+                conn.executescript(_SCHEMA)
+                with conn:  # one transaction
+                    conn.executemany(
+                        f"INSERT INTO files VALUES ({', '.join('?' * len(_FILE_COLUMNS))})",
+                        [tuple(asdict(f)[c] for c in _FILE_COLUMNS) for f in catalog.files],
+                    )
+                    conn.executemany(
+                        f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
+                        [_run_row(r) for r in catalog.runs],
+                    )
+                    conn.executemany(
+                        "INSERT INTO problems VALUES (?, ?, ?, ?)",
+                        [(p.path, p.run_id, p.kind, p.message) for p in catalog.problems],
+                    )
+            with open(temporary, "rb") as written:  # our own file, closed by nobody else
+                os.fsync(written.fileno())
+    except (OSError, sqlite3.Error) as exc:
+        raise ExportError(f"{path}: cannot write the catalogue ({exc})", path=path) from exc
+    return path
+
+
+def catalog_records(catalog: Catalog) -> Iterator[dict[str, Any]]:
+    """The catalogue as JSON-ready records, one per line of ``qcsql catalog --json``:
+    ``{"type": "file" | "run" | "problem" | "duplicate", ...}``."""
+    for entry in catalog.files:
+        yield {"type": "file", **asdict(entry)}
+    for run in catalog.runs:
+        record = asdict(run)
+        record["parameters"] = (
+            None
+            if run.parameters is None
+            else [[p.name, p.paramtype, p.unit] for p in run.parameters]
+        )
+        yield {"type": "run", **record}
+    for problem in catalog.problems:
+        yield {"type": "problem", **asdict(problem)}
+    for duplicate in catalog.duplicates():
+        yield {
+            "type": "duplicate",
+            "guid": duplicate.guid,
+            "locations": [{"path": p, "run_id": r} for p, r in duplicate.locations],
+            "checksums": list(duplicate.checksums),
+            "same_data": duplicate.same_data,
+        }

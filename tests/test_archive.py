@@ -1,0 +1,401 @@
+"""A lab's archive: the catalogue lists what QCoDeS 0.58 lists from copies of its files,
+every other file as a problem, the duplicates its guids show, and changes nothing; the
+fan-out writes what a serial export writes and reports a failing task without losing
+the others."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import sqlite3
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import qcsql
+from qcsql.archive import build_catalog, catalog_records, discover, read_catalog, write_catalog
+from qcsql.archive.fanout import Outcome, export_one, run_tasks
+from qcsql.cli import main
+from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions, small_sources
+from tests.helpers import EXAMPLE_DB, LEGACY, copy_database, plain_sqlite
+from tests.test_read_only import READING_STATEMENT, traced_statements  # noqa: F401
+
+pytest.importorskip("qcodes")
+from tests.qcodes_reference import reference_for  # noqa: E402
+
+
+def _tree_state(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``root`` (not following links): sha256 and mtime."""
+    state = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = Path(folder, name)
+            state[str(path)] = (
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                path.stat().st_mtime_ns,
+            )
+        state[folder] = ("folder", 0)
+    return state
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchiveManifest]:
+    manifest = build_archive(tmp_path_factory.mktemp("archive") / "root", sources=small_sources())
+    yield manifest
+    restore_permissions(manifest)
+
+
+@pytest.fixture(scope="module")
+def catalogued(archive: ArchiveManifest) -> Iterator[qcsql.archive.Catalog]:
+    before = _tree_state(archive.root)
+    catalog = build_catalog([archive.root])
+    assert _tree_state(archive.root) == before  # not a byte, not an mtime, no side file
+    yield catalog
+
+
+def _qcodes_runs(path: Path) -> dict[int, dict[str, Any]] | None:
+    reference = reference_for(path)
+    if reference.open_error is not None:
+        return None
+    return {run_id: run.fields for run_id, run in reference.runs.items() if run.error is None}
+
+
+def test_the_catalogue_lists_the_runs_qcodes_lists(
+    archive: ArchiveManifest, catalogued: qcsql.archive.Catalog
+) -> None:
+    ours: dict[str, dict[int, Any]] = defaultdict(dict)
+    for run in catalogued.runs:
+        ours[run.path][run.run_id] = run
+    compared = 0
+    for path in archive.qcodes_files:
+        theirs = _qcodes_runs(path)
+        entries = ours[str(path)]
+        if theirs is None:
+            continue  # QCoDeS cannot open it; the catalogue still lists it (checked below)
+        assert set(theirs) <= set(entries), path
+        for run_id, fields in theirs.items():
+            entry = entries[run_id]
+            got = (
+                entry.captured_run_id,
+                entry.captured_counter,
+                entry.experiment,
+                entry.sample,
+                entry.name,
+                entry.run_timestamp,
+                entry.completed_timestamp,
+                entry.completed,
+                entry.number_of_results,
+                entry.metadata,
+            )
+            expected = (
+                fields["captured_run_id"],
+                fields["captured_counter"],
+                fields["exp_name"],
+                fields["sample_name"],
+                fields["name"],
+                fields["run_timestamp_raw"],
+                fields["completed_timestamp_raw"],
+                fields["completed"],
+                fields["number_of_results"],
+                fields["metadata"],
+            )
+            assert got == expected, (path, run_id)
+            if entry.schema_version > 0:  # QCoDeS invents guids when it upgrades a v0 copy
+                assert entry.guid == fields["guid"], (path, run_id)
+            if fields["paramspecs"]:  # prototype files: QCoDeS sees no parameters at all
+                assert {p.name: (p.paramtype, p.unit) for p in entry.parameters or ()} == {
+                    name: (spec[0], spec[2]) for name, spec in fields["paramspecs"].items()
+                }
+            compared += 1
+    assert compared > 100
+    schema_versions = {f.schema_version for f in catalogued.files if f.kind == "qcodes"}
+    assert set(range(10)) <= schema_versions
+    listed = {Path(f.path) for f in catalogued.files if f.kind == "qcodes"}
+    assert listed == set(archive.qcodes_files)
+    wal_copies = [p for p in archive.qcodes_files if Path(f"{p}-wal").exists()]
+    if wal_copies:  # the corpus' WAL files, copied without -shm: read through a snapshot copy
+        accesses = {f.path: f.access for f in catalogued.files}
+        assert {accesses[str(p)] for p in wal_copies} == {qcsql.Access.SNAPSHOT_COPY.value}
+
+
+def test_every_file_that_is_not_a_qcodes_database_is_a_problem(
+    archive: ArchiveManifest, catalogued: qcsql.archive.Catalog
+) -> None:
+    problems = {Path(p.path): p.kind for p in catalogued.problems if p.run_id is None}
+    expected = {path: problems.get(path) for path in archive.not_qcodes}
+    assert None not in expected.values()
+    assert problems[archive.loop] == "symlink_loop"  # type: ignore[index]
+    if os.geteuid() != 0:  # root lists any folder
+        assert problems[archive.unreadable_folder] == "unreadable_folder"  # type: ignore[index]
+    else:
+        assert archive.unreadable_folder / "hidden.db" in problems  # type: ignore[operator]
+    assert set(problems) - set(expected) <= {
+        archive.loop,
+        archive.unreadable_folder,
+        archive.unreadable_folder / "hidden.db",  # type: ignore[operator]
+    }
+    assert not any(str(p.path).endswith(("-wal", "-shm", "-journal")) for p in catalogued.problems)
+
+
+def test_duplicates_are_what_qcodes_guids_show(
+    archive: ArchiveManifest, catalogued: qcsql.archive.Catalog
+) -> None:
+    by_guid: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for path in archive.qcodes_files:
+        theirs = _qcodes_runs(path)
+        if theirs is None or path.name.startswith("v0_"):
+            continue
+        for run_id, fields in theirs.items():
+            if fields["guid"] is not None:
+                by_guid[fields["guid"]].add((str(path), run_id))
+    expected = {guid: places for guid, places in by_guid.items() if len(places) > 1}
+    found = {d.guid: set(d.locations) for d in catalogued.duplicates()}
+    assert {g: found.get(g) for g in expected} == expected
+    extracted = {str(p) for p in archive.extracted}
+    shared = [d for d in catalogued.duplicates() if any(p in extracted for p, _ in d.locations)]
+    assert len(shared) >= 5
+    # Every copy is a copy (extract_runs_into_db rounds to 15 digits; the checksum too).
+    assert {d.same_data for d in catalogued.duplicates()} == {True}
+    checksummed = {(r.path, r.run_id) for r in catalogued.runs if r.data_checksum is not None}
+    assert checksummed == {place for d in catalogued.duplicates() for place in d.locations}
+
+
+def test_the_checksum_tells_different_data_apart(tmp_path: Path) -> None:
+    """Two files with the same guid but one value changed: not the same data."""
+    first = copy_database(EXAMPLE_DB, tmp_path / "a")
+    second = copy_database(EXAMPLE_DB, tmp_path / "b")
+    with qcsql.open_database(second) as db:
+        run = db.load_by_id(3)
+        table = run.table_name
+        column = next(n for n, s in run.paramspecs.items() if s.paramtype == "numeric")
+    with contextlib.closing(sqlite3.connect(second)) as conn, conn:
+        changed = conn.execute(f'UPDATE "{table}" SET "{column}" = "{column}" + 1e-9 WHERE id = 5')
+        assert changed.rowcount == 1
+    catalog = build_catalog([first, second])
+    same = {d.locations[0][1]: d.same_data for d in catalog.duplicates()}
+    assert same[3] is False
+    assert all(v for run_id, v in same.items() if run_id != 3)
+
+
+def test_the_catalogue_file_and_its_second_run(
+    archive: ArchiveManifest,
+    catalogued: qcsql.archive.Catalog,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target = tmp_path / "catalog.db"
+    write_catalog(catalogued, target)
+    again = read_catalog(target)
+    assert again is not None
+    assert (again.files, again.runs, again.problems) == (
+        catalogued.files,
+        catalogued.runs,
+        catalogued.problems,
+    )
+    with contextlib.closing(sqlite3.connect(target)) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == len(catalogued.runs)
+        assert conn.execute("SELECT count(*) FROM duplicates").fetchone()[0] == len(
+            catalogued.duplicates()
+        )
+    opened: list[Path] = []
+    real = qcsql.archive.catalog.catalog_database
+
+    def counting(path: Path) -> Any:
+        opened.append(path)
+        return real(path)
+
+    monkeypatch.setattr(qcsql.archive.catalog, "catalog_database", counting)
+    unchanged = build_catalog([archive.root], again)
+    assert opened == []
+    assert unchanged.reused_files == len(unchanged.files)
+    assert unchanged.runs == catalogued.runs
+    changed = archive.qcodes_files[0]
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    try:
+        build_catalog([archive.root], again)
+    finally:
+        os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert opened == [changed]
+
+
+def test_a_catalogue_is_never_written_over_another_file(tmp_path: Path) -> None:
+    database = copy_database(EXAMPLE_DB, tmp_path / "db")
+    plain = plain_sqlite(tmp_path / "plain.db")
+    before = {p: p.read_bytes() for p in (database, plain)}
+    for target in (database, plain):
+        err = io.StringIO()
+        status = main(["catalog", str(LEGACY), "-o", str(target)], out=io.StringIO(), err=err)
+        assert status == 1 and "is not a qcsql catalogue" in err.getvalue()
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_catalog_cli_json_lines(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert main(["catalog", str(LEGACY), "--json"], out=out, err=io.StringIO()) == 0
+    import orjson
+
+    records = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    catalog = build_catalog([LEGACY])
+    assert records == [orjson.loads(orjson.dumps(r)) for r in catalog_records(catalog)]
+    assert {r["type"] for r in records} >= {"file", "run"}
+    assert not list(tmp_path.iterdir())  # --json alone writes no catalogue
+
+
+def test_discovery_lists_each_file_once(tmp_path: Path) -> None:
+    database = copy_database(EXAMPLE_DB, tmp_path / "data")
+    (tmp_path / "data" / "again.db").symlink_to(database)  # a second name: listed once
+    (tmp_path / "link_to_data").symlink_to(tmp_path / "data")  # a second way in: walked once
+    (tmp_path / "data" / "x.db-journal").write_bytes(b"")
+    found = discover([tmp_path])
+    assert [p.name for p in found.files] == ["example.db"]
+    assert found.problems == []
+
+
+def _export(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main(["export", *argv, "--quiet"], out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.nc"))}
+
+
+def test_export_with_two_jobs_writes_what_a_serial_export_writes(
+    archive: ArchiveManifest, tmp_path: Path
+) -> None:
+    inputs = [str(p) for p in sorted(archive.extracted)] + [str(archive.root / "lab0")]
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    before = _tree_state(archive.root)
+    assert _export([*inputs, "--all", "-o", str(serial)])[0] == 0
+    status, out, err = _export([*inputs, "--all", "-o", str(parallel), "--jobs", "2"])
+    assert status == 0, err
+    assert _tree_state(archive.root) == before
+    written = _files(serial)
+    assert len(written) > 50
+    assert _files(parallel) == written
+    # and each database's files are what the single-database export writes
+    one = tmp_path / "one"
+    assert _export([str(EXAMPLE_DB), "--all", "-o", str(one)])[0] == 0
+    assert _export([str(EXAMPLE_DB), "--all", "-o", str(tmp_path / "one2"), "--jobs", "2"])[0] == 0
+    assert _files(one) == _files(tmp_path / "one2")
+
+
+def test_export_on_a_local_dask_cluster_writes_what_a_serial_export_writes(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("dask.distributed")
+    serial, on_dask = tmp_path / "serial", tmp_path / "dask"
+    inputs = [str(EXAMPLE_DB), str(LEGACY)]
+    assert _export([*inputs, "--all", "-o", str(serial)])[0] == 0
+    status, _, err = _export(
+        [*inputs, "--all", "-o", str(on_dask), "--dask", "local", "--jobs", "2"]
+    )
+    assert status == 0, err
+    assert _files(on_dask) == _files(serial) and len(_files(serial)) > 20
+
+
+def test_a_damaged_database_is_reported_and_every_other_run_exported(tmp_path: Path) -> None:
+    folder = tmp_path / "lab"
+    good = copy_database(EXAMPLE_DB, folder / "good")
+    bad_blob = copy_database(LEGACY / "v9_qcodes-0.44.1.db", folder / "bad_blob")
+    with qcsql.open_database(bad_blob) as db:
+        victim = next(
+            r
+            for r in db.runs()
+            if r.number_of_results and "array" in {s.paramtype for s in r.paramspecs.values()}
+        )
+        table = victim.table_name
+        column = next(n for n, s in victim.paramspecs.items() if s.paramtype == "array")
+    with contextlib.closing(sqlite3.connect(bad_blob)) as conn, conn:
+        conn.execute(f'UPDATE "{table}" SET "{column}" = X\'93\'')
+    truncated = copy_database(LEGACY / "v8_qcodes-0.11.0.db", folder / "truncated")
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    status, out, err = _export([str(folder), "--all", "-o", str(tmp_path / "out"), "--jobs", "2"])
+    assert status == 1
+    lines = err.splitlines()
+    assert any(str(truncated) in line for line in lines)
+    assert any(str(bad_blob) in line and f"run {victim.run_id}" in line for line in lines)
+    assert all(line.startswith("qcsql export: ") for line in lines)
+    with qcsql.open_database(good) as db:
+        good_runs = len(db.runs())
+    with qcsql.open_database(bad_blob) as db:
+        other_runs = len(db.runs()) - 1
+    assert out.count(f"{good}, run ") == good_runs
+    assert out.count(f"{bad_blob}, run ") == other_runs
+
+
+def _fails_on_run_2(database: str, run_id: int, folder: str) -> Outcome:
+    if run_id == 2:
+        raise RuntimeError("a bug in one task")
+    return export_one(database, run_id, folder)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_task_that_dies_is_one_failure(tmp_path: Path, jobs: int) -> None:
+    tasks = [(str(EXAMPLE_DB), run_id, str(tmp_path)) for run_id in (1, 2, 3)]
+    outcomes = {o.run_id: o for o in run_tasks(_fails_on_run_2, tasks, jobs=jobs)}
+    assert outcomes[1].ok and outcomes[3].ok
+    assert not outcomes[2].ok and outcomes[2].error_type == "RuntimeError"
+    assert str(EXAMPLE_DB) in (outcomes[2].message or "") and "run 2" in (outcomes[2].message or "")
+
+
+def test_audit_of_several_databases(tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    status = main(["audit", str(LEGACY), "--jobs", "2", "--json"], out=out, err=err)
+    import orjson
+
+    reports = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert sorted(r["path"] for r in reports) == sorted(str(p) for p in LEGACY.glob("*.db"))
+    unhealthy = [r for r in reports if not r["healthy"]]
+    assert status == (1 if unhealthy else 0)
+    assert len(err.getvalue().splitlines()) == len(unhealthy)
+
+
+def test_a_catalogue_read_by_two_processes_is_the_serial_one(
+    archive: ArchiveManifest, catalogued: qcsql.archive.Catalog
+) -> None:
+    parallel = build_catalog([archive.root], jobs=2)
+    assert (parallel.files, parallel.runs, parallel.problems) == (
+        catalogued.files,
+        catalogued.runs,
+        catalogued.problems,
+    )
+
+
+def test_only_reading_statements_reach_the_archive(
+    archive: ArchiveManifest,
+    traced_statements: list[str],  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """The catalogue's bulk reads, its checksums, and exports in this process send only
+    reading statements to the files (the trace of tests/test_read_only.py)."""
+    catalog = build_catalog([archive.root])
+    assert any(r.data_checksum for r in catalog.runs)
+    list(run_tasks(export_one, [(str(EXAMPLE_DB), 3, str(tmp_path))]))
+    statements = set(traced_statements)
+    assert any("count(*)" in s for s in statements) and any("WHERE id >" in s for s in statements)
+    assert [s for s in statements if not READING_STATEMENT.match(s)] == []
+
+
+def test_catalog_cli_reuses_its_catalogue(tmp_path: Path) -> None:
+    target = tmp_path / "catalog.db"
+    outputs = []
+    for _ in range(2):
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["catalog", str(LEGACY), "-o", str(target)], out=out, err=err) == 0
+        assert err.getvalue() == ""
+        outputs.append(out.getvalue())
+    stored = read_catalog(target)
+    assert stored is not None
+    files = len(stored.files)
+    assert files > len(list(LEGACY.glob("*.db")))  # the fixtures' scripts are files too
+    assert "(0 files unchanged since the last catalogue)" in outputs[0]
+    assert f"({files} files unchanged since the last catalogue)" in outputs[1]
+    assert [p.name for p in tmp_path.iterdir()] == ["catalog.db"]  # no partial, no journal
