@@ -23,7 +23,7 @@ from qcsql.archive.fanout import Outcome, export_one, run_tasks
 from qcsql.cli import main
 from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions, small_sources
 from tests.helpers import EXAMPLE_DB, LEGACY, copy_database, plain_sqlite
-from tests.test_read_only import READING_STATEMENT, traced_statements  # noqa: F401
+from tests.test_read_only import READING_STATEMENT
 
 pytest.importorskip("qcodes")
 from tests.qcodes_reference import reference_for  # noqa: E402
@@ -371,11 +371,11 @@ def test_a_catalogue_read_by_two_processes_is_the_serial_one(
 
 def test_only_reading_statements_reach_the_archive(
     archive: ArchiveManifest,
-    traced_statements: list[str],  # noqa: F811 - the fixture imported above
+    traced_statements: list[str],
     tmp_path: Path,
 ) -> None:
     """The catalogue's bulk reads, its checksums, and exports in this process send only
-    reading statements to the files (the trace of tests/test_read_only.py)."""
+    reading statements to the files (the trace of tests/conftest.py)."""
     catalog = build_catalog([archive.root])
     assert any(r.data_checksum for r in catalog.runs)
     list(run_tasks(export_one, [(str(EXAMPLE_DB), 3, str(tmp_path))]))
