@@ -154,7 +154,9 @@ class _Part:
             first = [MULTI_INDEX, *compressed.attrs["compress"].split()]
             return first + [n for n in names if n not in first]
         if self.direct:
-            axes = [n for n in names if self.variables[n].dims == (n,) and self.variables[n].is_coord]
+            axes = [
+                n for n in names if self.variables[n].dims == (n,) and self.variables[n].is_coord
+            ]
             data = [n for n in names if not self.variables[n].is_coord]
             return data + axes + [n for n in names if n not in axes and n not in data]
         return names
@@ -596,9 +598,7 @@ def plan_dataset(
     for variable in variables.values():
         if variable.name not in (INDEX, MULTI_INDEX) and variable.name in specs:
             variable.attrs.update(variable_attrs(specs[variable.name]))
-    return DatasetPlan(
-        dims=dims, variables=variables, attrs=dict(attrs), memory_order=memory_order
-    )
+    return DatasetPlan(dims=dims, variables=variables, attrs=dict(attrs), memory_order=memory_order)
 
 
 def parameter_names(description: RunDescription) -> dict[str, str]:

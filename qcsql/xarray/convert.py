@@ -68,10 +68,10 @@ def _in_memory_order(dataset: xr.Dataset, plan: DatasetPlan) -> xr.Dataset:
     by name reorders without copying any array."""
     if plan.memory_order is None:
         return dataset
-    present = dataset.variables
+    present = [str(name) for name in dataset.variables]  # the plan's names are str
     order = [name for name in plan.memory_order if name in present]
     order += [name for name in present if name not in plan.memory_order]
-    if order == list(present):
+    if order == present:
         return dataset
     return dataset[order]
 
