@@ -454,24 +454,30 @@ def _merge(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Variable]]
     return dims, variables
 
 
+def _dimension_coordinates(parts: Sequence[_Part]) -> Iterator[tuple[str, Variable]]:
+    """Each tree's coordinate along each of its dimensions (named as the dimension), the
+    values xarray's outer join aligns the trees' datasets on."""
+    for part in parts:
+        for dim in part.dims:
+            own = part.variables.get(dim)
+            if own is not None and own.dims == (dim,):
+                yield dim, own
+
+
 def _merge_outer(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Variable]]:
     """Trees whose one-dimensional coordinates differ: the union of their (sorted) values,
     every variable padded with NaN where its tree had no row (xarray's outer join)."""
     coords = {n for p in parts for n, v in p.variables.items() if v.is_coord}
     index_values: dict[str, npt.NDArray[Any]] = {}
-    for part in parts:
-        for dim in part.dims:
-            own = part.variables.get(dim)
-            if own is None or own.dims != (dim,):
-                continue
-            if dim in index_values and not same_as_qcodes_sees(index_values[dim], own.data):
-                if dim == MULTI_INDEX or len(np.unique(own.data)) != len(own.data):
-                    raise PlanError(
-                        f"cannot align dimension {dim!r} of different trees (QCoDeS cannot either)"
-                    )
-                index_values[dim] = np.union1d(index_values[dim], own.data)
-            else:
-                index_values.setdefault(dim, own.data)
+    for dim, own in _dimension_coordinates(parts):
+        if dim in index_values and not same_as_qcodes_sees(index_values[dim], own.data):
+            if dim == MULTI_INDEX or len(np.unique(own.data)) != len(own.data):
+                raise PlanError(
+                    f"cannot align dimension {dim!r} of different trees (QCoDeS cannot either)"
+                )
+            index_values[dim] = np.union1d(index_values[dim], own.data)
+        else:
+            index_values.setdefault(dim, own.data)
     dims = {dim: len(values) for dim, values in index_values.items()}
     variables: dict[str, Variable] = {}
     for part in parts:
@@ -547,14 +553,10 @@ def _merged_memory_order(parts: Sequence[_Part]) -> tuple[str, ...]:
     all_indexed = list(dict.fromkeys(n for names in indexed for n in names))
     seen: dict[str, npt.NDArray[Any]] = {}
     realigned: set[str] = set()
-    for part in parts:
-        for dim in part.dims:
-            own = part.variables.get(dim)
-            if own is None or own.dims != (dim,):
-                continue
-            if dim in seen and not same_as_qcodes_sees(seen[dim], own.data):
-                realigned.add(dim)
-            seen.setdefault(dim, own.data)
+    for dim, own in _dimension_coordinates(parts):
+        if dim in seen and not same_as_qcodes_sees(seen[dim], own.data):
+            realigned.add(dim)
+        seen.setdefault(dim, own.data)
     merged: dict[str, None] = {}
     for part, order, names in zip(parts, orders, indexed, strict=True):
         if realigned & set(part.dims):
