@@ -110,6 +110,9 @@ class DatasetPlan:
     source: Callable[[], Iterator[Batch]] | None = None
     unlimited: frozenset[str] = frozenset()
     expected_rows: int | None = None  # along the unlimited dims: sizes their HDF5 chunks
+    # The order of the variables in QCoDeS' in-memory dataset where it is not the file's
+    # (``variables``): the xarray conversion lists them so, the writer ignores it.
+    memory_order: tuple[str, ...] | None = None
 
     def reach(self, batch: Batch, sizes: Mapping[str, int]) -> dict[str, int]:
         """How far ``batch``'s region reaches along each dimension of its variable (an
@@ -132,10 +135,31 @@ class DatasetPlan:
 
 @dataclass
 class _Part:
-    """The dataset of one requested parameter, before merging."""
+    """The dataset of one requested parameter, before merging (``direct``: laid out along
+    its declared shape)."""
 
     dims: dict[str, int] = field(default_factory=dict)
     variables: dict[str, Variable] = field(default_factory=dict)
+    direct: bool = False
+
+    def memory_order(self) -> list[str]:
+        """The order of the variables in QCoDeS' dataset of this parameter, which xarray
+        builds differently from the file's: the direct layout's ``xr.Dataset(data_vars,
+        coords)`` lists the data variables, then the setpoint axes, then the other
+        coordinates; a multi-index dataset lists ``multi_index`` and its levels first.
+        The other layouts (``DataFrame.to_xarray``) list them as the file does."""
+        names = list(self.variables)
+        compressed = self.variables.get(MULTI_INDEX)
+        if compressed is not None and "compress" in compressed.attrs:
+            first = [MULTI_INDEX, *compressed.attrs["compress"].split()]
+            return first + [n for n in names if n not in first]
+        if self.direct:
+            axes = [
+                n for n in names if self.variables[n].dims == (n,) and self.variables[n].is_coord
+            ]
+            data = [n for n in names if not self.variables[n].is_coord]
+            return data + axes + [n for n in names if n not in axes and n not in data]
+        return names
 
     def add(self, name: str, dims: tuple[str, ...], data: npt.NDArray[Any], *, coord: bool) -> None:
         for dim, size in zip(dims, data.shape, strict=True):
@@ -183,7 +207,7 @@ def _direct_part(
     others: Sequence[str],
     sub: Mapping[str, npt.NDArray[Any]],
 ) -> _Part:
-    part = _Part()
+    part = _Part(direct=True)
     axes: dict[str, npt.NDArray[Any]] = {}
     for axis, setpoint in enumerate(setpoints):
         values = sub[setpoint]
@@ -430,24 +454,30 @@ def _merge(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Variable]]
     return dims, variables
 
 
+def _dimension_coordinates(parts: Sequence[_Part]) -> Iterator[tuple[str, Variable]]:
+    """Each tree's coordinate along each of its dimensions (named as the dimension), the
+    values xarray's outer join aligns the trees' datasets on."""
+    for part in parts:
+        for dim in part.dims:
+            own = part.variables.get(dim)
+            if own is not None and own.dims == (dim,):
+                yield dim, own
+
+
 def _merge_outer(parts: Sequence[_Part]) -> tuple[dict[str, int], dict[str, Variable]]:
     """Trees whose one-dimensional coordinates differ: the union of their (sorted) values,
     every variable padded with NaN where its tree had no row (xarray's outer join)."""
     coords = {n for p in parts for n, v in p.variables.items() if v.is_coord}
     index_values: dict[str, npt.NDArray[Any]] = {}
-    for part in parts:
-        for dim in part.dims:
-            own = part.variables.get(dim)
-            if own is None or own.dims != (dim,):
-                continue
-            if dim in index_values and not same_as_qcodes_sees(index_values[dim], own.data):
-                if dim == MULTI_INDEX or len(np.unique(own.data)) != len(own.data):
-                    raise PlanError(
-                        f"cannot align dimension {dim!r} of different trees (QCoDeS cannot either)"
-                    )
-                index_values[dim] = np.union1d(index_values[dim], own.data)
-            else:
-                index_values.setdefault(dim, own.data)
+    for dim, own in _dimension_coordinates(parts):
+        if dim in index_values and not same_as_qcodes_sees(index_values[dim], own.data):
+            if dim == MULTI_INDEX or len(np.unique(own.data)) != len(own.data):
+                raise PlanError(
+                    f"cannot align dimension {dim!r} of different trees (QCoDeS cannot either)"
+                )
+            index_values[dim] = np.union1d(index_values[dim], own.data)
+        else:
+            index_values.setdefault(dim, own.data)
     dims = {dim: len(values) for dim, values in index_values.items()}
     variables: dict[str, Variable] = {}
     for part in parts:
@@ -510,6 +540,32 @@ def _side_by_side(
     return dims, variables
 
 
+def _merged_memory_order(parts: Sequence[_Part]) -> tuple[str, ...]:
+    """The order of the variables of ``xr.merge(join="outer")`` of the trees' datasets:
+    as they first appear, except that a dataset reindexed along a dimension whose values
+    differ between trees (outer join) has all its index coordinates moved to its front,
+    in the order the aligner first met them (xarray's ``Dataset._reindex_callback``)."""
+    orders = [part.memory_order() for part in parts]
+    indexed = [
+        [n for n in order if n == MULTI_INDEX or part.variables[n].dims == (n,)]
+        for part, order in zip(parts, orders, strict=True)
+    ]
+    all_indexed = list(dict.fromkeys(n for names in indexed for n in names))
+    seen: dict[str, npt.NDArray[Any]] = {}
+    realigned: set[str] = set()
+    for dim, own in _dimension_coordinates(parts):
+        if dim in seen and not same_as_qcodes_sees(seen[dim], own.data):
+            realigned.add(dim)
+        seen.setdefault(dim, own.data)
+    merged: dict[str, None] = {}
+    for part, order, names in zip(parts, orders, indexed, strict=True):
+        if realigned & set(part.dims):
+            front = [n for n in all_indexed if n in names]
+            order = front + [n for n in order if n not in front]
+        merged.update(dict.fromkeys(order))
+    return tuple(merged)
+
+
 def plan_dataset(
     description: RunDescription,
     data: Mapping[str, Mapping[str, npt.NDArray[Any]]],
@@ -535,14 +591,16 @@ def plan_dataset(
         else:
             parts.append(_through_index(description, name, sub, use_multi_index))
     specs = description.paramspecs
+    memory_order: tuple[str, ...] | None = _merged_memory_order(parts)
     try:
         dims, variables = _merge(parts) if parts else ({}, {})
     except PlanError:  # QCoDeS' export fails here (xarray cannot merge the trees' datasets)
         dims, variables = _side_by_side(list(data), parts, specs)
+        memory_order = None
     for variable in variables.values():
         if variable.name not in (INDEX, MULTI_INDEX) and variable.name in specs:
             variable.attrs.update(variable_attrs(specs[variable.name]))
-    return DatasetPlan(dims=dims, variables=variables, attrs=dict(attrs))
+    return DatasetPlan(dims=dims, variables=variables, attrs=dict(attrs), memory_order=memory_order)
 
 
 def parameter_names(description: RunDescription) -> dict[str, str]:

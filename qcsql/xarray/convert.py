@@ -59,7 +59,21 @@ def dataset_from_plan(
         dataset = dataset.assign_coords(_multi_index(plan, levels, compressed.data))
         for level in levels:
             dataset.coords[level].attrs.update(plan.variables[level].attrs)
-    return dataset.assign_coords(coords)
+    return _in_memory_order(dataset.assign_coords(coords), plan)
+
+
+def _in_memory_order(dataset: xr.Dataset, plan: DatasetPlan) -> xr.Dataset:
+    """The variables listed in the order of QCoDeS' dataset (the plan's is its file's, and
+    building the dataset above lists data variables before coordinates); selecting them
+    by name reorders without copying any array."""
+    if plan.memory_order is None:
+        return dataset
+    present = [str(name) for name in dataset.variables]  # the plan's names are str
+    order = [name for name in plan.memory_order if name in present]
+    order += [name for name in present if name not in plan.memory_order]
+    if order == present:
+        return dataset
+    return dataset[order]
 
 
 def _index_sharing(name: str, variable: xr.Variable) -> xr.Coordinates:
