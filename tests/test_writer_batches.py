@@ -97,10 +97,10 @@ def test_bytes_do_not_depend_on_who_holds_the_written_dataset(
 ) -> None:
     """A sampling profiler (dask's worker profiler samples every thread's frames every
     few milliseconds), a debugger or a traceback may keep the h5py dataset a write went
-    through alive after the write returns. HDF5 places a chunk in the file when the
-    dataset's last handle closes, so such a holder used to move chunks and index nodes
-    and give the same run different bytes; here every dataset written to is held until
-    the export ends, the worst such a holder can do."""
+    through alive after the write returns. With a chunk cache HDF5 places a chunk in the
+    file when the dataset's last handle closes, so such a holder moved chunks and index
+    nodes and gave the same run different bytes; here every dataset written to is held
+    until the export ends, the worst such a holder can do to the chunks."""
     with qcsql.open_database(LEGACY / database) as db:
         run = db.load_by_id(run_id)
         plain = run.export_hdf5(tmp_path / "plain.nc").read_bytes()

@@ -168,7 +168,16 @@ def attribute_value(value: Any) -> Any:
 
 
 def _write(plan: DatasetPlan, path: Path) -> None:
-    with h5netcdf.File(path, "w-") as handle:  # create, never truncate (see _atomic_target)
+    # No chunk cache (rdcc_nbytes=0): HDF5 places a chunk in the file when the chunk leaves
+    # the dataset's cache, which with a cache is when the dataset's last open handle
+    # closes. h5netcdf opens an h5py handle for each write and leaves its close to the
+    # garbage collector, so anything holding that Python object a moment longer (dask's
+    # worker profiler samples every thread's frames every few milliseconds; a debugger, a
+    # traceback) moved chunks and chunk-index nodes to a later write or to the close, and
+    # the same run gave different bytes. Without a cache a chunk is placed by the write
+    # that makes it, in the batches' order. Neither slower nor larger: each write's handle
+    # closed right after it, so the cache never outlived a write (the bytes are the same).
+    with h5netcdf.File(path, "w-", rdcc_nbytes=0) as handle:  # "w-": see _atomic_target
         handle.dimensions = {
             dim: None if dim in plan.unlimited else size for dim, size in plan.dims.items()
         }
@@ -230,7 +239,7 @@ def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -
                 values = batch.values
                 if values.dtype.kind == "b":
                     values = values.astype(np.int8)  # as _storable stores booleans
-                _write_region(target, batch.region, values)
+                target[batch.region] = values
             elif not same_as_qcodes_sees(
                 np.asarray(target[batch.region]), np.asarray(batch.values)
             ):
@@ -242,30 +251,6 @@ def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -
         close = getattr(batches, "close", None)
         if close is not None:
             close()  # a source given up on stops reading its rows now, not when collected
-
-
-def _write_region(variable: Any, region: Any, values: npt.NDArray[Any]) -> None:
-    """Write ``values`` into ``region`` of the h5netcdf ``variable`` through a handle of
-    the dataset that is closed right after, whoever else still refers to it.
-
-    HDF5 gives a chunk its place in the file when the chunk leaves the dataset's chunk
-    cache, which it does when the dataset's last open handle closes. Writing through
-    h5netcdf (``variable[region] = values``) opens a fresh h5py handle and lets the
-    garbage collector close it; anything that keeps that h5py object a moment longer (a
-    sampling profiler holding the writer's frames, as dask's worker profiler does every
-    few milliseconds, a debugger, a traceback, a reference cycle) moves the close to a
-    later write or to the file's close, and with it the order of chunks and chunk index
-    nodes in the file: the same run then gave different bytes. Closing the identifier
-    explicitly ties the layout to the order of the batches alone, and it happens exactly
-    where the normal export closed it, so exports keep their bytes (a flush of the
-    dataset instead, ``H5Dflush``, also writes its metadata early and moves them).
-    This is h5netcdf's own write for the variables qcsql creates (no enum, no compound
-    of strings, not the classic format)."""
-    dataset = variable._h5ds  # h5netcdf opens a new h5py handle on each access
-    try:
-        dataset[region] = values
-    finally:
-        dataset.id.close()
 
 
 def _temporary_path(final: Path) -> Path:
