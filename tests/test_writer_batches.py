@@ -5,15 +5,20 @@ file. The streamed plans of real runs are checked against QCoDeS elsewhere
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import h5netcdf
+import h5py
 import numpy as np
 import pytest
 
+import qcsql
 from qcsql.export.layout import Batch, DatasetPlan, NotStreamable, Variable
 from qcsql.export.writer import write_plan
+from tests.helpers import LEGACY
 
 
 def _plan(batches: list[Batch], unlimited: bool) -> DatasetPlan:
@@ -77,3 +82,37 @@ def test_compared_values_that_agree_are_not_written_again(tmp_path: Path) -> Non
     ]
     written = write_plan(_plan(batches, unlimited=False), tmp_path / "compared.nc")
     assert _values(written) == ([0, 1, 2, 3], [0.0, 1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize(
+    ("database", "run_id"),
+    [
+        ("v9_qcodes-0.26.0.db", 4),  # text and complex: the run first seen to differ
+        ("v6_qcodes-0.4.0.db", 7),
+        ("v9_qcodes-0.44.1.db", 2),
+    ],
+)
+def test_bytes_do_not_depend_on_who_holds_the_written_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database: str, run_id: int
+) -> None:
+    """A sampling profiler (dask's worker profiler samples every thread's frames every
+    few milliseconds), a debugger or a traceback may keep the h5py dataset a write went
+    through alive after the write returns. With a chunk cache HDF5 places a chunk in the
+    file when the dataset's last handle closes, so such a holder moved chunks and index
+    nodes and gave the same run different bytes; here every dataset written to is held
+    until the export ends, the worst such a holder can do to the chunks."""
+    with qcsql.open_database(LEGACY / database) as db:
+        run = db.load_by_id(run_id)
+        plain = run.export_hdf5(tmp_path / "plain.nc").read_bytes()
+        held: list[h5py.Dataset] = []
+        write = h5py.Dataset.__setitem__
+
+        def write_and_hold(dataset: h5py.Dataset, key: Any, value: Any) -> None:
+            write(dataset, key, value)
+            held.append(dataset)  # as a profiler's sample of this frame would
+
+        monkeypatch.setattr(h5py.Dataset, "__setitem__", write_and_hold)
+        profiled = run.export_hdf5(tmp_path / "held.nc").read_bytes()
+        monkeypatch.undo()
+        assert held  # the export did write through h5py's datasets
+        assert hashlib.sha256(profiled).hexdigest() == hashlib.sha256(plain).hexdigest()

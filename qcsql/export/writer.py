@@ -168,7 +168,16 @@ def attribute_value(value: Any) -> Any:
 
 
 def _write(plan: DatasetPlan, path: Path) -> None:
-    with h5netcdf.File(path, "w-") as handle:  # create, never truncate (see _atomic_target)
+    # No chunk cache (rdcc_nbytes=0): HDF5 places a chunk in the file when the chunk leaves
+    # the dataset's cache, which with a cache is when the dataset's last open handle
+    # closes. h5netcdf opens an h5py handle for each write and leaves its close to the
+    # garbage collector, so anything holding that Python object a moment longer (dask's
+    # worker profiler samples every thread's frames every few milliseconds; a debugger, a
+    # traceback) moved chunks and chunk-index nodes to a later write or to the close, and
+    # the same run gave different bytes. Without a cache a chunk is placed by the write
+    # that makes it, in the batches' order. Neither slower nor larger: each write's handle
+    # closed right after it, so the cache never outlived a write (the bytes are the same).
+    with h5netcdf.File(path, "w-", rdcc_nbytes=0) as handle:  # "w-": see _atomic_target
         handle.dimensions = {
             dim: None if dim in plan.unlimited else size for dim, size in plan.dims.items()
         }
