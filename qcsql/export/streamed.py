@@ -698,7 +698,9 @@ def _repeated_early_plan(sweep: _Sweep) -> DatasetPlan | None:
         plan,
         source=functools.partial(_growing_index_batches, sweep, rows),
         unlimited=frozenset({INDEX}),
-        expected_rows=sweep.stream.rows,
+        # QCoDeS writes each parameter's tree in rows of its own: the index grows by the
+        # rows of one tree, and chunks sized for all of them would mostly stay empty.
+        expected_rows=-(-sweep.stream.rows // len(sweep.tops)),
     )
 
 
