@@ -309,9 +309,15 @@ def dask_client(address: str, workers: int) -> Iterator[Client]:
         with client:
             yield client
         return
-    cluster = LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-    )
+    import dask
+
+    # No statistical profiler in the workers we start: it holds every thread's frames for
+    # a moment, and so the h5py objects of a write under way, which can move HDF5
+    # structures in the file and break the exports' byte-for-byte reproducibility.
+    with dask.config.set({"distributed.worker.profile.enabled": False}):
+        cluster = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
     with cluster, Client(cluster, set_as_default=False) as client:  # type: ignore[no-untyped-call]
         yield client
 
