@@ -89,7 +89,15 @@ def _build_1d(
 
 def build_sweep_1d(path: Path, values: int) -> None:
     names = ("sweep_1d", "1-D sweep", ("x", "y"), ("V", "A"))
-    _build_1d(path, values, names, lambda rows: rows * 1e-6, np.sin, 1e-3, 1)
+    _build_1d(
+        path,
+        values,
+        names,
+        lambda rows: np.multiply(rows, 1e-6, dtype=np.float64),
+        np.sin,
+        1e-3,
+        1,
+    )
 
 
 def _build_grid(path: Path, values: int, *, shaped: bool, dependents: int) -> None:

@@ -34,6 +34,24 @@ LAYOUT_MEMORY: dict[str, dict[str, dict[str, Any]]] = {}
 EXTRA_REPORTS: list[str] = []
 
 
+def fresh_process_probe(module: str, *arguments: str) -> dict[str, Any]:
+    """The JSON report (its last stdout line) of ``python -m benchmarks.<module>
+    arguments...``, run in a fresh process so that its peak RSS is its own."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{module}", *arguments],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report
+
+
 def cached_database(name: str, build: Callable[[Path], None]) -> Path:
     """Build ``name`` once with ``build`` (under a temporary name, renamed when complete)."""
     CACHE.mkdir(exist_ok=True)

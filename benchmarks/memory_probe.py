@@ -93,7 +93,7 @@ def main() -> None:
     if job == "read":
         data = read()
     elif job == "xarray":
-        kept = to_xarray()  # noqa: F841  # held until the peak is read
+        kept: object = to_xarray()  # noqa: F841  # held until the peak is read
     elif job == "open":
         kept = open_run()  # noqa: F841
     elif job == "mean":

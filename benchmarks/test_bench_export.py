@@ -7,16 +7,13 @@ RSS growth is measured in fresh processes and reported, not asserted.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import qcsql
-from benchmarks.conftest import MEMORY_REPORTS, qcodes_copy
+from benchmarks.conftest import MEMORY_REPORTS, fresh_process_probe, qcodes_copy
 from benchmarks.test_bench_data import ARRAY_ROWS, NUMERIC_POINTS, array_db, numeric_db  # noqa: F401
 
 pytest.importorskip("qcodes")
@@ -53,16 +50,7 @@ def export_with_qcodes(path: Path, out: Path) -> None:
 
 def probe_export(which: str, path: Path) -> dict[str, Any]:
     """``memory_probe.py``'s report of one export of ``path`` in a fresh process."""
-    project = Path(__file__).resolve().parent.parent
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory_probe", which, str(path), "export"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=project,
-    )
-    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
-    return report
+    return fresh_process_probe("memory_probe", which, str(path), "export")
 
 
 def _memory(which: str, path: Path, label: str) -> None:

@@ -9,16 +9,13 @@ asserted.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import qcsql
-from benchmarks.conftest import MEMORY_REPORTS, qcodes_copy
+from benchmarks.conftest import MEMORY_REPORTS, fresh_process_probe, qcodes_copy
 from benchmarks.test_bench_data import NUMERIC_POINTS, numeric_db  # noqa: F401
 from benchmarks.test_bench_export import fresh_folders
 from qcsql.sync import QCoDeSConfigData, dataset_info
@@ -28,15 +25,7 @@ pytest.importorskip("qcodes")
 
 
 def _probe(which: str, path: Path, job: str) -> None:
-    project = Path(__file__).resolve().parent.parent
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.sync_probe", which, str(path), job],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=project,
-    )
-    probe = json.loads(result.stdout.strip().splitlines()[-1])
+    probe = fresh_process_probe("sync_probe", which, str(path), job)
     data_bytes = NUMERIC_POINTS * 16  # the run's two float64 columns
     probe.update(returned_bytes=data_bytes, ratio=probe["peak_growth_bytes"] / data_bytes)
     label = (

@@ -12,16 +12,13 @@ in the terminal summary, not asserted.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import qcsql
-from benchmarks.conftest import MEMORY_REPORTS, qcodes_copy
+from benchmarks.conftest import MEMORY_REPORTS, fresh_process_probe, qcodes_copy
 from benchmarks.test_bench_data import NUMERIC_POINTS, array_db, numeric_db  # noqa: F401
 
 xr = pytest.importorskip("xarray")
@@ -37,15 +34,8 @@ FIXTURES = {"numeric": "numeric_db", "arrays": "array_db"}
 
 
 def _memory(which: str, path: Path, job: str, label: str) -> None:
-    project = Path(__file__).resolve().parent.parent
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory_probe", which, str(path), job],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=project,
-    )
-    MEMORY_REPORTS.append((f"{job}, {label}", json.loads(result.stdout.strip().splitlines()[-1])))
+    report = fresh_process_probe("memory_probe", which, str(path), job)
+    MEMORY_REPORTS.append((f"{job}, {label}", report))
 
 
 def qcsql_to_xarray(path: Path) -> Any:
