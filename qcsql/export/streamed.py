@@ -644,8 +644,7 @@ def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
     levels = _find_levels(stream)
     if levels is None:
         return
-    found, rows = levels
-    grid = tuple(len(keys) for keys, _ in found)
+    found, rows, grid = levels.found, levels.rows, levels.shape
     if 0 in grid or math.prod(grid) > GRID_CELLS:
         return
     if len(setpoints) == 1:
@@ -656,9 +655,9 @@ def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
     # the first cell a second row lands in (a pass to look for one first would read the
     # whole run once more); repeated setpoints are then laid out along the index.
     if sweep.run.description.shapes is None and math.prod(grid) != rows:
-        yield _multi_index_plan(sweep, found, rows)
+        yield _multi_index_plan(sweep, levels)
     else:  # cells without a row read as NaN (floats, complex numbers) or "" (text)
-        yield _levels_grid_plan(sweep, found, rows)
+        yield _levels_grid_plan(sweep, levels)
     yield _numeric_index_plan(sweep, rows)
 
 
@@ -733,32 +732,24 @@ def _index_rows_batches(sweep: _Sweep, rows: int) -> Iterator[Batch]:
         yield Batch(INDEX, region, np.arange(start, end))
 
 
-def _levels_grid_plan(
-    sweep: _Sweep, found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], rows: int
-) -> DatasetPlan:
+def _levels_grid_plan(sweep: _Sweep, levels: _Levels) -> DatasetPlan:
     """Unique setpoints on a grid of their sorted distinct values: every row written into
     its cell, NaN where no row landed (a sweep that stopped early, ran over, or had no
     shapes)."""
-    shape = tuple(len(keys) for keys, _ in found)
     return DatasetPlan(
-        dims=dict(zip(sweep.setpoints, shape, strict=True)),
+        dims=dict(zip(sweep.setpoints, levels.shape, strict=True)),
         variables=sweep.variables,
         attrs=dataset_attrs(sweep.run),
-        source=functools.partial(_levels_grid_batches, sweep, found, rows, shape),
+        source=functools.partial(_levels_grid_batches, sweep, levels),
     )
 
 
-def _levels_grid_batches(
-    sweep: _Sweep,
-    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
-    rows: int,
-    shape: tuple[int, ...],
-) -> Iterator[Batch]:
+def _levels_grid_batches(sweep: _Sweep, levels: _Levels) -> Iterator[Batch]:
     """Each batch of rows sorted by cell, every run of consecutive cells one piece of the
     C-ordered grid; then each setpoint's levels."""
-    tops = sweep.tops
-    cells_of = _CellFinder(found, shape, len(tops))
-    for _, _, columns in _in_measured_order(sweep, rows):
+    tops, shape = sweep.tops, levels.shape
+    cells_of = _CellFinder(levels, len(tops))
+    for _, _, columns in _in_measured_order(sweep, levels.rows):
         cells = cells_of(columns)
         order = np.argsort(cells, kind="stable")
         cells = cells[order]
@@ -769,19 +760,15 @@ def _levels_grid_batches(
             for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
                 for region, part in _c_order(ordered[start:end], int(cells[start]), shape):
                     yield Batch(top, region, part)
-    for name, (_, values) in zip(sweep.setpoints, found, strict=True):
-        yield Batch(name, (slice(None),), values)
+    yield from _level_batches(sweep, levels)
 
 
-def _multi_index_plan(
-    sweep: _Sweep, found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], rows: int
-) -> DatasetPlan:
+def _multi_index_plan(sweep: _Sweep, levels: _Levels) -> DatasetPlan:
     """Scattered setpoints of an unshaped run: every setpoint its own dimension of sorted
     distinct values, the parameters in measured order along ``multi_index``, and
     ``multi_index`` each row's flat position in the grid of those values."""
     run, tops, setpoints = sweep.run, sweep.tops, sweep.setpoints
     specs = run.description.paramspecs
-    shape = tuple(len(keys) for keys, _ in found)
 
     def variable(name: str, dims: tuple[str, ...], dtype: Any, coord: bool) -> Variable:
         attrs = variable_attrs(specs[name]) if name in specs else {"compress": " ".join(setpoints)}
@@ -794,27 +781,27 @@ def _multi_index_plan(
         **{name: variable(name, (MULTI_INDEX,), _dtype(run, name), False) for name in tops[1:]},
     }
 
-    dims = {**dict(zip(setpoints, shape, strict=True)), MULTI_INDEX: rows}
-    source = functools.partial(_multi_index_batches, sweep, found, rows, shape)
+    dims = {**dict(zip(setpoints, levels.shape, strict=True)), MULTI_INDEX: levels.rows}
+    source = functools.partial(_multi_index_batches, sweep, levels)
     return DatasetPlan(dims=dims, variables=variables, attrs=dataset_attrs(run), source=source)
 
 
-def _multi_index_batches(
-    sweep: _Sweep,
-    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]],
-    rows: int,
-    shape: tuple[int, ...],
-) -> Iterator[Batch]:
+def _multi_index_batches(sweep: _Sweep, levels: _Levels) -> Iterator[Batch]:
     """The parameters in measured order, each row's cell along ``multi_index``; then each
     setpoint's levels."""
     tops = sweep.tops
-    cells_of = _CellFinder(found, shape, len(tops))
-    for start, end, columns in _in_measured_order(sweep, rows):
+    cells_of = _CellFinder(levels, len(tops))
+    for start, end, columns in _in_measured_order(sweep, levels.rows):
         region = (slice(start, end),)
         for top, values in zip(tops, columns, strict=False):
             yield Batch(top, region, values)
         yield Batch(MULTI_INDEX, region, cells_of(columns))
-    for name, (_, values) in zip(sweep.setpoints, found, strict=True):
+    yield from _level_batches(sweep, levels)
+
+
+def _level_batches(sweep: _Sweep, levels: _Levels) -> Iterator[Batch]:
+    """Each setpoint's levels, the coordinates of a grid's dimensions."""
+    for name, (_, values) in zip(sweep.setpoints, levels.found, strict=True):
         yield Batch(name, (slice(None),), values)
 
 
@@ -836,9 +823,21 @@ def _in_measured_order(
         raise NotStreamable
 
 
-def _find_levels(
-    stream: NumericTreeStream,
-) -> tuple[list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], int] | None:
+@dataclass(frozen=True)
+class _Levels:
+    """What a first pass over a sweep found: each setpoint's sorted distinct values as
+    QCoDeS reads them (``(keys, first exact value of each)``), and the number of rows."""
+
+    found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]]
+    rows: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The grid of the levels: one dimension per setpoint."""
+        return tuple(len(keys) for keys, _ in self.found)
+
+
+def _find_levels(stream: NumericTreeStream) -> _Levels | None:
     """Each setpoint's sorted distinct values as QCoDeS reads them (their 15-digit keys,
     and the first exact value of each; NaN one value, last), and the number of rows; None
     when the rows cannot be read together, or a setpoint of several is NaN (pandas keeps
@@ -865,7 +864,7 @@ def _find_levels(
         values = np.concatenate([np.empty(0), *(part[1] for part in levels)])
         keys, first = np.unique(keys, return_index=True)  # the first index: earlier rows win
         found.append((keys, values[first]))
-    return found, rows
+    return _Levels(found, rows)
 
 
 def _first_of_each_key(
@@ -890,11 +889,9 @@ class _CellFinder:
     """Each row's flat position in the grid of levels, refusing a cell seen before: two
     rows with the same setpoints mean QCoDeS lays the run out along an index instead."""
 
-    def __init__(
-        self, found: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]], shape: tuple[int, ...], k: int
-    ) -> None:
-        self._found = found
-        self._shape = shape
+    def __init__(self, levels: _Levels, k: int) -> None:
+        self._found = levels.found
+        self._shape = shape = levels.shape
         self._k = k
         self._seen = np.zeros(math.prod(shape), dtype=bool)
         self._count = 0
