@@ -369,13 +369,17 @@ def cmd_follow(db: Database, args: argparse.Namespace, console: Console) -> int:
     else:
         run = db.load_by_id(args.run)
     from qcsql.sync.live_file import LiveFile  # h5py only for following
+    from qcsql.sync.mirror import FOLLOW_WINDOW
 
     live = LiveFile(target / (default_file_name(run).removesuffix(".nc") + ".live.h5"))
     rows = 0
     reason = None
     progress = Progress(console.err, None, enabled=not args.quiet, unit="row")
     try:
-        for chunk in run.follow(poll_interval=args.poll, idle_timeout=args.idle_timeout):
+        chunks = run.follow(
+            poll_interval=args.poll, idle_timeout=args.idle_timeout, max_ids=FOLLOW_WINDOW
+        )
+        for chunk in chunks:
             live.append(
                 chunk.data, {"guid": run.stable_guid, "run_id": run.run_id}, chunk.description
             )

@@ -570,12 +570,19 @@ class Run:
         poll_interval: float = 0.2,
         idle_timeout: float | None = None,
         yield_empty: bool = False,
+        max_ids: int | None = None,
     ) -> Iterator[FollowChunk]:
-        """Yield the rows of a running measurement as they are committed (see :mod:`qcsql.data.follow`)."""
+        """Yield the rows of a running measurement as they are committed (see
+        :mod:`qcsql.data.follow`); ``max_ids`` bounds a chunk to that many row ids, so that
+        a run far ahead of the follower is read window by window."""
         from qcsql.data.follow import follow
 
         return follow(
-            self, poll_interval=poll_interval, idle_timeout=idle_timeout, yield_empty=yield_empty
+            self,
+            poll_interval=poll_interval,
+            idle_timeout=idle_timeout,
+            yield_empty=yield_empty,
+            max_ids=max_ids,
         )
 
     def export_hdf5(

@@ -287,6 +287,17 @@ def _config_key(config: QCoDeSConfigData) -> str:
     ).hexdigest()
 
 
+def _drop_live_leftovers(folder: Path) -> None:
+    """A run that will not be followed any more and got no final export: its live file
+    goes, and so does a record that described it (no data file beside it), so that no
+    file claims a run is live when nothing follows it; a complete earlier export stays."""
+    with contextlib.suppress(FileNotFoundError):
+        (folder / LIVE_NAME).unlink()
+    if not (folder / DATA_NAME).exists():
+        with contextlib.suppress(FileNotFoundError):
+            (folder / RECORD_NAME).unlink()
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -523,6 +534,8 @@ class Mirror:
                 follower = self._followers.pop(run_id, None)
                 if follower is not None:
                     follower.close()
+                    if entry.guid is not None:  # a live file of a run that is gone ends here
+                        _drop_live_leftovers(self.folder / entry.guid)
                 entry.status = "deleted"
                 self._save_state()
                 self._emit(
@@ -676,6 +689,7 @@ class Mirror:
         except QcsqlError as exc:  # the run itself (QCoDeS cannot export it either)
             failure = exc
         if failure is not None:
+            _drop_live_leftovers(folder)
             self._state.runs[run.run_id] = _RunState(run.stable_guid, "failed", _fingerprint(run))
             if advance:
                 self._save_state()
