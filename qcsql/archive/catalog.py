@@ -22,6 +22,7 @@ catalogue is the same as a serial one (entries in walk order).
 from __future__ import annotations
 
 import base64
+import functools
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -224,17 +225,14 @@ def catalog_database(path: Path) -> tuple[FileEntry, list[RunEntry], list[Proble
     return entry, runs, problems
 
 
-# Row counts of this many results tables per statement: one statement per file for most
-# files, and each read transaction stays short.
-COUNTS_PER_STATEMENT = 50
-
-
 @dataclass
 class _Bulk:
     """What a catalogue needs of every run of a file, read in a few statements instead of
     a few per run: the stored run descriptions (one query) and the row counts of the
-    results tables in the file (one statement per 50 tables). A catalogue of thousands
-    of small runs would otherwise spend its time compiling and sending per-run queries."""
+    results tables in the file (one raw statement per table, so that each read
+    transaction counts one table and a measurement's commit never waits for more). A
+    catalogue of thousands of small runs would otherwise spend its time compiling and
+    sending per-run queries."""
 
     descriptions: dict[int, Any]
     counts: dict[str, int]
@@ -260,14 +258,20 @@ class _Bulk:
             {str(run.table_name) for run in runs if db.data.where(run.row).kind == "table"}
         )
         counts: dict[str, int] = {}
-        for start in range(0, len(tables), COUNTS_PER_STATEMENT):
-            chunk = tables[start : start + COUNTS_PER_STATEMENT]
-            statement = "SELECT " + ", ".join(
-                f"(SELECT count(*) FROM {quote_identifier(table)})" for table in chunk
-            )
-            with connection.reading_raw(table=chunk[0]) as raw:
-                counts.update(zip(chunk, raw.execute(statement).fetchone(), strict=True))
+        for table in tables:
+            with connection.reading_raw(table=table) as raw:
+                statement = f"SELECT count(*) FROM {quote_identifier(table)}"
+                counts[table] = int(raw.execute(statement).fetchone()[0])
         return cls(descriptions, counts, layouts, links)
+
+    @functools.cached_property
+    def _links_of_layout(self) -> dict[int, list[int]]:
+        """The positions in :attr:`links` of the links each layout_id takes part in."""
+        positions: dict[int, list[int]] = defaultdict(list)
+        for position, link in enumerate(self.links):
+            for layout_id in {link[0], link[1]}:
+                positions[layout_id].append(position)
+        return positions
 
     def description(self, db: Database, run: Run) -> RunDescription | None:
         """The run's description from what was read in bulk; None where the per-run
@@ -279,7 +283,9 @@ class _Bulk:
             return None
         rows = self.layouts.get(run.run_id, [])
         ids = {row.layout_id for row in rows}
-        links = [link for link in self.links if link[0] in ids or link[1] in ids]
+        index = self._links_of_layout
+        positions = sorted({p for layout_id in ids for p in index.get(layout_id, ())})
+        links = [self.links[p] for p in positions]  # in storage order, as the store reads them
         types = db.store.column_types(run.row) if rows else {}
         return description_from_layouts(rows, links, types)
 

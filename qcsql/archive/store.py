@@ -35,9 +35,8 @@ import orjson
 
 from qcsql.archive.catalog import Catalog, FileEntry, Parameter, RunEntry
 from qcsql.archive.discover import Problem
-from qcsql.errors import ExportError
-from qcsql.sqlite.connection import HEADER_SIZE, SQLITE_MAGIC, sqlite_uri
-from qcsql.sqlite.descriptors import kept_file
+from qcsql.errors import ExportError, QcsqlError
+from qcsql.sqlite.connection import read_header, sqlite_uri
 
 __all__ = ["APPLICATION_ID", "catalog_records", "read_catalog", "write_catalog"]
 
@@ -107,16 +106,14 @@ PRAGMA user_version = {FORMAT_VERSION};
 
 
 def _is_catalogue(path: Path) -> bool:
-    """Whether ``path`` holds a qcsql catalogue: its header, read through the kept
-    descriptor (the file might be a user's database after all)."""
-    kept = kept_file(path)
+    """Whether ``path`` holds a qcsql catalogue: its header, read as every database's is
+    (through the kept descriptor: the file might be a user's database after all)."""
     try:
-        header = kept.read(HEADER_SIZE, 0)
-    finally:
-        kept.release()
-    return (
-        header.startswith(SQLITE_MAGIC) and int.from_bytes(header[68:72], "big") == APPLICATION_ID
-    )
+        header = read_header(path)
+    except QcsqlError:
+        return False  # not an SQLite file at all
+    header.file.release()
+    return header.application_id == APPLICATION_ID
 
 
 def _check_target(path: Path) -> None:

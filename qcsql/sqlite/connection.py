@@ -91,6 +91,7 @@ class FileHeader:
     page_size: int
     reserved_bytes: int
     file: KeptFile
+    application_id: int = 0  # PRAGMA application_id: what program the file belongs to
 
 
 def read_header(path: Path) -> FileHeader:
@@ -119,6 +120,7 @@ def read_header(path: Path) -> FileHeader:
         page_size=65536 if page_size == 1 else page_size,
         reserved_bytes=header[20],
         file=kept,
+        application_id=int.from_bytes(header[68:72], "big"),
     )
 
 
