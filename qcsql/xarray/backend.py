@@ -98,14 +98,13 @@ def _lazy_plan(
     placeholders: list[npt.NDArray[Any]] = []
     sources: list[tuple[RowSource, np.dtype[Any]]] = []
     stand_in: dict[str, dict[str, npt.NDArray[Any]]] = {}
-    for top, setpoints, others in trees:
+    for top, _, others in trees:
         tree = data.get(top)
         if tree is None:
             return None
         shaped = top in (run.description.declared_shapes or {})
         spans = _spans(table, top, tree[top], graph.parameters[top].paramtype, shaped, upto)
         rows = sum(count for _, _, count in spans)
-        columns = (top, *setpoints, *others)
         stand_in[top] = dict(tree)
         for column in (top, *others):
             values = tree.get(column)
@@ -113,6 +112,10 @@ def _lazy_plan(
                 continue
             if values.dtype.kind not in "fiu" or rows == 0 or values.size % rows:
                 return None
+            # Only the column's own values (and the tree's top, which the data layer
+            # reads every column of a tree against): the setpoints are coordinates
+            # already, and each lazy variable reads just what it holds.
+            read = (top,) if column == top else (top, column)
             placeholder = np.zeros(values.shape, values.dtype)
             stand_in[top][column] = placeholder
             placeholders.append(placeholder)
@@ -121,8 +124,8 @@ def _lazy_plan(
                 run_id=run.run_id,
                 open_table=open_table,
                 top=top,
-                columns=columns,
-                kinds=tuple(graph.parameters[c].paramtype for c in columns),
+                columns=read,
+                kinds=tuple(graph.parameters[c].paramtype for c in read),
                 column=column,
                 spans=spans,
                 rows=rows,

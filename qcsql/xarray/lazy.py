@@ -45,7 +45,7 @@ class RowSource:
     run_id: int
     open_table: TableOpener  # a module-level function, so that the source pickles
     top: str
-    columns: tuple[str, ...]  # the tree's columns, top first, as the data layer reads them
+    columns: tuple[str, ...]  # the columns read: the tree's top first, then ``column``
     kinds: tuple[str, ...]
     column: str
     spans: tuple[Span, ...]
