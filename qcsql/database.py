@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -45,6 +45,8 @@ from qcsql.schema.tables import SchemaModel
 from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
 
 if TYPE_CHECKING:  # the data layer (and numpy) is imported when data are first read
+    from typing_extensions import Unpack  # typing's own from Python 3.11
+
     from qcsql.data.follow import FollowChunk
     from qcsql.data.location import DataLocator
     from qcsql.data.parameter_data import ParameterData
@@ -58,6 +60,16 @@ if TYPE_CHECKING:  # the extras qcsql[xarray]: imported by the conversions, when
 __all__ = ["Database", "DatabaseSummary", "Run", "open_database"]
 
 _E = TypeVar("_E", bound=QcsqlError)
+
+
+class XarraySelection(TypedDict, total=False):
+    """The keywords of QCoDeS' ``to_xarray_dataset`` and its ``_dict`` forms, declared once
+    for the three: the rows ``start``..``end`` (1-based, as ``get_parameter_data``;
+    default all) and ``use_multi_index`` (``"auto"``, ``"always"`` or ``"never"``)."""
+
+    start: int | None
+    end: int | None
+    use_multi_index: MultiIndexUse
 
 
 def open_database(path: str | Path) -> Database:
@@ -612,50 +624,37 @@ class Run:
     # -- xarray and pandas (the extras ``qcsql[xarray]``; imported on first call) ----------
 
     def to_xarray_dataset(
-        self,
-        *params: str | Any,
-        start: int | None = None,
-        end: int | None = None,
-        use_multi_index: MultiIndexUse = "auto",
+        self, *params: str | Any, **selection: Unpack[XarraySelection]
     ) -> xr.Dataset:
-        """QCoDeS' ``DataSet.to_xarray_dataset``: the same dataset (dims, coordinates,
-        variables, dtypes, attributes), laid out by the rules :meth:`export_hdf5` writes,
-        with the stored doubles. ``use_multi_index`` is QCoDeS': ``"auto"``, ``"always"``
-        or ``"never"``."""
-        from qcsql.xarray.convert import to_xarray_dataset
+        """QCoDeS' ``DataSet.to_xarray_dataset(*params, start=None, end=None,
+        use_multi_index="auto")``: the same dataset (dims, coordinates, variables, dtypes,
+        attributes), laid out by the rules :meth:`export_hdf5` writes, with the stored
+        doubles. ``use_multi_index`` is QCoDeS': ``"auto"``, ``"always"`` or ``"never"``."""
+        from qcsql.export.layout import plan_run
+        from qcsql.xarray.convert import dataset_from_plan
 
-        return to_xarray_dataset(
-            self, *_names(params), start=start, end=end, use_multi_index=use_multi_index
-        )
+        return dataset_from_plan(plan_run(self, *_names(params), **selection))
 
     def to_xarray_dataset_dict(
-        self,
-        *params: str | Any,
-        start: int | None = None,
-        end: int | None = None,
-        use_multi_index: MultiIndexUse = "auto",
+        self, *params: str | Any, **selection: Unpack[XarraySelection]
     ) -> dict[str, xr.Dataset]:
-        """QCoDeS' ``DataSet.to_xarray_dataset_dict``: one dataset per parameter tree."""
-        from qcsql.xarray.convert import to_xarray_dataset_dict
+        """QCoDeS' ``DataSet.to_xarray_dataset_dict``, with the keywords of
+        :meth:`to_xarray_dataset`: one dataset per parameter tree."""
+        from qcsql.export.layout import plan_trees
+        from qcsql.xarray.convert import dataset_from_plan
 
-        return to_xarray_dataset_dict(
-            self, *_names(params), start=start, end=end, use_multi_index=use_multi_index
-        )
+        plans = plan_trees(self, *_names(params), **selection)
+        return {name: dataset_from_plan(plan) for name, plan in plans.items()}
 
     def to_xarray_dataarray_dict(
-        self,
-        *params: str | Any,
-        start: int | None = None,
-        end: int | None = None,
-        use_multi_index: MultiIndexUse = "auto",
+        self, *params: str | Any, **selection: Unpack[XarraySelection]
     ) -> dict[str, xr.DataArray]:
         """Each parameter as a DataArray of its tree's dataset, with the dataset's
-        attributes added (QCoDeS' older ``to_xarray_dataarray_dict``)."""
-        from qcsql.xarray.convert import dataarray_dict
+        attributes added (QCoDeS' older ``to_xarray_dataarray_dict``), with the keywords
+        of :meth:`to_xarray_dataset`."""
+        from qcsql.xarray.convert import dataarrays
 
-        return dataarray_dict(
-            self, *_names(params), start=start, end=end, use_multi_index=use_multi_index
-        )
+        return dataarrays(self.to_xarray_dataset_dict(*params, **selection))
 
     def to_pandas_dataframe_dict(
         self, *params: str | Any, start: int | None = None, end: int | None = None

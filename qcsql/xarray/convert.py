@@ -9,22 +9,17 @@ grid position of each row); in memory QCoDeS has a pandas ``MultiIndex`` along
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qcsql.export.attributes import DatasetSource
-from qcsql.export.layout import INDEX, MULTI_INDEX, DatasetPlan, MultiIndexUse, plan_run, plan_trees
+from qcsql.export.layout import INDEX, MULTI_INDEX, DatasetPlan
 
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = [
-    "dataarray_dict",
-    "dataset_from_plan",
-    "to_xarray_dataset",
-    "to_xarray_dataset_dict",
-]
+__all__ = ["dataarrays", "dataset_from_plan"]
 
 
 def dataset_from_plan(
@@ -128,42 +123,10 @@ def _multi_index(plan: DatasetPlan, levels: list[str], positions: Any) -> xr.Coo
     return xr.Coordinates.from_pandas_multiindex(index, MULTI_INDEX)
 
 
-def to_xarray_dataset(
-    run: DatasetSource,
-    *params: str,
-    start: int | None = None,
-    end: int | None = None,
-    use_multi_index: MultiIndexUse = "auto",
-) -> xr.Dataset:
-    """QCoDeS' ``DataSet.to_xarray_dataset``, from the plan the export writes."""
-    plan = plan_run(run, *params, start=start, end=end, use_multi_index=use_multi_index)
-    return dataset_from_plan(plan)
-
-
-def to_xarray_dataset_dict(
-    run: DatasetSource,
-    *params: str,
-    start: int | None = None,
-    end: int | None = None,
-    use_multi_index: MultiIndexUse = "auto",
-) -> dict[str, xr.Dataset]:
-    """QCoDeS' ``DataSet.to_xarray_dataset_dict``: one dataset per parameter tree."""
-    plans = plan_trees(run, *params, start=start, end=end, use_multi_index=use_multi_index)
-    return {name: dataset_from_plan(plan) for name, plan in plans.items()}
-
-
-def dataarray_dict(
-    run: DatasetSource,
-    *params: str,
-    start: int | None = None,
-    end: int | None = None,
-    use_multi_index: MultiIndexUse = "auto",
-) -> dict[str, xr.DataArray]:
-    """Each parameter's array with its tree's coordinates, its own attributes and the
-    dataset's (as QCoDeS' former ``to_xarray_dataarray_dict`` gave them)."""
-    datasets = to_xarray_dataset_dict(
-        run, *params, start=start, end=end, use_multi_index=use_multi_index
-    )
+def dataarrays(datasets: Mapping[str, xr.Dataset]) -> dict[str, xr.DataArray]:
+    """Each tree's parameter as a DataArray with its tree's coordinates, its own
+    attributes and the dataset's (as QCoDeS' former ``to_xarray_dataarray_dict`` gave
+    them), from one dataset per tree."""
     arrays = {}
     for name, dataset in datasets.items():
         array = dataset[name]
