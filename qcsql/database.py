@@ -481,10 +481,13 @@ class Run:
         return self._row.completed_timestamp_raw
 
     def run_timestamp(self, fmt: str = QCODES_TIME_FORMAT) -> str | None:
-        """Start time in the local time zone, formatted as QCoDeS does."""
+        """Start time in the local time zone with its UTC offset, as QCoDeS 0.59+ gives it
+        (``datetime.strftime`` format); ``fmt="%Y-%m-%d %H:%M:%S"`` gives QCoDeS 0.58's
+        default, without the offset."""
         return local_time(self.run_timestamp_raw, fmt)
 
     def completed_timestamp(self, fmt: str = QCODES_TIME_FORMAT) -> str | None:
+        """Completion time, formatted as :meth:`run_timestamp`; None if not completed."""
         return local_time(self.completed_timestamp_raw, fmt)
 
     @functools.cached_property
