@@ -7,7 +7,7 @@ listing of thousands of runs costs one round trip and no JSON parsing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,7 +29,9 @@ def local_time(raw: float | None, fmt: str = QCODES_TIME_FORMAT) -> str | None:
     those of ``datetime``, which rounds the epoch time to the microsecond first: within
     half a microsecond of the next second they are that second's, where QCoDeS 0.58's
     ``time.localtime`` truncated."""
-    return None if raw is None else datetime.fromtimestamp(raw, tz=UTC).astimezone().strftime(fmt)
+    if raw is None:
+        return None
+    return datetime.fromtimestamp(raw, tz=timezone.utc).astimezone().strftime(fmt)
 
 
 MetadataValue = str | int | float | bytes
