@@ -167,3 +167,56 @@ def test_the_offset_is_the_zones_at_the_runs_instant(reference_zone: None, raw: 
     from qcodes.dataset.sqlite.queries import raw_time_to_str_time
 
     assert local_time(raw) == raw_time_to_str_time(raw, "%Y-%m-%d %H:%M:%S%z")
+
+
+def _damaged(tmp_path: Path, column: str, raw: float) -> Path:
+    """A copy of the reference with run 1's ``column`` set to ``raw`` by plain sqlite3."""
+    import contextlib
+    import sqlite3
+
+    path = copy_database(REFERENCE / "reference.db", tmp_path / "damaged")
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(f"UPDATE runs SET {column} = ? WHERE run_id = 1", (raw,))
+    return path
+
+
+@pytest.mark.parametrize("column", ["run_timestamp", "completed_timestamp"])
+@pytest.mark.parametrize("raw", [1e18, 1e300, -1e11])
+def test_a_time_no_date_can_be_given_for_is_a_typed_error(
+    tmp_path: Path, column: str, raw: float
+) -> None:
+    """QCoDeS 0.62 fails on these (``datetime`` refuses years beyond 1 to 9999 and times
+    beyond time_t); qcsql names the run and the column instead of a bare OSError,
+    OverflowError or ValueError, and writes no file."""
+    with qcsql.open_database(_damaged(tmp_path, column, raw)) as db:
+        run = db.load_by_id(1)
+        for call in (
+            getattr(run, column),
+            run.to_xarray_dataset,
+            lambda: run.export_hdf5(tmp_path / "out.nc"),
+        ):
+            with pytest.raises(qcsql.DataDecodeError) as raised:
+                call()
+            assert (raised.value.run_id, raised.value.column) == (1, column)
+            assert raised.value.table == "runs"
+    assert not (tmp_path / "out.nc").exists()
+
+
+@pytest.mark.requires_qcodes
+@pytest.mark.parametrize("raw", [1e18, 1e300])
+def test_qcodes_058_fails_on_those_times_too(tmp_path: Path, raw: float) -> None:
+    """The two that QCoDeS 0.58 cannot format either (``time.localtime``), on a copy.
+    (-1e11, year -1199, it formats; 0.62 does not.)"""
+    pytest.importorskip("qcodes")
+    from qcodes.dataset import load_by_id
+    from qcodes.dataset.sqlite.database import connect
+
+    conn = connect(str(_damaged(tmp_path, "run_timestamp", raw)))
+    try:
+        dataset = load_by_id(1, conn=conn)
+        with pytest.raises((OSError, OverflowError, ValueError)):
+            dataset.run_timestamp()
+        with pytest.raises((OSError, OverflowError, ValueError)):
+            dataset.to_xarray_dataset()
+    finally:
+        conn.close()
