@@ -42,7 +42,7 @@ def local_time(
     except (OverflowError, OSError, ValueError) as exc:
         raise DataDecodeError(
             f"{where}: the time {raw!r} (seconds since 1970) is no date ({exc}); "
-            "QCoDeS cannot format it either",
+            "QCoDeS 0.62 cannot format it either",
             where=where,
         ) from None
 
