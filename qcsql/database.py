@@ -29,6 +29,7 @@ from qcsql.errors import (
     RunDescriptionError,
     RunNotFoundError,
     SnapshotError,
+    Where,
 )
 from qcsql.schema.description import ParamSpec, RunDescription
 from qcsql.schema.guids import parse_guid, upgrade_guid
@@ -493,11 +494,19 @@ class Run:
         return self._row.completed_timestamp_raw
 
     def run_timestamp(self, fmt: str = QCODES_TIME_FORMAT) -> str | None:
-        """Start time in the local time zone, formatted as QCoDeS does."""
-        return local_time(self.run_timestamp_raw, fmt)
+        """Start time in the local time zone with its UTC offset, as QCoDeS 0.59+ gives it
+        (``datetime.strftime`` format); ``fmt="%Y-%m-%d %H:%M:%S"`` gives QCoDeS 0.58's
+        default, without the offset."""
+        return local_time(self.run_timestamp_raw, fmt, where=self._timestamp_at("run_timestamp"))
 
     def completed_timestamp(self, fmt: str = QCODES_TIME_FORMAT) -> str | None:
-        return local_time(self.completed_timestamp_raw, fmt)
+        """Completion time, formatted as :meth:`run_timestamp`; None if not completed."""
+        return local_time(
+            self.completed_timestamp_raw, fmt, where=self._timestamp_at("completed_timestamp")
+        )
+
+    def _timestamp_at(self, column: str) -> Where:
+        return Where(self.path_to_db, self.run_id, table="runs", column=column)
 
     @functools.cached_property
     def in_memory(self) -> bool:

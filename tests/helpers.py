@@ -6,9 +6,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,3 +113,35 @@ def record_in_memory_plans(monkeypatch: Any) -> list[int]:
 
     monkeypatch.setattr(qcsql.export.run, "plan_run", plan)
     return in_memory
+
+
+# qcsql writes these as QCoDeS 0.59+ does; QCoDeS 0.58, the tests' live reference, not.
+TIMESTAMP_ATTRIBUTES = ("run_timestamp", "completed_timestamp")
+_UTC_OFFSET = re.compile(r"[+-]\d{4}")
+SET_ASIDE = "<compared with QCoDeS 0.62 in test_qcodes062_reference.py>"
+
+
+def timestamps_set_aside(
+    ours: Mapping[str, Any], theirs: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """qcsql's dataset attributes (or run fields) and QCoDeS 0.58's, with
+    ``run_timestamp`` and ``completed_timestamp`` set aside: qcsql follows QCoDeS 0.59+,
+    the local time with its UTC offset, 0.58 the local time alone; 0.62's own values
+    are compared in full elsewhere. Each of ours must still be 0.58's followed by an
+    offset (or 0.58's itself, where both come from a file 0.58 wrote; or both empty);
+    the pair is then replaced by one placeholder, so that everything else, the order
+    of the attributes included, is still compared."""
+    ours, theirs = dict(ours), dict(theirs)
+    for key in TIMESTAMP_ATTRIBUTES:
+        if key not in ours or key not in theirs:
+            continue  # a missing one shows in the comparison that follows
+        mine, reference = ours[key], theirs[key]
+        if isinstance(mine, str) and isinstance(reference, str) and reference:
+            offset = mine.removeprefix(reference)
+            assert mine == reference or (
+                mine.startswith(reference) and _UTC_OFFSET.fullmatch(offset)
+            ), f"{key}: {mine!r} is not QCoDeS 0.58's {reference!r} with a UTC offset"
+        else:
+            assert mine == reference, f"{key}: {mine!r} != {reference!r}"
+        ours[key] = theirs[key] = SET_ASIDE
+    return ours, theirs

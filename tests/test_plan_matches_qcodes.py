@@ -16,7 +16,7 @@ import pytest
 
 import qcsql
 from qcsql.export.layout import DatasetPlan, plan_run
-from tests.helpers import comparable_description, copy_database
+from tests.helpers import comparable_description, copy_database, timestamps_set_aside
 
 xr = pytest.importorskip("xarray")
 pytest.importorskip("qcodes")
@@ -70,6 +70,7 @@ def assert_plan_is(plan: DatasetPlan, theirs: Any, where: str) -> None:
     assert comparable_description(ours_attrs.pop("run_description")) == comparable_description(
         theirs_attrs.pop("run_description")
     )
+    ours_attrs, theirs_attrs = timestamps_set_aside(ours_attrs, theirs_attrs)
     assert ours_attrs == theirs_attrs, where
     assert list(ours_attrs) == list(theirs_attrs), f"{where}: attribute order"
 

@@ -10,6 +10,7 @@ import json
 from typing import Any, Protocol
 
 from qcsql.data.source import RunSource
+from qcsql.errors import Where
 from qcsql.schema.description import ParamSpec, RunDescription
 from qcsql.schema.rows import Link, MetadataValue, local_time
 
@@ -133,6 +134,7 @@ def dataset_attrs(run: DatasetSource) -> dict[str, Any]:
     exported = run.exported_attrs if run.in_memory else None
     if exported is not None:
         return exported
+    runs = Where(run.path_to_db, run.run_id, table="runs")
     links = [
         json.dumps(
             {"head": k.head, "tail": k.tail, "edge_type": k.edge_type, "description": k.description}
@@ -145,8 +147,13 @@ def dataset_attrs(run: DatasetSource) -> dict[str, Any]:
         "exp_name": run.exp_name,
         "snapshot": run.snapshot_raw or "null",
         "guid": run.stable_guid,
-        "run_timestamp": local_time(run.run_timestamp_raw) or "",
-        "completed_timestamp": local_time(run.completed_timestamp_raw) or "",
+        "run_timestamp": (
+            local_time(run.run_timestamp_raw, where=runs.at(column="run_timestamp")) or ""
+        ),
+        "completed_timestamp": (
+            local_time(run.completed_timestamp_raw, where=runs.at(column="completed_timestamp"))
+            or ""
+        ),
         "captured_run_id": run.captured_run_id,
         "captured_counter": run.captured_counter,
         "run_id": run.run_id,

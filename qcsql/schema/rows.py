@@ -6,20 +6,45 @@ listing of thousands of runs costs one round trip and no JSON parsing.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 from pydantic import BaseModel, ConfigDict
 
+from qcsql.errors import DataDecodeError, Where
+
 __all__ = ["QCODES_TIME_FORMAT", "Experiment", "Link", "MetadataValue", "RunRow", "local_time"]
 
-# How QCoDeS formats run and completion times (in the local time zone).
-QCODES_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# How QCoDeS 0.59 and later format run and completion times, in `run_timestamp()` and
+# in the attributes of datasets and exports: the local time with its UTC offset
+# ("2026-12-02 17:43:41+0100"), since the stored epoch time says nothing of the zone
+# the run was measured in. QCoDeS 0.58 and earlier wrote "%Y-%m-%d %H:%M:%S", the
+# local time alone.
+QCODES_TIME_FORMAT = "%Y-%m-%d %H:%M:%S%z"
 
 
-def local_time(raw: float | None, fmt: str = QCODES_TIME_FORMAT) -> str | None:
-    """A stored epoch time in the local time zone, as QCoDeS formats it; None for None."""
-    return None if raw is None else time.strftime(fmt, time.localtime(raw))
+def local_time(
+    raw: float | None, fmt: str = QCODES_TIME_FORMAT, *, where: Where | None = None
+) -> str | None:
+    """A stored epoch time in the local time zone, as QCoDeS formats it; None for None.
+
+    Rendered as QCoDeS 0.59+ renders it (an aware datetime in UTC, then the local zone
+    that held at that instant, so a summer run gets the summer offset). The seconds are
+    those of ``datetime``, which rounds the epoch time to the microsecond first: within
+    half a microsecond of the next second they are that second's, where QCoDeS 0.58's
+    ``time.localtime`` truncated. A time no date can be given for (beyond the years 1 to
+    9999, or the platform's time_t), on which QCoDeS fails, raises ``DataDecodeError``
+    naming ``where`` (the stored column)."""
+    if raw is None:
+        return None
+    try:
+        return datetime.fromtimestamp(raw, tz=timezone.utc).astimezone().strftime(fmt)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise DataDecodeError(
+            f"{where}: the time {raw!r} (seconds since 1970) is no date ({exc}); "
+            "QCoDeS 0.62 cannot format it either",
+            where=where,
+        ) from None
 
 
 MetadataValue = str | int | float | bytes
