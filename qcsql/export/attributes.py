@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from qcsql.data.source import RunSource
 from qcsql.errors import Where
 from qcsql.schema.description import ParamSpec, RunDescription
-from qcsql.schema.rows import Link, MetadataValue, local_time
+from qcsql.schema.rows import Link, MetadataValue, RunRow, local_time
 
 __all__ = ["DatasetSource", "dataset_attrs", "run_description_json", "variable_attrs"]
 
@@ -22,18 +22,10 @@ class DatasetSource(RunSource, Protocol):
     docstring names the attribute it becomes)."""
 
     @property
-    def name(self) -> str | None:
-        """``ds_name``."""
-        ...
-
-    @property
-    def sample_name(self) -> str | None:
-        """``sample_name``, from the run's experiment."""
-        ...
-
-    @property
-    def exp_name(self) -> str | None:
-        """``exp_name``."""
+    def row(self) -> RunRow:
+        """The run's columns as stored: ``name`` (``ds_name``), ``sample_name`` and
+        ``exp_name``, ``captured_run_id`` (also in the file's name) and
+        ``captured_counter``, and the two times, raw (-1 when None) and formatted."""
         ...
 
     @property
@@ -44,26 +36,6 @@ class DatasetSource(RunSource, Protocol):
     @property
     def stable_guid(self) -> str | None:
         """``guid``; for schema-v0 runs the one QCoDeS' upgrade would give them."""
-        ...
-
-    @property
-    def run_timestamp_raw(self) -> float | None:
-        """``run_timestamp_raw`` (-1 when None) and, formatted, ``run_timestamp``."""
-        ...
-
-    @property
-    def completed_timestamp_raw(self) -> float | None:
-        """``completed_timestamp_raw`` (-1 when None) and ``completed_timestamp``."""
-        ...
-
-    @property
-    def captured_run_id(self) -> int | None:
-        """``captured_run_id``, also in the file's name."""
-        ...
-
-    @property
-    def captured_counter(self) -> int | None:
-        """``captured_counter``."""
         ...
 
     @property
@@ -135,6 +107,7 @@ def dataset_attrs(run: DatasetSource) -> dict[str, Any]:
     if exported is not None:
         return exported
     runs = Where(run.path_to_db, run.run_id, table="runs")
+    row = run.row
     links = [
         json.dumps(
             {"head": k.head, "tail": k.tail, "edge_type": k.edge_type, "description": k.description}
@@ -142,26 +115,26 @@ def dataset_attrs(run: DatasetSource) -> dict[str, Any]:
         for k in run.parent_dataset_links
     ]
     attrs: dict[str, Any] = {
-        "ds_name": run.name,
-        "sample_name": run.sample_name,
-        "exp_name": run.exp_name,
+        "ds_name": row.name,
+        "sample_name": row.sample_name,
+        "exp_name": row.exp_name,
         "snapshot": run.snapshot_raw or "null",
         "guid": run.stable_guid,
         "run_timestamp": (
-            local_time(run.run_timestamp_raw, where=runs.at(column="run_timestamp")) or ""
+            local_time(row.run_timestamp_raw, where=runs.at(column="run_timestamp")) or ""
         ),
         "completed_timestamp": (
-            local_time(run.completed_timestamp_raw, where=runs.at(column="completed_timestamp"))
+            local_time(row.completed_timestamp_raw, where=runs.at(column="completed_timestamp"))
             or ""
         ),
-        "captured_run_id": run.captured_run_id,
-        "captured_counter": run.captured_counter,
+        "captured_run_id": row.captured_run_id,
+        "captured_counter": row.captured_counter,
         "run_id": run.run_id,
         "run_description": run_description_json(run.description),
         "parent_dataset_links": json.dumps(links),
-        "run_timestamp_raw": run.run_timestamp_raw if run.run_timestamp_raw is not None else -1,
+        "run_timestamp_raw": row.run_timestamp_raw if row.run_timestamp_raw is not None else -1,
         "completed_timestamp_raw": (
-            run.completed_timestamp_raw if run.completed_timestamp_raw is not None else -1
+            row.completed_timestamp_raw if row.completed_timestamp_raw is not None else -1
         ),
     }
     attrs.update(run.metadata)

@@ -27,7 +27,7 @@ def default_file_name(run: DatasetSource) -> str:
             path=run.path_to_db,
             run_id=run.run_id,
         )
-    return f"qcodes_{run.captured_run_id}_{guid}.nc"
+    return f"qcodes_{run.row.captured_run_id}_{guid}.nc"
 
 
 def names_a_folder(path_or_dir: str | Path) -> bool:
