@@ -161,16 +161,25 @@ def test_a_followed_run_whose_export_fails_leaves_no_live_file_nor_record(
     assert json.loads((folder / STATE_NAME).read_text())["runs"]["1"]["status"] == "failed"
 
 
+@pytest.mark.parametrize("state_saved", [True, False], ids=["state says live", "state lags"])
 def test_a_run_completed_while_the_sync_was_down_gets_a_live_file_with_every_row(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state_saved: bool
 ) -> None:
-    """The state says live (the sync was killed while following), the run completed
+    """A sync was killed while following a run (its state saying so, or killed before
+    the state was saved: only the live file and record say so), and the run completed
     meanwhile: the next sync follows it from row 1 into a new live file, and its record
     turns complete only after that file held every row of the run."""
     path = tmp_path / "lab.db"
     saver, x, y, runner = _running(path)
     folder = tmp_path / "mirror"
-    Mirror(_config(path), folder).poll()  # never closed: as if killed while following
+    killed = Mirror(_config(path), folder)  # never closed: as if killed while following
+    killed.poll()
+    killed.poll()
+    assert (folder / str(saver.dataset.guid) / LIVE_NAME).exists()
+    if not state_saved:
+        state = json.loads((folder / STATE_NAME).read_text())
+        state.update(cursor=0, runs={})
+        (folder / STATE_NAME).write_text(json.dumps(state))
     for value in range(2, 50):
         saver.add_result((x, value), (y, 2 * value))
     runner.__exit__(None, None, None)
@@ -185,8 +194,10 @@ def test_a_run_completed_while_the_sync_was_down_gets_a_live_file_with_every_row
     monkeypatch.setattr(LiveFile, "close", recording_close)
     events: list[SyncEvent] = []
     with Mirror(_config(path), folder, on_event=events.append) as mirror:
-        mirror.poll()
-    assert [(e.action, e.status) for e in events] == [("synced", "complete")]
+        mirror.sync_once(0.01)
+    assert [(e.action, e.status) for e in events] == [("live", "live")] * (not state_saved) + [
+        ("synced", "complete")
+    ]
     assert [rows for live, rows in closed if live.name == LIVE_NAME] == [{"y": 49}]
     _check_mirror(path, folder, _config(path), tmp_path)
 

@@ -38,9 +38,12 @@ Invariants (what makes a crash at any moment harmless):
    so doing a run again after a crash writes the same files under the same names: no
    duplicate, and nothing the state does not know of is ever trusted.
 4. On start, every run after the cursor is done again, every run the state calls live
-   is followed again from its first row into a new live file, and leftovers of a
-   killed write (temporary files, a candidate export, a live file of a run no longer
-   live) are removed when that run's files are next written.
+   (or whose folder holds a live file the state does not know of) is followed again
+   from its first row into a new live file, also if it completed meanwhile: a record
+   turns from live to complete only after a live file held every row of the run, so a
+   reader of the live file never sees it end short of the run. Leftovers of a killed
+   write (temporary files, a candidate export) are removed when that run's files are
+   next written.
 
 So a crash before a state write loses nothing (the run is redone), and a crash after
 it leaves everything the state describes in place. The state file is one small JSON
@@ -537,12 +540,16 @@ class Mirror:
 
     def _take_up(self, run: Run, *, newest: bool) -> bool:
         """Sync a run not synced before (the caller saves the state): follow it if it is
-        being measured, else export it; False if it must wait (``--no-live``)."""
+        being measured, else export it; False if it must wait (``--no-live``). A run with
+        a live file in its folder (a sync was killed following it before its state said
+        so) is followed into a new one first, as after a restart (see ``_step_followers``)."""
         if not run.started:  # abandoned before it started; revisited if it ever starts
             self._state.runs[run.run_id] = _RunState(None, "not started", _fingerprint(run))
         elif not run.completed and newest and not run.in_memory:
             if not self.live:
                 return False
+            self._start_live(run)
+        elif self.live and (self.folder / str(run.stable_guid) / LIVE_NAME).exists():
             self._start_live(run)
         else:
             self._finish(run, reexport=True, action="synced", advance=False)
