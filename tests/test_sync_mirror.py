@@ -50,9 +50,11 @@ def _cli_export(database: Path, run_id: int, folder: Path) -> bytes:
 
 
 def _records_equal_dataset_info(
-    record: dict[str, Any], run: qcsql.Run, config: QCoDeSConfigData
+    record: dict[str, Any], run: qcsql.Run, config: QCoDeSConfigData, exported: Path
 ) -> None:
-    info = dataset_info(run, config).model_dump(mode="json", exclude={"data_file"})
+    info = dataset_info(run, config, exported=exported).model_dump(
+        mode="json", exclude={"data_file"}
+    )
     info["tags"] = sorted(info["tags"])
     assert {k: record[k] for k in info} == info
     assert record["source"] == {
@@ -78,7 +80,7 @@ def _check_mirror(database: Path, folder: Path, config: QCoDeSConfigData, scratc
             data = (run_folder / DATA_NAME).read_bytes()
             assert data == _cli_export(database, run.run_id, scratch), run
             record = json.loads((run_folder / RECORD_NAME).read_text())
-            _records_equal_dataset_info(record, run, config)
+            _records_equal_dataset_info(record, run, config, run_folder / DATA_NAME)
             assert record["sha256"] == entry["sha256"]
             assert record["sha256"] == hashlib.sha256(data).hexdigest()
             assert record["status"] == ("complete" if run.completed else "incomplete")

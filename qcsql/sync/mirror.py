@@ -165,10 +165,14 @@ def record_of(
     sha256: str | None = None,
     data_file: str | None = None,
     live_file: str | None = None,
+    exported: Path | None = None,
 ) -> dict[str, Any]:
-    """The ``dataset.json`` of ``run``: :func:`~qcsql.sync.dataset_info` (tags sorted) and
-    where it came from, what file holds its data and that file's sha256, and its status."""
-    info = dataset_info(run, config).model_dump(mode="json", exclude={"data_file"})
+    """The ``dataset.json`` of ``run``: :func:`~qcsql.sync.dataset_info` (tags sorted, read
+    from ``exported``, the run's export, when given) and where it came from, what file
+    holds its data and that file's sha256, and its status."""
+    info = dataset_info(run, config, exported=exported).model_dump(
+        mode="json", exclude={"data_file"}
+    )
     info["tags"] = sorted(info["tags"])
     info.update(
         source={"database": str(run.path_to_db), "run_id": run.run_id, "guid": run.stable_guid},
@@ -618,7 +622,14 @@ class Mirror:
         try:
             if reexport or sha is None or not (folder / DATA_NAME).exists():
                 sha = self._export(run, folder, sha)
-            record = record_of(run, self.config, status=status, sha256=sha, data_file=DATA_NAME)
+            record = record_of(
+                run,
+                self.config,
+                status=status,
+                sha256=sha,
+                data_file=DATA_NAME,
+                exported=folder / DATA_NAME,
+            )
         except ExportError as exc:
             if isinstance(exc.__cause__, OSError):  # the folder: nothing to go on with
                 raise SyncError(str(exc), path=exc.path) from exc
