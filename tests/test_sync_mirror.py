@@ -144,49 +144,6 @@ def test_a_second_sync_rewrites_nothing_and_new_attributes_rewrite_only_records(
     _check_mirror(EXAMPLE_DB, folder, config, tmp_path)
 
 
-def test_a_star_set_with_add_metadata_reaches_the_record_within_one_poll(tmp_path: Path) -> None:
-    pytest.importorskip("qcodes")
-    from qcodes.dataset import Measurement, load_by_id
-    from qcodes.dataset.sqlite.database import connect
-
-    path = tmp_path / "lab.db"
-    experiment = new_database(path)
-    x, y = parameters("x", "y")
-    for name in ("first", "second"):
-        measurement = Measurement(exp=experiment, name=name)
-        measurement.register_parameter(x)
-        measurement.register_parameter(y, setpoints=(x,))
-        with measurement.run() as saver:
-            for value in range(5):
-                saver.add_result((x, value), (y, value))
-    experiment.conn.close()
-    folder = tmp_path / "mirror"
-    config = _config(path)
-    events: list[SyncEvent] = []
-    with Mirror(config, folder, on_event=events.append) as mirror:
-        mirror.poll()
-        files = {p: p.stat() for p in folder.rglob("*") if p.is_file() and p.name != STATE_NAME}
-        conn = connect(str(path))  # QCoDeS itself, on the database the sync reads
-        try:
-            load_by_id(1, conn=conn).add_metadata("inspectr_tag", "star")
-        finally:
-            conn.close()
-        events.clear()
-        mirror.poll()
-    assert [(e.action, e.run_id) for e in events] == [("updated", 1)]
-    with qcsql.open_database(path) as db:
-        first = db.load_by_id(1)
-        guid = first.guid
-        record = json.loads((folder / str(guid) / RECORD_NAME).read_text())
-        assert record["ranking"] == 1
-    # QCoDeS writes a run's metadata as attributes of its export: the data file changes
-    # with the star (and is again qcsql export's), the other run's files are untouched.
-    _check_mirror(path, folder, config, tmp_path)
-    for file, before in files.items():
-        if guid not in str(file):
-            assert file.stat().st_mtime_ns == before.st_mtime_ns
-
-
 # -- crash and restart ------------------------------------------------------------------------
 
 
