@@ -21,6 +21,7 @@ from qcsql.sync import QCoDeSConfigData, SnapshotMetadataWarning, dataset_info
 from qcsql.sync.qh_meta import qh_meta_of
 from tests.helpers import EXAMPLE_DB, copy_database
 from tests.qcodes_suite_runs import Suite, build_suite
+from tests.test_export_streaming import two_spectra_db  # noqa: F401 - a fixture
 
 
 def _file_tags(path: Path) -> set[str]:
@@ -211,3 +212,21 @@ def test_tags_with_the_export_are_every_variable_and_coordinate_of_its_file(
             layout_coordinates |= names & {"index", "multi_index"}
             compared += 1
     assert compared > 50 and layout_coordinates == {"index", "multi_index"}
+
+
+def test_tags_with_the_export_of_a_layout_side_by_side_are_its_names(
+    two_spectra_db: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Spectra whose frequencies differ cannot be merged (QCoDeS' own export fails): the
+    export lays each tree out on its own, its index and setpoints renamed ``<name>__<P>``;
+    the tags with the export are those names where no ``long_name`` says otherwise."""
+    xr = pytest.importorskip("xarray")
+    config = QCoDeSConfigData(database_path=two_spectra_db, set_up="rack")
+    with qcsql.open_database(two_spectra_db) as db:
+        info = dataset_info(db.load_by_id(2), config, export_to=tmp_path / "2.nc")
+    assert info.data_file is not None
+    with xr.open_dataset(info.data_file, engine="h5netcdf") as dataset:
+        assert {"freq__mag", "index__mag", "index__phase"} <= set(dataset.variables)
+        names = {str(v.attrs.get("long_name") or n) for n, v in dataset.variables.items()}
+    assert info.tags == frozenset(names) and {"index__mag", "index__phase"} <= info.tags
