@@ -368,28 +368,27 @@ def cmd_follow(db: Database, args: argparse.Namespace, console: Console) -> int:
         run = runs[-1]
     else:
         run = db.load_by_id(args.run)
-    from qcsql.sync.live_file import LiveFile  # h5py only for following
-    from qcsql.sync.mirror import FOLLOW_WINDOW
+    from qcsql.sync.live_follow import LiveFollow, follow_into  # h5py only for following
 
-    live = LiveFile(target / (default_file_name(run).removesuffix(".nc") + ".live.h5"))
-    rows = 0
-    reason = None
+    path = target / (default_file_name(run).removesuffix(".nc") + ".live.h5")
     progress = Progress(console.err, None, enabled=not args.quiet, unit="row")
+
+    def show(follower: LiveFollow) -> None:
+        progress.show(follower.rows, f"run {run.run_id}")
+
     try:
-        chunks = run.follow(
-            poll_interval=args.poll, idle_timeout=args.idle_timeout, max_ids=FOLLOW_WINDOW
+        result = follow_into(
+            run,
+            path,
+            poll_interval=args.poll,
+            idle_timeout=args.idle_timeout,
+            live_errors="raise",
+            on_step=show,
         )
-        for chunk in chunks:
-            live.append(
-                chunk.data, {"guid": run.stable_guid, "run_id": run.run_id}, chunk.description
-            )
-            rows += chunk.rows
-            reason = chunk.reason
-            progress.show(rows, f"run {run.run_id}")
     finally:
-        live.close()
         progress.finish()
-    live_file = str(live.path) if live.path.exists() else None  # no rows, no file
+    rows, reason = result.rows, result.reason
+    live_file = str(path) if path.exists() else None  # no rows, no file
     summary: dict[str, Any] = {
         "run_id": run.run_id,
         "rows": rows,

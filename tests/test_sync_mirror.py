@@ -50,9 +50,11 @@ def _cli_export(database: Path, run_id: int, folder: Path) -> bytes:
 
 
 def _records_equal_dataset_info(
-    record: dict[str, Any], run: qcsql.Run, config: QCoDeSConfigData
+    record: dict[str, Any], run: qcsql.Run, config: QCoDeSConfigData, exported: Path
 ) -> None:
-    info = dataset_info(run, config).model_dump(mode="json", exclude={"data_file"})
+    info = dataset_info(run, config, exported=exported).model_dump(
+        mode="json", exclude={"data_file"}
+    )
     info["tags"] = sorted(info["tags"])
     assert {k: record[k] for k in info} == info
     assert record["source"] == {
@@ -78,7 +80,7 @@ def _check_mirror(database: Path, folder: Path, config: QCoDeSConfigData, scratc
             data = (run_folder / DATA_NAME).read_bytes()
             assert data == _cli_export(database, run.run_id, scratch), run
             record = json.loads((run_folder / RECORD_NAME).read_text())
-            _records_equal_dataset_info(record, run, config)
+            _records_equal_dataset_info(record, run, config, run_folder / DATA_NAME)
             assert record["sha256"] == entry["sha256"]
             assert record["sha256"] == hashlib.sha256(data).hexdigest()
             assert record["status"] == ("complete" if run.completed else "incomplete")
@@ -142,49 +144,6 @@ def test_a_second_sync_rewrites_nothing_and_new_attributes_rewrite_only_records(
     _check_mirror(EXAMPLE_DB, folder, config, tmp_path)
 
 
-def test_a_star_set_with_add_metadata_reaches_the_record_within_one_poll(tmp_path: Path) -> None:
-    pytest.importorskip("qcodes")
-    from qcodes.dataset import Measurement, load_by_id
-    from qcodes.dataset.sqlite.database import connect
-
-    path = tmp_path / "lab.db"
-    experiment = new_database(path)
-    x, y = parameters("x", "y")
-    for name in ("first", "second"):
-        measurement = Measurement(exp=experiment, name=name)
-        measurement.register_parameter(x)
-        measurement.register_parameter(y, setpoints=(x,))
-        with measurement.run() as saver:
-            for value in range(5):
-                saver.add_result((x, value), (y, value))
-    experiment.conn.close()
-    folder = tmp_path / "mirror"
-    config = _config(path)
-    events: list[SyncEvent] = []
-    with Mirror(config, folder, on_event=events.append) as mirror:
-        mirror.poll()
-        files = {p: p.stat() for p in folder.rglob("*") if p.is_file() and p.name != STATE_NAME}
-        conn = connect(str(path))  # QCoDeS itself, on the database the sync reads
-        try:
-            load_by_id(1, conn=conn).add_metadata("inspectr_tag", "star")
-        finally:
-            conn.close()
-        events.clear()
-        mirror.poll()
-    assert [(e.action, e.run_id) for e in events] == [("updated", 1)]
-    with qcsql.open_database(path) as db:
-        first = db.load_by_id(1)
-        guid = first.guid
-        record = json.loads((folder / str(guid) / RECORD_NAME).read_text())
-        assert record["ranking"] == 1
-    # QCoDeS writes a run's metadata as attributes of its export: the data file changes
-    # with the star (and is again qcsql export's), the other run's files are untouched.
-    _check_mirror(path, folder, config, tmp_path)
-    for file, before in files.items():
-        if guid not in str(file):
-            assert file.stat().st_mtime_ns == before.st_mtime_ns
-
-
 # -- crash and restart ------------------------------------------------------------------------
 
 
@@ -202,11 +161,13 @@ def _pragmas(path: Path) -> tuple[str, int]:
         ).fetchone()[0]
 
 
-def _start_writer(database: Path, journal: str, env: dict[str, str]) -> subprocess.Popen[str]:
+def _start_writer(
+    database: Path, journal: str, env: dict[str, str], seconds: float = 1.5
+) -> subprocess.Popen[str]:
     """The QCoDeS writer of a sequence of runs (tests/live_writer.py), once its first run
-    has started (the database exists then)."""
+    has started (the database exists then); its sweeps take ``seconds`` each."""
     writer = subprocess.Popen(
-        [sys.executable, str(WRITER), str(database), journal, "1.5", "20000", "sequence"],
+        [sys.executable, str(WRITER), str(database), journal, str(seconds), "20000", "sequence"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     assert writer.stdout is not None
@@ -219,31 +180,86 @@ def _start_writer(database: Path, journal: str, env: dict[str, str]) -> subproce
     return writer
 
 
+TRACING_SITE = """
+# Imported by every Python process started with this folder on its PYTHONPATH: the
+# statements each sqlite3 connection to a file sends go, one JSON line each, to a file
+# of the process's own (line-buffered: a SIGKILL loses no whole line).
+import json, os, sqlite3
+_trace = open(os.path.join(os.environ["QCSQL_TEST_TRACE"], f"{os.getpid()}.jsonl"), "a",
+              buffering=1)
+_connect = sqlite3.connect
+
+def _traced_connect(database, *args, **kwargs):
+    connection = _connect(database, *args, **kwargs)
+    if database != ":memory:":
+        connection.set_trace_callback(lambda statement: _trace.write(json.dumps(statement) + "\\n"))
+    return connection
+
+sqlite3.connect = _traced_connect
+"""
+
+
+def _traced_env(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """``env`` for a process whose SQLite statements are traced into ``folder`` (a
+    ``sitecustomize`` on its PYTHONPATH: nothing in qcsql knows of it)."""
+    site = folder / "site"
+    site.mkdir(parents=True)
+    (site / "sitecustomize.py").write_text(TRACING_SITE)
+    path = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path, "QCSQL_TEST_TRACE": str(folder)}
+
+
+def _wait_until_reading(process: subprocess.Popen[str], folder: Path) -> None:
+    """Until ``process`` (traced into ``folder``) sent its first statement: a kill while
+    Python starts would test nothing of the sync."""
+    trace = folder / f"{process.pid}.jsonl"
+    deadline = time.monotonic() + 60
+    while not (trace.exists() and trace.stat().st_size) and process.poll() is None:
+        assert time.monotonic() < deadline, "the sync never read the database"
+        time.sleep(0.01)
+
+
+def _traced_statements(folder: Path) -> dict[str, list[str]]:
+    """The statements each traced process sent, by process id."""
+    return {
+        trace.stem: [json.loads(line) for line in trace.read_text().splitlines()]
+        for trace in folder.glob("*.jsonl")
+    }
+
+
 @pytest.mark.parametrize("journal", ["WAL", "DELETE"])
 def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
     tmp_path: Path, journal: str
 ) -> None:
     """A genuine QCoDeS writer in another process writes a sequence of runs while
     ``qcsql sync --watch`` runs beside it and is killed with SIGKILL twice at random
-    moments, then restarted; at the end every run has exactly its two files."""
+    moments, then restarted; at the end every run has exactly its two files, an SWMR
+    reader of the live files found in each only rows of the run, in order, none twice,
+    and all of them in the last, and every statement each sync sent only read."""
     pytest.importorskip("qcodes")
+    from tests.test_read_only import READING_STATEMENT
+
     database = tmp_path / "soak.db"
     folder = tmp_path / "mirror"
+    stop = tmp_path / "stop"
     env = {**os.environ, "HOME": str(tmp_path / "home")}
-    writer = _start_writer(database, journal, env)
+    sync_env = _traced_env(env, tmp_path / "trace")
+    reader = _start_reader(folder, stop)
+    writer = _start_writer(database, journal, env, seconds=3)
     rng = random.Random()
     syncs: list[subprocess.Popen[str]] = []
     messages: list[str] = []  # the syncs' stderr: one line per run, no error but the last
     try:
         before = _pragmas(database)
         for _ in range(2):
-            syncs.append(subprocess.Popen(_sync_command(database, folder), env=env,
+            syncs.append(subprocess.Popen(_sync_command(database, folder), env=sync_env,
                                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                           text=True))  # fmt: skip
-            time.sleep(rng.uniform(0.3, 2.5))
+            _wait_until_reading(syncs[-1], tmp_path / "trace")
+            time.sleep(rng.uniform(0.1, 2.0))
             syncs[-1].send_signal(signal.SIGKILL)
             messages.extend(syncs[-1].communicate()[1].splitlines())
-        syncs.append(subprocess.Popen(_sync_command(database, folder), env=env,
+        syncs.append(subprocess.Popen(_sync_command(database, folder), env=sync_env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True))  # fmt: skip
         stdout, stderr = writer.communicate(timeout=60)
@@ -261,8 +277,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
             time.sleep(0.1)
         syncs[-1].send_signal(signal.SIGTERM)
         messages.extend(syncs[-1].communicate(timeout=30)[1].splitlines())
+        stop.touch()
+        report = json.loads(reader.communicate(timeout=30)[0])
     finally:
-        for process in (writer, *syncs):
+        for process in (writer, reader, *syncs):
             if process.poll() is None:
                 process.kill()
                 process.wait()
@@ -271,12 +289,19 @@ def test_sigkill_at_random_moments_loses_nothing_and_duplicates_nothing(
         for line in messages
     ), messages
     assert _pragmas(database) == before == (journal.lower(), before[1])
+    statements = _traced_statements(tmp_path / "trace")
+    assert set(statements) <= {str(sync.pid) for sync in syncs}
+    # (a sync killed while Python starts sends nothing; the last one surely does)
+    assert statements[str(syncs[-1].pid)], "the trace saw nothing: the test would pass vacuously"
+    writing = {s for sent in statements.values() for s in sent if not READING_STATEMENT.match(s)}
+    assert writing == set()
     state = json.loads((folder / STATE_NAME).read_text())
     assert len(state["runs"]) == runs and state["cursor"] == runs
     assert sorted(p.name for p in folder.iterdir() if p.name != STATE_NAME) == sorted(
         e["guid"] for e in state["runs"].values()
     )
     assert _check_mirror(database, folder, _config(database), tmp_path) == runs
+    _check_live_files(report, database)
 
 
 # -- bad input ------------------------------------------------------------------------------
@@ -400,30 +425,104 @@ def test_no_live_stops_before_an_incomplete_newest_run(tmp_path: Path) -> None:
     assert _check_mirror(path, folder, _config(path), tmp_path) == 2
 
 
-SWMR_WATCHER = """
+SWMR_READER = """
 import glob, json, os, sys, time
 import h5py
 folder, stop = sys.argv[1], sys.argv[2]
-seen, broken = {}, []
-while not os.path.exists(stop):
+files = []  # every live file seen, by when first seen: guid, values of each column, ended
+held = {}  # inode -> (index in files, open handle): kept open until the file is gone
+broken = []  # a column that did not grow from what was seen before
+
+def look(index, handle):
+    entry = files[index]
+    for top, group in handle.items():
+        for column, dataset in group.items():
+            dataset.refresh()
+            values = dataset[:].tolist()
+            before = entry["trees"].setdefault(top, {}).get(column, [])
+            if values[: len(before)] != before:
+                broken.append([entry["guid"], top, column, len(before), len(values)])
+            entry["trees"][top][column] = values
+
+def inode_of(path):
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+while True:
+    stopping = os.path.exists(stop)
     for path in glob.glob(os.path.join(folder, "*", "measured_data.live.hdf5")):
-        guid = os.path.basename(os.path.dirname(path))
+        if inode_of(path) in held:
+            continue
         try:
-            with h5py.File(path, "r", libver="latest", swmr=True) as live:
-                for top, group in live.items():
-                    group["x"].refresh() if "x" in group else None
-                    if "x" not in group:
-                        continue
-                    values = group["x"][:].tolist()
-                    before = seen.get((guid, top), [])
-                    if values[: len(before)] != before:  # not a growth of what was seen
-                        broken.append([guid, top, len(before), len(values)])
-                    seen[(guid, top)] = values
+            handle = h5py.File(path, "r", libver="latest", swmr=True)
+        except (OSError, ValueError):
+            continue  # being created: next time
+        inode = os.fstat(handle.id.get_vfd_handle()).st_ino
+        if inode in held:
+            handle.close()
+            continue
+        files.append({"guid": os.path.basename(os.path.dirname(path)), "trees": {},
+                      "ended": False})
+        held[inode] = (len(files) - 1, handle, path)
+    for inode, (index, handle, path) in list(held.items()):
+        gone = inode_of(path) != inode  # removed or replaced: what it holds is final
+        try:
+            look(index, handle)
         except (OSError, KeyError, ValueError):
-            pass  # created or removed meanwhile
-    time.sleep(0.02)
-print(json.dumps({"seen": [[g, t, v] for (g, t), v in seen.items()], "broken": broken}))
+            continue  # the writer was killed mid-write: next time
+        if gone or stopping:
+            files[index]["ended"] = gone
+            handle.close()
+            del held[inode]
+    if stopping:
+        break
+    time.sleep(0.01)
+print(json.dumps({"files": files, "broken": broken}))
 """
+
+
+def _start_reader(folder: Path, stop: Path) -> subprocess.Popen[str]:
+    """An SWMR reader (another process) of every live file that appears in ``folder``
+    until ``stop`` exists: it keeps each open until the sync removes or replaces it, and
+    reads it once more then (an open file outlives its name), so it sees all the file
+    ever held."""
+    return subprocess.Popen(
+        [sys.executable, "-c", SWMR_READER, str(folder), str(stop)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _check_live_files(report: dict[str, Any], database: Path) -> int:
+    """Every live file held only rows of the database, in order, none twice (each column
+    a prefix of the run's), and the last live file of each run held all of them when the
+    sync removed it (the record turned complete after that). The runs checked."""
+    import numpy as np
+
+    assert report["broken"] == []
+    assert report["files"], "the reader saw no live file: the test would pass vacuously"
+    last: dict[str, dict[str, Any]] = {}
+    with qcsql.open_database(database) as db, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = {run.guid: run for run in db.runs()}
+        data = {
+            guid: runs[guid].get_parameter_data() for guid in {f["guid"] for f in report["files"]}
+        }
+        for live in report["files"]:
+            for top, columns in live["trees"].items():
+                for column, values in columns.items():
+                    expected = data[live["guid"]][top][column].reshape(-1)
+                    assert len(values) <= len(expected), (live["guid"], top, column)
+                    np.testing.assert_array_equal(values, expected[: len(values)])
+            last[live["guid"]] = live
+        for guid, live in last.items():
+            assert live["ended"], f"run {runs[guid].run_id}: its last live file is still there"
+            for top, columns in data[guid].items():
+                for column, expected in columns.items():
+                    held = live["trees"][top][column]
+                    assert len(held) == expected.size, (runs[guid].run_id, top, column)
+    return len(last)
 
 
 @pytest.mark.parametrize("journal", ["WAL", "DELETE"])
@@ -434,8 +533,6 @@ def test_the_sync_beside_a_writer_only_reads_and_live_files_only_grow(
     sequence of runs in another, and an SWMR reader in a third watches every live file:
     only reading statements, live files that only ever grow by rows of the database."""
     pytest.importorskip("qcodes")
-    import numpy as np
-
     from tests.test_read_only import READING_STATEMENT
 
     database = tmp_path / "soak.db"
@@ -444,10 +541,7 @@ def test_the_sync_beside_a_writer_only_reads_and_live_files_only_grow(
     stop = tmp_path / "stop"
     env = {**os.environ, "HOME": str(tmp_path / "home")}
     writer = _start_writer(database, journal, env)
-    watcher = subprocess.Popen(
-        [sys.executable, "-c", SWMR_WATCHER, str(folder), str(stop)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    watcher = _start_reader(folder, stop)
     try:
         config = _config(database)
         with Mirror(config, folder, idle_timeout=2) as mirror:
@@ -468,13 +562,7 @@ def test_the_sync_beside_a_writer_only_reads_and_live_files_only_grow(
     assert (
         traced_statements and [s for s in traced_statements if not READING_STATEMENT.match(s)] == []
     )
-    assert report["broken"] == []
-    assert report["seen"], "the watcher saw no live file: the test would pass vacuously"
-    with qcsql.open_database(database) as db:
-        by_guid = {run.guid: run for run in db.runs()}
-        for guid, top, values in report["seen"]:
-            expected = by_guid[guid].get_parameter_data()[top]["x"].reshape(-1)
-            np.testing.assert_array_equal(values, expected[: len(values)])
+    _check_live_files(report, database)
     assert _check_mirror(database, folder, config, tmp_path) == int(stdout.split()[-1])
 
 

@@ -20,6 +20,8 @@ import qcsql
 from qcsql.sync import QCoDeSConfigData, SnapshotMetadataWarning, dataset_info
 from qcsql.sync.qh_meta import qh_meta_of
 from tests.helpers import EXAMPLE_DB, copy_database
+from tests.qcodes_suite_runs import Suite, build_suite
+from tests.test_export_streaming import two_spectra_db  # noqa: F401 - a fixture
 
 
 def _file_tags(path: Path) -> set[str]:
@@ -175,3 +177,56 @@ def test_snapshot_attributes_are_the_instrument_settings_qcodes_recorded(tmp_pat
     )
     assert set(dac_only.attributes) < set(every.attributes)
     assert {"Gate ch1", "Gate ch2"} <= every.tags  # the measured parameters' labels
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Suite:
+    pytest.importorskip("qcodes")
+    return build_suite(tmp_path_factory.mktemp("qcodes-suite"))
+
+
+def test_tags_with_the_export_are_every_variable_and_coordinate_of_its_file(
+    suite: Suite, tmp_path: Path
+) -> None:
+    """The agent's keywords: ``long_name``, else the name, of every variable and coordinate
+    of the dataset, as xarray opens the file the export wrote: the layout's ``index`` and
+    ``multi_index`` included, for every kind of run QCoDeS' own tests write."""
+    xr = pytest.importorskip("xarray")
+    config = QCoDeSConfigData(database_path=suite.path, set_up="rack")
+    compared, layout_coordinates = 0, set()
+    with qcsql.open_database(suite.path) as db, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for label, run_id in suite.runs.items():
+            run = db.load_by_id(run_id)
+            if not run.started:
+                continue
+            try:
+                info = dataset_info(run, config, export_to=tmp_path / f"{run_id}.nc")
+            except qcsql.QcsqlError:
+                continue  # a run QCoDeS cannot export either
+            assert info.data_file is not None
+            with xr.open_dataset(info.data_file, engine="h5netcdf") as dataset:
+                names = {str(v.attrs.get("long_name") or n) for n, v in dataset.variables.items()}
+            assert info.tags == frozenset(names | _meta_tags(run)), label
+            assert dataset_info(run, config, exported=info.data_file).tags == info.tags
+            layout_coordinates |= names & {"index", "multi_index"}
+            compared += 1
+    assert compared > 50 and layout_coordinates == {"index", "multi_index"}
+
+
+def test_tags_with_the_export_of_a_layout_side_by_side_are_its_names(
+    two_spectra_db: Path,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
+) -> None:
+    """Spectra whose frequencies differ cannot be merged (QCoDeS' own export fails): the
+    export lays each tree out on its own, its index and setpoints renamed ``<name>__<P>``;
+    the tags with the export are those names where no ``long_name`` says otherwise."""
+    xr = pytest.importorskip("xarray")
+    config = QCoDeSConfigData(database_path=two_spectra_db, set_up="rack")
+    with qcsql.open_database(two_spectra_db) as db:
+        info = dataset_info(db.load_by_id(2), config, export_to=tmp_path / "2.nc")
+    assert info.data_file is not None
+    with xr.open_dataset(info.data_file, engine="h5netcdf") as dataset:
+        assert {"freq__mag", "index__mag", "index__phase"} <= set(dataset.variables)
+        names = {str(v.attrs.get("long_name") or n) for n, v in dataset.variables.items()}
+    assert info.tags == frozenset(names) and {"index__mag", "index__phase"} <= info.tags

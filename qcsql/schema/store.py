@@ -69,6 +69,7 @@ class RunStore:
         with self.connection.reading() as sql:
             self.schema_version: int = int(sql.exec_driver_sql("PRAGMA user_version").scalar_one())
             self.table_names = self._read_table_names(sql)
+            self.runs_sql = self._read_runs_sql(sql)
             missing = [name for name in REQUIRED_TABLES if name not in self.table_names]
             if missing:
                 found = ", ".join(sorted(self.table_names)) or "none"
@@ -100,6 +101,25 @@ class RunStore:
         self.metadata_columns: tuple[str, ...] = tuple(
             name for name in run_columns if name not in STANDARD_RUN_COLUMNS
         )
+
+    def schema_changed(self) -> bool:
+        """Whether the schema version or the runs table's columns differ now from what was
+        read at open (QCoDeS' ``add_metadata`` adds a column the first time a key is used;
+        an upgrade changes the version), which a store kept open does not see: two
+        short reads, for a caller that keeps its store over a file that changes."""
+        with self.connection.reading(table="runs") as sql:
+            version = int(sql.exec_driver_sql("PRAGMA user_version").scalar_one())
+            runs_sql = self._read_runs_sql(sql)
+        return version != self.schema_version or runs_sql != self.runs_sql
+
+    @staticmethod
+    def _read_runs_sql(sql: sa.Connection) -> str | None:
+        """The runs table's ``CREATE TABLE`` as SQLite keeps it, which every ``ALTER TABLE
+        ADD COLUMN`` rewrites. Read from sqlite_master rather than ``PRAGMA table_info``:
+        a pragma answers from the schema the connection cached, a SELECT from the file."""
+        return sql.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+        ).scalar()
 
     @staticmethod
     def _read_table_names(sql: sa.Connection) -> set[str]:

@@ -9,7 +9,9 @@ because each of SQLite's read-only modes is safe only in some situations:
   its ``-wal`` for as long as it is connected), so ``immutable=1`` reads it
   without the ``-wal``/``-shm`` files a plain ``mode=ro`` open would leave
   behind. Before every read we look again; once a ``-wal`` appears (a writer
-  started) the connection is reopened with ``mode=ro`` to coordinate with it.
+  started) the connection is reopened with ``mode=ro`` to coordinate with it,
+  and once the file itself changed (a writer came, committed and left between
+  two reads: its ``-wal`` is gone again) it is reopened to see what it wrote.
 * WAL file with ``-wal`` and ``-shm``: a writer may be live; ``mode=ro`` reads
   through SQLite's shared memory and never blocks it.
 * WAL file with a ``-wal`` but no ``-shm`` (copied or archived files): no
@@ -29,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import logging
+import os
 import sqlite3
 import tempfile
 import threading
@@ -237,6 +240,7 @@ class ReadOnlyConnection:
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         self._sqlite: sqlite3.Connection | None = None
         self._engine: sa.Engine | None = None
+        self._stamp_at_open: tuple[int, int, int] | None = None
         self.access = self._choose_access()
         self._open()
 
@@ -269,6 +273,7 @@ class ReadOnlyConnection:
         params = {"mode": "ro"}
         if access is Access.IMMUTABLE:
             params["immutable"] = "1"
+            self._stamp_at_open = self._stamp()
         elif access is Access.SNAPSHOT_COPY:
             target = self._snapshot_copy()
         try:
@@ -337,12 +342,25 @@ class ReadOnlyConnection:
             self._sqlite.close()
             self._sqlite = None
 
+    def _stamp(self) -> tuple[int, int, int]:
+        """What changes with every write that reaches the file (a checkpoint writes it)."""
+        stat = os.fstat(self.header.file.fd)  # the kept descriptor: nothing opened or closed
+        return stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size
+
     def _follow_new_writer(self) -> None:
-        """An immutable read is only safe while no writer is connected; switch when one comes."""
-        if self.access is Access.IMMUTABLE and side_file(self.path, "-wal").exists():
+        """An immutable read is only safe while no writer is connected, and sees only the
+        file as it was when opened: switch to shared access when a writer comes, and open
+        again when one came and went (its commits are in the file now, its ``-wal`` gone)."""
+        if self.access is not Access.IMMUTABLE:
+            return
+        if side_file(self.path, "-wal").exists():
             log.info("%s: a writer connected, switching to shared read-only access", self.path)
             self._close_connection()
             self.access = Access.READ_ONLY
+            self._open()
+        elif self._stamp() != self._stamp_at_open:
+            log.info("%s: changed since it was opened, opening it again", self.path)
+            self._close_connection()
             self._open()
 
     # -- reading -----------------------------------------------------------------------------

@@ -38,9 +38,12 @@ Invariants (what makes a crash at any moment harmless):
    so doing a run again after a crash writes the same files under the same names: no
    duplicate, and nothing the state does not know of is ever trusted.
 4. On start, every run after the cursor is done again, every run the state calls live
-   is followed again from its first row into a new live file, and leftovers of a
-   killed write (temporary files, a candidate export, a live file of a run no longer
-   live) are removed when that run's files are next written.
+   (or whose folder holds a live file the state does not know of) is followed again
+   from its first row into a new live file, also if it completed meanwhile: a record
+   turns from live to complete only after a live file held every row of the run, so a
+   reader of the live file never sees it end short of the run. Leftovers of a killed
+   write (temporary files, a candidate export) are removed when that run's files are
+   next written.
 
 So a crash before a state write loses nothing (the run is redone), and a crash after
 it leaves everything the state describes in place. The state file is one small JSON
@@ -60,7 +63,7 @@ import dataclasses
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -68,20 +71,18 @@ from typing import Any, Literal
 import orjson
 from pydantic import ValidationError
 
-from qcsql.data.follow import follow
 from qcsql.database import Database, Run, open_database
 from qcsql.errors import (
     DatabaseBusyError,
     DatabaseOpenError,
     DatabaseReadError,
     ExportError,
-    LiveFileError,
     QcsqlError,
     SyncError,
 )
 from qcsql.export.naming import make_folder
 from qcsql.export.writer import write_bytes_atomically
-from qcsql.sync.live_file import LiveFile
+from qcsql.sync.live_follow import FollowResult, LiveFollow, follow_into
 from qcsql.sync.records import QCoDeSConfigData, dataset_info
 
 __all__ = [
@@ -106,7 +107,6 @@ LIVE_NAME = "measured_data.live.hdf5"
 _CANDIDATE_NAME = ".measured_data.candidate.hdf5"  # a re-export, compared before it replaces
 STATE_FORMAT = 1
 STATE_EVERY = 1.0  # seconds: the state is written at most this often within a poll
-FOLLOW_WINDOW = 500_000  # row ids per poll of a live run: bounds memory when it is far behind
 
 Status = Literal["live", "complete", "incomplete", "failed", "not started", "deleted"]
 
@@ -165,10 +165,14 @@ def record_of(
     sha256: str | None = None,
     data_file: str | None = None,
     live_file: str | None = None,
+    exported: Path | None = None,
 ) -> dict[str, Any]:
-    """The ``dataset.json`` of ``run``: :func:`~qcsql.sync.dataset_info` (tags sorted) and
-    where it came from, what file holds its data and that file's sha256, and its status."""
-    info = dataset_info(run, config).model_dump(mode="json", exclude={"data_file"})
+    """The ``dataset.json`` of ``run``: :func:`~qcsql.sync.dataset_info` (tags sorted, read
+    from ``exported``, the run's export, when given) and where it came from, what file
+    holds its data and that file's sha256, and its status."""
+    info = dataset_info(run, config, exported=exported).model_dump(
+        mode="json", exclude={"data_file"}
+    )
     info["tags"] = sorted(info["tags"])
     info.update(
         source={"database": str(run.path_to_db), "run_id": run.run_id, "guid": run.stable_guid},
@@ -178,36 +182,6 @@ def record_of(
         live_file=live_file,
     )
     return info
-
-
-@dataclass(frozen=True)
-class FollowResult:
-    """How a follow ended: ``reason`` (``completed`` or ``idle``), rows read, and the
-    error that ended the live file early, if any (the follow itself went on)."""
-
-    reason: str | None
-    rows: int
-    live_error: LiveFileError | None = None
-
-
-def follow_into(
-    run: Run,
-    path: Path,
-    *,
-    poll_interval: float = 0.2,
-    idle_timeout: float | None = None,
-) -> FollowResult:
-    """Follow ``run`` into the live file ``path`` until it completes (or stays idle for
-    ``idle_timeout`` s); readers may open ``path`` with h5py SWMR meanwhile."""
-    follower = _Follower(run, path, idle_timeout)
-    try:
-        while True:
-            done = follower.step()
-            if done:
-                return FollowResult(follower.reason, follower.rows, follower.live_error)
-            time.sleep(poll_interval)
-    finally:
-        follower.close()
 
 
 # -- the mirror ----------------------------------------------------------------------------
@@ -317,50 +291,6 @@ def _identity(path: Path) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-class _Follower:
-    """One run followed into its live file, one poll of the database per :meth:`step`."""
-
-    def __init__(self, run: Run, path: Path, idle_timeout: float | None) -> None:
-        self.path = path
-        self.run_id = run.run_id
-        self.attrs = {"guid": run.stable_guid, "run_id": run.run_id}
-        self.reason: str | None = None
-        self.rows = 0
-        self.live_error: LiveFileError | None = None
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a reader of an old one keeps its inode; the new one starts at row 1
-        self._db = open_database(run.path_to_db)  # its own: the mirror's is reopened per poll
-        self._live = LiveFile(path)
-        self._chunks = follow(
-            self._db.load_by_id(run.run_id),
-            poll_interval=0,
-            idle_timeout=idle_timeout,
-            yield_empty=True,
-            max_ids=FOLLOW_WINDOW,
-        )
-
-    def step(self) -> bool:
-        """One poll; True when the follow is over (``reason`` says why)."""
-        chunk = next(self._chunks)
-        self.rows += chunk.rows
-        if self.live_error is None:
-            try:
-                self._live.append(chunk.data, self.attrs, chunk.description)
-            except LiveFileError as exc:
-                self.live_error = exc
-        if chunk.reason is not None:
-            self.reason = chunk.reason
-            return True
-        return False
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()  # the follow's generator: let go of its run now
-        self._live.close()
-        self._db.close()
-
-
 class Mirror:
     """Keep ``folder`` a mirror of the database of ``config`` (see the module docstring).
 
@@ -386,7 +316,8 @@ class Mirror:
         self.on_event = on_event or (lambda event: None)
         self.problems: list[SyncEvent] = []  # failed runs, ended live files
         self._identity = _identity(self.path)
-        self._followers: dict[int, _Follower] = {}
+        self._followers: dict[int, LiveFollow] = {}
+        self._db: Database | None = None
         try:
             make_folder(self.folder)
         except ExportError as exc:
@@ -487,6 +418,9 @@ class Mirror:
         for follower in self._followers.values():
             follower.close()
         self._followers.clear()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> Mirror:
         return self
@@ -502,27 +436,31 @@ class Mirror:
                 "(sync the new one into its own folder)",
                 path=self.path,
             )
-        with self._open() as db:
-            listing = {run.run_id: run for run in db.runs()}
-            try:
-                self._check_synced(listing)
-                self._step_followers(db)
-                self._sync_new(listing)
-            finally:
-                if self._unsaved:
-                    self._save_state(now=True)
-
-    @contextlib.contextmanager
-    def _open(self) -> Iterator[Database]:
-        """A fresh look at the file: new metadata columns (``add_metadata``) are seen."""
+        db = self._database()
+        listing = {run.run_id: run for run in db.runs()}
         try:
-            db = open_database(self.path)
-        except DatabaseOpenError as exc:
-            raise SyncError(f"{exc}; the sync stops", path=self.path) from exc
-        try:
-            yield db
+            self._check_synced(listing)
+            self._step_followers(db)
+            self._sync_new(listing)
         finally:
-            db.close()
+            if self._unsaved:
+                self._save_state(now=True)
+
+    def _database(self) -> Database:
+        """The mirror's connection, kept from poll to poll (opening one costs ten times a
+        listing of the runs), and opened again when the file's schema changed since: a
+        ``Database`` fixes the runs table's columns when it opens, and QCoDeS'
+        ``add_metadata`` adds a column the first time a key is used (plottr's
+        ``inspectr_tag``), which must be seen at the next poll."""
+        if self._db is not None and self._db.store.schema_changed():
+            self._db.close()
+            self._db = None
+        if self._db is None:
+            try:
+                self._db = open_database(self.path)
+            except DatabaseOpenError as exc:
+                raise SyncError(f"{exc}; the sync stops", path=self.path) from exc
+        return self._db
 
     def _check_synced(self, listing: dict[int, Run]) -> None:
         config_changed, self._config_changed = self._config_changed, False
@@ -569,11 +507,10 @@ class Mirror:
     def _step_followers(self, db: Database) -> None:
         for run_id, entry in sorted(self._state.runs.items()):
             if entry.status == "live" and run_id not in self._followers:  # after a restart
-                run = db.load_by_id(run_id)
-                if run.completed:  # completed meanwhile: no need to follow it from row 1
-                    self._finish(run, reexport=True, action="synced")
-                else:
-                    self._start_follower(run)
+                # Followed from row 1 into a new live file even if it completed meanwhile:
+                # the record turns complete only once a live file held every row, so a
+                # reader of the live file never sees it end short of the run.
+                self._start_follower(db.load_by_id(run_id))
         for run_id, follower in list(self._followers.items()):
             live_error = follower.live_error
             done = follower.step()
@@ -607,12 +544,16 @@ class Mirror:
 
     def _take_up(self, run: Run, *, newest: bool) -> bool:
         """Sync a run not synced before (the caller saves the state): follow it if it is
-        being measured, else export it; False if it must wait (``--no-live``)."""
+        being measured, else export it; False if it must wait (``--no-live``). A run with
+        a live file in its folder (a sync was killed following it before its state said
+        so) is followed into a new one first, as after a restart (see ``_step_followers``)."""
         if not run.started:  # abandoned before it started; revisited if it ever starts
             self._state.runs[run.run_id] = _RunState(None, "not started", _fingerprint(run))
         elif not run.completed and newest and not run.in_memory:
             if not self.live:
                 return False
+            self._start_live(run)
+        elif self.live and (self.folder / str(run.stable_guid) / LIVE_NAME).exists():
             self._start_live(run)
         else:
             self._finish(run, reexport=True, action="synced", advance=False)
@@ -648,7 +589,9 @@ class Mirror:
 
     def _start_follower(self, run: Run) -> None:
         folder = self._run_folder(run)
-        self._followers[run.run_id] = _Follower(run, folder / LIVE_NAME, self.idle_timeout)
+        self._followers[run.run_id] = LiveFollow(
+            run, folder / LIVE_NAME, idle_timeout=self.idle_timeout, own_database=True
+        )
 
     def _export(self, run: Run, folder: Path, known: str | None) -> str:
         """Export ``run`` to its data file, replacing an existing one only if the bytes
@@ -679,7 +622,14 @@ class Mirror:
         try:
             if reexport or sha is None or not (folder / DATA_NAME).exists():
                 sha = self._export(run, folder, sha)
-            record = record_of(run, self.config, status=status, sha256=sha, data_file=DATA_NAME)
+            record = record_of(
+                run,
+                self.config,
+                status=status,
+                sha256=sha,
+                data_file=DATA_NAME,
+                exported=folder / DATA_NAME,
+            )
         except ExportError as exc:
             if isinstance(exc.__cause__, OSError):  # the folder: nothing to go on with
                 raise SyncError(str(exc), path=exc.path) from exc

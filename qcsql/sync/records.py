@@ -7,11 +7,15 @@ QCoDeS sync agent, eTiKeT's connector):
 
 * ``name`` is the first line of the run name; further lines go to the description;
 * ``tags`` are the ``long_name`` (else ``name``) of every variable and coordinate of
-  the exported dataset that holds a parameter, plus the tags of the ``qh_meta``
-  instrument in the snapshot. They come from the run description, never from the data
-  (:func:`qcsql.export.layout.parameter_names`), so a record costs the same for a run
-  of ten rows or ten million; the layout's ``index`` and ``multi_index`` coordinates,
-  which only the rows decide and which name nothing measured, are not tags;
+  the exported dataset, plus the tags of the ``qh_meta`` instrument in the snapshot.
+  Given the export (``export_to``, or ``exported`` when it is already written, as the
+  sync has it), they are read from its file's attributes
+  (:func:`qcsql.export.written.variable_labels`): exactly the agent's, also the
+  layout's own coordinates (``index``, ``multi_index``) and the names of a layout side
+  by side (``x__P``), which only the rows decide. Without it they come from the run
+  description, never from the data (:func:`qcsql.export.layout.parameter_names`), so a
+  record costs the same for a run of ten rows or ten million: the tags of the variables
+  that hold parameters, under the names a layout that is not side by side gives them;
 * ``attributes`` are ``sample`` and ``set-up``, then (when the configuration asks for
   them) instrument settings from the snapshot, then the configuration's static
   attributes, then the ``qh_meta`` attributes, later ones overriding earlier ones;
@@ -143,10 +147,16 @@ def _variable_tags(run: Run) -> set[str]:
 
 
 def dataset_info(
-    run: Run, config: QCoDeSConfigData, *, export_to: str | Path | None = None
+    run: Run,
+    config: QCoDeSConfigData,
+    *,
+    export_to: str | Path | None = None,
+    exported: str | Path | None = None,
 ) -> DatasetInfo:
     """The sync record of ``run``; with ``export_to`` also its HDF5 file (a folder, or a
-    file ending in .nc, .h5 or .hdf5, as :meth:`qcsql.Run.export_hdf5` takes it)."""
+    file ending in .nc, .h5 or .hdf5, as :meth:`qcsql.Run.export_hdf5` takes it). The
+    tags of its variables are read from that file, or from ``exported`` (the run's
+    export, written before), else from the run description (see the module docstring)."""
     where = Where(run.path_to_db, run.run_id)
     guid = run.stable_guid
     if run.run_timestamp_raw is None or guid is None:
@@ -167,12 +177,19 @@ def dataset_info(
     attributes.update(config.static_attributes)
     attributes.update(meta_attributes)
     data_file = run.export_hdf5(export_to) if export_to is not None else None
+    written = data_file if data_file is not None else exported
+    if written is None:
+        variable_tags = _variable_tags(run)
+    else:
+        from qcsql.export.written import variable_labels  # h5py: only when a file is read
+
+        variable_tags = set(variable_labels(written).values())
     return DatasetInfo(
         alt_uid=guid,
         name=lines[0],
         description=description,
         collected=datetime.fromtimestamp(run.run_timestamp_raw).astimezone(),
-        tags=frozenset(_variable_tags(run) | set(meta_tags)),
+        tags=frozenset(variable_tags | set(meta_tags)),
         attributes=attributes,
         ranking=RANKING.get(str(run.metadata.get("inspectr_tag", "")), 0),
         data_file=data_file,
