@@ -74,8 +74,10 @@ def test_watch_sees_a_star_on_a_database_without_the_column_within_one_poll(
 ) -> None:
     """``inspectr_tag`` does not exist when the watch starts; QCoDeS' ``add_metadata``
     adds the column and stars run 1: the next poll rewrites run 1's record (ranking +1)
-    and its data file (QCoDeS exports a run's metadata as attributes, so the bytes of
-    ``qcsql export`` change with it); run 2's files are not touched."""
+    and not its data file, which stays the export of the run before the star (QCoDeS
+    would write the tag as an attribute too; a flag must not re-upload the data); run
+    2's files are not touched. Another tag afterwards is data: the file is rewritten,
+    byte for byte ``qcsql export`` of the run again."""
     path = tmp_path / "lab.db"
     _two_runs(path)
     with qcsql.open_database(path) as db:
@@ -86,21 +88,29 @@ def test_watch_sees_a_star_on_a_database_without_the_column_within_one_poll(
     events: list[SyncEvent] = []
     polls: list[dict[Path, int]] = []
 
+    data_before_star: list[bytes] = []
+
     def after_poll() -> bool:
         polls.append({p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()})
         if len(polls) == 1:
             events.clear()
+            data_before_star.append((folder / guid / DATA_NAME).read_bytes())
             _add_metadata(path, 1, "inspectr_tag", "star")
-        return len(polls) == 2
+        elif len(polls) == 2:
+            _add_metadata(path, 1, "analysis", "fit done")
+        return len(polls) == 3
 
     with Mirror(config, folder, on_event=events.append) as mirror:
         mirror.watch(0, stop=after_poll)
-    assert [(e.action, e.run_id) for e in events] == [("updated", 1)]
+    assert [(e.action, e.run_id) for e in events] == [("updated", 1), ("updated", 1)]
+    before, after_star, after_tag = polls
+    changed = {p.relative_to(folder) for p in after_star if after_star[p] != before.get(p)}
+    assert changed == {Path(guid, RECORD_NAME), Path(STATE_NAME)}
+    changed = {p.relative_to(folder) for p in after_tag if after_tag[p] != after_star.get(p)}
+    assert changed == {Path(guid, RECORD_NAME), Path(guid, DATA_NAME), Path(STATE_NAME)}
+    assert (folder / guid / DATA_NAME).read_bytes() != data_before_star[0]
     assert json.loads((folder / guid / RECORD_NAME).read_text())["ranking"] == 1
     _check_mirror(path, folder, config, tmp_path)
-    before, after = polls
-    changed = {p.relative_to(folder) for p in after if after[p] != before.get(p)}
-    assert changed == {Path(guid, RECORD_NAME), Path(guid, DATA_NAME), Path(STATE_NAME)}
 
 
 def _running(path: Path) -> tuple[Any, Any, Any, Any]:

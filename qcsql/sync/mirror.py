@@ -22,6 +22,10 @@ Every poll also lists the runs (one query) and compares each synced run's row wi
 the one it was synced from: a run starred in plottr (``inspectr_tag``), given metadata
 or completed since gets its record rewritten, and its data file only if the new
 export's bytes differ (exports are byte-reproducible: their checksums are compared).
+A star or cross alone (plottr's ``inspectr_tag``) changes the record's ranking and
+not the data file, although QCoDeS writes the tag into the export's attributes too: a
+platform re-uploading gigabytes of unchanged data for a flag is what a sync must not
+cause; such a data file is the export of the run as it was before the flag.
 
 Invariants (what makes a crash at any moment harmless):
 
@@ -83,7 +87,7 @@ from qcsql.errors import (
 from qcsql.export.naming import make_folder
 from qcsql.export.writer import write_bytes_atomically
 from qcsql.sync.live_follow import FollowResult, LiveFollow, follow_into
-from qcsql.sync.records import QCoDeSConfigData, dataset_info
+from qcsql.sync.records import RANKING_TAG, QCoDeSConfigData, dataset_info
 
 __all__ = [
     "DATA_NAME",
@@ -212,6 +216,7 @@ class _RunState:
     status: Status
     fingerprint: str
     sha256: str | None = None
+    data_fingerprint: str | None = None  # the row but its ranking, when the data were written
 
 
 @dataclass
@@ -244,9 +249,15 @@ class _State:
         return state
 
 
-def _fingerprint(run: Run) -> str:
-    """What the run's row says now: a change (metadata, completion) means a new record."""
-    return hashlib.sha256(repr(run.row).encode()).hexdigest()
+def _fingerprint(run: Run, *, ranking: bool = True) -> str:
+    """What the run's row says now: a change (metadata, completion) means a new record.
+    Without its ranking (plottr's star or cross): a change of this one means new data
+    files, as every other column of the row is written into the export."""
+    row = run.row
+    if not ranking and RANKING_TAG in row.metadata:
+        metadata = {key: value for key, value in row.metadata.items() if key != RANKING_TAG}
+        row = dataclasses.replace(row, metadata=metadata)
+    return hashlib.sha256(repr(row).encode()).hexdigest()
 
 
 def _config_key(config: QCoDeSConfigData) -> str:
@@ -502,7 +513,8 @@ class Mirror:
                     self._take_up(run, newest=run_id == max(listing))
                     self._save_state()
             elif changed or config_changed:
-                self._finish(run, reexport=changed, action="updated")
+                new_data = _fingerprint(run, ranking=False) != entry.data_fingerprint
+                self._finish(run, reexport=new_data, action="updated")
 
     def _step_followers(self, db: Database) -> None:
         for run_id, entry in sorted(self._state.runs.items()):
@@ -618,10 +630,12 @@ class Mirror:
         folder = self._run_folder(run)
         status: Status = "complete" if run.completed else "incomplete"
         sha = entry.sha256 if entry is not None else None
+        data_fingerprint = entry.data_fingerprint if entry is not None else None
         failure: QcsqlError | None = None
         try:
             if reexport or sha is None or not (folder / DATA_NAME).exists():
                 sha = self._export(run, folder, sha)
+                data_fingerprint = _fingerprint(run, ranking=False)
             record = record_of(
                 run,
                 self.config,
@@ -646,7 +660,13 @@ class Mirror:
             self._emit(SyncEvent("failed", run.run_id, run.stable_guid, "failed", str(failure)))
             return
         self._write_record(folder, record)
-        self._state.runs[run.run_id] = _RunState(run.stable_guid, status, _fingerprint(run), sha)
+        self._state.runs[run.run_id] = _RunState(
+            run.stable_guid,
+            status,
+            _fingerprint(run),
+            sha,
+            data_fingerprint,
+        )
         if advance:
             self._save_state()
         with contextlib.suppress(FileNotFoundError):

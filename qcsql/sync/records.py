@@ -40,12 +40,14 @@ from qcsql.sync.qh_meta import QH_META, qh_meta_of
 from qcsql.sync.snapshot_attributes import instrument_attributes
 
 __all__ = [
+    "RANKING_TAG",
     "DatasetInfo",
     "QCoDeSConfigData",
     "dataset_info",
     "runs_after",
 ]
 
+RANKING_TAG = "inspectr_tag"  # plottr's star or cross of a run, its metadata tag
 RANKING = {"star": 1, "cross": -1}
 
 log = logging.getLogger(__name__)
@@ -191,7 +193,7 @@ def dataset_info(
         collected=datetime.fromtimestamp(run.run_timestamp_raw).astimezone(),
         tags=frozenset(variable_tags | set(meta_tags)),
         attributes=attributes,
-        ranking=RANKING.get(str(run.metadata.get("inspectr_tag", "")), 0),
+        ranking=RANKING.get(str(run.metadata.get(RANKING_TAG, "")), 0),
         data_file=data_file,
     )
 
