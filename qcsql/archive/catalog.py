@@ -30,8 +30,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import sqlalchemy as sa
-
 from qcsql.archive.checksum import run_checksum
 from qcsql.archive.discover import Problem, discover
 from qcsql.archive.fanout import Outcome, run_tasks
@@ -293,26 +291,20 @@ class _Bulk:
 def _all_layouts(db: Database) -> tuple[dict[int, list[LayoutRow]], list[tuple[int, int, int]]]:
     """Every run's ``layouts`` rows (by layout_id) and every ``dependencies`` row (in
     storage order), as :meth:`qcsql.schema.store.RunStore.description_from_layouts`
-    reads them for one run."""
-    layouts = db.model.layouts.c
-    dependencies = db.model.dependencies.c
+    reads them for one run; plain SQL text, since the columns are the same in every
+    schema version and SQLAlchemy's statement set-up cost more than the reads."""
     by_run: dict[int, list[LayoutRow]] = defaultdict(list)
-    statement = sa.select(
-        layouts.run_id,
-        layouts.layout_id,
-        layouts.parameter,
-        layouts.label,
-        layouts.unit,
-        layouts.inferred_from,
-    ).order_by(layouts.layout_id)
-    link_statement = sa.select(
-        dependencies.dependent, dependencies.independent, dependencies.axis_num
-    ).order_by(sa.literal_column("rowid"))
-    with db.store.connection.reading(table="layouts") as sql:
-        for row in sql.execute(statement):
-            fields = dict(row._mapping)
-            by_run[fields.pop("run_id")].append(LayoutRow.model_validate(fields))
-        links = [(int(a), int(b), int(c)) for a, b, c in sql.execute(link_statement)]
+    statement = (
+        "SELECT run_id, layout_id, parameter, label, unit, inferred_from "
+        "FROM layouts ORDER BY layout_id"
+    )
+    link_statement = "SELECT dependent, independent, axis_num FROM dependencies ORDER BY rowid"
+    names = ("layout_id", "parameter", "label", "unit", "inferred_from")
+    with db.store.connection.reading_raw(table="layouts") as raw:
+        for run_id, *fields in raw.execute(statement).fetchall():
+            by_run[run_id].append(LayoutRow.model_validate(dict(zip(names, fields, strict=True))))
+    with db.store.connection.reading_raw(table="dependencies") as raw:
+        links = [(int(a), int(b), int(c)) for a, b, c in raw.execute(link_statement).fetchall()]
     return by_run, links
 
 

@@ -20,6 +20,7 @@ differ), so a copy whose data moved elsewhere is reported as not known to be equ
 from __future__ import annotations
 
 import hashlib
+import itertools
 from typing import Any
 
 import numpy as np
@@ -55,8 +56,7 @@ def table_checksum(db: Database, run: Run) -> str:
         if not rows:
             break
         last = rows[-1][0]
-        for index, name in enumerate(names, 1):
-            _update_column(digests[name], [row[index] for row in rows])
+        _update_window([digests[name] for name in names], rows)
         if len(rows) < WINDOW:
             break
     total = hashlib.sha256(b"table\x00")
@@ -66,6 +66,21 @@ def table_checksum(db: Database, run: Run) -> str:
 
 
 _NUMBERS = {int, float, type(None)}
+
+
+def _update_window(digests: list[Any], rows: list[tuple[Any, ...]]) -> None:
+    """Each column's digest (but the leading ``id``) updated with one window of rows.
+    Where every cell is a number or NULL (most results tables), the window is converted
+    and rounded in one go instead of column by column: the rounding is per value, so
+    the bytes each digest gets are the same, at a fraction of the calls."""
+    if set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBERS:
+        values = np.array(rows, dtype=np.float64)[:, 1:]  # None becomes NaN
+        keys = as_qcodes_sees(np.ascontiguousarray(values.T).ravel()).reshape(values.T.shape)
+        for digest, column in zip(digests, keys, strict=True):
+            digest.update(b"n" + column.tobytes())
+        return
+    for index, digest in enumerate(digests, 1):
+        _update_column(digest, [row[index] for row in rows])
 
 
 def _update_column(digest: Any, values: list[Any]) -> None:
