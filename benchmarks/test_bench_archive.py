@@ -148,26 +148,26 @@ def _copies(manifest: ArchiveManifest, folder: Path) -> list[tuple[Path, Path]]:
 
 
 @pytest.mark.benchmark(group="catalogue of the archive (341 databases)")
-def test_catalog_qcsql(benchmark: Any, archive: ArchiveManifest, tmp_path: Path) -> None:
-    target = tmp_path / "catalog.db"
-
-    def first() -> tuple[tuple[Path, Path], dict[str, Any]]:
-        target.unlink(missing_ok=True)
-        return (archive.root, target), {}
-
-    runs = benchmark.pedantic(_catalogue, setup=first, rounds=3, iterations=1)
-    TIMES["catalog first"] = benchmark.stats.stats.mean
-    assert runs > 3000
-
-
-@pytest.mark.benchmark(group="catalogue of the archive (341 databases)")
 def test_catalog_qcodes(benchmark: Any, archive: ArchiveManifest, tmp_path: Path) -> None:
+    made: list[list[tuple[Path, Path]]] = []
+
     def copies() -> tuple[tuple[list[tuple[Path, Path]]], dict[str, Any]]:
-        return (_copies(archive, tmp_path / "copies"),), {}
+        made.append(_copies(archive, tmp_path / "copies"))
+        return (made[-1],), {}
 
     listed = benchmark.pedantic(_list_with_qcodes, setup=copies, rounds=1, iterations=1)
     assert listed > 3000
     TIMES["qcodes listing"] = benchmark.stats.stats.mean
+    # The same listing again, now that QCoDeS has upgraded the copies: QCoDeS' cost of
+    # listing alone, without the one-off upgrade of old files its connect makes.
+    started = time.perf_counter()
+    assert _list_with_qcodes(made[-1]) == listed
+    TIMES["qcodes listing, upgraded"] = time.perf_counter() - started
+    EXTRA_REPORTS.append(
+        f"QCoDeS' listing of the archive: {TIMES['qcodes listing']:.1f} s on fresh copies "
+        f"(its connect upgrades old files), {TIMES['qcodes listing, upgraded']:.1f} s on "
+        "the copies it had upgraded"
+    )
 
 
 @pytest.mark.benchmark(group="catalogue of the archive (341 databases), no checksums")
@@ -178,21 +178,37 @@ def test_catalog_sqlite_floor(benchmark: Any, archive: ArchiveManifest, tmp_path
     TIMES["sqlite floor"] = benchmark.stats.stats.mean
 
 
-def _against_qcodes(variant: str, stats: Any) -> None:
+def _against_qcodes(variant: str, stats: Any, *, floor: bool = False) -> None:
     """A variant of the catalogue against QCoDeS' listing measured in the same session."""
     if "qcodes listing" in TIMES:
         theirs = TIMES["qcodes listing"]
+        upgraded = TIMES["qcodes listing, upgraded"]
         EXTRA_REPORTS.append(
             f"catalogue of the archive {variant}: mean {stats.mean:.2f} s, fastest "
             f"{stats.min:.2f} s -> {theirs / stats.mean:.1f}x / {theirs / stats.min:.1f}x "
-            f"faster than QCoDeS' listing ({theirs:.1f} s)"
+            f"faster than QCoDeS' listing on fresh copies ({theirs:.1f} s), "
+            f"{upgraded / stats.mean:.1f}x than on upgraded copies ({upgraded:.1f} s)"
         )
-    if "sqlite floor" in TIMES:
-        floor = TIMES["sqlite floor"]
+    if floor and "sqlite floor" in TIMES:
+        least = TIMES["sqlite floor"]
         EXTRA_REPORTS.append(
-            f"catalogue of the archive {variant}: {stats.mean / floor:.2f}x the time of "
-            f"plain sqlite3 reading the same rows ({floor:.2f} s)"
+            f"catalogue of the archive {variant}: {stats.mean / least:.2f}x the time of "
+            f"plain sqlite3 reading the same rows ({least:.2f} s)"
         )
+
+
+@pytest.mark.benchmark(group="catalogue of the archive (341 databases)")
+def test_catalog_qcsql(benchmark: Any, archive: ArchiveManifest, tmp_path: Path) -> None:
+    target = tmp_path / "catalog.db"
+
+    def first() -> tuple[tuple[Path, Path], dict[str, Any]]:
+        target.unlink(missing_ok=True)
+        return (archive.root, target), {}
+
+    runs = benchmark.pedantic(_catalogue, setup=first, rounds=3, iterations=1)
+    TIMES["catalog first"] = benchmark.stats.stats.mean
+    assert runs > 3000
+    _against_qcodes("with checksums", benchmark.stats.stats)
 
 
 @pytest.mark.benchmark(group="catalogue of the archive (341 databases), no checksums")
@@ -201,7 +217,7 @@ def test_catalog_without_checksums(benchmark: Any, archive: ArchiveManifest) -> 
         lambda: len(build_catalog([archive.root], checksums=False).runs), rounds=3, iterations=1
     )
     assert runs > 3000
-    _against_qcodes("without checksums", benchmark.stats.stats)
+    _against_qcodes("without checksums", benchmark.stats.stats, floor=True)
 
 
 @pytest.mark.benchmark(group="catalogue of the archive (341 databases), --jobs 2")

@@ -136,6 +136,7 @@ def file_digest(path: Path) -> str:
     other's. Hashing a file's bytes costs a fraction of reading its rows through SQLite
     and rounding them, and an archive's backups are often byte-for-byte copies."""
     digest = hashlib.sha256()
+    buffer = memoryview(bytearray(FILE_CHUNK))
     for item in (path, side_file(path, "-wal")):
         if item != path and not item.exists():
             continue
@@ -143,9 +144,9 @@ def file_digest(path: Path) -> str:
         try:
             digest.update(b"\x00file\x00" + kept.size().to_bytes(8, "little"))
             offset = 0
-            while chunk := kept.read(FILE_CHUNK, offset):
-                digest.update(chunk)
-                offset += len(chunk)
+            while done := kept.read_into(buffer, offset):
+                digest.update(buffer[:done])
+                offset += done
         finally:
             kept.release()
     return digest.hexdigest()
