@@ -19,6 +19,7 @@ import pytest
 
 import qcsql
 from qcsql.archive import build_catalog, catalog_records, discover, read_catalog, write_catalog
+from qcsql.archive.checksum import run_checksum
 from qcsql.archive.fanout import Outcome, export_one, run_tasks
 from qcsql.cli import main
 from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions, small_sources
@@ -180,6 +181,37 @@ def test_the_checksum_tells_different_data_apart(tmp_path: Path) -> None:
     same = {d.locations[0][1]: d.same_data for d in catalog.duplicates()}
     assert same[3] is False
     assert all(v for run_id, v in same.items() if run_id != 3)
+
+
+def test_byte_identical_copies_are_read_once_for_their_checksums(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backups: the checksums of a file's byte-for-byte copies are those of the file, read
+    once; a copy made by QCoDeS (other bytes, same data) is read itself, and agrees."""
+    first = copy_database(EXAMPLE_DB, tmp_path / "a")
+    backup = copy_database(EXAMPLE_DB, tmp_path / "b")
+    extracted = tmp_path / "c" / "extracted.db"
+    extracted.parent.mkdir()
+    from qcodes.dataset import extract_runs_into_db
+
+    extract_runs_into_db(str(copy_database(EXAMPLE_DB, tmp_path / "scratch")), str(extracted), 3)
+    read: list[str] = []
+    real_task = qcsql.archive.catalog.checksum_task
+
+    def recorded(path: str, run_id: None, run_ids: tuple[int, ...]) -> Outcome:
+        read.append(path)
+        return real_task(path, run_id, run_ids)
+
+    monkeypatch.setattr(qcsql.archive.catalog, "checksum_task", recorded)
+    catalog = build_catalog([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
+    assert sorted(read) == sorted([str(first), str(extracted)])
+    with qcsql.open_database(first) as db:
+        expected = {run.run_id: run_checksum(db, run) for run in db.runs()}
+    by_place = {(r.path, r.run_id): r.data_checksum for r in catalog.runs}
+    assert {run_id: by_place[str(backup), run_id] for run_id in expected} == expected
+    assert {run_id: by_place[str(first), run_id] for run_id in expected} == expected
+    assert by_place[str(extracted), 1] == expected[3]
+    assert {d.same_data for d in catalog.duplicates()} == {True}
 
 
 def test_the_catalogue_file_and_its_second_run(
