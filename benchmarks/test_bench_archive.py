@@ -22,7 +22,7 @@ import pytest
 
 from benchmarks.conftest import EXTRA_REPORTS
 from qcsql.archive import build_catalog, read_catalog, write_catalog
-from qcsql.archive.fanout import export_one, plan_exports, run_tasks
+from qcsql.archive.fanout import export_tasks, plan_exports
 from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions
 
 pytest.importorskip("qcodes")
@@ -249,9 +249,7 @@ def test_catalog_unchanged_qcsql(benchmark: Any, archive: ArchiveManifest, tmp_p
 
 def _export_all(databases: list[Path], folder: Path, jobs: int, client: Any = None) -> int:
     plan = plan_exports(databases, folder)
-    outcomes = list(
-        run_tasks(export_one, [t.arguments for t in plan.tasks], jobs=jobs, client=client)
-    )
+    outcomes = list(export_tasks(plan.tasks, jobs=jobs, client=client))
     assert all(o.ok for o in outcomes), [o.message for o in outcomes if not o.ok][:3]
     return len(outcomes)
 

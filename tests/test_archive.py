@@ -20,7 +20,14 @@ import pytest
 import qcsql
 from qcsql.archive import build_catalog, catalog_records, discover, read_catalog, write_catalog
 from qcsql.archive.checksum import run_checksum
-from qcsql.archive.fanout import Outcome, export_one, run_tasks
+from qcsql.archive.fanout import (
+    CHUNK_RUNS,
+    Outcome,
+    export_one,
+    export_tasks,
+    plan_exports,
+    run_tasks,
+)
 from qcsql.cli import main
 from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions, small_sources
 from tests.helpers import EXAMPLE_DB, LEGACY, copy_database, plain_sqlite
@@ -376,6 +383,59 @@ def test_a_task_that_dies_is_one_failure(tmp_path: Path, jobs: int) -> None:
     assert outcomes[1].ok and outcomes[3].ok
     assert not outcomes[2].ok and outcomes[2].error_type == "RuntimeError"
     assert str(EXAMPLE_DB) in (outcomes[2].message or "") and "run 2" in (outcomes[2].message or "")
+
+
+def test_export_tasks_open_a_database_once_per_chunk_and_write_what_export_one_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = plan_exports([EXAMPLE_DB, LEGACY / "v9_qcodes-0.44.1.db"], tmp_path / "chunked")
+    opened: list[str] = []
+    real_open = qcsql.open_database
+
+    def counted(path: str | Path) -> qcsql.Database:
+        opened.append(str(path))
+        return real_open(path)
+
+    monkeypatch.setattr(qcsql.archive.fanout, "open_database", counted)
+    outcomes = list(export_tasks(plan.tasks))
+    assert [(o.database, o.run_id) for o in outcomes] == [
+        (t.database, t.run_id) for t in plan.tasks
+    ]
+    assert all(o.ok for o in outcomes), [o.message for o in outcomes if not o.ok]
+    size = max(1, min(CHUNK_RUNS, len(plan.tasks) // 4))
+    per_database: dict[str, int] = defaultdict(int)
+    for task in plan.tasks:
+        per_database[task.database] += 1
+    assert len(opened) == sum(-(-n // size) for n in per_database.values()) < len(plan.tasks)
+    one_by_one = tmp_path / "one_by_one"
+    for task in plan.tasks:
+        folder = one_by_one / Path(task.folder).relative_to(tmp_path / "chunked")
+        assert export_one(task.database, task.run_id, str(folder)).ok
+    assert _files(tmp_path / "chunked") == _files(one_by_one)
+
+
+def test_an_export_chunk_that_dies_is_a_failure_of_each_of_its_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = plan_exports([EXAMPLE_DB], tmp_path)
+    real_chunk = qcsql.archive.fanout.export_chunk
+
+    def dies_with_run_2(
+        database: str, first: int, run_ids: tuple[int, ...], folder: str
+    ) -> Outcome:
+        if 2 in run_ids:
+            raise RuntimeError("worker lost")
+        return real_chunk(database, first, run_ids, folder)
+
+    monkeypatch.setattr(qcsql.archive.fanout, "export_chunk", dies_with_run_2)
+    outcomes = {o.run_id: o for o in export_tasks(plan.tasks)}
+    assert set(outcomes) == {t.run_id for t in plan.tasks}
+    failed = {run_id for run_id, o in outcomes.items() if not o.ok}
+    assert 2 in failed and len(failed) < len(outcomes)
+    for run_id in failed:
+        message = outcomes[run_id].message or ""
+        assert f"{EXAMPLE_DB}, run {run_id}:" in message and "worker lost" in message
+        assert outcomes[run_id].error_type == "RuntimeError"
 
 
 def test_audit_of_several_databases(tmp_path: Path) -> None:
