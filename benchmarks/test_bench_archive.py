@@ -43,7 +43,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArchiveManifes
 def _catalogue(root: Path, target: Path, jobs: int = 1) -> int:
     previous = read_catalog(target)
     catalog = build_catalog([root], previous, exclude=[target], jobs=jobs)
-    write_catalog(catalog, target)
+    write_catalog(catalog, target, previous)
     return len(catalog.runs)
 
 

@@ -726,7 +726,7 @@ def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
         for bar in bars:
             bar.finish()
     if output is not None:
-        write_catalog(catalog, output)
+        write_catalog(catalog, output, previous)
     if args.json:
         for record in catalog_records(catalog):
             _json_line(record, console.out)

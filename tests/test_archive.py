@@ -253,14 +253,21 @@ def test_the_catalogue_file_and_its_second_run(
     assert opened == []
     assert unchanged.reused_files == len(unchanged.files)
     assert unchanged.runs == catalogued.runs
+    written = target.stat().st_mtime_ns
+    os.utime(target, ns=(written - 10**9, written - 10**9))
+    write_catalog(unchanged, target, again)  # nothing differs: the file is left as it is
+    assert target.stat().st_mtime_ns == written - 10**9
     changed = archive.qcodes_files[0]
     stat = changed.stat()
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     try:
-        build_catalog([archive.root], again)
+        rebuilt = build_catalog([archive.root], again)
     finally:
         os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert opened == [changed]
+    write_catalog(rebuilt, target, again)  # a file's stamp changed: written again
+    assert target.stat().st_mtime_ns != written - 10**9
+    assert read_catalog(target) is not None and read_catalog(target).files == rebuilt.files  # type: ignore[union-attr]
 
 
 def test_a_catalogue_is_never_written_over_another_file(tmp_path: Path) -> None:
