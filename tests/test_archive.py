@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 import qcsql
+import qcsql.audit
 from qcsql.archive import build_catalog, catalog_records, discover, read_catalog, write_catalog
 from qcsql.archive.checksum import run_checksum
 from qcsql.archive.fanout import (
@@ -455,6 +456,35 @@ def test_audit_of_several_databases(tmp_path: Path) -> None:
     unhealthy = [r for r in reports if not r["healthy"]]
     assert status == (1 if unhealthy else 0)
     assert len(err.getvalue().splitlines()) == len(unhealthy)
+
+
+def test_audit_archive_opens_each_database_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files of a folder are opened by their audit tasks alone; one that is not a QCoDeS
+    database is left out, unless named, which is a failure, as before."""
+    folder = tmp_path / "lab"
+    good = copy_database(EXAMPLE_DB, folder / "a")
+    old = copy_database(LEGACY / "v8_qcodes-0.11.0.db", folder / "b")
+    notes = plain_sqlite(folder / "notes.db")
+    opened: list[str] = []
+    real_open = qcsql.open_database
+
+    def counted(path: str | Path) -> qcsql.Database:
+        opened.append(str(path))
+        return real_open(path)
+
+    monkeypatch.setattr(qcsql.audit, "open_database", counted)
+    monkeypatch.setattr(qcsql.archive.fanout, "open_database", counted)
+    outcomes = list(qcsql.audit.audit_archive([folder]))
+    assert sorted(o.database for o in outcomes) == sorted([str(good), str(old)])
+    assert all(o.ok and o.payload.runs_checked > 0 for o in outcomes)
+    assert sorted(opened) == sorted([str(good), str(old), str(notes)])
+    expected = {o.database: o.payload for o in outcomes}
+    assert expected[str(good)] == qcsql.audit.audit(good)
+    named = list(qcsql.audit.audit_archive([notes]))
+    assert [(o.ok, o.error_type) for o in named] == [(False, "NotQCoDeSError")]
+    assert str(notes) in (named[0].message or "")
 
 
 def test_a_catalogue_read_by_two_processes_is_the_serial_one(

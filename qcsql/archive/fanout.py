@@ -190,9 +190,12 @@ class Inputs:
     single_file: bool = False  # one database file given alone
 
 
-def find_databases(paths: Sequence[str | Path], *, list_runs: bool = True) -> Inputs:
+def find_databases(
+    paths: Sequence[str | Path], *, list_runs: bool = True, open_files: bool = True
+) -> Inputs:
     """The QCoDeS databases under ``paths`` (see :class:`Inputs`), each opened read-only
-    once, in this process, to tell (and list its runs)."""
+    once, in this process, to tell (and list its runs); with ``open_files`` False, every
+    candidate file found, unopened, for tasks that open it and tell themselves."""
     given = [Path(p).expanduser().absolute() for p in paths]
     found = discover(given)
     inputs = Inputs(single_file=len(given) == 1 and given[0].is_file())
@@ -213,6 +216,9 @@ def find_databases(paths: Sequence[str | Path], *, list_runs: bool = True) -> In
             inputs.skipped.append(problem)
     named = {str(p) for p in given}
     for path in found.files:
+        if not open_files:
+            inputs.databases.append((path, []))
+            continue
         try:
             with open_database(path) as db:
                 run_ids = [run.run_id for run in db.runs()] if list_runs else []
