@@ -126,12 +126,11 @@ def _export_holding_attribute_managers(
     is held until the export ends, as a sampling profiler's hold on its frame would."""
     import traceback
 
-    from h5py._hl.attrs import AttributeManager
-
-    held: list[AttributeManager] = []
+    AttributeManager = h5py.AttributeManager
+    held: list[Any] = []
     make = AttributeManager.__init__
 
-    def make_and_hold(manager: AttributeManager, parent: Any) -> None:
+    def make_and_hold(manager: Any, parent: Any) -> None:
         make(manager, parent)
         maker = next(
             frame
