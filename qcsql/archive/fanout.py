@@ -87,31 +87,8 @@ def export_one(database: str, run_id: int, folder: str) -> Outcome:
     """Export run ``run_id`` of ``database`` into ``folder`` (created) under QCoDeS' file
     name. A task: never raises for what the database holds or for a file it cannot
     write, and its warnings come back in the outcome (a worker's stderr is nobody's)."""
-    started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            # Created here, tolerating the other tasks of the folder doing the same:
-            # export_hdf5's own creation of a folder named with a trailing separator
-            # refuses one that appears between its checks.
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            with open_database(database) as db:
-                run = db.load_by_id(run_id)
-                path = run.export_hdf5(Path(folder))
-                guid = run.stable_guid
-            size = path.stat().st_size
-        except (QcsqlError, OSError) as exc:
-            return failure(database, run_id, exc)
-    return Outcome(
-        database,
-        run_id,
-        True,
-        path=str(path),
-        bytes=size,
-        guid=guid,
-        warnings=tuple(str(w.message) for w in caught),
-        seconds=time.perf_counter() - started,
-    )
+    outcome: Outcome = export_chunk(database, run_id, (run_id,), folder).payload[0]
+    return outcome
 
 
 def export_chunk(
