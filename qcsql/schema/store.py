@@ -103,7 +103,7 @@ class RunStore:
         self.metadata_columns: tuple[str, ...] = tuple(
             name for name in run_columns if name not in STANDARD_RUN_COLUMNS
         )
-        self._listing = listing_sql(tuple(run_columns), self.metadata_columns)
+        self._listing = _listing_sql(tuple(run_columns), self.metadata_columns)
 
     @staticmethod
     def _read_table_names(raw: sqlite3.Connection) -> set[str]:
@@ -328,7 +328,9 @@ class RunStore:
 _RUN_ID = 'runs."run_id"'
 
 
-def listing_sql(run_columns: tuple[str, ...], metadata_columns: tuple[str, ...]) -> tuple[str, str]:
+def _listing_sql(
+    run_columns: tuple[str, ...], metadata_columns: tuple[str, ...]
+) -> tuple[str, str]:
     """:meth:`RunStore.run_select` as plain SQL text, around its ``WHERE`` clause: the
     same columns in the same order (a listed column the file lacks as NULL), the same
     outer join to the run's experiment, the same order. No column of it is converted
