@@ -17,9 +17,15 @@ from typing import TYPE_CHECKING, Literal
 
 import sqlalchemy as sa
 
-from qcsql.archive.fanout import Outcome, find_databases, run_tasks
+from qcsql.archive.fanout import Outcome, failure, find_databases, run_tasks
 from qcsql.database import Database, Run, open_database
-from qcsql.errors import DataElsewhereError, DataNotFoundWarning, QcsqlError
+from qcsql.errors import (
+    DataElsewhereError,
+    DataNotFoundWarning,
+    NotQCoDeSError,
+    NotSQLiteError,
+    QcsqlError,
+)
 from qcsql.schema.guids import is_well_formed
 from qcsql.schema.versions import NEWEST_KNOWN_VERSION
 
@@ -67,22 +73,27 @@ def audit(path: str | Path, *, deep: bool = False) -> AuditReport:
         report.add("error", "cannot_open", str(exc))
         return report
     with db:
-        report.schema_version = db.schema_version
-        report.journal_mode = db.journal_mode
-        _check_database(db, report)
-        try:
-            runs = db.runs()
-        except QcsqlError as exc:
-            report.add("error", "cannot_list_runs", str(exc))
-            return report
-        _check_guids(runs, report)
-        for run in runs:
-            report.runs_checked += 1
-            try:
-                _check_run(db, run, report, deep)
-            except QcsqlError as exc:
-                report.add("error", "run_unreadable", str(exc), run.run_id)
+        _audit_open(db, report, deep)
     return report
+
+
+def _audit_open(db: Database, report: AuditReport, deep: bool) -> None:
+    """:func:`audit` of a database it opened."""
+    report.schema_version = db.schema_version
+    report.journal_mode = db.journal_mode
+    _check_database(db, report)
+    try:
+        runs = db.runs()
+    except QcsqlError as exc:
+        report.add("error", "cannot_list_runs", str(exc))
+        return
+    _check_guids(runs, report)
+    for run in runs:
+        report.runs_checked += 1
+        try:
+            _check_run(db, run, report, deep)
+        except QcsqlError as exc:
+            report.add("error", "run_unreadable", str(exc), run.run_id)
 
 
 def _check_database(db: Database, report: AuditReport) -> None:
@@ -296,8 +307,19 @@ def _check_shapes(run: Run, report: AuditReport) -> None:
 
 def audit_task(database: str, run_id: None, deep: bool) -> Outcome:
     """:func:`audit` as a fan-out task (:mod:`qcsql.archive.fanout`): the report is the
-    outcome's payload; an audit never raises for what the file holds."""
-    return Outcome(database, run_id, True, payload=audit(database, deep=deep))
+    outcome's payload. The task opens the file itself, once, and a file it cannot open
+    as a QCoDeS database is a failed outcome naming why (:func:`audit_archive` leaves
+    out files found in folders that are not QCoDeS databases, as
+    :func:`~qcsql.archive.fanout.find_databases` does); an audit never raises for what
+    the file holds."""
+    try:
+        db = open_database(database)
+    except (QcsqlError, OSError) as exc:
+        return failure(database, run_id, exc)
+    report = AuditReport(path=Path(database))
+    with db:
+        _audit_open(db, report, deep)
+    return Outcome(database, run_id, True, payload=report)
 
 
 def audit_archive(
@@ -311,8 +333,17 @@ def audit_archive(
     task per file, in ``jobs`` local processes or on a ``dask.distributed`` ``client``;
     yields an :class:`~qcsql.archive.fanout.Outcome` per file as it finishes, whose
     ``payload`` is its :class:`AuditReport` (a failed outcome for a path given that is
-    not a QCoDeS database, or a task that died)."""
-    inputs = find_databases(paths, list_runs=False)
+    not a QCoDeS database, a database that cannot be opened, or a task that died).
+    Each file is opened once, by its task: telling QCoDeS databases from other files
+    beforehand would open every file twice."""
+    inputs = find_databases(paths, list_runs=False, open_files=False)
     yield from inputs.failures
+    named = {str(Path(p).expanduser().absolute()) for p in paths}
     tasks = [(str(path), None, deep) for path, _ in inputs.databases]
-    yield from run_tasks(audit_task, tasks, jobs=jobs, client=client)
+    for outcome in run_tasks(audit_task, tasks, jobs=jobs, client=client):
+        if outcome.error_type in _NOT_A_DATABASE and outcome.database not in named:
+            continue  # a file of a folder that is not a QCoDeS database: not audited
+        yield outcome
+
+
+_NOT_A_DATABASE = {NotSQLiteError.__name__, NotQCoDeSError.__name__}

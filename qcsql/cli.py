@@ -594,7 +594,7 @@ def _report_failure(outcome: Outcome, console: Console, progress: Progress) -> N
 def cmd_export_batch(args: argparse.Namespace, console: Console) -> int:
     """``export`` of several databases or folders, or with ``--jobs``/``--dask``: one task
     per run, results as they finish, one JSON line each with ``--json``."""
-    from qcsql.archive.fanout import export_one, plan_exports, run_tasks
+    from qcsql.archive.fanout import export_tasks, plan_exports
 
     if args.all == bool(args.run):
         raise UsageError("give --run ID (one or more) or --all")
@@ -610,8 +610,7 @@ def cmd_export_batch(args: argparse.Namespace, console: Console) -> int:
     written = failed = size = 0
     try:
         with _fan_out_client(args) as client:
-            tasks = [task.arguments for task in plan.tasks]
-            outcomes = run_tasks(export_one, tasks, jobs=args.jobs, client=client)
+            outcomes = export_tasks(plan.tasks, jobs=args.jobs, client=client)
             for outcome in itertools.chain(plan.failures, outcomes):
                 for message in outcome.warnings:
                     progress.close()
@@ -726,7 +725,7 @@ def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
         for bar in bars:
             bar.finish()
     if output is not None:
-        write_catalog(catalog, output)
+        write_catalog(catalog, output, previous)
     if args.json:
         for record in catalog_records(catalog):
             _json_line(record, console.out)

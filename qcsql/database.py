@@ -177,11 +177,11 @@ class Database:
 
     def runs(self, start_run_id: int = 1) -> list[Run]:
         """Every run from ``start_run_id`` on, by run_id, from one query (no JSON parsed)."""
-        rows = self.store.run_rows(self.store.runs.c.run_id >= start_run_id)
+        rows = self.store.run_rows_from(start_run_id)
         return [Run(self, row) for row in rows]
 
     def load_by_id(self, run_id: int) -> Run:
-        rows = self.store.run_rows(self.store.runs.c.run_id == run_id)
+        rows = self.store.run_rows_of_id(run_id)
         if not rows:
             raise RunNotFoundError(
                 f"run_id={run_id} is not in {self.path} ({self.store.run_id_range()}); "

@@ -18,8 +18,17 @@ from typing import Any
 import pytest
 
 import qcsql
+import qcsql.audit
 from qcsql.archive import build_catalog, catalog_records, discover, read_catalog, write_catalog
-from qcsql.archive.fanout import Outcome, export_one, run_tasks
+from qcsql.archive.checksum import run_checksum
+from qcsql.archive.fanout import (
+    CHUNK_RUNS,
+    Outcome,
+    export_one,
+    export_tasks,
+    plan_exports,
+    run_tasks,
+)
 from qcsql.cli import main
 from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions, small_sources
 from tests.helpers import EXAMPLE_DB, LEGACY, copy_database, plain_sqlite
@@ -182,6 +191,37 @@ def test_the_checksum_tells_different_data_apart(tmp_path: Path) -> None:
     assert all(v for run_id, v in same.items() if run_id != 3)
 
 
+def test_byte_identical_copies_are_read_once_for_their_checksums(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backups: the checksums of a file's byte-for-byte copies are those of the file, read
+    once; a copy made by QCoDeS (other bytes, same data) is read itself, and agrees."""
+    first = copy_database(EXAMPLE_DB, tmp_path / "a")
+    backup = copy_database(EXAMPLE_DB, tmp_path / "b")
+    extracted = tmp_path / "c" / "extracted.db"
+    extracted.parent.mkdir()
+    from qcodes.dataset import extract_runs_into_db
+
+    extract_runs_into_db(str(copy_database(EXAMPLE_DB, tmp_path / "scratch")), str(extracted), 3)
+    read: list[str] = []
+    real_task = qcsql.archive.catalog.checksum_task
+
+    def recorded(path: str, run_id: None, run_ids: tuple[int, ...]) -> Outcome:
+        read.append(path)
+        return real_task(path, run_id, run_ids)
+
+    monkeypatch.setattr(qcsql.archive.catalog, "checksum_task", recorded)
+    catalog = build_catalog([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
+    assert sorted(read) == sorted([str(first), str(extracted)])
+    with qcsql.open_database(first) as db:
+        expected = {run.run_id: run_checksum(db, run) for run in db.runs()}
+    by_place = {(r.path, r.run_id): r.data_checksum for r in catalog.runs}
+    assert {run_id: by_place[str(backup), run_id] for run_id in expected} == expected
+    assert {run_id: by_place[str(first), run_id] for run_id in expected} == expected
+    assert by_place[str(extracted), 1] == expected[3]
+    assert {d.same_data for d in catalog.duplicates()} == {True}
+
+
 def test_the_catalogue_file_and_its_second_run(
     archive: ArchiveManifest,
     catalogued: qcsql.archive.Catalog,
@@ -214,14 +254,21 @@ def test_the_catalogue_file_and_its_second_run(
     assert opened == []
     assert unchanged.reused_files == len(unchanged.files)
     assert unchanged.runs == catalogued.runs
+    written = target.stat().st_mtime_ns
+    os.utime(target, ns=(written - 10**9, written - 10**9))
+    write_catalog(unchanged, target, again)  # nothing differs: the file is left as it is
+    assert target.stat().st_mtime_ns == written - 10**9
     changed = archive.qcodes_files[0]
     stat = changed.stat()
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     try:
-        build_catalog([archive.root], again)
+        rebuilt = build_catalog([archive.root], again)
     finally:
         os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert opened == [changed]
+    write_catalog(rebuilt, target, again)  # a file's stamp changed: written again
+    assert target.stat().st_mtime_ns != written - 10**9
+    assert read_catalog(target) is not None and read_catalog(target).files == rebuilt.files  # type: ignore[union-attr]
 
 
 def test_a_catalogue_is_never_written_over_another_file(tmp_path: Path) -> None:
@@ -346,6 +393,59 @@ def test_a_task_that_dies_is_one_failure(tmp_path: Path, jobs: int) -> None:
     assert str(EXAMPLE_DB) in (outcomes[2].message or "") and "run 2" in (outcomes[2].message or "")
 
 
+def test_export_tasks_open_a_database_once_per_chunk_and_write_what_export_one_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = plan_exports([EXAMPLE_DB, LEGACY / "v9_qcodes-0.44.1.db"], tmp_path / "chunked")
+    opened: list[str] = []
+    real_open = qcsql.open_database
+
+    def counted(path: str | Path) -> qcsql.Database:
+        opened.append(str(path))
+        return real_open(path)
+
+    monkeypatch.setattr(qcsql.archive.fanout, "open_database", counted)
+    outcomes = list(export_tasks(plan.tasks))
+    assert [(o.database, o.run_id) for o in outcomes] == [
+        (t.database, t.run_id) for t in plan.tasks
+    ]
+    assert all(o.ok for o in outcomes), [o.message for o in outcomes if not o.ok]
+    size = max(1, min(CHUNK_RUNS, len(plan.tasks) // 4))
+    per_database: dict[str, int] = defaultdict(int)
+    for task in plan.tasks:
+        per_database[task.database] += 1
+    assert len(opened) == sum(-(-n // size) for n in per_database.values()) < len(plan.tasks)
+    one_by_one = tmp_path / "one_by_one"
+    for task in plan.tasks:
+        folder = one_by_one / Path(task.folder).relative_to(tmp_path / "chunked")
+        assert export_one(task.database, task.run_id, str(folder)).ok
+    assert _files(tmp_path / "chunked") == _files(one_by_one)
+
+
+def test_an_export_chunk_that_dies_is_a_failure_of_each_of_its_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = plan_exports([EXAMPLE_DB], tmp_path)
+    real_chunk = qcsql.archive.fanout.export_chunk
+
+    def dies_with_run_2(
+        database: str, first: int, run_ids: tuple[int, ...], folder: str
+    ) -> Outcome:
+        if 2 in run_ids:
+            raise RuntimeError("worker lost")
+        return real_chunk(database, first, run_ids, folder)
+
+    monkeypatch.setattr(qcsql.archive.fanout, "export_chunk", dies_with_run_2)
+    outcomes = {o.run_id: o for o in export_tasks(plan.tasks)}
+    assert set(outcomes) == {t.run_id for t in plan.tasks}
+    failed = {run_id for run_id, o in outcomes.items() if not o.ok}
+    assert 2 in failed and len(failed) < len(outcomes)
+    for run_id in failed:
+        message = outcomes[run_id].message or ""
+        assert f"{EXAMPLE_DB}, run {run_id}:" in message and "worker lost" in message
+        assert outcomes[run_id].error_type == "RuntimeError"
+
+
 def test_audit_of_several_databases(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     status = main(["audit", str(LEGACY), "--jobs", "2", "--json"], out=out, err=err)
@@ -356,6 +456,35 @@ def test_audit_of_several_databases(tmp_path: Path) -> None:
     unhealthy = [r for r in reports if not r["healthy"]]
     assert status == (1 if unhealthy else 0)
     assert len(err.getvalue().splitlines()) == len(unhealthy)
+
+
+def test_audit_archive_opens_each_database_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files of a folder are opened by their audit tasks alone; one that is not a QCoDeS
+    database is left out, unless named, which is a failure, as before."""
+    folder = tmp_path / "lab"
+    good = copy_database(EXAMPLE_DB, folder / "a")
+    old = copy_database(LEGACY / "v8_qcodes-0.11.0.db", folder / "b")
+    notes = plain_sqlite(folder / "notes.db")
+    opened: list[str] = []
+    real_open = qcsql.open_database
+
+    def counted(path: str | Path) -> qcsql.Database:
+        opened.append(str(path))
+        return real_open(path)
+
+    monkeypatch.setattr(qcsql.audit, "open_database", counted)
+    monkeypatch.setattr(qcsql.archive.fanout, "open_database", counted)
+    outcomes = list(qcsql.audit.audit_archive([folder]))
+    assert sorted(o.database for o in outcomes) == sorted([str(good), str(old)])
+    assert all(o.ok and o.payload.runs_checked > 0 for o in outcomes)
+    assert sorted(opened) == sorted([str(good), str(old), str(notes)])
+    expected = {o.database: o.payload for o in outcomes}
+    assert expected[str(good)] == qcsql.audit.audit(good)
+    named = list(qcsql.audit.audit_archive([notes]))
+    assert [(o.ok, o.error_type) for o in named] == [(False, "NotQCoDeSError")]
+    assert str(notes) in (named[0].message or "")
 
 
 def test_a_catalogue_read_by_two_processes_is_the_serial_one(

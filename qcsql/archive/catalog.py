@@ -30,9 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import sqlalchemy as sa
-
-from qcsql.archive.checksum import run_checksum
+from qcsql.archive.checksum import file_digest, run_checksum
 from qcsql.archive.discover import Problem, discover
 from qcsql.archive.fanout import Outcome, run_tasks
 from qcsql.database import Database, Run
@@ -238,6 +236,7 @@ class _Bulk:
     counts: dict[str, int]
     layouts: dict[int, list[LayoutRow]] | None = None
     links: list[tuple[int, int, int]] = field(default_factory=list)
+    column_types: dict[str, dict[str, str]] = field(default_factory=dict)  # by table
 
     @classmethod
     def read(cls, db: Database, runs: Sequence[Run]) -> _Bulk:
@@ -245,6 +244,7 @@ class _Bulk:
         descriptions: dict[int, Any] = {}
         layouts: dict[int, list[LayoutRow]] | None = None
         links: list[tuple[int, int, int]] = []
+        column_types: dict[str, dict[str, str]] = {}
         if (
             db.schema_version >= FIRST_VERSION_WITH_TRUSTED_DESCRIPTION
             and "run_description" in db.store.runs.c
@@ -254,6 +254,7 @@ class _Bulk:
                 descriptions = dict(raw.execute(statement).fetchall())
         elif db.has_table("layouts") and db.has_table("dependencies"):
             layouts, links = _all_layouts(db)
+            column_types = _all_column_types(db)
         tables = sorted(
             {str(run.table_name) for run in runs if db.data.where(run.row).kind == "table"}
         )
@@ -262,7 +263,7 @@ class _Bulk:
             with connection.reading_raw(table=table) as raw:
                 statement = f"SELECT count(*) FROM {quote_identifier(table)}"
                 counts[table] = int(raw.execute(statement).fetchone()[0])
-        return cls(descriptions, counts, layouts, links)
+        return cls(descriptions, counts, layouts, links, column_types)
 
     @functools.cached_property
     def _links_of_layout(self) -> dict[int, list[int]]:
@@ -273,12 +274,13 @@ class _Bulk:
                 positions[layout_id].append(position)
         return positions
 
-    def description(self, db: Database, run: Run) -> RunDescription | None:
-        """The run's description from what was read in bulk; None where the per-run
-        path must read it (a v4+ run without a stored description, or no layouts)."""
+    def parameters(self, run: Run) -> tuple[Parameter, ...] | None:
+        """The run's parameters from what was read in bulk; None where the per-run path
+        must read them (a v4+ run without a stored description, or no layouts). Equal
+        descriptions (a lab repeats its measurements) are understood once."""
         stored = self.descriptions.get(run.run_id)
         if stored is not None:
-            return parse_run_description(stored)
+            return _parameters_of_stored(stored)
         if self.layouts is None:
             return None
         rows = self.layouts.get(run.run_id, [])
@@ -286,46 +288,73 @@ class _Bulk:
         index = self._links_of_layout
         positions = sorted({p for layout_id in ids for p in index.get(layout_id, ())})
         links = [self.links[p] for p in positions]  # in storage order, as the store reads them
-        types = db.store.column_types(run.row) if rows else {}
-        return description_from_layouts(rows, links, types)
+        types = self.column_types.get(str(run.table_name), {}) if rows else {}
+        return _parameters_of_layouts(tuple(rows), tuple(links), tuple(types.items()))
+
+
+def _as_parameters(description: RunDescription) -> tuple[Parameter, ...]:
+    specs = description.paramspecs
+    return tuple(Parameter(name, spec.paramtype, spec.unit) for name, spec in specs.items())
+
+
+@functools.lru_cache(maxsize=1024)
+def _parameters_of_stored(stored: Any) -> tuple[Parameter, ...]:
+    return _as_parameters(parse_run_description(stored))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parameters_of_layouts(
+    rows: tuple[LayoutRow, ...],
+    links: tuple[tuple[int, int, int], ...],
+    types: tuple[tuple[str, str], ...],
+) -> tuple[Parameter, ...]:
+    return _as_parameters(description_from_layouts(rows, links, dict(types)))
+
+
+def _all_column_types(db: Database) -> dict[str, dict[str, str]]:
+    """The declared column types of every table of the file, in one statement over its
+    schema instead of one ``PRAGMA table_info`` per run (as
+    :meth:`qcsql.schema.store.RunStore.column_types` reads them for one run)."""
+    statement = (
+        "SELECT m.name, p.name, p.type FROM sqlite_master AS m "
+        "JOIN pragma_table_info(m.name) AS p WHERE m.type = 'table' ORDER BY m.name, p.cid"
+    )
+    by_table: dict[str, dict[str, str]] = defaultdict(dict)
+    with db.store.connection.reading_raw() as raw:
+        for table, name, declared in raw.execute(statement).fetchall():
+            by_table[table][name] = str(declared)
+    return by_table
 
 
 def _all_layouts(db: Database) -> tuple[dict[int, list[LayoutRow]], list[tuple[int, int, int]]]:
     """Every run's ``layouts`` rows (by layout_id) and every ``dependencies`` row (in
     storage order), as :meth:`qcsql.schema.store.RunStore.description_from_layouts`
-    reads them for one run."""
-    layouts = db.model.layouts.c
-    dependencies = db.model.dependencies.c
+    reads them for one run; plain SQL text, since the columns are the same in every
+    schema version and SQLAlchemy's statement set-up cost more than the reads."""
     by_run: dict[int, list[LayoutRow]] = defaultdict(list)
-    statement = sa.select(
-        layouts.run_id,
-        layouts.layout_id,
-        layouts.parameter,
-        layouts.label,
-        layouts.unit,
-        layouts.inferred_from,
-    ).order_by(layouts.layout_id)
-    link_statement = sa.select(
-        dependencies.dependent, dependencies.independent, dependencies.axis_num
-    ).order_by(sa.literal_column("rowid"))
-    with db.store.connection.reading(table="layouts") as sql:
-        for row in sql.execute(statement):
-            fields = dict(row._mapping)
-            by_run[fields.pop("run_id")].append(LayoutRow.model_validate(fields))
-        links = [(int(a), int(b), int(c)) for a, b, c in sql.execute(link_statement)]
+    statement = (
+        "SELECT run_id, layout_id, parameter, label, unit, inferred_from "
+        "FROM layouts ORDER BY layout_id"
+    )
+    link_statement = "SELECT dependent, independent, axis_num FROM dependencies ORDER BY rowid"
+    names = ("layout_id", "parameter", "label", "unit", "inferred_from")
+    with db.store.connection.reading_raw(table="layouts") as raw:
+        for run_id, *fields in raw.execute(statement).fetchall():
+            by_run[run_id].append(LayoutRow.model_validate(dict(zip(names, fields, strict=True))))
+    with db.store.connection.reading_raw(table="dependencies") as raw:
+        links = [(int(a), int(b), int(c)) for a, b, c in raw.execute(link_statement).fetchall()]
     return by_run, links
 
 
 def _parameters(db: Database, run: Run, bulk: _Bulk) -> tuple[Parameter, ...]:
     try:
-        description = bulk.description(db, run)
+        parameters = bulk.parameters(run)
     except ValueError as exc:
         raise RunDescriptionError(
             f"{db.path}, run {run.run_id}: its description cannot be understood ({exc})",
             where=Where(db.path, run.run_id, "runs"),
         ) from exc
-    specs = run.paramspecs if description is None else description.paramspecs
-    return tuple(Parameter(name, spec.paramtype, spec.unit) for name, spec in specs.items())
+    return _as_parameters(run.description) if parameters is None else parameters
 
 
 def _run_entry(db: Database, run: Run, bulk: _Bulk, problems: list[Problem]) -> RunEntry:
@@ -478,7 +507,8 @@ def build_catalog(
 
 def _add_checksums(catalog: Catalog, jobs: int, client: Client | None) -> None:
     """Checksums of the data of every run whose guid occurs more than once, where the
-    catalogue does not have one yet."""
+    catalogue does not have one yet. Files that are byte-for-byte copies of each other
+    (:func:`_identical_files`) are read once: the checksums of one are the others'."""
     counts: dict[str, int] = defaultdict(int)
     for run in catalog.runs:
         if run.guid is not None:
@@ -487,7 +517,28 @@ def _add_checksums(catalog: Catalog, jobs: int, client: Client | None) -> None:
     for index, run in enumerate(catalog.runs):
         if run.guid is not None and counts[run.guid] > 1 and run.data_checksum is None:
             wanted[run.path][run.run_id] = index
-    tasks = [(path, None, tuple(indices)) for path, indices in wanted.items()]
+    copies = _identical_files(catalog.files, wanted)
+    read = [path for path in wanted if path in copies]
+    leftover = _read_checksums(catalog, wanted, read, copies, jobs, client)
+    # Copies whose original could not be read are read themselves (their problems are theirs).
+    _read_checksums(catalog, wanted, leftover, {}, jobs, client)
+
+
+def _read_checksums(
+    catalog: Catalog,
+    wanted: dict[str, dict[int, int]],
+    paths: list[str],
+    copies: dict[str, list[str]],
+    jobs: int,
+    client: Client | None,
+) -> list[str]:
+    """Checksum tasks for ``paths``, each result given to the file and to its byte-for-byte
+    ``copies`` too; returns the copies that did not get every checksum they want."""
+    tasks = []
+    for path in paths:
+        run_ids = set(wanted[path]).union(*(wanted[copy] for copy in copies.get(path, ())))
+        tasks.append((path, None, tuple(sorted(run_ids))))
+    got: dict[str, set[int]] = defaultdict(set)
     for outcome in run_tasks(checksum_task, tasks, jobs=jobs, client=client):
         if not outcome.ok:
             catalog.problems.append(
@@ -496,7 +547,47 @@ def _add_checksums(catalog: Catalog, jobs: int, client: Client | None) -> None:
             continue
         for run_id, result in outcome.payload.items():
             if isinstance(result, Problem):
-                catalog.problems.append(result)
-            else:
-                index = wanted[outcome.database][run_id]
-                catalog.runs[index] = replace(catalog.runs[index], data_checksum=result)
+                if run_id in wanted[outcome.database]:
+                    catalog.problems.append(result)
+                continue
+            for path in (outcome.database, *copies.get(outcome.database, ())):
+                index = wanted[path].get(run_id)
+                if index is not None:
+                    catalog.runs[index] = replace(catalog.runs[index], data_checksum=result)
+                    got[path].add(run_id)
+    return [
+        copy
+        for path in paths
+        for copy in copies.get(path, ())
+        if not set(wanted[copy]) <= got[copy]
+    ]
+
+
+def _identical_files(
+    files: Sequence[FileEntry], wanted: dict[str, dict[int, int]]
+) -> dict[str, list[str]]:
+    """The files of ``wanted`` grouped by their bytes: the first of each group (in walk
+    order) maps to the others (an unmatched file maps to none). Only files of equal size
+    are hashed (:func:`~qcsql.archive.checksum.file_digest`), and a WAL file with a
+    ``-shm`` is never grouped: a writer may be changing it while the other is read."""
+    by_size: dict[tuple[int, int | None], list[str]] = defaultdict(list)
+    for entry in files:
+        if entry.path in wanted:
+            shared = entry.wal_size is not None and side_file(Path(entry.path), "-shm").exists()
+            key = (-1 - len(by_size), None) if shared else (entry.size, entry.wal_size)
+            by_size[key].append(entry.path)
+    groups: dict[str, list[str]] = {}
+    for paths in by_size.values():
+        if len(paths) == 1:
+            groups[paths[0]] = []
+            continue
+        by_digest: dict[str, list[str]] = defaultdict(list)
+        for path in paths:
+            try:
+                digest = file_digest(Path(path))
+            except OSError:
+                digest = f"unreadable {path}"  # read by its own task, which reports why
+            by_digest[digest].append(path)
+        for same in by_digest.values():
+            groups[same[0]] = same[1:]
+    return groups

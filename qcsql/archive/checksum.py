@@ -20,15 +20,18 @@ differ), so a copy whose data moved elsewhere is reported as not known to be equ
 from __future__ import annotations
 
 import hashlib
+import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qcsql.database import Database, Run
 from qcsql.export.keys import as_qcodes_sees
-from qcsql.sqlite.connection import quote_identifier
+from qcsql.sqlite.connection import quote_identifier, side_file
+from qcsql.sqlite.descriptors import kept_file
 
-__all__ = ["data_checksum", "run_checksum", "table_checksum"]
+__all__ = ["data_checksum", "file_digest", "run_checksum", "table_checksum"]
 
 # Rows per read: one short statement each (the file may have a writer).
 WINDOW = 20_000
@@ -55,8 +58,7 @@ def table_checksum(db: Database, run: Run) -> str:
         if not rows:
             break
         last = rows[-1][0]
-        for index, name in enumerate(names, 1):
-            _update_column(digests[name], [row[index] for row in rows])
+        _update_window([digests[name] for name in names], rows)
         if len(rows) < WINDOW:
             break
     total = hashlib.sha256(b"table\x00")
@@ -66,6 +68,21 @@ def table_checksum(db: Database, run: Run) -> str:
 
 
 _NUMBERS = {int, float, type(None)}
+
+
+def _update_window(digests: list[Any], rows: list[tuple[Any, ...]]) -> None:
+    """Each column's digest (but the leading ``id``) updated with one window of rows.
+    Where every cell is a number or NULL (most results tables), the window is converted
+    and rounded in one go instead of column by column: the rounding is per value, so
+    the bytes each digest gets are the same, at a fraction of the calls."""
+    if set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBERS:
+        values = np.array(rows, dtype=np.float64)[:, 1:]  # None becomes NaN
+        keys = as_qcodes_sees(np.ascontiguousarray(values.T).ravel()).reshape(values.T.shape)
+        for digest, column in zip(digests, keys, strict=True):
+            digest.update(b"n" + column.tobytes())
+        return
+    for index, digest in enumerate(digests, 1):
+        _update_column(digest, [row[index] for row in rows])
 
 
 def _update_column(digest: Any, values: list[Any]) -> None:
@@ -107,3 +124,29 @@ def _update_array(digest: Any, name: str, array: np.ndarray[Any, Any]) -> None:
         digest.update(as_qcodes_sees(array.ravel()).tobytes())
     else:
         digest.update(np.ascontiguousarray(array).tobytes())
+
+
+FILE_CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 (hex) of the bytes of the database ``path`` and of its ``-wal``, if any,
+    read through the kept descriptors (:mod:`qcsql.sqlite.descriptors`): files with the
+    same digest hold the same runs with the same data, so the checksums of one are the
+    other's. Hashing a file's bytes costs a fraction of reading its rows through SQLite
+    and rounding them, and an archive's backups are often byte-for-byte copies."""
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(FILE_CHUNK))
+    for item in (path, side_file(path, "-wal")):
+        if item != path and not item.exists():
+            continue
+        kept = kept_file(item)
+        try:
+            digest.update(b"\x00file\x00" + kept.size().to_bytes(8, "little"))
+            offset = 0
+            while done := kept.read_into(buffer, offset):
+                digest.update(buffer[:done])
+                offset += done
+        finally:
+            kept.release()
+    return digest.hexdigest()

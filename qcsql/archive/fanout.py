@@ -27,12 +27,12 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qcsql.archive.discover import Problem, discover
-from qcsql.database import open_database
+from qcsql.database import Database, open_database
 from qcsql.errors import NotQCoDeSError, NotSQLiteError, QcsqlError
 
 if TYPE_CHECKING:
@@ -44,7 +44,9 @@ __all__ = [
     "Inputs",
     "Outcome",
     "dask_client",
+    "export_chunk",
     "export_one",
+    "export_tasks",
     "export_runs",
     "failure",
     "find_databases",
@@ -85,18 +87,46 @@ def export_one(database: str, run_id: int, folder: str) -> Outcome:
     """Export run ``run_id`` of ``database`` into ``folder`` (created) under QCoDeS' file
     name. A task: never raises for what the database holds or for a file it cannot
     write, and its warnings come back in the outcome (a worker's stderr is nobody's)."""
+    outcome: Outcome = export_chunk(database, run_id, (run_id,), folder).payload[0]
+    return outcome
+
+
+def export_chunk(
+    database: str, first_run_id: int, run_ids: tuple[int, ...], folder: str
+) -> Outcome:
+    """:func:`export_one` of each of ``run_ids`` (``first_run_id`` the first, naming the
+    chunk) of ``database``, opened once for them all: a task, a pure function of its
+    arguments, whose payload is the runs' outcomes in order (a failure to open the
+    database is each run's failure). Opening a file and reading its schema again for
+    each of its runs cost more than exporting a small run."""
     started = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            # Created here, tolerating the other tasks of the folder doing the same:
-            # export_hdf5's own creation of a folder named with a trailing separator
-            # refuses one that appears between its checks.
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            with open_database(database) as db:
-                run = db.load_by_id(run_id)
-                path = run.export_hdf5(Path(folder))
-                guid = run.stable_guid
+            Path(folder).mkdir(parents=True, exist_ok=True)  # see export_one
+            db = open_database(database)
+        except (QcsqlError, OSError) as exc:
+            return Outcome(
+                database, first_run_id, True, payload=[failure(database, r, exc) for r in run_ids]
+            )
+    opening = tuple(str(w.message) for w in caught)  # each run's, as export_one reports them
+    outcomes = []
+    with db:
+        for run_id in run_ids:
+            outcomes.append(_export_from(db, database, run_id, folder, opening, started))
+            started = time.perf_counter()
+    return Outcome(database, first_run_id, True, payload=outcomes)
+
+
+def _export_from(
+    db: Database, database: str, run_id: int, folder: str, opening: tuple[str, ...], started: float
+) -> Outcome:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            run = db.load_by_id(run_id)
+            path = run.export_hdf5(Path(folder))
+            guid = run.stable_guid
             size = path.stat().st_size
         except (QcsqlError, OSError) as exc:
             return failure(database, run_id, exc)
@@ -107,7 +137,7 @@ def export_one(database: str, run_id: int, folder: str) -> Outcome:
         path=str(path),
         bytes=size,
         guid=guid,
-        warnings=tuple(str(w.message) for w in caught),
+        warnings=opening + tuple(str(w.message) for w in caught),
         seconds=time.perf_counter() - started,
     )
 
@@ -137,9 +167,12 @@ class Inputs:
     single_file: bool = False  # one database file given alone
 
 
-def find_databases(paths: Sequence[str | Path], *, list_runs: bool = True) -> Inputs:
+def find_databases(
+    paths: Sequence[str | Path], *, list_runs: bool = True, open_files: bool = True
+) -> Inputs:
     """The QCoDeS databases under ``paths`` (see :class:`Inputs`), each opened read-only
-    once, in this process, to tell (and list its runs)."""
+    once, in this process, to tell (and list its runs); with ``open_files`` False, every
+    candidate file found, unopened, for tasks that open it and tell themselves."""
     given = [Path(p).expanduser().absolute() for p in paths]
     found = discover(given)
     inputs = Inputs(single_file=len(given) == 1 and given[0].is_file())
@@ -160,6 +193,9 @@ def find_databases(paths: Sequence[str | Path], *, list_runs: bool = True) -> In
             inputs.skipped.append(problem)
     named = {str(p) for p in given}
     for path in found.files:
+        if not open_files:
+            inputs.databases.append((path, []))
+            continue
         try:
             with open_database(path) as db:
                 run_ids = [run.run_id for run in db.runs()] if list_runs else []
@@ -322,6 +358,45 @@ def dask_client(address: str, workers: int) -> Iterator[Client]:
         yield client
 
 
+# Runs of one database per export task: enough to open each file a fraction as often,
+# few enough that the workers share a large file's runs and progress moves steadily.
+CHUNK_RUNS = 8
+
+
+def export_tasks(
+    tasks: Sequence[ExportTask], *, jobs: int = 1, client: Client | None = None
+) -> Iterator[Outcome]:
+    """:func:`export_one` of every task, the runs of one database and folder grouped
+    into :func:`export_chunk` tasks of up to :data:`CHUNK_RUNS` runs (fewer where that
+    leaves fewer than four chunks per worker), yielding one outcome per run as each
+    chunk finishes; a chunk that dies is a failure of each of its runs."""
+    workers = jobs if client is None else max(1, sum(client.nthreads().values()))  # type: ignore[no-untyped-call]
+    size = max(1, min(CHUNK_RUNS, len(tasks) // (4 * workers)))
+    grouped: dict[tuple[str, str], list[int]] = {}
+    for task in tasks:
+        grouped.setdefault((task.database, task.folder), []).append(task.run_id)
+    chunks: dict[tuple[str, int], tuple[str, int, tuple[int, ...], str]] = {}
+    for (database, folder), run_ids in grouped.items():
+        for start in range(0, len(run_ids), size):
+            part = tuple(run_ids[start : start + size])
+            chunks[(database, part[0])] = (database, part[0], part, folder)
+    for outcome in run_tasks(export_chunk, list(chunks.values()), jobs=jobs, client=client):
+        if outcome.ok:
+            yield from outcome.payload
+            continue
+        _, _, together, _ = chunks[(outcome.database, int(outcome.run_id or 0))]
+        for run_id in together:
+            yield replace(outcome, run_id=run_id, message=_for_run(outcome, run_id, together))
+
+
+def _for_run(outcome: Outcome, run_id: int, together: tuple[int, ...]) -> str:
+    """The message of a chunk that died, for one of its runs."""
+    ids = ", ".join(map(str, together))
+    return (
+        f"{outcome.database}, run {run_id}: its export task (runs {ids}) failed: {outcome.message}"
+    )
+
+
 def export_runs(
     paths: Sequence[str | Path],
     output: str | Path,
@@ -336,4 +411,4 @@ def export_runs(
     ``jobs`` local processes, or the workers of a ``dask.distributed`` ``client``."""
     plan = plan_exports(paths, output, run_ids)
     yield from plan.failures
-    yield from run_tasks(export_one, [t.arguments for t in plan.tasks], jobs=jobs, client=client)
+    yield from export_tasks(plan.tasks, jobs=jobs, client=client)

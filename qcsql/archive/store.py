@@ -27,7 +27,7 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +161,14 @@ def _run_from_row(row: dict[str, Any]) -> RunEntry:
     return RunEntry(**row)
 
 
+def _fields(entry: Any) -> dict[str, Any]:
+    """The fields of a catalogue entry by name, as they are: ``dataclasses.asdict`` copies
+    every value deeply, which cost a catalogue of thousands of runs more than writing it."""
+    return {f.name: getattr(entry, f.name) for f in fields(entry)}
+
+
 def _run_row(run: RunEntry) -> tuple[Any, ...]:
-    row = asdict(run)
+    row = _fields(run)
     row["parameters"] = (
         None
         if run.parameters is None
@@ -189,10 +195,15 @@ def _replacing(path: Path) -> Iterator[Path]:
         raise
 
 
-def write_catalog(catalog: Catalog, path: str | Path) -> Path:
-    """Write ``catalog`` to ``path`` as a whole (see the module docstring); returns it."""
+def write_catalog(catalog: Catalog, path: str | Path, previous: Catalog | None = None) -> Path:
+    """Write ``catalog`` to ``path`` as a whole (see the module docstring); returns it.
+    ``previous``, the catalogue read from ``path`` before ``catalog`` was built from it:
+    where nothing differs (an unchanged archive catalogued again), the file is left as
+    it is instead of being written again."""
     path = Path(path).expanduser().absolute()
     _check_target(path)
+    if previous is not None and path.is_file() and _same_entries(catalog, previous):
+        return path
     if not path.parent.is_dir():
         raise ExportError(f"{path}: the folder {path.parent} does not exist", path=path)
     try:
@@ -202,7 +213,7 @@ def write_catalog(catalog: Catalog, path: str | Path) -> Path:
                 with conn:  # one transaction
                     conn.executemany(
                         f"INSERT INTO files VALUES ({', '.join('?' * len(_FILE_COLUMNS))})",
-                        [tuple(asdict(f)[c] for c in _FILE_COLUMNS) for f in catalog.files],
+                        [tuple(getattr(f, c) for c in _FILE_COLUMNS) for f in catalog.files],
                     )
                     conn.executemany(
                         f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
@@ -219,13 +230,21 @@ def write_catalog(catalog: Catalog, path: str | Path) -> Path:
     return path
 
 
+def _same_entries(catalog: Catalog, previous: Catalog) -> bool:
+    return (catalog.files, catalog.runs, catalog.problems) == (
+        previous.files,
+        previous.runs,
+        previous.problems,
+    )
+
+
 def catalog_records(catalog: Catalog) -> Iterator[dict[str, Any]]:
     """The catalogue as JSON-ready records, one per line of ``qcsql catalog --json``:
     ``{"type": "file" | "run" | "problem" | "duplicate", ...}``."""
     for entry in catalog.files:
-        yield {"type": "file", **asdict(entry)}
+        yield {"type": "file", **_fields(entry)}
     for run in catalog.runs:
-        record = asdict(run)
+        record = _fields(run)
         record["parameters"] = (
             None
             if run.parameters is None
@@ -233,7 +252,7 @@ def catalog_records(catalog: Catalog) -> Iterator[dict[str, Any]]:
         )
         yield {"type": "run", **record}
     for problem in catalog.problems:
-        yield {"type": "problem", **asdict(problem)}
+        yield {"type": "problem", **_fields(problem)}
     for duplicate in catalog.duplicates():
         yield {
             "type": "duplicate",

@@ -10,6 +10,7 @@ schema version. Every layer above talks to the file's runs through one
 
 from __future__ import annotations
 
+import sqlite3
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,10 +67,12 @@ class RunStore:
         return self.connection.path
 
     def _inspect_schema(self) -> None:
-        with self.connection.reading() as sql:
-            self.schema_version: int = int(sql.exec_driver_sql("PRAGMA user_version").scalar_one())
-            self.table_names = self._read_table_names(sql)
-            self.runs_sql = self._read_runs_sql(sql)
+        # Plain sqlite3 statements: they run once per file opened, and a catalogue opens
+        # hundreds of files, each costing SQLAlchemy's statement set-up more than SQLite.
+        with self.connection.reading_raw() as raw:
+            self.schema_version: int = int(raw.execute("PRAGMA user_version").fetchone()[0])
+            self.table_names = self._read_table_names(raw)
+            self.runs_sql = self._read_runs_sql(raw)
             missing = [name for name in REQUIRED_TABLES if name not in self.table_names]
             if missing:
                 found = ", ".join(sorted(self.table_names)) or "none"
@@ -78,7 +81,7 @@ class RunStore:
                     f"(no {' or '.join(repr(m) for m in missing)} table; tables found: {found})",
                     path=self.path,
                 )
-            run_columns = [row[1] for row in sql.exec_driver_sql('PRAGMA table_info("runs")')]
+            run_columns = [row[1] for row in raw.execute('PRAGMA table_info("runs")').fetchall()]
         if "run_id" not in run_columns:
             raise SchemaError(
                 f"{self.path}: its runs table has no run_id column "
@@ -101,29 +104,31 @@ class RunStore:
         self.metadata_columns: tuple[str, ...] = tuple(
             name for name in run_columns if name not in STANDARD_RUN_COLUMNS
         )
+        self._listing = _listing_sql(tuple(run_columns), self.metadata_columns)
 
     def schema_changed(self) -> bool:
         """Whether the schema version or the runs table's columns differ now from what was
         read at open (QCoDeS' ``add_metadata`` adds a column the first time a key is used;
         an upgrade changes the version), which a store kept open does not see: two
         short reads, for a caller that keeps its store over a file that changes."""
-        with self.connection.reading(table="runs") as sql:
-            version = int(sql.exec_driver_sql("PRAGMA user_version").scalar_one())
-            runs_sql = self._read_runs_sql(sql)
+        with self.connection.reading_raw(table="runs") as raw:
+            version = int(raw.execute("PRAGMA user_version").fetchone()[0])
+            runs_sql = self._read_runs_sql(raw)
         return version != self.schema_version or runs_sql != self.runs_sql
 
     @staticmethod
-    def _read_runs_sql(sql: sa.Connection) -> str | None:
+    def _read_runs_sql(raw: sqlite3.Connection) -> str | None:
         """The runs table's ``CREATE TABLE`` as SQLite keeps it, which every ``ALTER TABLE
         ADD COLUMN`` rewrites. Read from sqlite_master rather than ``PRAGMA table_info``:
         a pragma answers from the schema the connection cached, a SELECT from the file."""
-        return sql.exec_driver_sql(
+        row = raw.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
-        ).scalar()
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     @staticmethod
-    def _read_table_names(sql: sa.Connection) -> set[str]:
-        rows = sql.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")
+    def _read_table_names(raw: sqlite3.Connection) -> set[str]:
+        rows = raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         return {name for (name,) in rows}
 
     def has_table(self, name: str) -> bool:
@@ -131,8 +136,8 @@ class RunStore:
         names were read, at most once per loading of runs (:meth:`run_rows`), so that a
         listing of runs without results tables (metadata-only files) costs no query per run."""
         if name not in self.table_names and self._names_generation != self._rows_generation:
-            with self.connection.reading() as sql:
-                self.table_names = self._read_table_names(sql)
+            with self.connection.reading_raw() as raw:
+                self.table_names = self._read_table_names(raw)
             self._names_generation = self._rows_generation
         return name in self.table_names
 
@@ -174,6 +179,23 @@ class RunStore:
             rows = sql.execute(statement).all()
         self._rows_generation += 1  # tables made before these rows are seen by has_table
         return [self.run_row(tuple(row)) for row in rows]
+
+    def run_rows_from(self, start_run_id: int) -> list[RunRow]:
+        """:meth:`run_rows` of the runs from ``start_run_id`` on, by plain SQL text: the
+        listing of every file a catalogue opens, where compiling :meth:`run_select` (a
+        new statement for each file's own ``runs`` table) cost more than reading."""
+        return self._listed(f"{_RUN_ID} >= ?", start_run_id)
+
+    def run_rows_of_id(self, run_id: int) -> list[RunRow]:
+        """:meth:`run_rows` of run ``run_id`` (none or one), by plain SQL text."""
+        return self._listed(f"{_RUN_ID} = ?", run_id)
+
+    def _listed(self, condition: str, value: int) -> list[RunRow]:
+        select, tail = self._listing
+        with self.connection.reading_raw(table="runs") as raw:
+            rows = raw.execute(f"{select} WHERE {condition} {tail}", (value,)).fetchall()
+        self._rows_generation += 1  # as in run_rows
+        return [self.run_row(row) for row in rows]
 
     def run_row(self, values: tuple[Any, ...]) -> RunRow:
         (
@@ -319,11 +341,34 @@ class RunStore:
     def column_types(self, row: RunRow) -> dict[str, str]:
         if row.table_name is None or not self.has_table(row.table_name):
             return {}
-        with self.connection.reading(run_id=row.run_id, table=row.table_name) as sql:
-            rows = sql.exec_driver_sql(
-                f"PRAGMA table_info({quote_identifier(row.table_name)})"
-            ).all()
+        with self.connection.reading_raw(run_id=row.run_id, table=row.table_name) as raw:
+            rows = raw.execute(f"PRAGMA table_info({quote_identifier(row.table_name)})").fetchall()
         return {row[1]: str(row[2]) for row in rows}
+
+
+_RUN_ID = 'runs."run_id"'
+
+
+def _listing_sql(
+    run_columns: tuple[str, ...], metadata_columns: tuple[str, ...]
+) -> tuple[str, str]:
+    """:meth:`RunStore.run_select` as plain SQL text, around its ``WHERE`` clause: the
+    same columns in the same order (a listed column the file lacks as NULL), the same
+    outer join to the run's experiment, the same order. No column of it is converted
+    by SQLAlchemy but ``is_completed`` (0/1 to a bool), which :meth:`RunStore.run_row`
+    converts the same way."""
+    present = set(run_columns)
+    listed = [
+        f"runs.{quote_identifier(name)}" if name in present else "NULL"
+        for name in LISTED_RUN_COLUMNS
+    ]
+    metadata = [f"runs.{quote_identifier(name)}" for name in metadata_columns]
+    columns = ", ".join([*listed, 'experiments."name"', 'experiments."sample_name"', *metadata])
+    select = (
+        f"SELECT {columns} FROM runs LEFT OUTER JOIN experiments "
+        f'ON runs."exp_id" = experiments."exp_id"'
+    )
+    return select, f"ORDER BY {_RUN_ID}"
 
 
 def _float_or_none(value: Any) -> float | None:

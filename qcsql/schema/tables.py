@@ -70,7 +70,17 @@ def bind_runs_table(model: SchemaModel, actual_columns: Iterable[str]) -> sa.Tab
     Columns the file lacks are left out (a damaged or hand-edited file); columns
     the model lacks (metadata, old untyped ``snapshot``) are added untyped, which
     is what they are in the file.
+
+    Built once per process for each model and list of columns, and shared by every
+    file that has them (the tables are never changed once built): an archive holds
+    hundreds of files of a few shapes, and building a table costs more than listing
+    a file's runs.
     """
+    return _bound_runs_table(model, tuple(actual_columns))
+
+
+@functools.lru_cache(maxsize=256)
+def _bound_runs_table(model: SchemaModel, actual_columns: tuple[str, ...]) -> sa.Table:
     metadata = sa.MetaData()
     modelled = model.runs.columns
     columns: list[sa.Column[object]] = []

@@ -313,12 +313,20 @@ class ReadOnlyConnection:
             with translate_sqlite_errors(self.path):
                 raise
         self._sqlite = raw
-        self._engine = sa.create_engine(
-            "sqlite://",
-            creator=lambda: raw,
-            poolclass=StaticPool,
-            isolation_level="AUTOCOMMIT",
-        )
+        # The SQLAlchemy engine is made on the first SQLAlchemy read (:meth:`reading`): a
+        # catalogue of an archive reads most files through :meth:`reading_raw` only, and
+        # an engine per file costs more than the file's plain statements.
+        self._engine = None
+
+    def _sqlalchemy_engine(self, raw: sqlite3.Connection) -> sa.Engine:
+        if self._engine is None:
+            self._engine = sa.create_engine(
+                "sqlite://",
+                creator=lambda: raw,
+                poolclass=StaticPool,
+                isolation_level="AUTOCOMMIT",
+            )
+        return self._engine
 
     def _snapshot_copy(self) -> Path:
         if self._tempdir is None:
@@ -381,9 +389,8 @@ class ReadOnlyConnection:
         self, *, run_id: int | None = None, table: str | None = None
     ) -> Iterator[sa.Connection]:
         """A SQLAlchemy connection for one short read; errors come out as qcsql errors."""
-        with self._held(run_id, table):
-            assert self._engine is not None
-            with self._engine.connect() as connection:
+        with self._held(run_id, table) as raw:
+            with self._sqlalchemy_engine(raw).connect() as connection:
                 yield connection
 
     @contextlib.contextmanager
