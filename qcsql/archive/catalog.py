@@ -95,6 +95,21 @@ class Parameter:
     unit: str
 
 
+# What a catalogue row takes of a run as it is, under QCoDeS' names (``DataSet``'s, as
+# ``qcsql runs --json`` prints them), so that one name means one thing across qcsql.
+RUN_COLUMNS_AS_QCODES_NAMES_THEM = (
+    "run_id",
+    "captured_run_id",
+    "captured_counter",
+    "exp_name",
+    "sample_name",
+    "name",
+    "run_timestamp_raw",
+    "completed_timestamp_raw",
+    "completed",
+)
+
+
 @dataclass(frozen=True)
 class RunEntry:
     """One run of one file: what a lab asks of its archive without opening the file."""
@@ -106,11 +121,11 @@ class RunEntry:
     captured_run_id: int | None
     captured_counter: int | None
     guid: str | None  # the stable guid: for schema-v0 runs the one QCoDeS' upgrade gives
-    experiment: str | None
-    sample: str | None
+    exp_name: str | None
+    sample_name: str | None
     name: str | None
-    run_timestamp: float | None
-    completed_timestamp: float | None
+    run_timestamp_raw: float | None
+    completed_timestamp_raw: float | None
     completed: bool
     number_of_results: int | None
     parameters: tuple[Parameter, ...] | None
@@ -379,16 +394,8 @@ def _run_entry(db: Database, run: Run, bulk: _Bulk, problems: list[Problem]) -> 
         path=where,
         schema_version=db.schema_version,
         journal_mode=db.journal_mode,
-        run_id=run.run_id,
-        captured_run_id=run.captured_run_id,
-        captured_counter=run.captured_counter,
         guid=run.stable_guid,
-        experiment=run.exp_name,
-        sample=run.sample_name,
-        name=run.name,
-        run_timestamp=run.run_timestamp_raw,
-        completed_timestamp=run.completed_timestamp_raw,
-        completed=run.completed,
+        **{column: getattr(run, column) for column in RUN_COLUMNS_AS_QCODES_NAMES_THEM},
         number_of_results=count,
         parameters=parameters,
         metadata={key: _json_ready(value) for key, value in run.metadata.items()},

@@ -42,42 +42,11 @@ __all__ = ["APPLICATION_ID", "catalog_records", "read_catalog", "write_catalog"]
 
 # "qcsq": PRAGMA application_id of every catalogue file (bytes 68-71 of the header).
 APPLICATION_ID = 0x71637371
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the runs' columns take QCoDeS' names (exp_name, ...)
 
-_FILE_COLUMNS = (
-    "path",
-    "size",
-    "mtime_ns",
-    "wal_size",
-    "wal_mtime_ns",
-    "kind",
-    "schema_version",
-    "journal_mode",
-    "access",
-    "runs",
-)
-_RUN_COLUMNS = (
-    "path",
-    "schema_version",
-    "journal_mode",
-    "run_id",
-    "captured_run_id",
-    "captured_counter",
-    "guid",
-    "experiment",
-    "sample",
-    "name",
-    "run_timestamp",
-    "completed_timestamp",
-    "completed",
-    "number_of_results",
-    "parameters",
-    "metadata",
-    "data_location",
-    "data_table",
-    "data_file",
-    "data_checksum",
-)
+# The tables' columns are the entries' fields, in their order.
+_FILE_COLUMNS = tuple(field.name for field in fields(FileEntry))
+_RUN_COLUMNS = tuple(field.name for field in fields(RunEntry))
 _PROBLEM_COLUMNS = ("path", "run_id", "kind", "message")
 
 _SCHEMA = f"""
@@ -89,7 +58,8 @@ CREATE TABLE files (
 CREATE TABLE runs (
     path TEXT NOT NULL REFERENCES files(path), schema_version INTEGER, journal_mode TEXT,
     run_id INTEGER NOT NULL, captured_run_id INTEGER, captured_counter INTEGER, guid TEXT,
-    experiment TEXT, sample TEXT, name TEXT, run_timestamp REAL, completed_timestamp REAL,
+    exp_name TEXT, sample_name TEXT, name TEXT, run_timestamp_raw REAL,
+    completed_timestamp_raw REAL,
     completed INTEGER, number_of_results INTEGER, parameters TEXT, metadata TEXT,
     data_location TEXT, data_table TEXT, data_file TEXT, data_checksum TEXT,
     PRIMARY KEY (path, run_id)
