@@ -92,7 +92,7 @@ def _lazy(dataset: Any) -> set[str]:
 CASES = [
     (SWEEP, "v", {"v"}),
     (GRID, "w", {"w"}),
-    (ARRAYS, "spectrum", {"spectrum"}),
+    (ARRAYS, "spectrum", {"spectrum", "freq"}),
     (SCATTER, "w", {"w"}),
 ]
 
@@ -153,17 +153,37 @@ def test_a_slice_reads_only_its_rows(database: Path) -> None:
         assert [r.rows for r in log] == [2 * GRID_SHAPE[1]]
 
 
-def test_opening_reads_no_values_through_lazy_arrays(database: Path) -> None:
+def test_opening_reads_no_values_but_the_index_xarray_builds(database: Path) -> None:
     with rows_read() as log:
         with xr.open_dataset(database, engine="qcsql", run_id=SWEEP) as opened:
             assert _lazy(opened) == {"v"}
-    assert log == []
+    assert [r.rows for r in log] == [2000]  # xarray reads x for its index, once
+    with rows_read() as log:
+        with xr.open_dataset(database, engine="qcsql", run_id=ARRAYS) as opened:
+            assert _lazy(opened) == {"spectrum", "freq"}
+    assert log == []  # along index: 0..n-1, nothing to read
+
+
+def test_without_default_indexes_a_sweep_opens_reading_no_values(database: Path) -> None:
+    with qcsql.open_database(database) as db:
+        expected = db.load_by_id(SWEEP).to_xarray_dataset()
+    with rows_read() as log:
+        with xr.open_dataset(
+            database, engine="qcsql", run_id=SWEEP, create_default_indexes=False
+        ) as opened:
+            assert _lazy(opened) == {"v", "x"}
+            assert not opened.xindexes
+            assert log == []
+            with rows_read() as sliced:
+                np.testing.assert_array_equal(opened["x"][10:20].values, expected["x"][10:20])
+            assert [r.rows for r in sliced] == [10]
+            xr.testing.assert_identical(opened.load().set_xindex("x"), expected)
 
 
 def test_lazy_datasets_pickle_without_a_connection(database: Path) -> None:
     with xr.open_dataset(database, engine="qcsql", run_id=ARRAYS) as opened:
         again = pickle.loads(pickle.dumps(opened))
-        assert _lazy(again) == {"spectrum"}
+        assert _lazy(again) == {"spectrum", "freq"}
         xr.testing.assert_identical(again.load(), opened.load())
 
 

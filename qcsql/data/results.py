@@ -203,6 +203,52 @@ class ResultsTable:
             low = high if counted else self.skip_gap(high, upto_id)
         return spans
 
+    def blob_spans(
+        self, top: str, columns: Sequence[str], upto_id: int
+    ) -> tuple[list[Span], dict[str, tuple[int, int, int]]]:
+        """:meth:`row_spans` of ``top``, and for each of ``columns`` over those rows: how
+        many are not NULL, the least and the most bytes a value has. SQLite takes a
+        blob's length from its record header without reading the blob (its overflow
+        pages), so this costs what counting the rows does."""
+        ids = self.model.c.id
+        measured = [self.column(name) for name in columns]
+        statement = _compiled(
+            sa.select(
+                sa.func.count(),
+                *(
+                    function(part)
+                    for column in measured
+                    for function, part in (
+                        (sa.func.count, column),
+                        (sa.func.min, sa.func.length(column)),
+                        (sa.func.max, sa.func.length(column)),
+                    )
+                ),
+            ).where(
+                ids > sa.bindparam("lo"),
+                ids <= sa.bindparam("hi"),
+                self.column(top).is_not(None),
+            )
+        )
+        spans: list[Span] = []
+        found = {name: (0, -1, -1) for name in columns}
+        low = 0
+        while low < upto_id:
+            high = min(low + COUNT_SPAN, upto_id)
+            counted, *sizes = self._fetch(statement, lo=low, hi=high)[0]
+            spans.append((low, high, int(counted)))
+            for number, name in enumerate(columns):
+                present, least, most = sizes[3 * number : 3 * number + 3]
+                if present:
+                    before, low_so_far, high_so_far = found[name]
+                    found[name] = (
+                        before + int(present),
+                        int(least) if low_so_far < 0 else min(low_so_far, int(least)),
+                        max(high_so_far, int(most)),
+                    )
+            low = high if counted else self.skip_gap(high, upto_id)
+        return spans, found
+
     def rows_at(self, top: str, spans: Sequence[Span], first: int, rows: int) -> RowRange:
         """The ids of ``rows`` rows of ``top``'s tree from its ``first`` (0-based), by the
         ``spans`` of :meth:`row_spans`."""

@@ -24,7 +24,7 @@ attributes of every variable and of the dataset are QCoDeS'.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -47,7 +47,9 @@ __all__ = [
     "PlanError",
     "Region",
     "Variable",
+    "duplicated_early",
     "flattened",
+    "monotonic_apart",
     "parameter_names",
     "plan_dataset",
     "plan_run",
@@ -343,14 +345,41 @@ def _strictly_monotonic_apart(column: npt.NDArray[Any]) -> bool:
     rounding keeps their order, and values a step apart cannot round to one decimal)."""
     if column.dtype.kind != "f" or len(column) < 2:
         return False
-    direction = 1.0 if column[1] > column[0] else -1.0
-    for start in range(0, len(column) - 1, _GAPS_PER_PASS):
-        window = column[start : start + _GAPS_PER_PASS + 1]
+    return monotonic_apart(
+        column[start : start + _GAPS_PER_PASS + 1]
+        for start in range(0, len(column) - 1, _GAPS_PER_PASS)
+    )
+
+
+def monotonic_apart(windows: Iterable[npt.NDArray[Any]]) -> bool:
+    """:func:`_strictly_monotonic_apart` of the column the ``windows`` make, in order, for
+    a column read window by window and not kept (consecutive windows may share their
+    edge value). NaN, infinities and a column of fewer than two values fail."""
+    direction = 0.0
+    last: npt.NDArray[Any] | None = None
+    for window in windows:
+        if window.dtype.kind != "f":
+            return False
+        if last is not None:
+            window = np.concatenate((last, window))
+        if len(window) < 2:
+            last = window
+            continue
+        if not direction:
+            direction = 1.0 if window[1] > window[0] else -1.0
         gaps = np.diff(window) * direction
         bound = 2e-14 * np.maximum(np.abs(window[1:]), np.abs(window[:-1]))
         if not np.all(gaps > bound):  # NaN and infinities fail here too
             return False
-    return True
+        last = window[-1:]
+    return bool(direction)
+
+
+def duplicated_early(column: npt.NDArray[Any]) -> bool:
+    """Whether two of the first values of one setpoint are one value as QCoDeS reads them:
+    then its tree is laid out along ``index`` (a sweep repeated, the same array of
+    setpoints in every row), whatever the rest of its rows hold."""
+    return _has_duplicate_rows([as_qcodes_sees(column[:_DUPLICATE_PROBE])])
 
 
 def _has_duplicate_rows(keys: Sequence[npt.NDArray[Any]]) -> bool:

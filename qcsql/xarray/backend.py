@@ -12,17 +12,27 @@ in-memory plan, loaded on open.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.data.parameter_data import ParameterData
+from qcsql.data.parameter_data import ParameterData, Tree, read_tree
 from qcsql.data.results import ResultsTable, Span
 from qcsql.data.streams import stream_numeric_trees
 from qcsql.errors import QcsqlError
 from qcsql.export.attributes import DatasetSource, dataset_attrs
-from qcsql.export.layout import DatasetPlan, MultiIndexUse, plan_dataset, plan_run
+from qcsql.export.layout import (
+    INDEX,
+    DatasetPlan,
+    MultiIndexUse,
+    duplicated_early,
+    monotonic_apart,
+    plan_dataset,
+    plan_run,
+)
 from qcsql.xarray.convert import dataset_from_plan
 from qcsql.xarray.lazy import RowsArray, RowSource, TableOpener, in_row_order
 
@@ -62,7 +72,11 @@ def _prefer_windows_of_rows(dataset: xr.Dataset, plan: DatasetPlan) -> None:
     """``chunks={}`` cuts lazy variables along their first axis into windows of whole
     rows of about :data:`VALUES_PER_CHUNK` values, each read by one statement."""
     for name, planned in plan.variables.items():
-        if isinstance(planned.data, np.ndarray) or name not in dataset.variables:
+        if (
+            isinstance(planned.data, np.ndarray)
+            or name not in dataset.variables
+            or name in dataset.xindexes
+        ):
             continue
         variable = dataset.variables[name]
         if not variable.ndim:
@@ -93,6 +107,9 @@ def _lazy_plan(
         table = run.results_table()
     except QcsqlError:
         return None
+    settled = _settled_without_values(run, table, use_multi_index, open_table)
+    if settled is not None:
+        return settled
     data = _setpoints_only(run, tops) or run.get_parameter_data()
     upto = table.max_id()
     placeholders: list[npt.NDArray[Any]] = []
@@ -137,6 +154,162 @@ def _lazy_plan(
         run.description, stand_in, dataset_attrs(run), use_multi_index=use_multi_index
     )
     return _with_lazy_values(plan, placeholders, sources)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """What opening found of a tree of one setpoint (or none) without keeping its values:
+    its rows, their spans, each column's dtype, values per row and whether the ids are
+    dense with its rows (then a column is read alone, without the tree's top), and the
+    small stand-in that gives :func:`plan_dataset` the tree's layout."""
+
+    spans: tuple[Span, ...]
+    rows: int
+    per_row: int
+    dtypes: dict[str, np.dtype[Any]]
+    stand_in: dict[str, npt.NDArray[Any]]
+    dense: bool = False
+
+
+def _settled_without_values(
+    run: DatasetSource, table: ResultsTable, use_multi_index: MultiIndexUse, open_table: TableOpener
+) -> DatasetPlan | None:
+    """The lazy plan of a run of one tree of numbers or of arrays, with one setpoint or
+    none and no declared shape, laid out from what settles QCoDeS' layout instead of its
+    values: whether the setpoint's values are unique (a sweep: along the setpoint, which
+    becomes a lazy coordinate) or repeat (along ``index``: 0..n-1, not held). A sweep of
+    numbers is told by its setpoint column, streamed and dropped window by window; a
+    repeat by the first values; an array run's rows by the lengths of its blobs, which
+    SQLite knows without reading them. None where that does not settle it (setpoints
+    unique but not in order, arrays that differ in length, other trees): the run's
+    setpoints are then read whole."""
+    description = run.description
+    graph = description.interdependencies
+    if len(graph.top_level_parameters) != 1:
+        return None
+    top, setpoints, others = graph.tree_by_group(graph.top_level_parameters[0])
+    if others or len(setpoints) > 1 or top in (description.declared_shapes or {}):
+        return None
+    kinds = {graph.parameters[c].paramtype for c in (top, *setpoints)}
+    upto = table.max_id()
+    try:
+        if kinds == {"numeric"}:
+            found = _numeric_rows(run, table, top, setpoints, upto)
+        elif kinds == {"array"}:
+            found = _array_rows(table, top, (top, *setpoints), upto)
+        else:
+            return None
+    except QcsqlError:  # text where numbers belong, say: read whole, as QCoDeS reads it
+        return None
+    if found is None:
+        return None
+    plan = plan_dataset(
+        description, {top: found.stand_in}, dataset_attrs(run), use_multi_index=use_multi_index
+    )
+    size = found.rows * found.per_row
+    lazy: dict[str, Any] = {}
+    for name, variable in plan.variables.items():
+        if name == INDEX and variable.dims == (INDEX,):
+            continue
+        if name not in found.dtypes or variable.dims != plan.variables[top].dims:
+            return None
+        alone = name == top or (found.dense and name in setpoints)
+        read = (name,) if alone else (top, name)
+        source = RowSource(
+            path=str(run.path_to_db),
+            run_id=run.run_id,
+            open_table=open_table,
+            top=read[0],
+            columns=read,
+            kinds=tuple(graph.parameters[c].paramtype for c in read),
+            column=name,
+            spans=found.spans,
+            rows=found.rows,
+            per_row=found.per_row,
+        )
+        lazy[name] = RowsArray(source, (size,), found.dtypes[name])
+    if set(lazy) != set(found.dtypes):
+        return None
+    import pandas as pd
+    from xarray.core.indexing import LazilyIndexedArray
+
+    if INDEX in plan.variables:
+        plan.variables[INDEX].data = pd.RangeIndex(size, name=INDEX)
+
+    for name, array in lazy.items():
+        plan.variables[name].data = LazilyIndexedArray(array)  # type: ignore[assignment]
+    plan.dims = {dim: size for dim in plan.dims}
+    return plan
+
+
+def _numeric_rows(
+    run: DatasetSource, table: ResultsTable, top: str, setpoints: list[str], upto: int
+) -> _Rows | None:
+    """A tree of numbers: a sweep if its setpoint's values rise (or fall) apart, streamed
+    window by window; along ``index`` if it has no setpoint or its first values repeat."""
+    stand_in = {top: np.zeros(2)}
+    dtypes = {name: np.dtype(np.float64) for name in (top, *setpoints)}
+    if not setpoints:
+        spans = tuple(table.row_spans(top, upto))
+        return _Rows(spans, sum(c for _, _, c in spans), 1, dtypes, stand_in)
+    stream = stream_numeric_trees(run, [top])
+    if stream is None:
+        return None
+    rows = 0
+    early: list[npt.NDArray[Any]] = []
+
+    def windows() -> Iterator[npt.NDArray[Any]]:
+        nonlocal rows
+        for _, column in stream.chunks():
+            if rows < EARLY_VALUES:
+                early.append(column[:EARLY_VALUES].copy())
+            rows += len(column)
+            yield column
+
+    if monotonic_apart(windows()):
+        dense = rows == upto and table.count_rows() == upto
+        spans = ((0, upto, upto),) if dense else tuple(table.row_spans(top, upto))
+        stand_in[setpoints[0]] = np.arange(2.0)
+        return _Rows(spans, rows, 1, dtypes, stand_in, dense=dense)
+    if early and duplicated_early(np.concatenate(early)):
+        spans = tuple(table.row_spans(top, upto))
+        stand_in[setpoints[0]] = np.zeros(2)
+        return _Rows(spans, sum(c for _, _, c in spans), 1, dtypes, stand_in)
+    return None
+
+
+EARLY_VALUES = 65_536  # of a setpoint, read to find it repeats
+
+
+def _array_rows(
+    table: ResultsTable, top: str, columns: tuple[str, ...], upto: int
+) -> _Rows | None:
+    """A tree of arrays along ``index``: every row holds each column, each column's blobs
+    are of one length (so of the first row's shape and dtype, which rows are decoded to
+    check again as they are read), the arrays are flat and of one length, and the
+    setpoint's first values repeat (or there is none)."""
+    spans, sizes = table.blob_spans(top, columns, upto)
+    rows = sum(count for _, _, count in spans)
+    if not rows or any(
+        present != rows or least != most for present, least, most in sizes.values()
+    ):
+        return None
+    first = min(rows, 1 + EARLY_VALUES * 8 // max(1, sizes[columns[-1]][1]))
+    kinds = tuple("array" for _ in columns)
+    head = read_tree(Tree(table, top, columns, kinds, table.rows_at(top, spans, 0, first)))
+    shapes = {values.shape for values in head.values()}
+    if len(shapes) != 1 or any(v.ndim != 2 or v.dtype.kind not in "fiu" for v in head.values()):
+        return None
+    per_row = shapes.pop()[1]
+    if len(columns) > 1 and not duplicated_early(head[columns[1]].reshape(-1)):
+        return None
+    return _Rows(
+        tuple(spans),
+        rows,
+        per_row,
+        {name: values.dtype for name, values in head.items()},
+        {name: np.zeros((1, 2), values.dtype) for name, values in head.items()},
+    )
 
 
 def _setpoints_only(run: DatasetSource, tops: list[str]) -> ParameterData | None:

@@ -49,11 +49,19 @@ def dataset_from_plan(
             continue
         target = coords if variable.is_coord else data_vars
         target[variable.name] = xr.Variable(variable.dims, variable.data, dict(variable.attrs))
-    dataset = xr.Dataset(data_vars, coords=_range_index(coords), attrs=dict(plan.attrs))
+    dataset = xr.Dataset(data_vars, coords=_range_index(coords, plan), attrs=dict(plan.attrs))
+    unindexed: dict[str, xr.Variable] = {}
     for name, coordinate in list(coords.items()):
-        if coordinate.dims == (name,) and coordinate.dtype.kind in "fiu":
+        if coordinate.dims != (name,):
+            continue
+        if not isinstance(plan.variables[name].data, np.ndarray):
+            # lazy: xarray's open_dataset indexes it (loading it) unless told not to
+            unindexed[name] = coords.pop(name)
+        elif coordinate.dtype.kind in "fiu":
             dataset = dataset.assign_coords(_index_sharing(name, coords.pop(name)))
             dataset.coords[name].attrs.update(coordinate.attrs)
+    if unindexed:
+        dataset = dataset.assign_coords(xr.Coordinates(unindexed, indexes={}))
     if levels:
         assert compressed is not None
         dataset = dataset.assign_coords(_multi_index(plan, levels, compressed.data))
@@ -98,21 +106,26 @@ def _is_arange(values: Any) -> bool:
     )
 
 
-def _range_index(coords: dict[str, xr.Variable]) -> xr.Coordinates:
+def _range_index(coords: dict[str, xr.Variable], plan: DatasetPlan) -> xr.Coordinates:
     """An ``index`` of 0..n-1 as the ``RangeIndex`` pandas (so QCoDeS) gives it, taken
-    out of ``coords``."""
+    out of ``coords``. A lazy plan's ``index`` is a ``RangeIndex`` already, never held
+    as n integers."""
     import pandas as pd
     import xarray as xr
 
     index = coords.get(INDEX)
     if index is None or index.dims != (INDEX,):
         return xr.Coordinates()
-    values = index.values
-    if not _is_arange(values):
+    planned = plan.variables[INDEX].data
+    if isinstance(planned, pd.RangeIndex) and planned.start == 0 and planned.step == 1:
+        size = len(planned)
+    elif _is_arange(index.values):
+        size = len(index)
+    else:
         return xr.Coordinates()
     del coords[INDEX]
     return xr.Coordinates.from_xindex(
-        xr.indexes.PandasIndex(pd.RangeIndex(len(values), name=INDEX), INDEX)
+        xr.indexes.PandasIndex(pd.RangeIndex(size, name=INDEX), INDEX)
     )
 
 
