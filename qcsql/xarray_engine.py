@@ -54,6 +54,7 @@ class QcsqlBackendEntrypoint(BackendEntrypoint):
         "captured_counter",
         "experiment_name",
         "use_multi_index",
+        "lazy_coordinates",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
@@ -83,6 +84,7 @@ class QcsqlBackendEntrypoint(BackendEntrypoint):
         captured_counter: int | None = None,
         experiment_name: str | None = None,
         use_multi_index: MultiIndexUse = "auto",
+        lazy_coordinates: bool = False,
     ) -> xr.Dataset:
         from qcsql.database import open_database
         from qcsql.xarray.backend import open_run
@@ -109,6 +111,7 @@ class QcsqlBackendEntrypoint(BackendEntrypoint):
                 drop_variables=frozenset(drop),
                 use_multi_index=use_multi_index,
                 open_table=results_table,
+                lazy_coordinates=lazy_coordinates,
             )
         finally:
             database.close()  # lazy arrays open the file again themselves, by path and run

@@ -153,23 +153,29 @@ def test_a_slice_reads_only_its_rows(database: Path) -> None:
         assert [r.rows for r in log] == [2 * GRID_SHAPE[1]]
 
 
-def test_opening_reads_no_values_but_the_index_xarray_builds(database: Path) -> None:
-    with rows_read() as log:
-        with xr.open_dataset(database, engine="qcsql", run_id=SWEEP) as opened:
-            assert _lazy(opened) == {"v"}
-    assert [r.rows for r in log] == [2000]  # xarray reads x for its index, once
-    with rows_read() as log:
-        with xr.open_dataset(database, engine="qcsql", run_id=ARRAYS) as opened:
-            assert _lazy(opened) == {"spectrum", "freq"}
-    assert log == []  # along index: 0..n-1, nothing to read
+def test_opening_reads_no_values_through_lazy_arrays(database: Path) -> None:
+    for run_id in (SWEEP, ARRAYS):
+        with rows_read() as log:
+            with xr.open_dataset(database, engine="qcsql", run_id=run_id) as opened:
+                assert _lazy(opened)
+        assert log == []  # a sweep's setpoint is kept from the pass that settles its layout
 
 
-def test_without_default_indexes_a_sweep_opens_reading_no_values(database: Path) -> None:
+def test_lazy_coordinates_without_default_indexes_open_reading_no_values(database: Path) -> None:
     with qcsql.open_database(database) as db:
         expected = db.load_by_id(SWEEP).to_xarray_dataset()
     with rows_read() as log:
+        with xr.open_dataset(database, engine="qcsql", run_id=SWEEP, lazy_coordinates=True) as opened:
+            assert _lazy(opened) == {"v"}
+            assert [r.rows for r in log] == [2000]  # xarray indexes x, reading it
+            xr.testing.assert_identical(opened.load(), expected)
+    with rows_read() as log:
         with xr.open_dataset(
-            database, engine="qcsql", run_id=SWEEP, create_default_indexes=False
+            database,
+            engine="qcsql",
+            run_id=SWEEP,
+            lazy_coordinates=True,
+            create_default_indexes=False,
         ) as opened:
             assert _lazy(opened) == {"v", "x"}
             assert not opened.xindexes

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,11 +50,19 @@ def open_run(
     drop_variables: frozenset[str] = frozenset(),
     use_multi_index: MultiIndexUse = "auto",
     open_table: TableOpener | None = None,
+    lazy_coordinates: bool = False,
 ) -> xr.Dataset:
     """``run`` as ``to_xarray_dataset(use_multi_index=...)`` gives it, without the
     variables named in ``drop_variables`` (names it does not have are ignored); lazy where
-    the layout allows and ``open_table`` says how a process opens the run's table."""
-    lazy = _lazy_plan(run, use_multi_index, open_table) if open_table is not None else None
+    the layout allows and ``open_table`` says how a process opens the run's table. With
+    ``lazy_coordinates`` a sweep's setpoint is a lazy coordinate too, without an index
+    (xarray builds one, reading it, unless ``create_default_indexes=False``); else it is
+    kept from the pass that settles the layout and indexed without a second read."""
+    lazy = (
+        _lazy_plan(run, use_multi_index, open_table, lazy_coordinates)
+        if open_table is not None
+        else None
+    )
     plan = lazy if lazy is not None else plan_run(run, use_multi_index=use_multi_index)
     dataset = dataset_from_plan(plan, drop_variables)
     dropped = [name for name in drop_variables if name in dataset.variables]
@@ -88,7 +96,10 @@ def _prefer_windows_of_rows(dataset: xr.Dataset, plan: DatasetPlan) -> None:
 
 
 def _lazy_plan(
-    run: DatasetSource, use_multi_index: MultiIndexUse, open_table: TableOpener
+    run: DatasetSource,
+    use_multi_index: MultiIndexUse,
+    open_table: TableOpener,
+    lazy_coordinates: bool = False,
 ) -> DatasetPlan | None:
     """The plan with the values of each tree as lazy arrays, or None where a value does not
     stay in row order (or the run has no results table to read rows from)."""
@@ -107,7 +118,7 @@ def _lazy_plan(
         table = run.results_table()
     except QcsqlError:
         return None
-    settled = _settled_without_values(run, table, use_multi_index, open_table)
+    settled = _settled_without_values(run, table, use_multi_index, open_table, lazy_coordinates)
     if settled is not None:
         return settled
     data = _setpoints_only(run, tops) or run.get_parameter_data()
@@ -169,10 +180,15 @@ class _Rows:
     dtypes: dict[str, np.dtype[Any]]
     stand_in: dict[str, npt.NDArray[Any]]
     dense: bool = False
+    kept: dict[str, npt.NDArray[Any]] = field(default_factory=dict)  # not lazy
 
 
 def _settled_without_values(
-    run: DatasetSource, table: ResultsTable, use_multi_index: MultiIndexUse, open_table: TableOpener
+    run: DatasetSource,
+    table: ResultsTable,
+    use_multi_index: MultiIndexUse,
+    open_table: TableOpener,
+    lazy_coordinates: bool,
 ) -> DatasetPlan | None:
     """The lazy plan of a run of one tree of numbers or of arrays, with one setpoint or
     none and no declared shape, laid out from what settles QCoDeS' layout instead of its
@@ -194,7 +210,7 @@ def _settled_without_values(
     upto = table.max_id()
     try:
         if kinds == {"numeric"}:
-            found = _numeric_rows(run, table, top, setpoints, upto)
+            found = _numeric_rows(run, table, top, setpoints, upto, keep=not lazy_coordinates)
         elif kinds == {"array"}:
             found = _array_rows(table, top, (top, *setpoints), upto)
         else:
@@ -210,6 +226,9 @@ def _settled_without_values(
     lazy: dict[str, Any] = {}
     for name, variable in plan.variables.items():
         if name == INDEX and variable.dims == (INDEX,):
+            continue
+        if name in found.kept:
+            variable.data = found.kept[name]  # in memory already: indexed, not read again
             continue
         if name not in found.dtypes or variable.dims != plan.variables[top].dims:
             return None
@@ -243,10 +262,17 @@ def _settled_without_values(
 
 
 def _numeric_rows(
-    run: DatasetSource, table: ResultsTable, top: str, setpoints: list[str], upto: int
+    run: DatasetSource,
+    table: ResultsTable,
+    top: str,
+    setpoints: list[str],
+    upto: int,
+    *,
+    keep: bool,
 ) -> _Rows | None:
     """A tree of numbers: a sweep if its setpoint's values rise (or fall) apart, streamed
-    window by window; along ``index`` if it has no setpoint or its first values repeat."""
+    window by window (and, to ``keep`` them, copied into one array as they come); along
+    ``index`` if it has no setpoint or its first values repeat."""
     stand_in = {top: np.zeros(2)}
     dtypes = {name: np.dtype(np.float64) for name in (top, *setpoints)}
     if not setpoints:
@@ -257,12 +283,15 @@ def _numeric_rows(
         return None
     rows = 0
     early: list[npt.NDArray[Any]] = []
+    kept = np.empty(stream.rows if keep else 0)  # an upper bound; pages mapped as filled
 
     def windows() -> Iterator[npt.NDArray[Any]]:
         nonlocal rows
         for _, column in stream.chunks():
             if rows < EARLY_VALUES:
                 early.append(column[:EARLY_VALUES].copy())
+            if keep:
+                kept[rows : rows + len(column)] = column
             rows += len(column)
             yield column
 
@@ -270,7 +299,11 @@ def _numeric_rows(
         dense = rows == upto and table.count_rows() == upto
         spans = ((0, upto, upto),) if dense else tuple(table.row_spans(top, upto))
         stand_in[setpoints[0]] = np.arange(2.0)
-        return _Rows(spans, rows, 1, dtypes, stand_in, dense=dense)
+        if not keep:
+            return _Rows(spans, rows, 1, dtypes, stand_in, dense=dense)
+        del dtypes[setpoints[0]]
+        held = {setpoints[0]: kept[:rows]}
+        return _Rows(spans, rows, 1, dtypes, stand_in, dense=dense, kept=held)
     if early and duplicated_early(np.concatenate(early)):
         spans = tuple(table.row_spans(top, upto))
         stand_in[setpoints[0]] = np.zeros(2)
