@@ -153,6 +153,32 @@ def test_a_slice_reads_only_its_rows(database: Path) -> None:
         assert [r.rows for r in log] == [2 * GRID_SHAPE[1]]
 
 
+def test_a_few_rows_decode_a_few_leaf_pages(
+    database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slice of ten values reads the leaf pages that hold them, not a whole window of
+    pages (the sweep's 2,000 rows fill more than a dozen)."""
+    import qcsql.sqlite.pages
+
+    real = qcsql.sqlite.pages.leaf_pages
+    fetched: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> list[int]:
+        found: list[int] = real(*args, **kwargs)
+        fetched.extend(found)
+        return found
+
+    monkeypatch.setattr(qcsql.sqlite.pages, "leaf_pages", counted)
+    with xr.open_dataset(database, engine="qcsql", run_id=SWEEP, cache=False) as opened:
+        fetched.clear()
+        everything = opened["v"].values
+        pages_of_all = len(fetched)
+        fetched.clear()
+        np.testing.assert_array_equal(opened["v"][500:510].values, everything[500:510])
+    assert pages_of_all > 10
+    assert 1 <= len(fetched) <= 2
+
+
 def test_opening_reads_no_values_through_lazy_arrays(database: Path) -> None:
     for run_id in (SWEEP, ARRAYS):
         with rows_read() as log:

@@ -33,6 +33,9 @@ __all__ = ["ResultsTable", "RowRange", "Span"]
 # a few milliseconds, even on slow disks a small fraction of a second.
 COUNT_SPAN = 262_144
 _DIALECT = sqlite.dialect()
+# Rows of numbers a 4 KiB leaf page holds at least (a cell of a few doubles takes under 40
+# bytes): a read of a few rows asks the page reader for a few leaves, not a whole window.
+ROWS_PER_LEAF_AT_LEAST = 100
 
 
 Span = tuple[int, int, int]  # (after id, up to id, rows of a tree among those ids)
@@ -311,7 +314,10 @@ class ResultsTable:
             after, left = rows.after_id, rows.rows
             while after < rows.upto_id and left > 0:
                 remaining = RowRange(after, rows.upto_id, left)
-                window = read_numeric_window(source, root, indices, tops, after, rows.upto_id)
+                leaves = 1 + left // ROWS_PER_LEAF_AT_LEAST
+                window = read_numeric_window(
+                    source, root, indices, tops, after, rows.upto_id, leaves
+                )
                 yield remaining, window
                 if window is None:
                     return
