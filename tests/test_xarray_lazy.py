@@ -191,7 +191,9 @@ def test_lazy_coordinates_without_default_indexes_open_reading_no_values(databas
     with qcsql.open_database(database) as db:
         expected = db.load_by_id(SWEEP).to_xarray_dataset()
     with rows_read() as log:
-        with xr.open_dataset(database, engine="qcsql", run_id=SWEEP, lazy_coordinates=True) as opened:
+        with xr.open_dataset(
+            database, engine="qcsql", run_id=SWEEP, lazy_coordinates=True
+        ) as opened:
             assert _lazy(opened) == {"v"}
             assert [r.rows for r in log] == [2000]  # xarray indexes x, reading it
             xr.testing.assert_identical(opened.load(), expected)

@@ -214,20 +214,13 @@ class ResultsTable:
         blob's length from its record header without reading the blob (its overflow
         pages), so this costs what counting the rows does."""
         ids = self.model.c.id
-        measured = [self.column(name) for name in columns]
+        selected: list[sa.ColumnElement[Any]] = [sa.func.count()]
+        for name in columns:
+            column = self.column(name)
+            length = sa.func.length(column)
+            selected += [sa.func.count(column), sa.func.min(length), sa.func.max(length)]
         statement = _compiled(
-            sa.select(
-                sa.func.count(),
-                *(
-                    function(part)
-                    for column in measured
-                    for function, part in (
-                        (sa.func.count, column),
-                        (sa.func.min, sa.func.length(column)),
-                        (sa.func.max, sa.func.length(column)),
-                    )
-                ),
-            ).where(
+            sa.select(*selected).where(
                 ids > sa.bindparam("lo"),
                 ids <= sa.bindparam("hi"),
                 self.column(top).is_not(None),

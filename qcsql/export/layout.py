@@ -45,6 +45,7 @@ __all__ = [
     "MultiIndexUse",
     "NotStreamable",
     "PlanError",
+    "Positions",
     "Region",
     "Variable",
     "duplicated_early",
@@ -235,6 +236,7 @@ def _through_index(
     name: str,
     sub: Mapping[str, npt.NDArray[Any]],
     use_multi_index: MultiIndexUse = "auto",
+    positions: Positions | None = None,
 ) -> _Part:
     graph = description.interdependencies
     _, setpoints, _ = graph.tree_by_group(name)
@@ -244,7 +246,7 @@ def _through_index(
     part = _Part()
     if not levels:
         part.add(name, (INDEX,), values, coord=False)
-        part.add(INDEX, (INDEX,), np.arange(len(values), dtype=np.int64), coord=True)
+        part.add(INDEX, (INDEX,), (positions or _arange)(len(values)), coord=True)
         return _with_inferred(description, name, sub, part)
     # A sweep in measured order is settled without rounding or sorting.
     sweep = len(columns) == 1 and _strictly_monotonic_apart(columns[0])
@@ -254,7 +256,7 @@ def _through_index(
         for level, column in zip(levels, columns, strict=True):
             part.add(level, (INDEX,), column, coord=False)
         part.add(name, (INDEX,), values, coord=False)
-        part.add(INDEX, (INDEX,), np.arange(len(values), dtype=np.int64), coord=True)
+        part.add(INDEX, (INDEX,), (positions or _arange)(len(values)), coord=True)
         return _with_inferred(description, name, sub, part)
     if len(levels) == 1:
         if use_multi_index == "always":
@@ -291,6 +293,13 @@ def _through_index(
 
 
 Factors = list[tuple[npt.NDArray[Any], npt.NDArray[np.intp]]]
+# What holds 0..n-1 along ``index``: numbers for a file; the xarray conversion gives a
+# pandas RangeIndex instead (as QCoDeS has), so that a large run is not n integers more.
+Positions = Callable[[int], npt.NDArray[Any]]
+
+
+def _arange(size: int) -> npt.NDArray[Any]:
+    return np.arange(size, dtype=np.int64)
 
 
 def _factors(columns: Sequence[npt.NDArray[Any]]) -> Factors | None:
@@ -601,6 +610,7 @@ def plan_dataset(
     attrs: Mapping[str, Any],
     *,
     use_multi_index: MultiIndexUse = "auto",
+    positions: Positions | None = None,
 ) -> DatasetPlan:
     """The file QCoDeS would export for a run with this description, data and attributes.
 
@@ -618,7 +628,7 @@ def plan_dataset(
         if declared is not None and sub[name].shape == declared and use_multi_index != "always":
             parts.append(_direct(description, name, sub))
         else:
-            parts.append(_through_index(description, name, sub, use_multi_index))
+            parts.append(_through_index(description, name, sub, use_multi_index, positions))
     specs = description.paramspecs
     memory_order: tuple[str, ...] | None = _merged_memory_order(parts)
     try:
@@ -659,6 +669,7 @@ def plan_run(
     start: int | None = None,
     end: int | None = None,
     use_multi_index: MultiIndexUse = "auto",
+    positions: Positions | None = None,
 ) -> DatasetPlan:
     """The plan of a run (of the trees of ``params``, default all, and QCoDeS' rows
     ``start``..``end``), from its data as ``get_parameter_data`` returns them."""
@@ -666,7 +677,11 @@ def plan_run(
     _refuse_text_in_numeric_columns(run, data)
     try:
         return plan_dataset(
-            run.description, data, dataset_attrs(run), use_multi_index=use_multi_index
+            run.description,
+            data,
+            dataset_attrs(run),
+            use_multi_index=use_multi_index,
+            positions=positions,
         )
     except DirectLayoutError as exc:
         raise _located(run, exc) from exc
@@ -678,6 +693,7 @@ def plan_trees(
     start: int | None = None,
     end: int | None = None,
     use_multi_index: MultiIndexUse = "auto",
+    positions: Positions | None = None,
 ) -> dict[str, DatasetPlan]:
     """One plan per parameter tree, unmerged (QCoDeS' ``to_xarray_dataset_dict``): each
     with the attributes of its variables and of the dataset."""
@@ -688,7 +704,11 @@ def plan_trees(
     for name, tree in data.items():
         try:
             plans[name] = plan_dataset(
-                run.description, {name: tree}, attrs, use_multi_index=use_multi_index
+                run.description,
+                {name: tree},
+                attrs,
+                use_multi_index=use_multi_index,
+                positions=positions,
             )
         except DirectLayoutError as exc:
             raise _located(run, exc) from exc

@@ -12,7 +12,7 @@ in-memory plan, loaded on open.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ from qcsql.export.layout import (
     plan_dataset,
     plan_run,
 )
-from qcsql.xarray.convert import dataset_from_plan
+from qcsql.xarray.convert import dataset_from_plan, range_positions
 from qcsql.xarray.lazy import RowsArray, RowSource, TableOpener, in_row_order
 
 if TYPE_CHECKING:
@@ -63,7 +63,11 @@ def open_run(
         if open_table is not None
         else None
     )
-    plan = lazy if lazy is not None else plan_run(run, use_multi_index=use_multi_index)
+    plan = (
+        lazy
+        if lazy is not None
+        else plan_run(run, use_multi_index=use_multi_index, positions=range_positions)
+    )
     dataset = dataset_from_plan(plan, drop_variables)
     dropped = [name for name in drop_variables if name in dataset.variables]
     if dropped:
@@ -162,7 +166,11 @@ def _lazy_plan(
             sources.append((source, values.dtype))
     del data
     plan = plan_dataset(
-        run.description, stand_in, dataset_attrs(run), use_multi_index=use_multi_index
+        run.description,
+        stand_in,
+        dataset_attrs(run),
+        use_multi_index=use_multi_index,
+        positions=range_positions,
     )
     return _with_lazy_values(plan, placeholders, sources)
 
@@ -249,11 +257,10 @@ def _settled_without_values(
         lazy[name] = RowsArray(source, (size,), found.dtypes[name])
     if set(lazy) != set(found.dtypes):
         return None
-    import pandas as pd
     from xarray.core.indexing import LazilyIndexedArray
 
     if INDEX in plan.variables:
-        plan.variables[INDEX].data = pd.RangeIndex(size, name=INDEX)
+        plan.variables[INDEX].data = range_positions(size)
 
     for name, array in lazy.items():
         plan.variables[name].data = LazilyIndexedArray(array)  # type: ignore[assignment]
@@ -265,7 +272,7 @@ def _numeric_rows(
     run: DatasetSource,
     table: ResultsTable,
     top: str,
-    setpoints: list[str],
+    setpoints: Sequence[str],
     upto: int,
     *,
     keep: bool,
@@ -314,18 +321,14 @@ def _numeric_rows(
 EARLY_VALUES = 65_536  # of a setpoint, read to find it repeats
 
 
-def _array_rows(
-    table: ResultsTable, top: str, columns: tuple[str, ...], upto: int
-) -> _Rows | None:
+def _array_rows(table: ResultsTable, top: str, columns: tuple[str, ...], upto: int) -> _Rows | None:
     """A tree of arrays along ``index``: every row holds each column, each column's blobs
     are of one length (so of the first row's shape and dtype, which rows are decoded to
     check again as they are read), the arrays are flat and of one length, and the
     setpoint's first values repeat (or there is none)."""
     spans, sizes = table.blob_spans(top, columns, upto)
     rows = sum(count for _, _, count in spans)
-    if not rows or any(
-        present != rows or least != most for present, least, most in sizes.values()
-    ):
+    if not rows or any(present != rows or least != most for present, least, most in sizes.values()):
         return None
     first = min(rows, 1 + EARLY_VALUES * 8 // max(1, sizes[columns[-1]][1]))
     kinds = tuple("array" for _ in columns)
