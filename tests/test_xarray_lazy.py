@@ -308,3 +308,31 @@ def test_a_rising_sweep_with_values_one_for_qcodes_is_not_taken_as_unique(
     assert set(ours.dims) == {"index"}
     with xr.open_dataset(path, engine="qcsql", run_id=1) as opened:
         assert set(opened.dims) == {"index"}
+
+
+def test_arrays_of_another_shape_past_the_first_rows_are_a_typed_error(tmp_path: Path) -> None:
+    """Blobs of one size settle an array run's layout on open; a later row whose array has
+    another shape in a blob of that size (40 float32 among rows of 20 float64) is found
+    when read, as one typed error, not as misplaced values."""
+    from qcodes.dataset import Measurement
+
+    path = tmp_path / "shapes.db"
+    experiment = new_database(path)
+    try:
+        freq, spectrum = parameters("freq", "spectrum")
+        arrays = Measurement(exp=experiment, name="arrays")
+        arrays.register_parameter(freq, paramtype="array")
+        arrays.register_parameter(spectrum, setpoints=(freq,), paramtype="array")
+        with arrays.run() as saver:
+            for row in range(2500):
+                values, setpoints = np.arange(20.0) + row, np.linspace(1, 2, 20)
+                if row == 2400:  # 40 float32 in as many bytes as 20 float64
+                    values = np.arange(40, dtype=np.float32)
+                    setpoints = np.linspace(1, 2, 40, dtype=np.float32)
+                saver.add_result((freq, setpoints), (spectrum, values))
+    finally:
+        experiment.conn.close()
+    with xr.open_dataset(path, engine="qcsql", run_id=1) as opened:
+        np.testing.assert_array_equal(opened["spectrum"][:20].values, np.arange(20.0))
+        with pytest.raises(qcsql.DataDecodeError, match="other shapes than its first rows"):
+            opened["spectrum"][2400 * 20 : 2401 * 20].values
