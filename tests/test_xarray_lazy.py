@@ -26,7 +26,7 @@ from xarray.core.indexing import ExplicitlyIndexed  # noqa: E402
 
 from tests.qcodes_build import new_database, parameters  # noqa: E402
 
-SWEEP, GRID, ARRAYS, SCATTER = 1, 2, 3, 4
+SWEEP, GRID, ARRAYS, SCATTER, TWO_SWEEPS = 1, 2, 3, 4, 5
 GRID_SHAPE = (30, 40)
 ARRAY_ROWS, ARRAY_LENGTH = 50, 20
 
@@ -72,6 +72,15 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for _ in range(300):
                 xv, yv = rng.uniform(0, 1, 2)
                 saver.add_result((x, xv), (y, yv), (w, xv * yv))
+        two = Measurement(exp=experiment, name="two sweeps")  # trees on dimensions of their own
+        two.register_parameter(x)
+        two.register_parameter(y)
+        two.register_parameter(v, setpoints=(x,))
+        two.register_parameter(w, setpoints=(y,))
+        with two.run() as saver:
+            saver.add_result((x, np.linspace(0, 1, 300)), (v, rng.normal(0, 1, 300)))
+            saver.add_result((y, np.linspace(5, -5, 200)), (w, rng.normal(0, 1, 200)))
+            saver.add_result((x, np.linspace(2, 3, 100)), (v, rng.normal(0, 1, 100)))
     finally:
         experiment.conn.close()
     return path
@@ -94,6 +103,7 @@ CASES = [
     (GRID, "w", {"w"}),
     (ARRAYS, "spectrum", {"spectrum", "freq"}),
     (SCATTER, "w", {"w"}),
+    (TWO_SWEEPS, "w", {"v", "w"}),
 ]
 
 
@@ -179,8 +189,14 @@ def test_a_few_rows_decode_a_few_leaf_pages(
     assert 1 <= len(fetched) <= 2
 
 
-def test_opening_reads_no_values_through_lazy_arrays(database: Path) -> None:
-    for run_id in (SWEEP, ARRAYS):
+def test_opening_reads_no_values_through_lazy_arrays(
+    database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("opening read the run whole")
+
+    monkeypatch.setattr(qcsql.Run, "get_parameter_data", never)
+    for run_id in (SWEEP, ARRAYS, TWO_SWEEPS):
         with rows_read() as log:
             with xr.open_dataset(database, engine="qcsql", run_id=run_id) as opened:
                 assert _lazy(opened)

@@ -187,6 +187,7 @@ class _Rows:
     per_row: int
     dtypes: dict[str, np.dtype[Any]]
     stand_in: dict[str, npt.NDArray[Any]]
+    along: str = INDEX  # the tree's dimension: ``index``, or a sweep's setpoint
     dense: bool = False
     kept: dict[str, npt.NDArray[Any]] = field(default_factory=dict)  # not lazy
 
@@ -198,50 +199,62 @@ def _settled_without_values(
     open_table: TableOpener,
     lazy_coordinates: bool,
 ) -> DatasetPlan | None:
-    """The lazy plan of a run of one tree of numbers or of arrays, with one setpoint or
-    none and no declared shape, laid out from what settles QCoDeS' layout instead of its
-    values: whether the setpoint's values are unique (a sweep: along the setpoint, which
-    becomes a lazy coordinate) or repeat (along ``index``: 0..n-1, not held). A sweep of
-    numbers is told by its setpoint column, streamed and dropped window by window; a
-    repeat by the first values; an array run's rows by the lengths of its blobs, which
-    SQLite knows without reading them. None where that does not settle it (setpoints
-    unique but not in order, arrays that differ in length, other trees): the run's
-    setpoints are then read whole."""
+    """The lazy plan of a run whose trees are each of numbers or of arrays, with one
+    setpoint or none and no declared shape, laid out from what settles QCoDeS' layout
+    instead of its values: whether a setpoint's values are unique (a sweep: along the
+    setpoint, which becomes a coordinate) or repeat (along ``index``: 0..n-1, not held).
+    A sweep of numbers is told by its setpoint column, streamed window by window; a repeat
+    by the first values; an array run's rows by the lengths of its blobs, which SQLite
+    knows without reading them. Several trees are laid out so only when they share no
+    parameter and no dimension (then QCoDeS' merge of their datasets is a plain union).
+    None where that does not settle it (setpoints unique but not in order, arrays that
+    differ in length, trees on one dimension): the run's setpoints are then read whole."""
     description = run.description
     graph = description.interdependencies
-    if len(graph.top_level_parameters) != 1:
-        return None
-    top, setpoints, others = graph.tree_by_group(graph.top_level_parameters[0])
-    if others or len(setpoints) > 1 or top in (description.declared_shapes or {}):
-        return None
-    kinds = {graph.parameters[c].paramtype for c in (top, *setpoints)}
     upto = table.max_id()
-    try:
-        if kinds == {"numeric"}:
-            found = _numeric_rows(run, table, top, setpoints, upto, keep=not lazy_coordinates)
-        elif kinds == {"array"}:
-            found = _array_rows(table, top, (top, *setpoints), upto)
-        else:
+    trees: dict[str, tuple[_Rows, tuple[str, ...]]] = {}
+    for first in graph.top_level_parameters:
+        top, setpoints, others = graph.tree_by_group(first)
+        if others or len(setpoints) > 1 or top in (description.declared_shapes or {}):
             return None
-    except QcsqlError:  # text where numbers belong, say: read whole, as QCoDeS reads it
-        return None
-    if found is None:
+        kinds = {graph.parameters[c].paramtype for c in (top, *setpoints)}
+        try:
+            if kinds == {"numeric"}:
+                found = _numeric_rows(run, table, top, setpoints, upto, keep=not lazy_coordinates)
+            elif kinds == {"array"}:
+                found = _array_rows(table, top, (top, *setpoints), upto)
+            else:
+                return None
+        except QcsqlError:  # text where numbers belong, say: read whole, as QCoDeS reads it
+            return None
+        if found is None:
+            return None
+        trees[top] = (found, (top, *setpoints))
+    members = [name for _, columns in trees.values() for name in columns]
+    along = [found.along for found, _ in trees.values()]
+    if not trees or len(set(members)) != len(members) or len(set(along)) != len(along):
         return None
     plan = plan_dataset(
-        description, {top: found.stand_in}, dataset_attrs(run), use_multi_index=use_multi_index
+        description,
+        {top: found.stand_in for top, (found, _) in trees.items()},
+        dataset_attrs(run),
+        use_multi_index=use_multi_index,
     )
-    size = found.rows * found.per_row
     lazy: dict[str, Any] = {}
     for name, variable in plan.variables.items():
         if name == INDEX and variable.dims == (INDEX,):
             continue
+        owner = next((top for top, (_, columns) in trees.items() if name in columns), None)
+        if owner is None:
+            return None
+        found = trees[owner][0]
+        if variable.dims != (found.along,):
+            return None
         if name in found.kept:
             variable.data = found.kept[name]  # in memory already: indexed, not read again
             continue
-        if name not in found.dtypes or variable.dims != plan.variables[top].dims:
-            return None
-        alone = name == top or (found.dense and name in setpoints)
-        read = (name,) if alone else (top, name)
+        alone = name == owner or (found.dense and name != owner)
+        read = (name,) if alone else (owner, name)
         source = RowSource(
             path=str(run.path_to_db),
             run_id=run.run_id,
@@ -254,17 +267,17 @@ def _settled_without_values(
             rows=found.rows,
             per_row=found.per_row,
         )
-        lazy[name] = RowsArray(source, (size,), found.dtypes[name])
-    if set(lazy) != set(found.dtypes):
+        lazy[name] = RowsArray(source, (found.rows * found.per_row,), found.dtypes[name])
+    if set(lazy) != {name for found, _ in trees.values() for name in found.dtypes}:
         return None
     from xarray.core.indexing import LazilyIndexedArray
 
+    sizes = {found.along: found.rows * found.per_row for found, _ in trees.values()}
     if INDEX in plan.variables:
-        plan.variables[INDEX].data = range_positions(size)
-
+        plan.variables[INDEX].data = range_positions(sizes[INDEX])
     for name, array in lazy.items():
         plan.variables[name].data = LazilyIndexedArray(array)  # type: ignore[assignment]
-    plan.dims = {dim: size for dim in plan.dims}
+    plan.dims = {dim: sizes[dim] for dim in plan.dims}
     return plan
 
 
@@ -307,10 +320,10 @@ def _numeric_rows(
         spans = ((0, upto, upto),) if dense else tuple(table.row_spans(top, upto))
         stand_in[setpoints[0]] = np.arange(2.0)
         if not keep:
-            return _Rows(spans, rows, 1, dtypes, stand_in, dense=dense)
+            return _Rows(spans, rows, 1, dtypes, stand_in, setpoints[0], dense)
         del dtypes[setpoints[0]]
         held = {setpoints[0]: kept[:rows]}
-        return _Rows(spans, rows, 1, dtypes, stand_in, dense=dense, kept=held)
+        return _Rows(spans, rows, 1, dtypes, stand_in, setpoints[0], dense, kept=held)
     if early and duplicated_early(np.concatenate(early)):
         spans = tuple(table.row_spans(top, upto))
         stand_in[setpoints[0]] = np.zeros(2)
