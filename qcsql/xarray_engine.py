@@ -96,6 +96,8 @@ class QcsqlBackendEntrypoint(BackendEntrypoint):
                 f"{type(filename_or_obj).__name__}"
             )
         drop = {drop_variables} if isinstance(drop_variables, str) else set(drop_variables or ())
+        if lazy_coordinates and not _indexes_made_by_xarray():
+            lazy_coordinates = False  # an older xarray would leave the coordinate unindexed
         database = open_database(path)
         try:
             run = _pick_run(
@@ -115,6 +117,16 @@ class QcsqlBackendEntrypoint(BackendEntrypoint):
             )
         finally:
             database.close()  # lazy arrays open the file again themselves, by path and run
+
+
+def _indexes_made_by_xarray() -> bool:
+    """Whether this xarray's ``open_dataset`` indexes the dimension coordinates a backend
+    leaves unindexed (``create_default_indexes``, xarray 2025.07 and later)."""
+    import inspect
+
+    import xarray as xr
+
+    return "create_default_indexes" in inspect.signature(xr.open_dataset).parameters
 
 
 _SHARED_LOCK = threading.Lock()
