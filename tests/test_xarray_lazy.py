@@ -352,3 +352,30 @@ def test_arrays_of_another_shape_past_the_first_rows_are_a_typed_error(tmp_path:
         np.testing.assert_array_equal(opened["spectrum"][:20].values, np.arange(20.0))
         with pytest.raises(qcsql.DataDecodeError, match="other shapes than its first rows"):
             opened["spectrum"][2400 * 20 : 2401 * 20].values
+
+
+@pytest.mark.parametrize("step", [1.0, -1.0])
+def test_a_sweep_read_in_windows_is_told_as_read_whole(
+    database: Path, step: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check that settles a sweep's layout, fed window by window (as opening streams
+    the setpoint), agrees with the whole column, across window edges too; and a sweep
+    longer than one window is told without factorizing its setpoint."""
+    import qcsql.export.layout as layout
+
+    column = np.arange(3_000_000.0) * step
+    for cut in (1, 2, 1 << 20, 2_999_999):
+        assert layout.monotonic_apart([column[:cut], column[cut:]])
+    repeated = column.copy()
+    repeated[1 << 20] = repeated[(1 << 20) - 1]  # a repeat right at a window's edge
+    assert not layout.monotonic_apart([repeated[: 1 << 20], repeated[1 << 20 :]])
+    assert not layout.monotonic_apart([column[:1]])
+
+    def never(*args: Any) -> Any:
+        raise AssertionError("a sweep was factorized")
+
+    monkeypatch.setattr(layout, "_factors", never)
+    with qcsql.open_database(database) as db:
+        description = db.load_by_id(SWEEP).description
+    plan = layout.plan_dataset(description, {"v": {"v": column, "x": column}}, {})
+    assert plan.dims == {"x": len(column)}

@@ -355,15 +355,14 @@ def _strictly_monotonic_apart(column: npt.NDArray[Any]) -> bool:
     if column.dtype.kind != "f" or len(column) < 2:
         return False
     return monotonic_apart(
-        column[start : start + _GAPS_PER_PASS + 1]
-        for start in range(0, len(column) - 1, _GAPS_PER_PASS)
+        column[start : start + _GAPS_PER_PASS] for start in range(0, len(column), _GAPS_PER_PASS)
     )
 
 
 def monotonic_apart(windows: Iterable[npt.NDArray[Any]]) -> bool:
-    """:func:`_strictly_monotonic_apart` of the column the ``windows`` make, in order, for
-    a column read window by window and not kept (consecutive windows may share their
-    edge value). NaN, infinities and a column of fewer than two values fail."""
+    """:func:`_strictly_monotonic_apart` of the column the ``windows`` make one after the
+    other (they do not overlap), for a column read window by window and not kept. NaN,
+    infinities and a column of fewer than two values fail."""
     direction = 0.0
     last: npt.NDArray[Any] | None = None
     for window in windows:
