@@ -368,17 +368,17 @@ def monotonic_apart(windows: Iterable[npt.NDArray[Any]]) -> bool:
     for window in windows:
         if window.dtype.kind != "f":
             return False
-        if last is not None:
-            window = np.concatenate((last, window))
-        if len(window) < 2:
-            last = window
+        if not len(window):
             continue
-        if not direction:
-            direction = 1.0 if window[1] > window[0] else -1.0
-        gaps = np.diff(window) * direction
-        bound = 2e-14 * np.maximum(np.abs(window[1:]), np.abs(window[:-1]))
-        if not np.all(gaps > bound):  # NaN and infinities fail here too
-            return False
+        for part in (window[:1] if last is None else np.concatenate((last, window[:1])), window):
+            if len(part) < 2:
+                continue
+            if not direction:
+                direction = 1.0 if part[1] > part[0] else -1.0
+            gaps = np.diff(part) * direction
+            bound = 2e-14 * np.maximum(np.abs(part[1:]), np.abs(part[:-1]))
+            if not np.all(gaps > bound):  # NaN and infinities fail here too
+                return False
         last = window[-1:]
     return bool(direction)
 
