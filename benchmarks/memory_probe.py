@@ -4,7 +4,9 @@
 
 (``xarray``: ``to_xarray_dataset()``; ``open`` and ``mean``, qcsql only:
 ``xr.open_dataset(DB, engine="qcsql")``, and the mean of its first data variable
-with ``chunks={}`` (windows of 1,000,000 values), computed by Dask's threads.)
+with ``chunks={}`` (windows of 1,000,000 values), computed by Dask's threads;
+``open_lazy`` and ``mean_lazy`` the same with ``lazy_coordinates=True,
+create_default_indexes=False``: no setpoint held, no index built.)
 
 Prints JSON: the bytes of the returned arrays, the growth of the peak RSS during
 the call (VmHWM, reset just before, minus the RSS just before), their ratio and
@@ -71,7 +73,12 @@ def main() -> None:
         export = lambda: run.export_hdf5(out)  # noqa: E731
         to_xarray = run.to_xarray_dataset
         returned_bytes = read
-        if job in ("xarray", "open", "mean"):
+        lazy = (
+            {"lazy_coordinates": True, "create_default_indexes": False}
+            if job.endswith("_lazy")
+            else {}
+        )
+        if job in ("xarray", "open", "mean", "open_lazy", "mean_lazy"):
             import dask.array  # noqa: F401  # imported before measuring, as above
             import xarray
 
@@ -79,11 +86,11 @@ def main() -> None:
             import qcsql.xarray_engine  # noqa: F401
 
             def open_run() -> object:
-                return xarray.open_dataset(path, engine="qcsql", run_id=1)
+                return xarray.open_dataset(path, engine="qcsql", run_id=1, **lazy)
 
             def mean() -> object:
                 # chunks={}: windows of whole rows of 1,000,000 values
-                chunked = xarray.open_dataset(path, engine="qcsql", run_id=1, chunks={})
+                chunked = xarray.open_dataset(path, engine="qcsql", run_id=1, chunks={}, **lazy)
                 name = next(iter(chunked.data_vars))
                 return float(chunked[name].mean().compute())
 
@@ -94,9 +101,9 @@ def main() -> None:
         data = read()
     elif job == "xarray":
         kept: object = to_xarray()  # noqa: F841  # held until the peak is read
-    elif job == "open":
+    elif job in ("open", "open_lazy"):
         kept = open_run()  # noqa: F841
-    elif job == "mean":
+    elif job in ("mean", "mean_lazy"):
         mean()
     else:
         export()

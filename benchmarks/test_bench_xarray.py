@@ -81,8 +81,8 @@ def test_to_xarray_arrays_qcodes(benchmark: Any, array_db: Path, tmp_path: Path)
     _memory("qcodes", copy, "xarray", RUNS["arrays"][1])
 
 
-def _open(path: Path) -> Any:
-    return xr.open_dataset(path, engine="qcsql", run_id=1)
+def _open(path: Path, **options: Any) -> Any:
+    return xr.open_dataset(path, engine="qcsql", run_id=1, **options)
 
 
 @pytest.mark.parametrize("kind", list(RUNS))
@@ -91,6 +91,19 @@ def test_open_dataset(benchmark: Any, kind: str, request: pytest.FixtureRequest)
     benchmark.group = f"xr.open_dataset(engine='qcsql'), {RUNS[kind][1]}"
     benchmark.pedantic(_open, args=(path,), rounds=3, iterations=1, warmup_rounds=1)
     _memory("qcsql", path, "open", RUNS[kind][1])
+
+
+@pytest.mark.parametrize("kind", list(RUNS))
+def test_open_dataset_lazy_coordinates(
+    benchmark: Any, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """``lazy_coordinates=True, create_default_indexes=False``: nothing held, no index."""
+    path = request.getfixturevalue(FIXTURES[kind])
+    benchmark.group = f"xr.open_dataset(engine='qcsql', lazy coordinates), {RUNS[kind][1]}"
+    options = {"lazy_coordinates": True, "create_default_indexes": False}
+    benchmark.pedantic(_open, args=(path,), kwargs=options, rounds=3, iterations=1)
+    _memory("qcsql", path, "open_lazy", RUNS[kind][1])
+    _memory("qcsql", path, "mean_lazy", RUNS[kind][1])
 
 
 @pytest.mark.parametrize("kind", list(RUNS))

@@ -640,9 +640,10 @@ class Run:
         attributes), laid out by the rules :meth:`export_hdf5` writes, with the stored
         doubles. ``use_multi_index`` is QCoDeS': ``"auto"``, ``"always"`` or ``"never"``."""
         from qcsql.export.layout import plan_run
-        from qcsql.xarray.convert import dataset_from_plan
+        from qcsql.xarray.convert import dataset_from_plan, range_positions
 
-        return dataset_from_plan(plan_run(self, *_names(params), **selection))
+        plan = plan_run(self, *_names(params), positions=range_positions, **selection)
+        return dataset_from_plan(plan)
 
     def to_xarray_dataset_dict(
         self, *params: str | Any, **selection: Unpack[XarraySelection]
@@ -650,9 +651,9 @@ class Run:
         """QCoDeS' ``DataSet.to_xarray_dataset_dict``, with the keywords of
         :meth:`to_xarray_dataset`: one dataset per parameter tree."""
         from qcsql.export.layout import plan_trees
-        from qcsql.xarray.convert import dataset_from_plan
+        from qcsql.xarray.convert import dataset_from_plan, range_positions
 
-        plans = plan_trees(self, *_names(params), **selection)
+        plans = plan_trees(self, *_names(params), positions=range_positions, **selection)
         return {name: dataset_from_plan(plan) for name, plan in plans.items()}
 
     def to_xarray_dataarray_dict(

@@ -54,6 +54,7 @@ class QcsqlBackendEntrypoint(BackendEntrypoint):
         "captured_counter",
         "experiment_name",
         "use_multi_index",
+        "lazy_coordinates",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
@@ -83,6 +84,7 @@ class QcsqlBackendEntrypoint(BackendEntrypoint):
         captured_counter: int | None = None,
         experiment_name: str | None = None,
         use_multi_index: MultiIndexUse = "auto",
+        lazy_coordinates: bool = False,
     ) -> xr.Dataset:
         from qcsql.database import open_database
         from qcsql.xarray.backend import open_run
@@ -94,6 +96,8 @@ class QcsqlBackendEntrypoint(BackendEntrypoint):
                 f"{type(filename_or_obj).__name__}"
             )
         drop = {drop_variables} if isinstance(drop_variables, str) else set(drop_variables or ())
+        if lazy_coordinates and not _indexes_made_by_xarray():
+            lazy_coordinates = False  # an older xarray would leave the coordinate unindexed
         database = open_database(path)
         try:
             run = _pick_run(
@@ -109,9 +113,20 @@ class QcsqlBackendEntrypoint(BackendEntrypoint):
                 drop_variables=frozenset(drop),
                 use_multi_index=use_multi_index,
                 open_table=results_table,
+                lazy_coordinates=lazy_coordinates,
             )
         finally:
             database.close()  # lazy arrays open the file again themselves, by path and run
+
+
+def _indexes_made_by_xarray() -> bool:
+    """Whether this xarray's ``open_dataset`` indexes the dimension coordinates a backend
+    leaves unindexed (``create_default_indexes``, xarray 2025.07 and later)."""
+    import inspect
+
+    import xarray as xr
+
+    return "create_default_indexes" in inspect.signature(xr.open_dataset).parameters
 
 
 _SHARED_LOCK = threading.Lock()

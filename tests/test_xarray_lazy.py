@@ -26,7 +26,7 @@ from xarray.core.indexing import ExplicitlyIndexed  # noqa: E402
 
 from tests.qcodes_build import new_database, parameters  # noqa: E402
 
-SWEEP, GRID, ARRAYS, SCATTER = 1, 2, 3, 4
+SWEEP, GRID, ARRAYS, SCATTER, TWO_SWEEPS = 1, 2, 3, 4, 5
 GRID_SHAPE = (30, 40)
 ARRAY_ROWS, ARRAY_LENGTH = 50, 20
 
@@ -72,6 +72,15 @@ def database(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for _ in range(300):
                 xv, yv = rng.uniform(0, 1, 2)
                 saver.add_result((x, xv), (y, yv), (w, xv * yv))
+        two = Measurement(exp=experiment, name="two sweeps")  # trees on dimensions of their own
+        two.register_parameter(x)
+        two.register_parameter(y)
+        two.register_parameter(v, setpoints=(x,))
+        two.register_parameter(w, setpoints=(y,))
+        with two.run() as saver:
+            saver.add_result((x, np.linspace(0, 1, 300)), (v, rng.normal(0, 1, 300)))
+            saver.add_result((y, np.linspace(5, -5, 200)), (w, rng.normal(0, 1, 200)))
+            saver.add_result((x, np.linspace(2, 3, 100)), (v, rng.normal(0, 1, 100)))
     finally:
         experiment.conn.close()
     return path
@@ -92,8 +101,9 @@ def _lazy(dataset: Any) -> set[str]:
 CASES = [
     (SWEEP, "v", {"v"}),
     (GRID, "w", {"w"}),
-    (ARRAYS, "spectrum", {"spectrum"}),
+    (ARRAYS, "spectrum", {"spectrum", "freq"}),
     (SCATTER, "w", {"w"}),
+    (TWO_SWEEPS, "w", {"v", "w"}),
 ]
 
 
@@ -153,17 +163,77 @@ def test_a_slice_reads_only_its_rows(database: Path) -> None:
         assert [r.rows for r in log] == [2 * GRID_SHAPE[1]]
 
 
-def test_opening_reads_no_values_through_lazy_arrays(database: Path) -> None:
+def test_a_few_rows_decode_a_few_leaf_pages(
+    database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slice of ten values reads the leaf pages that hold them, not a whole window of
+    pages (the sweep's 2,000 rows fill more than a dozen)."""
+    import qcsql.sqlite.pages
+
+    real = qcsql.sqlite.pages.leaf_pages
+    fetched: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> list[int]:
+        found: list[int] = real(*args, **kwargs)
+        fetched.extend(found)
+        return found
+
+    monkeypatch.setattr(qcsql.sqlite.pages, "leaf_pages", counted)
+    with xr.open_dataset(database, engine="qcsql", run_id=SWEEP, cache=False) as opened:
+        fetched.clear()
+        everything = opened["v"].values
+        pages_of_all = len(fetched)
+        fetched.clear()
+        np.testing.assert_array_equal(opened["v"][500:510].values, everything[500:510])
+    assert pages_of_all > 10
+    assert 1 <= len(fetched) <= 2
+
+
+def test_opening_reads_no_values_through_lazy_arrays(
+    database: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("opening read the run whole")
+
+    monkeypatch.setattr(qcsql.Run, "get_parameter_data", never)
+    for run_id in (SWEEP, ARRAYS, TWO_SWEEPS):
+        with rows_read() as log:
+            with xr.open_dataset(database, engine="qcsql", run_id=run_id) as opened:
+                assert _lazy(opened)
+        assert log == []  # a sweep's setpoint is kept from the pass that settles its layout
+
+
+def test_lazy_coordinates_without_default_indexes_open_reading_no_values(database: Path) -> None:
+    with qcsql.open_database(database) as db:
+        expected = db.load_by_id(SWEEP).to_xarray_dataset()
     with rows_read() as log:
-        with xr.open_dataset(database, engine="qcsql", run_id=SWEEP) as opened:
+        with xr.open_dataset(
+            database, engine="qcsql", run_id=SWEEP, lazy_coordinates=True
+        ) as opened:
             assert _lazy(opened) == {"v"}
-    assert log == []
+            assert [r.rows for r in log] == [2000]  # xarray indexes x, reading it
+            xr.testing.assert_identical(opened.load(), expected)
+    with rows_read() as log:
+        with xr.open_dataset(
+            database,
+            engine="qcsql",
+            run_id=SWEEP,
+            lazy_coordinates=True,
+            create_default_indexes=False,
+        ) as opened:
+            assert _lazy(opened) == {"v", "x"}
+            assert not opened.xindexes
+            assert log == []
+            with rows_read() as sliced:
+                np.testing.assert_array_equal(opened["x"][10:20].values, expected["x"][10:20])
+            assert [r.rows for r in sliced] == [10]
+            xr.testing.assert_identical(opened.load().set_xindex("x"), expected)
 
 
 def test_lazy_datasets_pickle_without_a_connection(database: Path) -> None:
     with xr.open_dataset(database, engine="qcsql", run_id=ARRAYS) as opened:
         again = pickle.loads(pickle.dumps(opened))
-        assert _lazy(again) == {"spectrum"}
+        assert _lazy(again) == {"spectrum", "freq"}
         xr.testing.assert_identical(again.load(), opened.load())
 
 
@@ -254,3 +324,58 @@ def test_a_rising_sweep_with_values_one_for_qcodes_is_not_taken_as_unique(
     assert set(ours.dims) == {"index"}
     with xr.open_dataset(path, engine="qcsql", run_id=1) as opened:
         assert set(opened.dims) == {"index"}
+
+
+def test_arrays_of_another_shape_past_the_first_rows_are_a_typed_error(tmp_path: Path) -> None:
+    """Blobs of one size settle an array run's layout on open; a later row whose array has
+    another shape in a blob of that size (40 float32 among rows of 20 float64) is found
+    when read, as one typed error, not as misplaced values."""
+    from qcodes.dataset import Measurement
+
+    path = tmp_path / "shapes.db"
+    experiment = new_database(path)
+    try:
+        freq, spectrum = parameters("freq", "spectrum")
+        arrays = Measurement(exp=experiment, name="arrays")
+        arrays.register_parameter(freq, paramtype="array")
+        arrays.register_parameter(spectrum, setpoints=(freq,), paramtype="array")
+        with arrays.run() as saver:
+            for row in range(2500):
+                values, setpoints = np.arange(20.0) + row, np.linspace(1, 2, 20)
+                if row == 2400:  # 40 float32 in as many bytes as 20 float64
+                    values = np.arange(40, dtype=np.float32)
+                    setpoints = np.linspace(1, 2, 40, dtype=np.float32)
+                saver.add_result((freq, setpoints), (spectrum, values))
+    finally:
+        experiment.conn.close()
+    with xr.open_dataset(path, engine="qcsql", run_id=1) as opened:
+        np.testing.assert_array_equal(opened["spectrum"][:20].values, np.arange(20.0))
+        with pytest.raises(qcsql.DataDecodeError, match="other shapes than its first rows"):
+            opened["spectrum"][2400 * 20 : 2401 * 20].values
+
+
+@pytest.mark.parametrize("step", [1.0, -1.0])
+def test_a_sweep_read_in_windows_is_told_as_read_whole(
+    database: Path, step: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check that settles a sweep's layout, fed window by window (as opening streams
+    the setpoint), agrees with the whole column, across window edges too; and a sweep
+    longer than one window is told without factorizing its setpoint."""
+    import qcsql.export.layout as layout
+
+    column = np.arange(3_000_000.0) * step
+    for cut in (1, 2, 1 << 20, 2_999_999):
+        assert layout.monotonic_apart([column[:cut], column[cut:]])
+    repeated = column.copy()
+    repeated[1 << 20] = repeated[(1 << 20) - 1]  # a repeat right at a window's edge
+    assert not layout.monotonic_apart([repeated[: 1 << 20], repeated[1 << 20 :]])
+    assert not layout.monotonic_apart([column[:1]])
+
+    def never(*args: Any) -> Any:
+        raise AssertionError("a sweep was factorized")
+
+    monkeypatch.setattr(layout, "_factors", never)
+    with qcsql.open_database(database) as db:
+        description = db.load_by_id(SWEEP).description
+    plan = layout.plan_dataset(description, {"v": {"v": column, "x": column}}, {})
+    assert plan.dims == {"x": len(column)}

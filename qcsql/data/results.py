@@ -33,6 +33,9 @@ __all__ = ["ResultsTable", "RowRange", "Span"]
 # a few milliseconds, even on slow disks a small fraction of a second.
 COUNT_SPAN = 262_144
 _DIALECT = sqlite.dialect()
+# Rows of numbers a 4 KiB leaf page holds at least (a cell of a few doubles takes under 40
+# bytes): a read of a few rows asks the page reader for a few leaves, not a whole window.
+ROWS_PER_LEAF_AT_LEAST = 100
 
 
 Span = tuple[int, int, int]  # (after id, up to id, rows of a tree among those ids)
@@ -203,6 +206,45 @@ class ResultsTable:
             low = high if counted else self.skip_gap(high, upto_id)
         return spans
 
+    def blob_spans(
+        self, top: str, columns: Sequence[str], upto_id: int
+    ) -> tuple[list[Span], dict[str, tuple[int, int, int]]]:
+        """:meth:`row_spans` of ``top``, and for each of ``columns`` over those rows: how
+        many are not NULL, the least and the most bytes a value has. SQLite takes a
+        blob's length from its record header without reading the blob (its overflow
+        pages), so this costs what counting the rows does."""
+        ids = self.model.c.id
+        selected: list[sa.ColumnElement[Any]] = [sa.func.count()]
+        for name in columns:
+            column = self.column(name)
+            length = sa.func.length(column)
+            selected += [sa.func.count(column), sa.func.min(length), sa.func.max(length)]
+        statement = _compiled(
+            sa.select(*selected).where(
+                ids > sa.bindparam("lo"),
+                ids <= sa.bindparam("hi"),
+                self.column(top).is_not(None),
+            )
+        )
+        spans: list[Span] = []
+        found = {name: (0, -1, -1) for name in columns}
+        low = 0
+        while low < upto_id:
+            high = min(low + COUNT_SPAN, upto_id)
+            counted, *sizes = self._fetch(statement, lo=low, hi=high)[0]
+            spans.append((low, high, int(counted)))
+            for number, name in enumerate(columns):
+                present, least, most = sizes[3 * number : 3 * number + 3]
+                if present:
+                    before, low_so_far, high_so_far = found[name]
+                    found[name] = (
+                        before + int(present),
+                        int(least) if low_so_far < 0 else min(low_so_far, int(least)),
+                        max(high_so_far, int(most)),
+                    )
+            low = high if counted else self.skip_gap(high, upto_id)
+        return spans, found
+
     def rows_at(self, top: str, spans: Sequence[Span], first: int, rows: int) -> RowRange:
         """The ids of ``rows`` rows of ``top``'s tree from its ``first`` (0-based), by the
         ``spans`` of :meth:`row_spans`."""
@@ -265,7 +307,10 @@ class ResultsTable:
             after, left = rows.after_id, rows.rows
             while after < rows.upto_id and left > 0:
                 remaining = RowRange(after, rows.upto_id, left)
-                window = read_numeric_window(source, root, indices, tops, after, rows.upto_id)
+                leaves = 1 + left // ROWS_PER_LEAF_AT_LEAST
+                window = read_numeric_window(
+                    source, root, indices, tops, after, rows.upto_id, leaves
+                )
                 yield remaining, window
                 if window is None:
                     return

@@ -24,7 +24,7 @@ attributes of every variable and of the dataset are QCoDeS'.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -45,9 +45,12 @@ __all__ = [
     "MultiIndexUse",
     "NotStreamable",
     "PlanError",
+    "Positions",
     "Region",
     "Variable",
+    "duplicated_early",
     "flattened",
+    "monotonic_apart",
     "parameter_names",
     "plan_dataset",
     "plan_run",
@@ -233,6 +236,7 @@ def _through_index(
     name: str,
     sub: Mapping[str, npt.NDArray[Any]],
     use_multi_index: MultiIndexUse = "auto",
+    positions: Positions | None = None,
 ) -> _Part:
     graph = description.interdependencies
     _, setpoints, _ = graph.tree_by_group(name)
@@ -242,7 +246,7 @@ def _through_index(
     part = _Part()
     if not levels:
         part.add(name, (INDEX,), values, coord=False)
-        part.add(INDEX, (INDEX,), np.arange(len(values), dtype=np.int64), coord=True)
+        part.add(INDEX, (INDEX,), (positions or _arange)(len(values)), coord=True)
         return _with_inferred(description, name, sub, part)
     # A sweep in measured order is settled without rounding or sorting.
     sweep = len(columns) == 1 and _strictly_monotonic_apart(columns[0])
@@ -252,7 +256,7 @@ def _through_index(
         for level, column in zip(levels, columns, strict=True):
             part.add(level, (INDEX,), column, coord=False)
         part.add(name, (INDEX,), values, coord=False)
-        part.add(INDEX, (INDEX,), np.arange(len(values), dtype=np.int64), coord=True)
+        part.add(INDEX, (INDEX,), (positions or _arange)(len(values)), coord=True)
         return _with_inferred(description, name, sub, part)
     if len(levels) == 1:
         if use_multi_index == "always":
@@ -289,6 +293,13 @@ def _through_index(
 
 
 Factors = list[tuple[npt.NDArray[Any], npt.NDArray[np.intp]]]
+# What holds 0..n-1 along ``index``: numbers for a file; the xarray conversion gives a
+# pandas RangeIndex instead (as QCoDeS has), so that a large run is not n integers more.
+Positions = Callable[[int], npt.NDArray[Any]]
+
+
+def _arange(size: int) -> npt.NDArray[Any]:
+    return np.arange(size, dtype=np.int64)
 
 
 def _factors(columns: Sequence[npt.NDArray[Any]]) -> Factors | None:
@@ -343,14 +354,40 @@ def _strictly_monotonic_apart(column: npt.NDArray[Any]) -> bool:
     rounding keeps their order, and values a step apart cannot round to one decimal)."""
     if column.dtype.kind != "f" or len(column) < 2:
         return False
-    direction = 1.0 if column[1] > column[0] else -1.0
-    for start in range(0, len(column) - 1, _GAPS_PER_PASS):
-        window = column[start : start + _GAPS_PER_PASS + 1]
-        gaps = np.diff(window) * direction
-        bound = 2e-14 * np.maximum(np.abs(window[1:]), np.abs(window[:-1]))
-        if not np.all(gaps > bound):  # NaN and infinities fail here too
+    return monotonic_apart(
+        column[start : start + _GAPS_PER_PASS] for start in range(0, len(column), _GAPS_PER_PASS)
+    )
+
+
+def monotonic_apart(windows: Iterable[npt.NDArray[Any]]) -> bool:
+    """:func:`_strictly_monotonic_apart` of the column the ``windows`` make one after the
+    other (they do not overlap), for a column read window by window and not kept. NaN,
+    infinities and a column of fewer than two values fail."""
+    direction = 0.0
+    last: npt.NDArray[Any] | None = None
+    for window in windows:
+        if window.dtype.kind != "f":
             return False
-    return True
+        if not len(window):
+            continue
+        for part in (window[:1] if last is None else np.concatenate((last, window[:1])), window):
+            if len(part) < 2:
+                continue
+            if not direction:
+                direction = 1.0 if part[1] > part[0] else -1.0
+            gaps = np.diff(part) * direction
+            bound = 2e-14 * np.maximum(np.abs(part[1:]), np.abs(part[:-1]))
+            if not np.all(gaps > bound):  # NaN and infinities fail here too
+                return False
+        last = window[-1:]
+    return bool(direction)
+
+
+def duplicated_early(column: npt.NDArray[Any]) -> bool:
+    """Whether two of the first values of one setpoint are one value as QCoDeS reads them:
+    then its tree is laid out along ``index`` (a sweep repeated, the same array of
+    setpoints in every row), whatever the rest of its rows hold."""
+    return _has_duplicate_rows([as_qcodes_sees(column[:_DUPLICATE_PROBE])])
 
 
 def _has_duplicate_rows(keys: Sequence[npt.NDArray[Any]]) -> bool:
@@ -572,6 +609,7 @@ def plan_dataset(
     attrs: Mapping[str, Any],
     *,
     use_multi_index: MultiIndexUse = "auto",
+    positions: Positions | None = None,
 ) -> DatasetPlan:
     """The file QCoDeS would export for a run with this description, data and attributes.
 
@@ -589,7 +627,7 @@ def plan_dataset(
         if declared is not None and sub[name].shape == declared and use_multi_index != "always":
             parts.append(_direct(description, name, sub))
         else:
-            parts.append(_through_index(description, name, sub, use_multi_index))
+            parts.append(_through_index(description, name, sub, use_multi_index, positions))
     specs = description.paramspecs
     memory_order: tuple[str, ...] | None = _merged_memory_order(parts)
     try:
@@ -630,6 +668,7 @@ def plan_run(
     start: int | None = None,
     end: int | None = None,
     use_multi_index: MultiIndexUse = "auto",
+    positions: Positions | None = None,
 ) -> DatasetPlan:
     """The plan of a run (of the trees of ``params``, default all, and QCoDeS' rows
     ``start``..``end``), from its data as ``get_parameter_data`` returns them."""
@@ -637,7 +676,11 @@ def plan_run(
     _refuse_text_in_numeric_columns(run, data)
     try:
         return plan_dataset(
-            run.description, data, dataset_attrs(run), use_multi_index=use_multi_index
+            run.description,
+            data,
+            dataset_attrs(run),
+            use_multi_index=use_multi_index,
+            positions=positions,
         )
     except DirectLayoutError as exc:
         raise _located(run, exc) from exc
@@ -649,6 +692,7 @@ def plan_trees(
     start: int | None = None,
     end: int | None = None,
     use_multi_index: MultiIndexUse = "auto",
+    positions: Positions | None = None,
 ) -> dict[str, DatasetPlan]:
     """One plan per parameter tree, unmerged (QCoDeS' ``to_xarray_dataset_dict``): each
     with the attributes of its variables and of the dataset."""
@@ -659,7 +703,11 @@ def plan_trees(
     for name, tree in data.items():
         try:
             plans[name] = plan_dataset(
-                run.description, {name: tree}, attrs, use_multi_index=use_multi_index
+                run.description,
+                {name: tree},
+                attrs,
+                use_multi_index=use_multi_index,
+                positions=positions,
             )
         except DirectLayoutError as exc:
             raise _located(run, exc) from exc

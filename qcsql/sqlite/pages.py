@@ -498,17 +498,19 @@ def read_numeric_window(
     tops: int,
     after_id: int,
     upto_id: int,
+    leaves: int = LEAVES_PER_WINDOW,
 ) -> NumericColumns | None:
-    """The rows with ``after_id < rowid <= upto_id`` (from up to one window of leaf pages),
-    or None when the pages cannot be read safely or hold something unusual."""
+    """The rows with ``after_id < rowid <= upto_id`` (from up to ``leaves`` leaf pages: a
+    read of a few rows need not decode a whole window), or None when the pages cannot be
+    read safely or hold something unusual."""
     try:
         with source.window() as safe:
             if not safe:
                 return None
-            leaves = leaf_pages(source, root, after_id, LEAVES_PER_WINDOW)
-            if not leaves:
+            found = leaf_pages(source, root, after_id, max(1, min(leaves, LEAVES_PER_WINDOW)))
+            if not found:
                 return NumericColumns([np.empty(0) for _ in column_indices], upto_id)
-            pages = source.pages(leaves)
+            pages = source.pages(found)
             decoded = _decode_leaves(source, pages, column_indices, tops, after_id, upto_id)
     except GIVE_UP:
         return None  # whatever these pages are, SQLite reads them (and reports damage) instead

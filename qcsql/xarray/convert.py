@@ -19,7 +19,7 @@ from qcsql.export.layout import INDEX, MULTI_INDEX, DatasetPlan
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["dataarrays", "dataset_from_plan"]
+__all__ = ["dataarrays", "dataset_from_plan", "range_positions"]
 
 
 def dataset_from_plan(
@@ -28,6 +28,7 @@ def dataset_from_plan(
     """The in-memory dataset of ``plan`` (its variables' arrays are used, not copied).
     Names in ``drop_variables`` are left out (a level of a multi-index cannot be)."""
     import xarray as xr
+    from xarray.core.indexing import ExplicitlyIndexed
 
     compressed = plan.variables.get(MULTI_INDEX)
     levels = (
@@ -44,11 +45,19 @@ def dataset_from_plan(
             continue
         target = coords if variable.is_coord else data_vars
         target[variable.name] = xr.Variable(variable.dims, variable.data, dict(variable.attrs))
-    dataset = xr.Dataset(data_vars, coords=_range_index(coords), attrs=dict(plan.attrs))
+    dataset = xr.Dataset(data_vars, coords=_range_index(coords, plan), attrs=dict(plan.attrs))
+    unindexed: dict[str, xr.Variable] = {}
     for name, coordinate in list(coords.items()):
-        if coordinate.dims == (name,) and coordinate.dtype.kind in "fiu":
+        if coordinate.dims != (name,):
+            continue
+        if isinstance(plan.variables[name].data, ExplicitlyIndexed):
+            # lazy: xarray's open_dataset indexes it (loading it) unless told not to
+            unindexed[name] = coords.pop(name)
+        elif coordinate.dtype.kind in "fiu":
             dataset = dataset.assign_coords(_index_sharing(name, coords.pop(name)))
             dataset.coords[name].attrs.update(coordinate.attrs)
+    if unindexed:
+        dataset = dataset.assign_coords(xr.Coordinates(unindexed, indexes={}))
     if levels:
         assert compressed is not None
         dataset = dataset.assign_coords(_multi_index(plan, levels, compressed.data))
@@ -81,6 +90,14 @@ def _index_sharing(name: str, variable: xr.Variable) -> xr.Coordinates:
     return xr.Coordinates.from_xindex(xr.indexes.PandasIndex(index, name))
 
 
+def range_positions(size: int) -> Any:
+    """0..size-1 along ``index`` as the ``RangeIndex`` QCoDeS' dataset has, not as numbers
+    (80 MB for 10 million rows); see :func:`_range_index`."""
+    import pandas as pd
+
+    return pd.RangeIndex(size, name=INDEX)
+
+
 def _is_arange(values: Any) -> bool:
     """Whether ``values`` are 0, 1, ..., n-1 (integers rising strictly from 0 to n-1 are
     nothing else), without another array of n integers to compare with."""
@@ -93,21 +110,26 @@ def _is_arange(values: Any) -> bool:
     )
 
 
-def _range_index(coords: dict[str, xr.Variable]) -> xr.Coordinates:
+def _range_index(coords: dict[str, xr.Variable], plan: DatasetPlan) -> xr.Coordinates:
     """An ``index`` of 0..n-1 as the ``RangeIndex`` pandas (so QCoDeS) gives it, taken
-    out of ``coords``."""
+    out of ``coords``. A lazy plan's ``index`` is a ``RangeIndex`` already, never held
+    as n integers."""
     import pandas as pd
     import xarray as xr
 
     index = coords.get(INDEX)
     if index is None or index.dims != (INDEX,):
         return xr.Coordinates()
-    values = index.values
-    if not _is_arange(values):
+    planned = plan.variables[INDEX].data
+    if isinstance(planned, pd.RangeIndex) and planned.start == 0 and planned.step == 1:
+        size = len(planned)
+    elif _is_arange(index.values):
+        size = len(index)
+    else:
         return xr.Coordinates()
     del coords[INDEX]
     return xr.Coordinates.from_xindex(
-        xr.indexes.PandasIndex(pd.RangeIndex(len(values), name=INDEX), INDEX)
+        xr.indexes.PandasIndex(pd.RangeIndex(size, name=INDEX), INDEX)
     )
 
 

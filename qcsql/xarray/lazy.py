@@ -31,6 +31,7 @@ from xarray.core import indexing
 
 from qcsql.data.parameter_data import Tree, read_tree
 from qcsql.data.results import ResultsTable, RowRange, Span
+from qcsql.errors import DataDecodeError
 
 __all__ = ["RowSource", "RowsArray", "rows_read"]
 
@@ -60,6 +61,16 @@ class RowSource:
         _record(rows)
         values = read_tree(Tree(table, self.top, self.columns, self.kinds, rows), objects=True)
         flat = values[self.column].reshape(-1)
+        if flat.size != (high - low) * self.per_row:
+            # arrays of another shape than the first rows' in blobs of the same size: the
+            # layout the engine settled on open (from the blobs' sizes) does not hold
+            where = table.where.at(column=self.column)
+            raise DataDecodeError(
+                f"{where}: rows {low + 1}..{high} of {self.top!r}'s tree hold arrays of "
+                f"{self.column!r} of other shapes than its first rows ({flat.size} values, "
+                f"not {self.per_row} a row): load it with Run.to_xarray_dataset() instead",
+                where=where,
+            )
         return flat[first - low * self.per_row : last - low * self.per_row]
 
 
@@ -84,7 +95,7 @@ def rows_read() -> Iterator[list[RowRange]]:
         yield log
     finally:
         with _LOG_LOCK:
-            _LOG.remove(log)
+            _LOG[:] = [other for other in _LOG if other is not log]  # nested logs are equal
 
 
 class RowsArray(BackendArray):
