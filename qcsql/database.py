@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -52,7 +52,7 @@ if TYPE_CHECKING:  # the data layer (and numpy) is imported when data are first 
     from qcsql.data.location import DataLocator
     from qcsql.data.parameter_data import ParameterData
     from qcsql.data.results import ResultsTable
-    from qcsql.export.layout import MultiIndexUse
+    from qcsql.export.layout import Selection
 
 if TYPE_CHECKING:  # the extras qcsql[xarray]: imported by the conversions, when called
     import pandas as pd
@@ -61,16 +61,6 @@ if TYPE_CHECKING:  # the extras qcsql[xarray]: imported by the conversions, when
 __all__ = ["Database", "DatabaseSummary", "Run", "open_database"]
 
 _E = TypeVar("_E", bound=QcsqlError)
-
-
-class XarraySelection(TypedDict, total=False):
-    """The keywords of QCoDeS' ``to_xarray_dataset`` and its ``_dict`` forms, declared once
-    for the three: the rows ``start``..``end`` (1-based, as ``get_parameter_data``;
-    default all) and ``use_multi_index`` (``"auto"``, ``"always"`` or ``"never"``)."""
-
-    start: int | None
-    end: int | None
-    use_multi_index: MultiIndexUse
 
 
 def open_database(path: str | Path) -> Database:
@@ -632,9 +622,7 @@ class Run:
 
     # -- xarray and pandas (the extras ``qcsql[xarray]``; imported on first call) ----------
 
-    def to_xarray_dataset(
-        self, *params: str | Any, **selection: Unpack[XarraySelection]
-    ) -> xr.Dataset:
+    def to_xarray_dataset(self, *params: str | Any, **selection: Unpack[Selection]) -> xr.Dataset:
         """QCoDeS' ``DataSet.to_xarray_dataset(*params, start=None, end=None,
         use_multi_index="auto")``: the same dataset (dims, coordinates, variables, dtypes,
         attributes), laid out by the rules :meth:`export_hdf5` writes, with the stored
@@ -646,7 +634,7 @@ class Run:
         return dataset_from_plan(plan)
 
     def to_xarray_dataset_dict(
-        self, *params: str | Any, **selection: Unpack[XarraySelection]
+        self, *params: str | Any, **selection: Unpack[Selection]
     ) -> dict[str, xr.Dataset]:
         """QCoDeS' ``DataSet.to_xarray_dataset_dict``, with the keywords of
         :meth:`to_xarray_dataset`: one dataset per parameter tree."""
@@ -657,7 +645,7 @@ class Run:
         return {name: dataset_from_plan(plan) for name, plan in plans.items()}
 
     def to_xarray_dataarray_dict(
-        self, *params: str | Any, **selection: Unpack[XarraySelection]
+        self, *params: str | Any, **selection: Unpack[Selection]
     ) -> dict[str, xr.DataArray]:
         """Each parameter as a DataArray of its tree's dataset, with the dataset's
         attributes added (QCoDeS' older ``to_xarray_dataarray_dict``), with the keywords

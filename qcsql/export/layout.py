@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
 
 import numpy as np
 import numpy.typing as npt
@@ -38,6 +38,9 @@ from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
 from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
 from qcsql.schema.description import InterDependencies, ParamSpec, RunDescription
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing's own from Python 3.11
+
 __all__ = [
     "Batch",
     "DatasetPlan",
@@ -46,6 +49,7 @@ __all__ = [
     "NotStreamable",
     "PlanError",
     "Positions",
+    "Selection",
     "Region",
     "Variable",
     "duplicated_early",
@@ -662,56 +666,69 @@ def parameter_names(description: RunDescription) -> dict[str, str]:
     return names
 
 
+class Selection(TypedDict, total=False):
+    """The keywords of QCoDeS' conversions that choose what they read, declared once for
+    all of them: the rows ``start``..``end`` (1-based, as ``get_parameter_data``;
+    default all) and ``use_multi_index`` (``"auto"``, ``"always"`` or ``"never"``)."""
+
+    start: int | None
+    end: int | None
+    use_multi_index: MultiIndexUse
+
+
 def plan_run(
     run: DatasetSource,
     *params: str,
-    start: int | None = None,
-    end: int | None = None,
-    use_multi_index: MultiIndexUse = "auto",
     positions: Positions | None = None,
+    **selection: Unpack[Selection],
 ) -> DatasetPlan:
     """The plan of a run (of the trees of ``params``, default all, and QCoDeS' rows
     ``start``..``end``), from its data as ``get_parameter_data`` returns them."""
-    data = run.get_parameter_data(*params, start=start, end=end)
-    _refuse_text_in_numeric_columns(run, data)
-    try:
-        return plan_dataset(
-            run.description,
-            data,
-            dataset_attrs(run),
-            use_multi_index=use_multi_index,
-            positions=positions,
-        )
-    except DirectLayoutError as exc:
-        raise _located(run, exc) from exc
+    data, attrs = _read_for_plan(run, params, selection)
+    return _plan_located(run, data, attrs, selection, positions)
 
 
 def plan_trees(
     run: DatasetSource,
     *params: str,
-    start: int | None = None,
-    end: int | None = None,
-    use_multi_index: MultiIndexUse = "auto",
     positions: Positions | None = None,
+    **selection: Unpack[Selection],
 ) -> dict[str, DatasetPlan]:
     """One plan per parameter tree, unmerged (QCoDeS' ``to_xarray_dataset_dict``): each
     with the attributes of its variables and of the dataset."""
-    data = run.get_parameter_data(*params, start=start, end=end)
+    data, attrs = _read_for_plan(run, params, selection)
+    return {
+        name: _plan_located(run, {name: tree}, attrs, selection, positions)
+        for name, tree in data.items()
+    }
+
+
+def _read_for_plan(
+    run: DatasetSource, params: Sequence[str], selection: Selection
+) -> tuple[ParameterData, dict[str, Any]]:
+    data = run.get_parameter_data(*params, start=selection.get("start"), end=selection.get("end"))
     _refuse_text_in_numeric_columns(run, data)
-    attrs = dataset_attrs(run)
-    plans: dict[str, DatasetPlan] = {}
-    for name, tree in data.items():
-        try:
-            plans[name] = plan_dataset(
-                run.description,
-                {name: tree},
-                attrs,
-                use_multi_index=use_multi_index,
-                positions=positions,
-            )
-        except DirectLayoutError as exc:
-            raise _located(run, exc) from exc
-    return plans
+    return data, dataset_attrs(run)
+
+
+def _plan_located(
+    run: DatasetSource,
+    data: ParameterData,
+    attrs: dict[str, Any],
+    selection: Selection,
+    positions: Positions | None,
+) -> DatasetPlan:
+    """:func:`plan_dataset`, its layout errors naming the run."""
+    try:
+        return plan_dataset(
+            run.description,
+            data,
+            attrs,
+            use_multi_index=selection.get("use_multi_index", "auto"),
+            positions=positions,
+        )
+    except DirectLayoutError as exc:
+        raise _located(run, exc) from exc
 
 
 def _located(run: DatasetSource, exc: DirectLayoutError) -> DirectLayoutError:
