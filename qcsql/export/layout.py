@@ -48,6 +48,7 @@ __all__ = [
     "Region",
     "Variable",
     "flattened",
+    "handed_on",
     "parameter_names",
     "plan_dataset",
     "plan_run",
@@ -88,6 +89,16 @@ class Batch(NamedTuple):
 
 class NotStreamable(Exception):
     """The rows turned out not to fit the streamed layout; lay the run out in memory."""
+
+
+def handed_on(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    """``first`` (a window or batch a plan has read already), then ``rest``; nothing here
+    keeps ``first`` once the consumer lets go of it (``itertools.chain([first], rest)``
+    would, through its arguments, for the whole write)."""
+    held = [first]
+    del first
+    yield held.pop()
+    yield from rest
 
 
 @dataclass
