@@ -131,3 +131,48 @@ def test_a_writer_connecting_mid_read_sends_the_read_back_to_sqlite(
         assert db.access is qcsql.Access.READ_ONLY
     for name, array in expected[1]["dmm_current"].items():
         np.testing.assert_array_equal(data["dmm_current"][name], array)
+
+
+def test_records_of_a_few_headers_are_each_decoded_at_fixed_offsets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parameters measured on the same setpoints alternate record headers (each tree in
+    rows of its own, the others' columns NULL; whole numbers stored as integers): each
+    header shared by many records is decoded at fixed offsets, only the odd records one
+    by one, and the values are SQLite's."""
+    copy = copy_database(EXAMPLE_DB, tmp_path)
+    with qcsql.open_database(copy) as db:
+        table = db.load_by_id(2).table_name
+    rows: list[tuple[object, object, object]] = []
+    for i in range(3000):
+        kind = i % 3 if i % 101 else 3
+        if kind == 0:
+            rows.append((i + 0.5, -i - 0.25, i * 1e-3 + 0.1))
+        elif kind == 1:
+            rows.append((i + 0.5, None, i * 1e-3 + 0.1))
+        elif kind == 2:
+            rows.append((float(i), -i - 0.25, None))
+        else:  # odd ones out: small integers, a NULL setpoint
+            rows.append((i % 7, None, i))
+    with contextlib.closing(sqlite3.connect(copy)) as conn, conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute(f'DELETE FROM "{table}"')
+        conn.executemany(
+            f'INSERT INTO "{table}" (dac_plunger, dac_barrier, dmm_current) VALUES (?, ?, ?)',
+            rows,
+        )
+    one_by_one: list[int] = []
+    real = qcsql.sqlite.pages._decode_any_header
+
+    def spy(into: object, rest: np.ndarray, header_size: np.ndarray) -> None:
+        one_by_one.append(len(rest))
+        real(into, rest, header_size)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(qcsql.sqlite.pages, "_decode_any_header", spy)
+    with_pages = _read_all(copy)[2]
+    assert 0 < sum(one_by_one) < 300, "shared headers were decoded record by record"
+    with _pages_disabled(monkeypatch):
+        through_sqlite = _read_all(copy)[2]
+    for top, tree in through_sqlite.items():
+        for name, array in tree.items():
+            np.testing.assert_array_equal(with_pages[top][name], array, err_msg=f"{top}/{name}")

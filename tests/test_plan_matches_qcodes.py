@@ -85,3 +85,15 @@ def test_every_run_plans_like_qcodes(any_database: Path, tmp_path: Path) -> None
             if isinstance(theirs, str) or run.description.source == "results_table":
                 continue  # QCoDeS cannot build it (or sees no parameters): tested elsewhere
             assert_plan_is(plan_run(run), theirs, f"{any_database.name} run {run.run_id}")
+
+
+def test_every_run_plans_like_qcodes_block_by_block(
+    any_database: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-memory plan's levels, duplicate test and grid go block by block through a
+    large run (a million rows at a time): with blocks of five rows, every run of every
+    database still plans as QCoDeS lays it out."""
+    import qcsql.export.layout
+
+    monkeypatch.setattr(qcsql.export.layout, "_ROWS_PER_BLOCK", 5)
+    test_every_run_plans_like_qcodes(any_database, tmp_path)

@@ -27,7 +27,6 @@ otherwise: the run is then laid out in memory, as QCoDeS lays it out whatever it
 from __future__ import annotations
 
 import functools
-import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,14 @@ import numpy.typing as npt
 from qcsql.data.streams import ArrayTreeStream
 from qcsql.export.attributes import DatasetSource, dataset_attrs
 from qcsql.export.keys import as_qcodes_sees, has_nan
-from qcsql.export.layout import Batch, DatasetPlan, NotStreamable, Variable, plan_dataset
+from qcsql.export.layout import (
+    Batch,
+    DatasetPlan,
+    NotStreamable,
+    Variable,
+    handed_on,
+    plan_dataset,
+)
 
 __all__ = ["Progress", "array_grid_plan"]
 
@@ -90,7 +96,7 @@ def array_grid_plan(
     if data[scalar].shape != axis_rows.shape or not len(axis_rows):
         return None
     rows, points = stream.rows, axis_rows.shape[1]
-    axis_row = axis_rows[0]
+    axis_row = axis_rows[0].copy()  # a view would keep the first window for the whole write
     dtypes = {name: array.dtype for name, array in data.items()}
     if any(dtype.kind not in "fiuc" for dtype in dtypes.values()):
         return None
@@ -117,9 +123,7 @@ def array_grid_plan(
         for name, v in probe.variables.items()
     }
     upto = max(tree.rows.upto_id for tree in stream.trees)
-    source = functools.partial(
-        _grid_rows, placed, itertools.chain([first], chunks), rows, upto, progress
-    )
+    source = functools.partial(_grid_rows, placed, handed_on(first, chunks), rows, upto, progress)
     return DatasetPlan(
         dims={scalar: levels, axis: points},
         variables=variables,

@@ -54,6 +54,7 @@ __all__ = [
     "Variable",
     "duplicated_early",
     "flattened",
+    "handed_on",
     "monotonic_apart",
     "parameter_names",
     "plan_dataset",
@@ -95,6 +96,16 @@ class Batch(NamedTuple):
 
 class NotStreamable(Exception):
     """The rows turned out not to fit the streamed layout; lay the run out in memory."""
+
+
+def handed_on(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    """``first`` (a window or batch a plan has read already), then ``rest``; nothing here
+    keeps ``first`` once the consumer lets go of it (``itertools.chain([first], rest)``
+    would, through its arguments, for the whole write)."""
+    held = [first]
+    del first
+    yield held.pop()
+    yield from rest
 
 
 @dataclass
@@ -289,14 +300,17 @@ def _through_index(
         return _with_inferred(description, name, sub, part)
     shape = tuple(len(level) for level in sorted_levels)
     grid = _holding(values.dtype, shape, holes=math.prod(shape) > len(values))
-    grid[tuple(codes)] = values
+    cells = grid.reshape(-1)  # the rows go to their cells block by block
+    for start in range(0, len(values), _ROWS_PER_BLOCK):
+        end = start + _ROWS_PER_BLOCK
+        cells[_flat_positions(codes, shape, start, end)] = values[start:end]
     part.add(name, tuple(levels), grid, coord=False)
     for level, unique_values in zip(levels, sorted_levels, strict=True):
         part.add(level, (level,), unique_values, coord=True)
     return _with_inferred(description, name, sub, part)
 
 
-Factors = list[tuple[npt.NDArray[Any], npt.NDArray[np.intp]]]
+Factors = list[tuple[npt.NDArray[Any], npt.NDArray[np.integer[Any]]]]
 # What holds 0..n-1 along ``index``: numbers for a file; the xarray conversion gives a
 # pandas RangeIndex instead (as QCoDeS has), so that a large run is not n integers more.
 Positions = Callable[[int], npt.NDArray[Any]]
@@ -341,11 +355,25 @@ def _codes_repeat(factors: Factors, rows: int) -> bool:
     codes = [code for _, code in factors]
     if cells >= 2**62:
         return _has_duplicate_rows(codes)
+    if cells <= 2 * rows:  # a flag per cell, the rows' positions block by block
+        taken = np.zeros(cells, dtype=bool)
+        for start in range(0, rows, _ROWS_PER_BLOCK):
+            flat = _flat_positions(codes, sizes, start, start + _ROWS_PER_BLOCK)
+            flat.sort()
+            if np.any(flat[1:] == flat[:-1]) or taken[flat].any():
+                return True
+            taken[flat] = True
+        return False
     flat = np.ravel_multi_index(codes, sizes)
-    if cells <= 2 * rows:
-        return bool(len(flat)) and int(np.bincount(flat, minlength=1).max()) > 1
     flat.sort()
     return bool(np.any(flat[1:] == flat[:-1]))
+
+
+def _flat_positions(
+    codes: Sequence[npt.NDArray[Any]], sizes: tuple[int, ...], start: int, end: int
+) -> npt.NDArray[np.intp]:
+    """The flat grid positions of rows ``start``..``end`` from their codes."""
+    return np.ravel_multi_index([code[start:end] for code in codes], sizes)
 
 
 _DUPLICATE_PROBE = 65_536
@@ -406,12 +434,39 @@ def _has_duplicate_rows(keys: Sequence[npt.NDArray[Any]]) -> bool:
     return bool(same.any())
 
 
-def _levels(column: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
+def _levels(column: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.integer[Any]]]:
     """Sorted unique values (as pandas' MultiIndex levels) and each row's code; a level
-    stands for all exact values QCoDeS would read as one, and keeps the first of them."""
-    keys = as_qcodes_sees(column)
-    _, first, codes = np.unique(keys, return_index=True, return_inverse=True)
-    return column[first], codes.reshape(-1)
+    stands for all exact values QCoDeS would read as one, and keeps the first of them.
+
+    Float columns go block by block (keys, their distinct values, then each block's codes
+    by binary search), so that no temporary the size of the column is made besides the
+    codes, which are as narrow as the levels allow: a setpoint of a large run has far
+    fewer levels than rows."""
+    if column.dtype.kind != "f" or len(column) <= _ROWS_PER_BLOCK:
+        keys = as_qcodes_sees(column)
+        _, first, codes = np.unique(keys, return_index=True, return_inverse=True)
+        return column[first], codes.reshape(-1)
+    blocks = range(0, len(column), _ROWS_PER_BLOCK)
+    distinct = np.empty(0, dtype=np.float64)
+    for start in blocks:
+        found = np.unique(as_qcodes_sees(column[start : start + _ROWS_PER_BLOCK]))
+        distinct = np.union1d(distinct, found)  # NaN keys stay apart, as np.unique's do
+    nan = np.isnan(distinct)
+    distinct = np.concatenate([distinct[~nan], distinct[nan][:1]])  # np.unique: one NaN
+    codes = np.empty(len(column), dtype=np.int32 if len(distinct) < 2**31 else np.intp)
+    first = np.full(len(distinct), -1, dtype=np.intp)
+    for start in blocks:
+        keys = as_qcodes_sees(column[start : start + _ROWS_PER_BLOCK])
+        found = np.searchsorted(distinct[: len(distinct) - int(nan.any())], keys)
+        found[np.isnan(keys)] = len(distinct) - 1
+        codes[start : start + len(keys)] = found
+        seen, at = np.unique(found, return_index=True)
+        new = first[seen] < 0
+        first[seen[new]] = start + at[new]
+    return column[first], codes
+
+
+_ROWS_PER_BLOCK = 1 << 20
 
 
 def _with_missing(dtype: np.dtype[Any]) -> np.dtype[Any]:

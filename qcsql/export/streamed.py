@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from qcsql.export.layout import (
     NotStreamable,
     Region,
     Variable,
+    handed_on,
     plan_dataset,
 )
 from qcsql.schema.description import qcodes_size, shape_is_sane
@@ -161,7 +161,7 @@ def _streamed_index_plan(
     # One pass over the stream, its first window already read: the plan is written once.
     source = functools.partial(
         _index_batches,
-        itertools.chain([first], chunks),
+        handed_on(first, chunks),
         tops[0],
         per_row,
         dtypes,
@@ -575,9 +575,12 @@ def _line_grid_plan(sweep: _Sweep) -> DatasetPlan | None:
     if len(order) != line:
         return None  # the inner values repeat within a line: not this grid
     x, y = sweep.setpoints
+    # The first batch handed on, not held (neither by a chain's arguments nor by a view
+    # of its first line) while the later batches are read.
     source = functools.partial(
-        _line_grid_batches, sweep, itertools.chain([first], batches), inner[:line], order
+        _line_grid_batches, sweep, handed_on(first, batches), inner[:line].copy(), order
     )
+    del first, outer, inner
     return DatasetPlan(
         dims={x: 0, y: line},
         variables=sweep.variables,
@@ -604,7 +607,8 @@ def _line_grid_batches(
         if pending is not None:
             columns = [np.concatenate(pair) for pair in zip(pending, columns, strict=True)]
         whole = len(columns[0]) // width * width
-        pending = [column[whole:] for column in columns] if whole < len(columns[0]) else None
+        # A copy of the partial line: a view would keep the whole batch while the next is read.
+        pending = [column[whole:].copy() for column in columns] if whole < len(columns[0]) else None
         if not whole:
             continue
         outer = columns[k][:whole].reshape(-1, width)
@@ -692,7 +696,7 @@ def _repeated_early_plan(sweep: _Sweep) -> DatasetPlan | None:
     if len(keys) == len(first[0]):
         return None  # no repeat yet: the passes over the levels decide
     plan = _numeric_index_plan(sweep, 0)
-    rows = itertools.chain([first], batches)
+    rows = handed_on(first, batches)
     return dataclasses.replace(
         plan,
         source=functools.partial(_growing_index_batches, sweep, rows),
@@ -1016,9 +1020,14 @@ def _batches(chunks: Iterator[list[Any]], rows: int = 1 << 20) -> Iterator[list[
     for chunk in chunks:
         pending.append(chunk)
         count += len(chunk[0])
+        del chunk
         if count >= rows:
-            yield [np.concatenate(parts) for parts in zip(*pending, strict=True)]
+            # The chunks let go before the batch is handed on, and the batch as soon as
+            # the consumer asks for the next: one batch alive while the next is read.
+            batch = [np.concatenate(parts) for parts in zip(*pending, strict=True)]
             pending, count = [], 0
+            yield batch
+            del batch
     if pending:
         yield [np.concatenate(parts) for parts in zip(*pending, strict=True)]
 
