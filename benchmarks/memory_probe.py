@@ -5,10 +5,10 @@
 (``xarray``: ``to_xarray_dataset()``; ``open`` and ``mean``, qcsql only:
 ``xr.open_dataset(DB, engine="qcsql")``, and the mean of its first data variable
 with ``chunks={}`` (windows of 1,000,000 values), computed by Dask's threads;
-``inmemory``, qcsql only: the export through the in-memory plan, whatever the layout
-(``write_plan(plan_run(run), path)``), the fallback of every layout that cannot stream;
 ``open_lazy`` and ``mean_lazy`` the same with ``lazy_coordinates=True,
-create_default_indexes=False``: no setpoint held, no index built.)
+create_default_indexes=False``: no setpoint held, no index built; ``inmemory``, qcsql
+only: the export through the in-memory plan whatever the layout,
+``write_plan(plan_run(run), path)``, which every run no streamed plan fits takes.)
 
 Prints JSON: the bytes of the returned arrays, the growth of the peak RSS during
 the call (VmHWM, reset just before, minus the RSS just before), their ratio and
