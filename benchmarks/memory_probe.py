@@ -1,12 +1,14 @@
 """Peak memory of one get_parameter_data call, measured in a fresh process.
 
-    python -m benchmarks.memory_probe {qcsql|qcodes} DB [read|export|xarray|open|mean]
+    python -m benchmarks.memory_probe {qcsql|qcodes} DB [read|export|xarray|open|mean|inmemory]
 
 (``xarray``: ``to_xarray_dataset()``; ``open`` and ``mean``, qcsql only:
 ``xr.open_dataset(DB, engine="qcsql")``, and the mean of its first data variable
 with ``chunks={}`` (windows of 1,000,000 values), computed by Dask's threads;
 ``open_lazy`` and ``mean_lazy`` the same with ``lazy_coordinates=True,
-create_default_indexes=False``: no setpoint held, no index built.)
+create_default_indexes=False``: no setpoint held, no index built; ``inmemory``, qcsql
+only: the export through the in-memory plan whatever the layout,
+``write_plan(plan_run(run), path)``, which every run no streamed plan fits takes.)
 
 Prints JSON: the bytes of the returned arrays, the growth of the peak RSS during
 the call (VmHWM, reset just before, minus the RSS just before), their ratio and
@@ -73,6 +75,13 @@ def main() -> None:
         export = lambda: run.export_hdf5(out)  # noqa: E731
         to_xarray = run.to_xarray_dataset
         returned_bytes = read
+        if job == "inmemory":
+            from pathlib import Path
+
+            from qcsql.export.layout import plan_run
+            from qcsql.export.writer import write_plan
+
+            export = lambda: write_plan(plan_run(run), Path(out) / "inmemory.nc")  # noqa: E731
         lazy = (
             {"lazy_coordinates": True, "create_default_indexes": False}
             if job.endswith("_lazy")

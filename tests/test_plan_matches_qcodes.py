@@ -87,13 +87,24 @@ def test_every_run_plans_like_qcodes(any_database: Path, tmp_path: Path) -> None
             assert_plan_is(plan_run(run), theirs, f"{any_database.name} run {run.run_id}")
 
 
+@pytest.mark.parametrize(
+    ("rows_per_block", "kept_fraction"),
+    [(5, 8), (16, 1), (16, 4)],
+    ids=["keys-computed-again", "keys-kept", "some-kept"],
+)
 def test_every_run_plans_like_qcodes_block_by_block(
-    any_database: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    any_database: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    rows_per_block: int,
+    kept_fraction: int,
 ) -> None:
     """The in-memory plan's levels, duplicate test and grid go block by block through a
-    large run (a million rows at a time): with blocks of five rows, every run of every
-    database still plans as QCoDeS lays it out."""
+    large run (65,536 rows at a time): with blocks of a few rows, every run of every
+    database still plans as QCoDeS lays it out, whether a block's keys are kept for its
+    codes (few distinct keys), computed again (many), or both happen in one column."""
     import qcsql.export.layout
 
-    monkeypatch.setattr(qcsql.export.layout, "_ROWS_PER_BLOCK", 5)
+    monkeypatch.setattr(qcsql.export.layout, "_ROWS_PER_BLOCK", rows_per_block)
+    monkeypatch.setattr(qcsql.export.layout, "_KEPT_FRACTION", kept_fraction)
     test_every_run_plans_like_qcodes(any_database, tmp_path)

@@ -252,7 +252,12 @@ def _through_index(
     sub: Mapping[str, npt.NDArray[Any]],
     use_multi_index: MultiIndexUse = "auto",
     positions: Positions | None = None,
+    owned: bool = False,
 ) -> _Part:
+    """The dataset of ``name``'s tree laid out through the index of its setpoints. With
+    ``owned`` (``sub`` is a dict nothing else needs), each setpoint column is let go once
+    its codes are known and a grid whose rows come in its order is ``name``'s own array
+    reshaped: the plan then needs little more memory than the data it is given."""
     graph = description.interdependencies
     _, setpoints, _ = graph.tree_by_group(name)
     levels = [s for s in setpoints if s in sub]
@@ -285,6 +290,9 @@ def _through_index(
         return _with_inferred(description, name, sub, part)
     assert factors is not None  # more than one setpoint: never a sweep
     sorted_levels, codes = map(list, zip(*factors, strict=True))
+    del factors, columns
+    if owned:
+        _let_go(sub, levels)
     on_grid = math.prod(len(level) for level in sorted_levels) == len(values)
     if (not on_grid and description.shapes is None and use_multi_index == "auto") or (
         use_multi_index == "always"
@@ -299,11 +307,19 @@ def _through_index(
         part.variables[MULTI_INDEX].attrs["compress"] = " ".join(levels)
         return _with_inferred(description, name, sub, part)
     shape = tuple(len(level) for level in sorted_levels)
-    grid = _holding(values.dtype, shape, holes=math.prod(shape) > len(values))
-    cells = grid.reshape(-1)  # the rows go to their cells block by block
-    for start in range(0, len(values), _ROWS_PER_BLOCK):
-        end = start + _ROWS_PER_BLOCK
-        cells[_flat_positions(codes, shape, start, end)] = values[start:end]
+    holes = math.prod(shape) > len(values)
+    if owned and not holes and _in_grid_order(codes, shape):
+        grid = values.reshape(shape)
+    else:
+        grid = _holding(values.dtype, shape, holes=holes)
+        cells = grid.reshape(-1)  # the rows go to their cells block by block
+        for start in range(0, len(values), _ROWS_PER_BLOCK):
+            end = start + _ROWS_PER_BLOCK
+            cells[_flat_positions(codes, shape, start, end)] = values[start:end]
+        del cells, values
+        if owned:
+            _let_go(sub, [name])
+    del codes
     part.add(name, tuple(levels), grid, coord=False)
     for level, unique_values in zip(levels, sorted_levels, strict=True):
         part.add(level, (level,), unique_values, coord=True)
@@ -355,6 +371,8 @@ def _codes_repeat(factors: Factors, rows: int) -> bool:
     codes = [code for _, code in factors]
     if cells >= 2**62:
         return _has_duplicate_rows(codes)
+    if _in_grid_order(codes, sizes):
+        return False
     if cells <= 2 * rows:  # a flag per cell, the rows' positions block by block
         taken = np.zeros(cells, dtype=bool)
         for start in range(0, rows, _ROWS_PER_BLOCK):
@@ -367,6 +385,26 @@ def _codes_repeat(factors: Factors, rows: int) -> bool:
     flat = np.ravel_multi_index(codes, sizes)
     flat.sort()
     return bool(np.any(flat[1:] == flat[:-1]))
+
+
+def _in_grid_order(codes: Sequence[npt.NDArray[Any]], sizes: tuple[int, ...]) -> bool:
+    """Whether the rows' flat grid positions rise strictly (no two rows in one cell, the
+    rows in the grid's order), block by block."""
+    last = -1
+    for start in range(0, len(codes[0]), _ROWS_PER_BLOCK):
+        flat = _flat_positions(codes, sizes, start, start + _ROWS_PER_BLOCK)
+        if flat[0] <= last or np.any(flat[1:] <= flat[:-1]):
+            return False
+        last = int(flat[-1])
+    return True
+
+
+def _let_go(sub: Mapping[str, Any], names: Iterable[str]) -> None:
+    """Drop ``names`` from a tree's data the plan owns, so that their arrays are freed
+    once the plan holds no other reference to them."""
+    assert isinstance(sub, dict)
+    for name in names:
+        sub.pop(name, None)
 
 
 def _flat_positions(
@@ -438,35 +476,94 @@ def _levels(column: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.
     """Sorted unique values (as pandas' MultiIndex levels) and each row's code; a level
     stands for all exact values QCoDeS would read as one, and keeps the first of them.
 
-    Float columns go block by block (keys, their distinct values, then each block's codes
-    by binary search), so that no temporary the size of the column is made besides the
-    codes, which are as narrow as the levels allow: a setpoint of a large run has far
-    fewer levels than rows."""
+    Float columns go block by block, so that no temporary the size of the column is made
+    besides the codes, which are as narrow as the levels allow (a setpoint of a large run
+    has far fewer levels than rows: two bytes a row up to 32,768 levels). Each block's
+    keys are computed once: a block of few distinct keys keeps them, with each row's code
+    among them (in the column's codes), and its codes are mapped to the column's levels
+    once all blocks are seen; a block of many (off any grid) keeps nothing and has its
+    keys computed again, so that what is kept stays a fraction of the column."""
     if column.dtype.kind != "f" or len(column) <= _ROWS_PER_BLOCK:
         keys = as_qcodes_sees(column)
-        _, first, codes = np.unique(keys, return_index=True, return_inverse=True)
-        return column[first], codes.reshape(-1)
+        _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        return column[first], inverse.reshape(-1)
     blocks = range(0, len(column), _ROWS_PER_BLOCK)
-    distinct = np.empty(0, dtype=np.float64)
+    # a kept block's own codes fit: it has at most _ROWS_PER_BLOCK // _KEPT_FRACTION keys
+    codes: npt.NDArray[np.integer[Any]] = np.empty(len(column), dtype=np.int16)
+    kept: list[tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]] | None] = []
+    distinct = _Distinct()
     for start in blocks:
-        found = np.unique(as_qcodes_sees(column[start : start + _ROWS_PER_BLOCK]))
-        distinct = np.union1d(distinct, found)  # NaN keys stay apart, as np.unique's do
-    nan = np.isnan(distinct)
-    distinct = np.concatenate([distinct[~nan], distinct[nan][:1]])  # np.unique: one NaN
-    codes = np.empty(len(column), dtype=np.int32 if len(distinct) < 2**31 else np.intp)
-    first = np.full(len(distinct), -1, dtype=np.intp)
-    for start in blocks:
-        keys = as_qcodes_sees(column[start : start + _ROWS_PER_BLOCK])
-        found = np.searchsorted(distinct[: len(distinct) - int(nan.any())], keys)
-        found[np.isnan(keys)] = len(distinct) - 1
-        codes[start : start + len(keys)] = found
-        seen, at = np.unique(found, return_index=True)
-        new = first[seen] < 0
-        first[seen[new]] = start + at[new]
+        block = codes[start : start + _ROWS_PER_BLOCK]
+        found, at, inverse = np.unique(
+            as_qcodes_sees(column[start : start + len(block)]),
+            return_index=True,
+            return_inverse=True,
+        )
+        distinct.add(found)
+        if len(found) <= len(block) // _KEPT_FRACTION:
+            block[:] = inverse.reshape(-1)
+            kept.append((found, at))
+        else:
+            kept.append(None)
+    levels = distinct.sorted()
+    if len(levels) > 2**15:
+        codes = codes.astype(np.int32 if len(levels) < 2**31 else np.intp)
+    first = np.full(len(levels), -1, dtype=np.intp)
+    for start, found_at in zip(blocks, kept, strict=True):
+        block = codes[start : start + _ROWS_PER_BLOCK]
+        if found_at is None:
+            block[:] = _codes_among(levels, as_qcodes_sees(column[start : start + len(block)]))
+            found_codes, at = np.unique(block, return_index=True)
+        else:
+            found_codes = _codes_among(levels, found_at[0])
+            block[:] = found_codes[block]
+            at = found_at[1]
+        new = first[found_codes] < 0
+        first[found_codes[new]] = start + at[new]
     return column[first], codes
 
 
-_ROWS_PER_BLOCK = 1 << 20
+class _Distinct:
+    """The sorted distinct keys of a column's blocks, with one NaN at the end if any
+    (np.unique's). Blocks are merged in once the pending ones hold as many keys as the
+    merged ones, so that a column of mostly distinct keys is not sorted again for every
+    block."""
+
+    def __init__(self) -> None:
+        self._merged: npt.NDArray[np.float64] = np.empty(0, dtype=np.float64)
+        self._pending: list[npt.NDArray[np.float64]] = []
+        self._count = 0
+
+    def add(self, found: npt.NDArray[np.float64]) -> None:
+        self._pending.append(found)
+        self._count += len(found)
+        if self._count >= max(len(self._merged), _ROWS_PER_BLOCK):
+            self._merge()
+
+    def _merge(self) -> None:
+        merged = np.unique(np.concatenate([self._merged, *self._pending]))
+        nan = np.isnan(merged)  # NaN keys may stay apart in np.unique: one is kept
+        self._merged = np.concatenate([merged[~nan], merged[nan][:1]])
+        self._pending, self._count = [], 0
+
+    def sorted(self) -> npt.NDArray[np.float64]:
+        self._merge()
+        return self._merged
+
+
+def _codes_among(
+    levels: npt.NDArray[np.float64], keys: npt.NDArray[np.float64]
+) -> npt.NDArray[np.intp]:
+    """The code of each key among ``levels`` (:class:`_Distinct`'s), NaN the last one."""
+    nan = bool(len(levels)) and bool(np.isnan(levels[-1]))
+    codes = np.searchsorted(levels[: len(levels) - int(nan)], keys)
+    codes[np.isnan(keys)] = len(levels) - 1
+    return codes
+
+
+_ROWS_PER_BLOCK = 1 << 16  # temporaries of a few MB at most, whatever the run's size
+_KEPT_FRACTION = 8
+assert _ROWS_PER_BLOCK // _KEPT_FRACTION <= 2**15
 
 
 def _with_missing(dtype: np.dtype[Any]) -> np.dtype[Any]:
@@ -676,6 +773,20 @@ def plan_dataset(
     and puts every tree of several unique setpoints on a multi-index, ``"never"`` puts
     them on a grid (NaN where no row exists) even off the grid. QCoDeS' export uses
     ``"auto"``."""
+    return _planned(description, data, attrs, use_multi_index, positions, owned=False)
+
+
+def _planned(
+    description: RunDescription,
+    data: Mapping[str, Mapping[str, npt.NDArray[Any]]],
+    attrs: Mapping[str, Any],
+    use_multi_index: MultiIndexUse,
+    positions: Positions | None,
+    *,
+    owned: bool,
+) -> DatasetPlan:
+    """:func:`plan_dataset`; with ``owned``, ``data``'s trees are dicts the plan may empty
+    as it goes (see :func:`_through_index`)."""
     if use_multi_index not in MULTI_INDEX_USES:
         raise PlanError(f"use_multi_index={use_multi_index!r} is none of 'auto', 'always', 'never'")
     parts = []
@@ -686,7 +797,7 @@ def plan_dataset(
         if declared is not None and sub[name].shape == declared and use_multi_index != "always":
             parts.append(_direct(description, name, sub))
         else:
-            parts.append(_through_index(description, name, sub, use_multi_index, positions))
+            parts.append(_through_index(description, name, sub, use_multi_index, positions, owned))
     specs = description.paramspecs
     memory_order: tuple[str, ...] | None = _merged_memory_order(parts)
     try:
@@ -761,9 +872,12 @@ def plan_trees(
 def _read_for_plan(
     run: DatasetSource, params: Sequence[str], selection: Selection
 ) -> tuple[ParameterData, dict[str, Any]]:
+    """The data of a plan of ``run``, in dicts of its own: the run's own (an in-memory run's
+    data) are never emptied, and where nothing else holds the arrays the plan frees each
+    column it no longer needs (see :func:`_through_index`)."""
     data = run.get_parameter_data(*params, start=selection.get("start"), end=selection.get("end"))
     _refuse_text_in_numeric_columns(run, data)
-    return data, dataset_attrs(run)
+    return {name: dict(tree) for name, tree in data.items()}, dataset_attrs(run)
 
 
 def _plan_located(
@@ -773,14 +887,16 @@ def _plan_located(
     selection: Selection,
     positions: Positions | None,
 ) -> DatasetPlan:
-    """:func:`plan_dataset`, its layout errors naming the run."""
+    """:func:`plan_dataset` of data the plan owns (:func:`_read_for_plan`), its layout
+    errors naming the run."""
     try:
-        return plan_dataset(
+        return _planned(
             run.description,
             data,
             attrs,
-            use_multi_index=selection.get("use_multi_index", "auto"),
-            positions=positions,
+            selection.get("use_multi_index", "auto"),
+            positions,
+            owned=True,
         )
     except DirectLayoutError as exc:
         raise _located(run, exc) from exc
