@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from qcsql.archive.checksum import file_digest, run_checksum
+from qcsql.archive.checksum import file_digest, run_checksums
 from qcsql.archive.discover import Problem, discover
 from qcsql.archive.fanout import Outcome, run_tasks
 from qcsql.database import Database, Run
@@ -432,15 +432,17 @@ def checksum_task(path: str, run_id: None, run_ids: tuple[int, ...]) -> Outcome:
         except QcsqlError as exc:
             problem = Problem(path, "checksum_failed", str(exc))
             return Outcome(path, run_id, True, payload=dict.fromkeys(run_ids, problem))
+        with warnings.catch_warnings():
+            # Data never stored read as none, as QCoDeS reads them: no warning.
+            warnings.simplefilter("ignore", DataNotFoundWarning)
+            found = run_checksums(db, [runs[wanted] for wanted in run_ids if wanted in runs])
         for wanted in run_ids:
-            try:
-                with warnings.catch_warnings():
-                    # Data never stored read as none, as QCoDeS reads them: no warning.
-                    warnings.simplefilter("ignore", DataNotFoundWarning)
-                    results[wanted] = run_checksum(db, runs[wanted])
-            except (QcsqlError, KeyError) as exc:
-                message = str(exc) if isinstance(exc, QcsqlError) else f"{path}: run gone"
+            result = found.get(wanted)
+            if result is None or isinstance(result, QcsqlError):
+                message = f"{path}: run gone" if result is None else str(result)
                 results[wanted] = Problem(path, "checksum_failed", message, wanted)
+            else:
+                results[wanted] = result
     return Outcome(path, run_id, True, payload=results)
 
 
