@@ -569,3 +569,35 @@ def test_checksums_of_a_file_round_together_yet_equal_one_by_one(
         midway = run_checksums(db, runs)
     assert together == one_by_one == midway
     assert len(set(one_by_one.values())) == 2
+
+
+def test_a_damaged_results_table_is_named_though_tables_are_counted_together(
+    tmp_path: Path,
+) -> None:
+    """Row counts are read a few tables a statement; where one of them is damaged, the
+    file's problem still names that table (and its file), as a count per table did."""
+    from qcodes.dataset import Measurement
+
+    path = tmp_path / "three.db"
+    experiment = new_database(path, "counts")
+    x, y = parameters("x", "y")
+    for name in ("first", "second", "third"):
+        measurement = Measurement(exp=experiment, name=name)
+        measurement.register_parameter(x)
+        measurement.register_parameter(y, setpoints=(x,))
+        with measurement.run() as saver:
+            for step in range(2000):  # several pages a table
+                saver.add_result((x, step), (y, step * 0.5))
+    experiment.conn.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        table, root = conn.execute(
+            "SELECT name, rootpage FROM sqlite_master WHERE type = 'table' AND name IN "
+            "(SELECT result_table_name FROM runs WHERE name = 'second')"
+        ).fetchone()
+    with path.open("r+b") as file:  # the table's root page is no b-tree page any more
+        file.seek((root - 1) * page_size)
+        file.write(b"\x63" * 8)
+    catalog = build_catalog([path], checksums=False)
+    assert [(p.path, p.kind) for p in catalog.problems] == [(str(path), "corrupt")]
+    assert catalog.problems[0].message.startswith(f"{qcsql.Where(path, None, table)}: ")
