@@ -287,9 +287,10 @@ class _Bulk:
     def _links_of_layout(self) -> dict[int, list[int]]:
         """The positions in :attr:`links` of the links each layout_id takes part in."""
         positions: dict[int, list[int]] = defaultdict(list)
-        for position, link in enumerate(self.links):
-            for layout_id in {link[0], link[1]}:
-                positions[layout_id].append(position)
+        for position, (dependent, independent, _) in enumerate(self.links):
+            positions[dependent].append(position)
+            if independent != dependent:
+                positions[independent].append(position)
         return positions
 
     def parameters(self, run: Run) -> tuple[Parameter, ...] | None:
