@@ -363,6 +363,16 @@ def _all_column_types(db: Database) -> dict[str, dict[str, str]]:
     return by_table
 
 
+_LAYOUT_FIELDS = ("layout_id", "parameter", "label", "unit", "inferred_from")
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout_row(fields: tuple[Any, ...]) -> LayoutRow:
+    """A ``layouts`` row, validated once for all its equal rows (the copies of a file in
+    an archive): one object, so the cached parameters' keys compare by identity too."""
+    return LayoutRow.model_validate(dict(zip(_LAYOUT_FIELDS, fields, strict=True)))
+
+
 def _all_layouts(db: Database) -> tuple[dict[int, list[LayoutRow]], list[tuple[int, int, int]]]:
     """Every run's ``layouts`` rows (by layout_id) and every ``dependencies`` row (in
     storage order), as :meth:`qcsql.schema.store.RunStore.description_from_layouts`
@@ -374,10 +384,9 @@ def _all_layouts(db: Database) -> tuple[dict[int, list[LayoutRow]], list[tuple[i
         "FROM layouts ORDER BY layout_id"
     )
     link_statement = "SELECT dependent, independent, axis_num FROM dependencies ORDER BY rowid"
-    names = ("layout_id", "parameter", "label", "unit", "inferred_from")
     with db.store.connection.reading_raw(table="layouts") as raw:
         for run_id, *fields in raw.execute(statement).fetchall():
-            by_run[run_id].append(LayoutRow.model_validate(dict(zip(names, fields, strict=True))))
+            by_run[run_id].append(_layout_row(tuple(fields)))
     with db.store.connection.reading_raw(table="dependencies") as raw:
         links = [(int(a), int(b), int(c)) for a, b, c in raw.execute(link_statement).fetchall()]
     return by_run, links
