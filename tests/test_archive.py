@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 import qcsql
+import qcsql.archive.checksum
 import qcsql.audit
 from qcsql.archive import build_catalog, catalog_records, discover, read_catalog, write_catalog
-from qcsql.archive.checksum import run_checksum
+from qcsql.archive.checksum import run_checksum, run_checksums
 from qcsql.archive.fanout import (
     CHUNK_RUNS,
     Outcome,
@@ -35,6 +36,7 @@ from tests.helpers import EXAMPLE_DB, LEGACY, copy_database, plain_sqlite
 from tests.test_read_only import READING_STATEMENT
 
 pytest.importorskip("qcodes")
+from tests.qcodes_build import new_database, parameters  # noqa: E402
 from tests.qcodes_reference import reference_for  # noqa: E402
 
 
@@ -528,3 +530,74 @@ def test_catalog_cli_reuses_its_catalogue(tmp_path: Path) -> None:
     assert "(0 files unchanged since the last catalogue)" in outputs[0]
     assert f"({files} files unchanged since the last catalogue)" in outputs[1]
     assert [p.name for p in tmp_path.iterdir()] == ["catalog.db"]  # no partial, no journal
+
+
+def test_checksums_of_a_file_round_together_yet_equal_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checksums of several runs of a file, their numbers rounded together across
+    windows and runs, are those computed run by run with every window rounded at once;
+    windows with text after windows of numbers alone keep their order in the digests."""
+    from qcodes.dataset import Measurement
+
+    path = tmp_path / "mixed.db"
+    experiment = new_database(path, "checksums")
+    x, y, label = parameters("x", "y", "label")
+    numbers = Measurement(exp=experiment, name="numbers")
+    numbers.register_parameter(x)
+    numbers.register_parameter(y, setpoints=(x,))
+    with numbers.run() as saver:
+        for step in range(40):
+            saver.add_result((x, step / 7), (y, (step * 0.1 + 0.2) ** 0.5))
+    mixed = Measurement(exp=experiment, name="numbers, then text")
+    mixed.register_parameter(x)
+    mixed.register_parameter(y, setpoints=(x,))
+    mixed.register_parameter(label, setpoints=(x,), paramtype="text")
+    with mixed.run() as saver:
+        for step in range(30):
+            saver.add_result((x, step / 3), (y, step * 0.1 + 0.2))
+        for step in range(30):
+            saver.add_result((x, step / 11), (label, f"point {step}"))
+    experiment.conn.close()
+    monkeypatch.setattr(qcsql.archive.checksum, "WINDOW", 8)  # numbers-only and text windows
+    with qcsql.open_database(path) as db:
+        runs = db.runs()
+        together = run_checksums(db, runs)
+        monkeypatch.setattr(qcsql.archive.checksum, "DEFERRED_VALUES", 1)  # at once, as before
+        one_by_one = {run.run_id: run_checksum(db, run) for run in runs}
+        monkeypatch.setattr(qcsql.archive.checksum, "DEFERRED_VALUES", 50)  # flushed midway
+        midway = run_checksums(db, runs)
+    assert together == one_by_one == midway
+    assert len(set(one_by_one.values())) == 2
+
+
+def test_a_damaged_results_table_is_named_though_tables_are_counted_together(
+    tmp_path: Path,
+) -> None:
+    """Row counts are read a few tables a statement; where one of them is damaged, the
+    file's problem still names that table (and its file), as a count per table did."""
+    from qcodes.dataset import Measurement
+
+    path = tmp_path / "three.db"
+    experiment = new_database(path, "counts")
+    x, y = parameters("x", "y")
+    for name in ("first", "second", "third"):
+        measurement = Measurement(exp=experiment, name=name)
+        measurement.register_parameter(x)
+        measurement.register_parameter(y, setpoints=(x,))
+        with measurement.run() as saver:
+            for step in range(2000):  # several pages a table
+                saver.add_result((x, step), (y, step * 0.5))
+    experiment.conn.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        table, root = conn.execute(
+            "SELECT name, rootpage FROM sqlite_master WHERE type = 'table' AND name IN "
+            "(SELECT result_table_name FROM runs WHERE name = 'second')"
+        ).fetchone()
+    with path.open("r+b") as file:  # the table's root page is no b-tree page any more
+        file.seek((root - 1) * page_size)
+        file.write(b"\x63" * 8)
+    catalog = build_catalog([path], checksums=False)
+    assert [(p.path, p.kind) for p in catalog.problems] == [(str(path), "corrupt")]
+    assert catalog.problems[0].message.startswith(f"{qcsql.Where(path, None, table)}: ")

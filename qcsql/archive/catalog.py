@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from qcsql.archive.checksum import file_digest, run_checksum
+from qcsql.archive.checksum import file_digest, run_checksums
 from qcsql.archive.discover import Problem, discover
 from qcsql.archive.fanout import Outcome, run_tasks
 from qcsql.database import Database, Run
@@ -242,8 +242,8 @@ def catalog_database(path: Path) -> tuple[FileEntry, list[RunEntry], list[Proble
 class _Bulk:
     """What a catalogue needs of every run of a file, read in a few statements instead of
     a few per run: the stored run descriptions (one query) and the row counts of the
-    results tables in the file (one raw statement per table, so that each read
-    transaction counts one table and a measurement's commit never waits for more). A
+    results tables in the file (a few tables a statement, :data:`COUNTED_TOGETHER`,
+    so that a measurement's commit never waits long). A
     catalogue of thousands of small runs would otherwise spend its time compiling and
     sending per-run queries."""
 
@@ -274,19 +274,23 @@ class _Bulk:
             {str(run.table_name) for run in runs if db.data.where(run.row).kind == "table"}
         )
         counts: dict[str, int] = {}
-        for table in tables:
-            with connection.reading_raw(table=table) as raw:
-                statement = f"SELECT count(*) FROM {quote_identifier(table)}"
-                counts[table] = int(raw.execute(statement).fetchone()[0])
+        for start in range(0, len(tables), COUNTED_TOGETHER):
+            group = tables[start : start + COUNTED_TOGETHER]
+            try:
+                counts.update(_row_counts(db, group))
+            except QcsqlError:
+                for table in group:  # one by one, so that the error names its table
+                    counts.update(_row_counts(db, [table]))
         return cls(descriptions, counts, layouts, links, column_types)
 
     @functools.cached_property
     def _links_of_layout(self) -> dict[int, list[int]]:
         """The positions in :attr:`links` of the links each layout_id takes part in."""
         positions: dict[int, list[int]] = defaultdict(list)
-        for position, link in enumerate(self.links):
-            for layout_id in {link[0], link[1]}:
-                positions[layout_id].append(position)
+        for position, (dependent, independent, _) in enumerate(self.links):
+            positions[dependent].append(position)
+            if independent != dependent:
+                positions[independent].append(position)
         return positions
 
     def parameters(self, run: Run) -> tuple[Parameter, ...] | None:
@@ -305,6 +309,24 @@ class _Bulk:
         links = [self.links[p] for p in positions]  # in storage order, as the store reads them
         types = self.column_types.get(str(run.table_name), {}) if rows else {}
         return _parameters_of_layouts(tuple(rows), tuple(links), tuple(types.items()))
+
+
+# Results tables counted by one statement. An archive's files hold many small runs, and
+# a statement per table cost more (compiling it, a read block in Python) than counting;
+# a few tables at a time keep each read transaction short, as a writer may be waiting.
+COUNTED_TOGETHER = 32
+
+
+def _row_counts(db: Database, tables: Sequence[str]) -> dict[str, int]:
+    """The number of rows of each of ``tables`` (at most a few), in one statement."""
+    statement = " UNION ALL ".join(
+        f"SELECT {index}, count(*) FROM {quote_identifier(table)}"
+        for index, table in enumerate(tables)
+    )
+    named = tables[0] if len(tables) == 1 else None
+    with db.store.connection.reading_raw(table=named) as raw:
+        rows = raw.execute(statement).fetchall()
+    return {tables[index]: int(count) for index, count in rows}
 
 
 def _as_parameters(description: RunDescription) -> tuple[Parameter, ...]:
@@ -341,6 +363,16 @@ def _all_column_types(db: Database) -> dict[str, dict[str, str]]:
     return by_table
 
 
+_LAYOUT_FIELDS = ("layout_id", "parameter", "label", "unit", "inferred_from")
+
+
+@functools.lru_cache(maxsize=4096)
+def _layout_row(fields: tuple[Any, ...]) -> LayoutRow:
+    """A ``layouts`` row, validated once for all its equal rows (the copies of a file in
+    an archive): one object, so the cached parameters' keys compare by identity too."""
+    return LayoutRow.model_validate(dict(zip(_LAYOUT_FIELDS, fields, strict=True)))
+
+
 def _all_layouts(db: Database) -> tuple[dict[int, list[LayoutRow]], list[tuple[int, int, int]]]:
     """Every run's ``layouts`` rows (by layout_id) and every ``dependencies`` row (in
     storage order), as :meth:`qcsql.schema.store.RunStore.description_from_layouts`
@@ -352,10 +384,9 @@ def _all_layouts(db: Database) -> tuple[dict[int, list[LayoutRow]], list[tuple[i
         "FROM layouts ORDER BY layout_id"
     )
     link_statement = "SELECT dependent, independent, axis_num FROM dependencies ORDER BY rowid"
-    names = ("layout_id", "parameter", "label", "unit", "inferred_from")
     with db.store.connection.reading_raw(table="layouts") as raw:
         for run_id, *fields in raw.execute(statement).fetchall():
-            by_run[run_id].append(LayoutRow.model_validate(dict(zip(names, fields, strict=True))))
+            by_run[run_id].append(_layout_row(tuple(fields)))
     with db.store.connection.reading_raw(table="dependencies") as raw:
         links = [(int(a), int(b), int(c)) for a, b, c in raw.execute(link_statement).fetchall()]
     return by_run, links
@@ -432,15 +463,17 @@ def checksum_task(path: str, run_id: None, run_ids: tuple[int, ...]) -> Outcome:
         except QcsqlError as exc:
             problem = Problem(path, "checksum_failed", str(exc))
             return Outcome(path, run_id, True, payload=dict.fromkeys(run_ids, problem))
+        with warnings.catch_warnings():
+            # Data never stored read as none, as QCoDeS reads them: no warning.
+            warnings.simplefilter("ignore", DataNotFoundWarning)
+            found = run_checksums(db, [runs[wanted] for wanted in run_ids if wanted in runs])
         for wanted in run_ids:
-            try:
-                with warnings.catch_warnings():
-                    # Data never stored read as none, as QCoDeS reads them: no warning.
-                    warnings.simplefilter("ignore", DataNotFoundWarning)
-                    results[wanted] = run_checksum(db, runs[wanted])
-            except (QcsqlError, KeyError) as exc:
-                message = str(exc) if isinstance(exc, QcsqlError) else f"{path}: run gone"
+            result = found.get(wanted)
+            if result is None or isinstance(result, QcsqlError):
+                message = f"{path}: run gone" if result is None else str(result)
                 results[wanted] = Problem(path, "checksum_failed", message, wanted)
+            else:
+                results[wanted] = result
     return Outcome(path, run_id, True, payload=results)
 
 

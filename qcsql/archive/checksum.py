@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from qcsql.database import Database, Run
+from qcsql.errors import QcsqlError
 from qcsql.export.keys import as_qcodes_sees
 from qcsql.sqlite.connection import quote_identifier, side_file
 from qcsql.sqlite.descriptors import kept_file
 
-__all__ = ["data_checksum", "file_digest", "run_checksum", "table_checksum"]
+__all__ = ["data_checksum", "file_digest", "run_checksum", "run_checksums", "table_checksum"]
 
 # Rows per read: one short statement each (the file may have a writer).
 WINDOW = 20_000
@@ -44,11 +46,42 @@ def run_checksum(db: Database, run: Run) -> str:
     return data_checksum(run)
 
 
+def run_checksums(db: Database, runs: Sequence[Run]) -> dict[int, str | QcsqlError]:
+    """:func:`run_checksum` of each of ``runs`` (the same strings), or the error that
+    stopped it: a run that cannot be read does not hide the others. The numbers of all
+    their results tables are rounded together (:class:`_Deferred`): an archive's files
+    hold many small runs, and rounding costs about the same for one window as for
+    thousands of values."""
+    deferred = _Deferred()
+    finishers: dict[int, Callable[[], str]] = {}
+    results: dict[int, str | QcsqlError] = {}
+    for run in runs:
+        try:
+            if db.data.where(run.row).kind == "table":
+                finishers[run.run_id] = _read_table(db, run, deferred)
+            else:
+                results[run.run_id] = data_checksum(run)
+        except QcsqlError as exc:
+            results[run.run_id] = exc
+    deferred.flush()
+    results.update((run_id, finish()) for run_id, finish in finishers.items())
+    return {run.run_id: results[run.run_id] for run in runs}
+
+
 def table_checksum(db: Database, run: Run) -> str:
     """SHA-256 (hex) of the rows of the run's results table in the file."""
+    deferred = _Deferred()
+    finish = _read_table(db, run, deferred)
+    deferred.flush()
+    return finish()
+
+
+def _read_table(db: Database, run: Run, deferred: _Deferred) -> Callable[[], str]:
+    """Reads the run's results table into its columns' digests (numbers through
+    ``deferred``); the returned function gives the checksum once ``deferred`` is flushed."""
     table = str(run.table_name)
     names = sorted(name for name in db.store.column_types(run.row) if name != "id")
-    digests = {name: hashlib.sha256() for name in names}
+    digests = [hashlib.sha256() for _ in names]
     columns = ", ".join(quote_identifier(name) for name in ["id", *names])
     statement = f"SELECT {columns} FROM {quote_identifier(table)} WHERE id > ? ORDER BY id LIMIT ?"
     last = -(2**63)
@@ -58,29 +91,68 @@ def table_checksum(db: Database, run: Run) -> str:
         if not rows:
             break
         last = rows[-1][0]
-        _update_window([digests[name] for name in names], rows)
+        _update_window(digests, rows, deferred)
         if len(rows) < WINDOW:
             break
-    total = hashlib.sha256(b"table\x00")
-    for name in names:
-        total.update(name.encode() + b"\x00" + digests[name].digest())
-    return total.hexdigest()
+
+    def finish() -> str:
+        total = hashlib.sha256(b"table\x00")
+        for name, digest in zip(names, digests, strict=True):
+            total.update(name.encode() + b"\x00" + digest.digest())
+        return total.hexdigest()
+
+    return finish
 
 
 _NUMBERS = {int, float, type(None)}
 
 
-def _update_window(digests: list[Any], rows: list[tuple[Any, ...]]) -> None:
+class _Deferred:
+    """Digest updates with numbers, queued so that one :func:`as_qcodes_sees` call
+    rounds the numbers of many windows: it costs tens of numpy calls whatever the size,
+    which for a small run were most of its checksum. The rounding is per value, so each
+    digest gets the same bytes in the same order; the queue is flushed before any other
+    update and whenever it holds :data:`DEFERRED_VALUES`, so memory stays bounded."""
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[list[Any], np.ndarray[Any, Any]]] = []
+        self._size = 0
+
+    def add(self, digests: list[Any], columns: np.ndarray[Any, Any]) -> None:
+        """``columns[i]`` (floats, unrounded) is for ``digests[i]``."""
+        self._queue.append((digests, columns))
+        self._size += columns.size
+        if self._size >= DEFERRED_VALUES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._queue:
+            return
+        keys = as_qcodes_sees(np.concatenate([columns.ravel() for _, columns in self._queue]))
+        offset = 0
+        for digests, columns in self._queue:
+            block = keys[offset : offset + columns.size].reshape(columns.shape)
+            offset += columns.size
+            for digest, column in zip(digests, block, strict=True):
+                digest.update(b"n" + column.tobytes())
+        self._queue.clear()
+        self._size = 0
+
+
+# Values queued at most before they are rounded (8 bytes each, twice while rounding).
+DEFERRED_VALUES = 1 << 17
+
+
+def _update_window(digests: list[Any], rows: list[tuple[Any, ...]], deferred: _Deferred) -> None:
     """Each column's digest (but the leading ``id``) updated with one window of rows.
     Where every cell is a number or NULL (most results tables), the window is converted
-    and rounded in one go instead of column by column: the rounding is per value, so
-    the bytes each digest gets are the same, at a fraction of the calls."""
+    in one go and its rounding deferred instead of done column by column: the bytes each
+    digest gets are the same, at a fraction of the calls."""
     if set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBERS:
         values = np.array(rows, dtype=np.float64)[:, 1:]  # None becomes NaN
-        keys = as_qcodes_sees(np.ascontiguousarray(values.T).ravel()).reshape(values.T.shape)
-        for digest, column in zip(digests, keys, strict=True):
-            digest.update(b"n" + column.tobytes())
+        deferred.add(digests, np.ascontiguousarray(values.T))
         return
+    deferred.flush()  # earlier windows' numbers come first in these digests
     for index, digest in enumerate(digests, 1):
         _update_column(digest, [row[index] for row in rows])
 

@@ -23,6 +23,7 @@ Tables (plain columns, JSON text where a run has lists or maps):
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import tempfile
@@ -123,12 +124,17 @@ def read_catalog(path: str | Path) -> Catalog | None:
 
 def _run_from_row(row: dict[str, Any]) -> RunEntry:
     parameters = row["parameters"]
-    row["parameters"] = (
-        None if parameters is None else tuple(Parameter(*p) for p in orjson.loads(parameters))
-    )
+    row["parameters"] = None if parameters is None else _parameters_from_json(parameters)
     row["metadata"] = orjson.loads(row["metadata"])
     row["completed"] = bool(row["completed"])
     return RunEntry(**row)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parameters_from_json(text: str) -> tuple[Parameter, ...]:
+    """A run's parameters as the catalogue stores them, read once per distinct text: the
+    runs of an archive repeat their measurements, and a second catalogue reads them all."""
+    return tuple(Parameter(*p) for p in orjson.loads(text))
 
 
 def _fields(entry: Any) -> dict[str, Any]:
@@ -138,14 +144,17 @@ def _fields(entry: Any) -> dict[str, Any]:
 
 
 def _run_row(run: RunEntry) -> tuple[Any, ...]:
-    row = _fields(run)
-    row["parameters"] = (
-        None
+    """The run's row, its fields read straight into the tuple (no dict of them first:
+    thousands of runs a catalogue)."""
+    encoded = {
+        "parameters": None
         if run.parameters is None
-        else orjson.dumps([[p.name, p.paramtype, p.unit] for p in run.parameters]).decode()
+        else orjson.dumps([[p.name, p.paramtype, p.unit] for p in run.parameters]).decode(),
+        "metadata": orjson.dumps(run.metadata).decode(),
+    }
+    return tuple(
+        encoded[column] if column in encoded else getattr(run, column) for column in _RUN_COLUMNS
     )
-    row["metadata"] = orjson.dumps(run.metadata).decode()
-    return tuple(row[c] for c in _RUN_COLUMNS)
 
 
 @contextlib.contextmanager
