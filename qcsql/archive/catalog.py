@@ -242,8 +242,9 @@ def catalog_database(path: Path) -> tuple[FileEntry, list[RunEntry], list[Proble
 class _Bulk:
     """What a catalogue needs of every run of a file, read in a few statements instead of
     a few per run: the stored run descriptions (one query) and the row counts of the
-    results tables in the file (a few tables a statement, :data:`COUNTED_TOGETHER`,
-    so that a measurement's commit never waits long). A
+    results tables in the file (in a WAL file a few tables a statement,
+    :data:`COUNTED_TOGETHER`; in a rollback-journal file, whose writer waits for our read
+    lock to commit, one). A
     catalogue of thousands of small runs would otherwise spend its time compiling and
     sending per-run queries."""
 
@@ -274,8 +275,11 @@ class _Bulk:
             {str(run.table_name) for run in runs if db.data.where(run.row).kind == "table"}
         )
         counts: dict[str, int] = {}
-        for start in range(0, len(tables), COUNTED_TOGETHER):
-            group = tables[start : start + COUNTED_TOGETHER]
+        # In a WAL file readers and writers never wait for each other; in a rollback-journal
+        # file our read lock is what a committing writer waits for: a table a statement.
+        together = COUNTED_TOGETHER if db.journal_mode == "wal" else 1
+        for start in range(0, len(tables), together):
+            group = tables[start : start + together]
             try:
                 counts.update(_row_counts(db, group))
             except QcsqlError:
@@ -312,8 +316,8 @@ class _Bulk:
 
 
 # Results tables counted by one statement. An archive's files hold many small runs, and
-# a statement per table cost more (compiling it, a read block in Python) than counting;
-# a few tables at a time keep each read transaction short, as a writer may be waiting.
+# a statement per table cost more (compiling it, a read block in Python) than counting.
+# Only in WAL files, where a long read makes no writer wait (see _Bulk.read).
 COUNTED_TOGETHER = 32
 
 
