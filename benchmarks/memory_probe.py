@@ -82,7 +82,7 @@ def main() -> None:
             from qcsql.export.writer import write_plan
 
             export = lambda: write_plan(plan_run(run), Path(out) / "inmemory.nc")  # noqa: E731
-        lazy = (
+        lazy: dict[str, Any] = (
             {"lazy_coordinates": True, "create_default_indexes": False}
             if job.endswith("_lazy")
             else {}
