@@ -9,7 +9,8 @@ that the summary shows whether memory grows with the run. Nothing is asserted ab
 time or memory: the terminal summary prints a row per layout. Beside them, a floor:
 every value of the run's results table read with plain sqlite3 (blobs into numpy
 arrays, nothing laid out) and as many bytes as the exported file holds written with
-h5py and synced, as the export does.
+h5py and synced, as the export does; and a physical floor: the database file's bytes
+read and as many bytes as the export holds written and synced, nothing parsed.
 
     pytest benchmarks/test_bench_layouts.py --benchmark-only
 """
@@ -109,6 +110,34 @@ def test_layout_floor(benchmark: Any, layout: str, tmp_path: Path) -> None:
         return (path, folder, size), {}
 
     benchmark.pedantic(read_and_write_bytes, setup=setup, rounds=3, iterations=1, warmup_rounds=1)
+
+
+def bytes_in_bytes_out(path: Path, out: Path, size: int) -> None:
+    """The physical floor of an export: the database file's bytes read into memory and as
+    many bytes as the exported file holds written and synced, nothing parsed or laid out
+    (what no exporter can go below on this machine, whatever its decoder)."""
+    with open(path, "rb") as handle:
+        handle.read()
+    payload = bytearray(size)
+    with open(out / "bytes.bin", "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layout_physical_floor(benchmark: Any, layout: str, tmp_path: Path) -> None:
+    path = layout_db(layout)
+    size = export_with_qcsql(path, tmp_path).stat().st_size
+    benchmark.group = f"layout, {layout}"
+    rounds = iter(range(1_000_000))
+
+    def setup() -> tuple[tuple[Path, Path, int], dict[str, Any]]:
+        folder = tmp_path / f"round-{next(rounds)}"
+        folder.mkdir()
+        return (path, folder, size), {}
+
+    benchmark.pedantic(bytes_in_bytes_out, setup=setup, rounds=3, iterations=1, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
