@@ -387,6 +387,14 @@ def test_complete_unshaped_grids_stream_in_one_pass(
     _assert_exports_like_qcodes(interrupted_db, run_id, ours, tmp_path)
 
 
+# The hypothesis settings of the streamed-against-in-memory tests (QCSQL_EXAMPLES: how many).
+EXAMPLES = settings(
+    max_examples=int(os.environ.get("QCSQL_EXAMPLES", "25")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
 @st.composite
 def _sweeps(draw: st.DrawFn) -> dict[str, Any]:
     outer = draw(st.integers(1, 6))
@@ -406,11 +414,7 @@ def _sweeps(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(
-    max_examples=int(os.environ.get("QCSQL_EXAMPLES", "25")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@EXAMPLES
 @given(sweep=_sweeps())
 def test_streamed_sweeps_equal_the_in_memory_layout(
     tmp_path_factory: pytest.TempPathFactory, sweep: dict[str, Any]
@@ -589,11 +593,7 @@ def _traces(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(
-    max_examples=int(os.environ.get("QCSQL_EXAMPLES", "25")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@EXAMPLES
 @given(traces=_traces())
 def test_streamed_array_grids_equal_the_in_memory_layout_and_qcodes(
     tmp_path_factory: pytest.TempPathFactory, traces: dict[str, Any]
@@ -756,11 +756,7 @@ def test_complex_and_text_sweeps_stream_and_equal_qcodes(
     _assert_exports_like_qcodes(scalar_db, run_id, ours, tmp_path)
 
 
-@settings(
-    max_examples=int(os.environ.get("QCSQL_EXAMPLES", "25")),
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@EXAMPLES
 @given(
     values=st.lists(
         st.sampled_from([-1.0, 0.0, 0.5, 1e-3, 2.0, 7.5, float("nan")]), min_size=1, max_size=12
