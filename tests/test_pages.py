@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ import pytest
 import qcsql
 import qcsql.data.results
 import qcsql.sqlite.pages
+from qcsql.sqlite.connection import Access, ReadOnlyConnection
 from tests.helpers import EXAMPLE_DB, copy_database
 
 
@@ -176,3 +181,123 @@ def test_records_of_a_few_headers_are_each_decoded_at_fixed_offsets(
     for top, tree in through_sqlite.items():
         for name, array in tree.items():
             np.testing.assert_array_equal(with_pages[top][name], array, err_msg=f"{top}/{name}")
+
+
+def _wal_copy_a_viewer_read(source: Path, folder: Path) -> Path:
+    """A WAL copy of ``source`` after a viewer's plain ``mode=ro`` open came and went: it
+    leaves an empty ``-wal`` and a ``-shm`` behind, which SQLite may not remove."""
+    copy = copy_database(source, folder)
+    with contextlib.closing(sqlite3.connect(copy)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+    with contextlib.closing(sqlite3.connect(f"file:{copy}?mode=ro", uri=True)) as viewer:
+        viewer.execute("SELECT count(*) FROM runs").fetchone()
+    return copy
+
+
+def test_an_empty_wal_a_viewer_left_does_not_keep_the_page_reader_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = _wal_copy_a_viewer_read(EXAMPLE_DB, tmp_path)
+    wal = copy.with_name(copy.name + "-wal")
+    assert wal.stat().st_size == 0 and copy.with_name(copy.name + "-shm").exists()
+    windows: list[object] = []
+    real = qcsql.data.results.read_numeric_window
+
+    def spy(*args: object, **kwargs: object) -> object:
+        windows.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return windows[-1]
+
+    monkeypatch.setattr(qcsql.data.results, "read_numeric_window", spy)
+    with qcsql.open_database(copy) as db:
+        assert db.access is qcsql.Access.READ_ONLY
+    with_pages = _read_all(copy)
+    assert windows and all(w is not None for w in windows), "the page reader was not used"
+    monkeypatch.undo()
+    with _pages_disabled(monkeypatch):
+        through_sqlite = _read_all(copy)
+    assert with_pages.keys() == through_sqlite.keys()
+    for run_id, data in through_sqlite.items():
+        for top, tree in data.items():
+            for name, array in tree.items():
+                np.testing.assert_array_equal(with_pages[run_id][top][name], array)
+    assert wal.stat().st_size == 0
+
+
+_GENERATIONS_WRITER = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("PRAGMA wal_autocheckpoint=0")
+print("ready", flush=True)
+deadline = time.monotonic() + float(sys.argv[2])
+generation = 1
+while time.monotonic() < deadline:
+    generation += 1
+    conn.execute("UPDATE t SET y = ?", (float(generation),))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    time.sleep(0.002)
+print(generation, flush=True)
+"""
+
+
+def test_pages_read_beside_an_empty_wal_are_never_torn_by_a_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a writer commits and checkpoints (truncating its -wal to nothing each time),
+    every window the page reader reads directly is one committed state of the table: a
+    checkpoint copying the next commit into the file mid-window would mix two. Each window
+    reads its pages in two halves a few milliseconds apart, and takes its snapshot a few
+    milliseconds after it first looked at the -wal, so that commits and checkpoints fall
+    in between often."""
+    real_pages = qcsql.sqlite.pages.PageSource.pages
+
+    def pages_in_two_halves(self: qcsql.sqlite.pages.PageSource, numbers: list[int]) -> np.ndarray:
+        half = len(numbers) // 2
+        first = real_pages(self, numbers[:half])
+        time.sleep(0.005)
+        return np.concatenate([first, real_pages(self, numbers[half:])])
+
+    real_reading_raw = ReadOnlyConnection.reading_raw
+
+    @contextlib.contextmanager
+    def reading_raw_late(self: ReadOnlyConnection, **where: Any) -> Iterator[sqlite3.Connection]:
+        time.sleep(0.003)  # a commit may land between a look at the -wal and the snapshot
+        with real_reading_raw(self, **where) as raw:
+            yield raw
+
+    monkeypatch.setattr(qcsql.sqlite.pages.PageSource, "pages", pages_in_two_halves)
+    monkeypatch.setattr(ReadOnlyConnection, "reading_raw", reading_raw_late)
+    path = tmp_path / "generations.db"
+    rows = 20_000
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, x REAL, y REAL)")
+        conn.executemany("INSERT INTO t (x, y) VALUES (?, 1.0)", ((float(i),) for i in range(rows)))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _GENERATIONS_WRITER, str(path), "4"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == "ready"
+    connection = ReadOnlyConnection(path)
+    try:
+        assert connection.access is Access.READ_ONLY
+        with connection.reading_raw() as raw:
+            (root,) = raw.execute("SELECT rootpage FROM sqlite_master WHERE name = 't'").fetchone()
+        source = qcsql.sqlite.pages.PageSource(connection)
+        direct = 0
+        while writer.poll() is None:
+            window = qcsql.sqlite.pages.read_numeric_window(source, root, [2, 1], 1, 0, rows)
+            if window is None:
+                continue  # frames in the -wal: SQLite's to read
+            direct += 1
+            y, x = window.values
+            assert window.rows == rows
+            np.testing.assert_array_equal(x, np.arange(rows, dtype=float))
+            assert np.unique(y).size == 1, f"a window mixed generations {np.unique(y)}"
+    finally:
+        writer.communicate()
+        connection.close()
+    assert writer.returncode == 0
+    assert direct > 10, "the page reader never read beside the empty -wal"

@@ -171,7 +171,7 @@ class PageSource:
     @contextlib.contextmanager
     def window(self) -> Iterator[bool]:
         """While inside, the file's pages cannot change; yields False where that cannot be
-        promised (a WAL file with a live -wal, a private snapshot copy)."""
+        promised (a WAL file whose -wal holds frames, a private snapshot copy)."""
         conn = self._conn
         if self._kept is None:
             yield False
@@ -182,17 +182,41 @@ class PageSource:
             if _stat(conn.path) != before:
                 raise Unsupported  # a writer connected meanwhile: what was read may be stale
             return
-        if conn.access is not Access.READ_ONLY or conn.header.wal_mode:
+        if conn.access is not Access.READ_ONLY:
             yield False
             return
+        if conn.header.wal_mode and not _wal_is_empty(conn.path):
+            yield False  # committed pages may be in the -wal: SQLite reads them
+            return
         # Rollback journal: a read transaction holds SHARED, so no writer can change the file.
+        # WAL: a snapshot taken while the -wal is empty reads the file alone and holds
+        # SQLite's read lock 0, which no checkpoint may write the file under; the -wal is
+        # looked at again once the snapshot is held, since a writer may have committed
+        # between the first look and the BEGIN. Frames committed later stay in the -wal.
         with conn.reading_raw() as raw:
             raw.execute("BEGIN")
             try:
                 raw.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+                if conn.header.wal_mode and not _wal_is_empty(conn.path):
+                    yield False
+                    return
+                size_before = self._file.size()
                 yield True
+                if self._file.size() != size_before:
+                    raise Unsupported  # cannot happen under the snapshot; never trust it if it did
             finally:
                 raw.execute("COMMIT")
+
+
+def _wal_is_empty(path: Path) -> bool:
+    """Whether the database's ``-wal`` holds no frame. An empty one is what a read-only
+    connection (a viewer's ``mode=ro`` open) leaves behind after every writer has gone:
+    SQLite itself then reads the database file alone. Looked at by ``stat``, never through
+    a descriptor of our own (closing one would drop the process's locks on the file)."""
+    try:
+        return side_file(path, "-wal").stat().st_size == 0
+    except FileNotFoundError:
+        return False  # not while we are connected; whatever happened, let SQLite read
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
