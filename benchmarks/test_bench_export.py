@@ -90,3 +90,34 @@ def test_export_arrays_qcodes(benchmark: Any, array_db: Path, tmp_path: Path) ->
     copy = qcodes_copy(array_db, tmp_path / "db")
     benchmark.pedantic(export_with_qcodes, args=(copy, tmp_path), rounds=1, iterations=1)
     _memory("qcodes", copy, "10,000 x 1,000-point arrays")
+
+
+def wal_copy_a_viewer_read(source: Path, folder: Path) -> Path:
+    """A WAL-mode copy of ``source`` beside the empty ``-wal`` and the ``-shm`` that a
+    viewer's plain read-only open leaves behind (SQLite does not remove them when the
+    last connection is read-only): the state of many lab databases between measurements."""
+    import contextlib
+    import shutil
+    import sqlite3
+
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = Path(shutil.copyfile(source, folder / source.name))
+    with contextlib.closing(sqlite3.connect(copy)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+    with contextlib.closing(sqlite3.connect(f"file:{copy}?mode=ro", uri=True)) as viewer:
+        viewer.execute("SELECT count(*) FROM runs").fetchone()
+    assert copy.with_name(copy.name + "-wal").stat().st_size == 0
+    return copy
+
+
+@pytest.mark.benchmark(group="export, 1-D numeric run")
+def test_export_numeric_qcsql_beside_a_viewers_empty_wal(
+    benchmark: Any,
+    numeric_db: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    copy = wal_copy_a_viewer_read(numeric_db, tmp_path / "db")
+    path = benchmark.pedantic(
+        export_with_qcsql, setup=fresh_folders(copy, tmp_path), rounds=3, iterations=1
+    )
+    assert path.stat().st_size > NUMERIC_POINTS * 16
