@@ -45,6 +45,7 @@ from qcsql.data.exported import (
 from qcsql.errors import ExportError
 from qcsql.export.keys import same_as_qcodes_sees
 from qcsql.export.layout import DatasetPlan, NotStreamable, Variable
+from qcsql.export.writeback import Writeback
 
 __all__ = [
     "STREAM_CHUNK",
@@ -224,6 +225,7 @@ def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -
     it); one reaching past a fixed dimension means the rows do not fit the plan."""
     assert plan.source is not None
     sizes = dict(plan.dims)
+    writeback = Writeback(_descriptor(handle))
     batches = plan.source()
     try:
         for batch in batches:
@@ -240,6 +242,7 @@ def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -
                 if values.dtype.kind == "b":
                     values = values.astype(np.int8)  # as _storable stores booleans
                 target[batch.region] = values
+                writeback.wrote(values.nbytes)
             elif not same_as_qcodes_sees(
                 np.asarray(target[batch.region]), np.asarray(batch.values)
             ):
@@ -251,6 +254,17 @@ def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -
         close = getattr(batches, "close", None)
         if close is not None:
             close()  # a source given up on stops reading its rows now, not when collected
+
+
+def _descriptor(handle: Any) -> int | None:
+    """The descriptor through which HDF5 writes the file (its default driver's), for
+    :class:`~qcsql.export.writeback.Writeback`; None where h5netcdf or the driver does not
+    tell (then the final fsync writes the whole file, as it would anyway)."""
+    try:
+        descriptor = handle._h5file.id.get_vfd_handle()
+    except (AttributeError, TypeError, ValueError, RuntimeError):
+        return None
+    return descriptor if isinstance(descriptor, int) and descriptor >= 0 else None
 
 
 def _temporary_path(final: Path) -> Path:
