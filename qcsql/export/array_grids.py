@@ -309,16 +309,9 @@ def _grid_rows(
 
 
 def _same_rows(rows: npt.NDArray[Any], row: npt.NDArray[Any]) -> bool:
-    """Whether every one of ``rows`` holds ``row``'s values (free of NaN). Compared as bytes
-    first, one test per row, without a temporary the size of ``rows``; rows that differ in
-    their bytes may still be equal numbers (0.0 and -0.0), which numpy then decides."""
-    if rows.shape[1:] != row.shape or rows.dtype != row.dtype or not rows.flags.c_contiguous:
-        return bool(np.array_equal(rows, np.broadcast_to(row, rows.shape)))
-    width = np.dtype((np.void, row.nbytes))
-    line = np.ascontiguousarray(row).reshape(-1).view(width)
-    if bool(np.all(rows.reshape(len(rows), -1).view(width)[:, 0] == line[0])):
-        return True
-    return bool(np.array_equal(rows, np.broadcast_to(row, rows.shape)))
+    """Whether every one of ``rows`` holds ``row``'s values (as ``np.array_equal`` compares
+    them, without a broadcast copy of ``row``)."""
+    return rows.shape[1:] == row.shape and bool((rows == row).all())
 
 
 def _at_levels(
