@@ -86,7 +86,7 @@ def array_grid_plans(
     setpoints laid out as QCoDeS' ``(scalar, array)`` grid, from the run's first window
     (``first``, the rest in ``chunks``): the sweep's, where the first window's setpoint
     values keep rising or falling, then (should a later row break the sweep) that of the
-    sorted levels, which reads the run again. None where the layout is not that grid
+    sorted levels, which reads the run again. No plan where the layout is not that grid
     (repeated setpoint values, frequencies that change between rows, other setpoints):
     the in-memory plan decides then."""
     found = _array_grid_plan(run, tops, stream, first, chunks, progress, sweep=True)
