@@ -20,7 +20,9 @@ final ``fsync`` writes everything, as before.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["WRITEBACK_BYTES", "Writeback"]
@@ -45,20 +47,36 @@ _SYNC_FILE_RANGE = _libc_sync_file_range()
 
 
 class Writeback:
-    """Counts the bytes written to one file and, every :data:`WRITEBACK_BYTES`, asks the
-    kernel to start writing them to the disk. ``fd`` is a descriptor of the file (the
-    writer's own; this never opens or closes one), None where it is not known."""
+    """Counts the bytes written to the file at ``path`` and, every :data:`WRITEBACK_BYTES`,
+    asks the kernel to start writing them to the disk. It does so through a read-only
+    descriptor of the file of its own (HDF5's is not public), opened at the first request
+    (the file exists by then) and closed by :meth:`close`, which the writer calls once
+    HDF5 has closed the file: that close cannot touch the lock HDF5 holds while writing."""
 
-    def __init__(self, fd: int | None) -> None:
-        self._fd = fd if _SYNC_FILE_RANGE is not None else None
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._asking = _SYNC_FILE_RANGE is not None
         self._pending = 0
 
     def wrote(self, nbytes: int) -> None:
         """``nbytes`` more were written to the file."""
-        if self._fd is None:
+        if not self._asking:
             return
         self._pending += nbytes
-        if self._pending >= WRITEBACK_BYTES:
-            self._pending = 0
-            if _SYNC_FILE_RANGE(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:
-                self._fd = None  # a file system that refuses: the final fsync does it all
+        if self._pending < WRITEBACK_BYTES:
+            return
+        self._pending = 0
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            self._asking = False  # the final fsync writes it all, as it would anyway
+            return
+        if _SYNC_FILE_RANGE(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:
+            self._asking = False  # a file system that refuses: the final fsync does it all
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

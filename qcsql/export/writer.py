@@ -169,6 +169,14 @@ def attribute_value(value: Any) -> Any:
 
 
 def _write(plan: DatasetPlan, path: Path) -> None:
+    writeback = Writeback(path)
+    try:
+        _write_file(plan, path, writeback)
+    finally:
+        writeback.close()  # its own descriptor of the file, once HDF5 has closed the file
+
+
+def _write_file(plan: DatasetPlan, path: Path, writeback: Writeback) -> None:
     # No chunk cache (rdcc_nbytes=0): HDF5 places a chunk in the file when the chunk leaves
     # the dataset's cache, which with a cache is when the dataset's last open handle
     # closes. h5netcdf opens an h5py handle for each write and leaves its close to the
@@ -214,10 +222,12 @@ def _write(plan: DatasetPlan, path: Path) -> None:
         for key, value in plan.attrs.items():
             handle.attrs[key] = attribute_value(value)
         if plan.source is not None:
-            _write_batches(plan, handle, created_by_name)
+            _write_batches(plan, handle, created_by_name, writeback)
 
 
-def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -> None:
+def _write_batches(
+    plan: DatasetPlan, handle: Any, created: Mapping[str, Any], writeback: Writeback
+) -> None:
     """Write the batches of ``plan.source`` into the created variables, one after the
     other (a batch is written before the next is asked for, so the source reads its rows
     only as fast as the file takes them and memory holds one batch at a time). A region
@@ -225,7 +235,6 @@ def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -
     it); one reaching past a fixed dimension means the rows do not fit the plan."""
     assert plan.source is not None
     sizes = dict(plan.dims)
-    writeback = Writeback(_descriptor(handle))
     batches = plan.source()
     try:
         for batch in batches:
@@ -254,17 +263,6 @@ def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -
         close = getattr(batches, "close", None)
         if close is not None:
             close()  # a source given up on stops reading its rows now, not when collected
-
-
-def _descriptor(handle: Any) -> int | None:
-    """The descriptor through which HDF5 writes the file (its default driver's), for
-    :class:`~qcsql.export.writeback.Writeback`; None where h5netcdf or the driver does not
-    tell (then the final fsync writes the whole file, as it would anyway)."""
-    try:
-        descriptor = handle._h5file.id.get_vfd_handle()
-    except (AttributeError, TypeError, ValueError, RuntimeError):
-        return None
-    return descriptor if isinstance(descriptor, int) and descriptor >= 0 else None
 
 
 def _temporary_path(final: Path) -> Path:
