@@ -38,7 +38,7 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     real_plan, real_merged, real_grid = (
         qcsql.export.streamed._streamed_index_plan,
         qcsql.export.streamed._merged_plan,
-        qcsql.export.streamed.array_grid_plan,
+        qcsql.export.streamed.array_grid_plans,
     )
     real_memory = qcsql.export.run.plan_run
 
@@ -53,16 +53,20 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return found
 
     def grid(*args: Any) -> Any:
-        found = real_grid(*args)
-        events.append("grid" if found is not None else "not a grid")
-        return found
+        found = False
+        for plan in real_grid(*args):
+            found = True
+            events.append("grid")
+            yield plan
+        if not found:
+            events.append("not a grid")
 
     def memory(run: Any) -> Any:
         events.append("in memory")
         return real_memory(run)
 
     monkeypatch.setattr(qcsql.export.streamed, "_streamed_index_plan", plan)
-    monkeypatch.setattr(qcsql.export.streamed, "array_grid_plan", grid)
+    monkeypatch.setattr(qcsql.export.streamed, "array_grid_plans", grid)
     monkeypatch.setattr(qcsql.export.streamed, "_merged_plan", merged)
     monkeypatch.setattr(qcsql.export.run, "plan_run", memory)
     monkeypatch.setattr(qcsql.export.streamed, "ARRAY_BYTES_PER_CHUNK", 64 * 1024)  # many windows
@@ -137,6 +141,34 @@ def test_spectra_over_a_gate_stream_as_a_grid_and_equal_qcodes(
     assert streamed == ["not streamable", "grid"]
     _assert_exports_like_qcodes(array_runs, 2, ours, tmp_path)
     _assert_streamed_equals_in_memory(array_runs, tmp_path, 2, must_stream=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "plans"),
+    [
+        ("-gate", ["not streamable", "grid"]),  # a falling sweep: one pass, rows reversed
+        ("CASE WHEN id % 900 = 700 THEN -299 ELSE gate END", ["not streamable", "grid", "grid"]),
+    ],
+    ids=["falling", "a-row-out-of-order"],
+)
+def test_a_sweep_streams_in_one_pass_and_a_broken_one_by_its_levels(
+    array_runs: Path, tmp_path: Path, streamed: list[str], change: str, plans: list[str]
+) -> None:
+    """Spectra over a gate swept one way, window after window, go to their levels in row
+    order (reversed for a falling sweep) with no pass over the gate first; a row that
+    breaks the sweep later (its value still unique) makes that plan give up, and the plan
+    of sorted levels (a pass over the gate, then the rows) writes the grid."""
+    copy = copy_database(array_runs, tmp_path / "db")
+    with sqlite3.connect(copy) as conn:
+        table = conn.execute("SELECT result_table_name FROM runs WHERE run_id = 2").fetchone()[0]
+        conn.execute(f'UPDATE "{table}" SET gate = {change}')
+    conn.close()
+    with qcsql.open_database(copy) as db:
+        ours = db.load_by_id(2).export_hdf5(tmp_path)
+    assert streamed == plans
+    assert not list(tmp_path.glob("*.partial"))
+    _assert_exports_like_qcodes(copy, 2, ours, tmp_path)
+    _assert_streamed_equals_in_memory(copy, tmp_path, 2, must_stream=True)
 
 
 def test_a_run_that_changes_shape_midway_is_written_from_memory(

@@ -179,3 +179,47 @@ def test_bytes_do_not_depend_on_who_holds_attribute_managers(
         plain = run.export_hdf5(tmp_path / "plain.nc").read_bytes()
         held = _export_holding_attribute_managers(run, tmp_path / "held.nc", monkeypatch, made_in)
     assert held == plain
+
+
+def test_written_bytes_go_to_the_disk_while_the_rest_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every few megabytes the writer asks the kernel to start writing the file back (so
+    that the final fsync does not write it all at once); the bytes are those of a write
+    without it."""
+    import os
+
+    import qcsql.export.writeback as writeback
+
+    size = writeback.WRITEBACK_BYTES // 8  # doubles per batch: one request per batch
+    batches = [
+        Batch("index", (slice(0, 4 * size),), np.arange(4 * size)),
+        *(
+            Batch("v", (slice(i * size, (i + 1) * size),), np.full(size, float(i)))
+            for i in range(4)
+        ),
+    ]
+
+    def plan() -> DatasetPlan:
+        made = _plan(batches, unlimited=False)
+        made.dims["index"] = 4 * size
+        return made
+
+    requests: list[tuple[int, int]] = []
+
+    def recorded(fd: int, offset: int, length: int, flags: int) -> int:
+        requests.append((os.fstat(fd).st_size, flags))
+        return 0
+
+    monkeypatch.setattr(writeback, "_SYNC_FILE_RANGE", recorded)
+    descriptors = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
+    with_requests = write_plan(plan(), tmp_path / "with.nc")
+    if descriptors:  # its own descriptor of the file is closed with the file
+        assert set(os.listdir("/proc/self/fd")) <= descriptors
+    assert len(requests) == 5  # the index (4 batches' worth), then each batch of v
+    assert all(flags == 2 for _, flags in requests)  # SYNC_FILE_RANGE_WRITE: no waiting
+    assert requests[-1][0] >= 5 * writeback.WRITEBACK_BYTES  # the file, as written so far
+    monkeypatch.setattr(writeback, "_SYNC_FILE_RANGE", None)
+    without = write_plan(plan(), tmp_path / "without.nc")
+    assert with_requests.read_bytes() == without.read_bytes()
+    assert _values(with_requests)[1][:: size // 2] == [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]

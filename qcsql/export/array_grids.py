@@ -16,7 +16,12 @@ per row of the run, so the rows go straight into it, window by window:
   no blob decoded), its values must be unique as QCoDeS reads them (15 digits); the
   array setpoint must hold the same values in every row, unique too; then each row
   goes to the level of its setpoint value, its points in the order of the sorted
-  frequencies.
+  frequencies;
+* a sweep, the same grid without that pass: where the first window's setpoint values
+  keep rising (or falling), each a step apart that QCoDeS' 15 digits keep, row ``i``
+  goes to level ``i`` (or ``rows - 1 - i``), checked window by window as the rows come.
+  Where a later row breaks the sweep the plan gives up, and the plan of sorted levels
+  is tried next (:func:`array_grid_plans`).
 
 A plan checks while writing that every row has what the first row and the first pass
 promised (the same frequencies, the setpoint value read before, arrays of the same
@@ -43,10 +48,11 @@ from qcsql.export.layout import (
     NotStreamable,
     Variable,
     handed_on,
+    monotonic_apart,
     plan_dataset,
 )
 
-__all__ = ["Progress", "array_grid_plan"]
+__all__ = ["Progress", "array_grid_plans"]
 
 Window = tuple[int, dict[str, npt.NDArray[Any]]]  # (last id read, {column: rows})
 Progress = Callable[[int, int], None]  # (rows written, rows expected at most)
@@ -65,21 +71,53 @@ class _Rows:
     positions: npt.NDArray[np.intp] | None  # each row's level (None: row order, direct)
     scalar_values: npt.NDArray[Any] | None  # each row's setpoint value, read beforehand
     order: npt.NDArray[np.intp] | None  # the points in the order of the sorted axis
+    sweep: int = 0  # +1 (-1): a sweep, row i at level i (rows - 1 - i); 0: not one
 
 
-def array_grid_plan(
+def array_grid_plans(
     run: DatasetSource,
     tops: list[str],
     stream: ArrayTreeStream,
     first: Window,
     chunks: Iterator[Window],
     progress: Progress | None,
-) -> DatasetPlan | None:
-    """The streamed plan of array parameters ``tops`` against ``(scalar, array)``
+) -> Iterator[DatasetPlan]:
+    """The streamed plans of array parameters ``tops`` against ``(scalar, array)``
     setpoints laid out as QCoDeS' ``(scalar, array)`` grid, from the run's first window
-    (``first``, the rest in ``chunks``); None where the layout is not that grid (repeated
-    setpoint values, frequencies that change between rows, other setpoints): the
-    in-memory plan decides then."""
+    (``first``, the rest in ``chunks``): the sweep's, where the first window's setpoint
+    values keep rising or falling, then (should a later row break the sweep) that of the
+    sorted levels, which reads the run again. No plan where the layout is not that grid
+    (repeated setpoint values, frequencies that change between rows, other setpoints):
+    the in-memory plan decides then."""
+    found = _array_grid_plan(run, tops, stream, first, chunks, progress, sweep=True)
+    del first, chunks  # the plan's source holds the first window until it is written
+    if found is None:
+        return
+    plan, swept = found
+    yield plan
+    if not swept:
+        return
+    again = stream.chunks()  # the rows stopped sweeping: read from the first again
+    window = next(again, None)
+    if window is None:
+        return
+    found = _array_grid_plan(run, tops, stream, window, again, progress, sweep=False)
+    del window, again
+    if found is not None:
+        yield found[0]
+
+
+def _array_grid_plan(
+    run: DatasetSource,
+    tops: list[str],
+    stream: ArrayTreeStream,
+    first: Window,
+    chunks: Iterator[Window],
+    progress: Progress | None,
+    sweep: bool,
+) -> tuple[DatasetPlan, bool] | None:
+    """The grid's plan (see :func:`array_grid_plans`) and whether it is a sweep's (only
+    where ``sweep`` allows one)."""
     description = run.description
     graph = description.interdependencies
     setpoints = stream.trees[0].columns[1:]
@@ -107,6 +145,12 @@ def array_grid_plan(
         levels = rows
     elif (rows, points) in declared:
         return None  # some parameters laid out directly, others not: left to memory
+    elif sweep and (direction := _sweeping(data[scalar][:, 0])) and not has_nan(axis_row):
+        order = _axis_order(axis_row)
+        if order is None:
+            return None
+        placed = _Rows(tops, scalar, axis, axis_row, points, dtypes, None, None, order, direction)
+        levels = rows
     else:
         found = _levels(stream, scalar, axis_row, rows, dtypes[scalar])
         if found is None:
@@ -124,12 +168,24 @@ def array_grid_plan(
     }
     upto = max(tree.rows.upto_id for tree in stream.trees)
     source = functools.partial(_grid_rows, placed, handed_on(first, chunks), rows, upto, progress)
-    return DatasetPlan(
+    plan = DatasetPlan(
         dims={scalar: levels, axis: points},
         variables=variables,
         attrs=dataset_attrs(run),
         source=source,
     )
+    return plan, bool(placed.sweep)
+
+
+def _sweeping(values: npt.NDArray[Any], previous: npt.NDArray[Any] | None = None) -> int:
+    """+1 (-1) where ``values`` (after ``previous``, the values before them) keep rising
+    (falling), each step wider than QCoDeS' 15 digits can close: then they are unique as
+    QCoDeS reads them and sorted as its levels are, or reversed. 0 otherwise, and for fewer
+    than two values."""
+    joined = values if previous is None else np.concatenate([previous, values])
+    if len(joined) < 2 or not monotonic_apart([joined]):
+        return 0
+    return 1 if joined[1] > joined[0] else -1
 
 
 def _probe(
@@ -178,10 +234,17 @@ def _levels(
     keys, positions = np.unique(as_qcodes_sees(values), return_inverse=True)
     if len(keys) != rows:
         return None
-    axis_keys, order = np.unique(as_qcodes_sees(axis_row), return_index=True)
-    if len(axis_keys) != len(axis_row):
+    order = _axis_order(axis_row)
+    if order is None:
         return None
     return positions.reshape(-1), values, order
+
+
+def _axis_order(axis_row: npt.NDArray[Any]) -> npt.NDArray[np.intp] | None:
+    """The order of the sorted array setpoint (QCoDeS' levels along it), None unless its
+    values are unique as QCoDeS reads them (free of NaN: the caller checks)."""
+    axis_keys, order = np.unique(as_qcodes_sees(axis_row), return_index=True)
+    return order if len(axis_keys) == len(axis_row) else None
 
 
 def _grid_rows(
@@ -196,7 +259,7 @@ def _grid_rows(
     every row against what the plan promised."""
     scalar, axis, tops = placed.scalar, placed.axis, placed.tops
     start = 0
-    first_values: list[npt.NDArray[Any]] = []
+    first_values: list[npt.NDArray[Any]] = []  # each row's setpoint value, where not read before
     for last_id, data in chunks:
         n = len(data[axis])
         if start + n > rows:
@@ -204,16 +267,22 @@ def _grid_rows(
         for name, array in data.items():
             if array.dtype != placed.dtypes[name] or array.shape[1:] != (placed.points,):
                 raise NotStreamable  # the arrays change length or dtype between rows
-        if not np.array_equal(data[axis], np.broadcast_to(placed.axis_row, data[axis].shape)):
-            if placed.positions is not None:
-                raise NotStreamable  # other frequencies: not a grid
+        direct = placed.positions is None and not placed.sweep
+        if not direct and not _same_rows(data[axis], placed.axis_row):
+            raise NotStreamable  # other frequencies: not a grid
         swept = data[scalar][:, 0]
-        if placed.positions is None:
+        if direct:
             first_values.append(swept.copy())  # a view would keep the window's rows
             for top in tops:
                 yield Batch(top, (slice(start, start + n),), data[top])
+        elif placed.sweep:
+            if _sweeping(swept, first_values[-1][-1:] if first_values else None) != placed.sweep:
+                raise NotStreamable  # no longer a sweep: the levels' plan reads them first
+            first_values.append(swept.copy())
+            offsets = np.arange(start, start + n)
+            yield from _at_levels(placed, data, offsets if placed.sweep > 0 else rows - 1 - offsets)
         else:
-            assert placed.scalar_values is not None and placed.order is not None
+            assert placed.positions is not None and placed.scalar_values is not None
             if not np.array_equal(swept, placed.scalar_values[start : start + n]):
                 raise NotStreamable  # not the rows the first pass read
             yield from _at_levels(placed, data, placed.positions[start : start + n])
@@ -223,9 +292,14 @@ def _grid_rows(
             progress(last_id, upto)
     if start != rows:
         raise NotStreamable
-    if placed.positions is None:  # direct: coordinates from the first line along each axis
+    if placed.positions is None and not placed.sweep:  # direct: the first line along each axis
         yield Batch(scalar, (slice(None),), np.concatenate(first_values))
         yield Batch(axis, (slice(None),), placed.axis_row)
+    elif placed.sweep:  # the setpoint's values are its levels, sorted, or the other way round
+        assert placed.order is not None
+        values = np.concatenate(first_values)
+        yield Batch(scalar, (slice(None),), values if placed.sweep > 0 else values[::-1].copy())
+        yield Batch(axis, (slice(None),), placed.axis_row[placed.order])
     else:
         assert placed.scalar_values is not None and placed.order is not None
         levels = np.empty_like(placed.scalar_values)
@@ -234,18 +308,31 @@ def _grid_rows(
         yield Batch(axis, (slice(None),), placed.axis_row[placed.order])
 
 
+def _same_rows(rows: npt.NDArray[Any], row: npt.NDArray[Any]) -> bool:
+    """Whether every one of ``rows`` holds ``row``'s values (as ``np.array_equal`` compares
+    them, without a broadcast copy of ``row``)."""
+    return rows.shape[1:] == row.shape and bool((rows == row).all())
+
+
 def _at_levels(
     placed: _Rows, data: dict[str, npt.NDArray[Any]], positions: npt.NDArray[np.intp]
 ) -> Iterator[Batch]:
-    """One window's rows at their levels, in runs of consecutive levels."""
+    """One window's rows at their levels, in runs of consecutive levels (one region, and
+    no copy, where they come in the levels' order, as a sweep's do)."""
     assert placed.order is not None
-    rising = np.argsort(positions, kind="stable")
-    places = positions[rising]
+    if len(positions) > 1 and np.all(np.diff(positions) == -1):  # a falling sweep
+        positions, data = positions[::-1], {name: array[::-1] for name, array in data.items()}
+    if np.all(np.diff(positions) == 1):
+        rising: npt.NDArray[np.intp] | slice = slice(None)
+        places = positions
+    else:
+        rising = np.argsort(positions, kind="stable")
+        places = positions[rising]
     starts = np.concatenate([[0], np.flatnonzero(np.diff(places) != 1) + 1])
     ends = np.append(starts[1:], len(places))
     identity = bool(np.array_equal(placed.order, np.arange(placed.points)))
     for top in placed.tops:
-        values = data[top][rising]
+        values = data[top][rising]  # a copy unless a slice
         if not identity:
             values = values[:, placed.order]
         for begin, end in zip(starts.tolist(), ends.tolist(), strict=True):

@@ -36,7 +36,7 @@ from qcsql.data.streams import (
     stream_array_trees,
     stream_numeric_trees,
 )
-from qcsql.export.array_grids import Progress, array_grid_plan
+from qcsql.export.array_grids import Progress, array_grid_plans
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
 from qcsql.export.keys import as_qcodes_sees, has_nan, same_as_qcodes_sees
 from qcsql.export.layout import (
@@ -75,13 +75,17 @@ def streamed_plans(run: DatasetSource, progress: Progress | None = None) -> Iter
             if first is None:
                 return
             plan = _streamed_index_plan(run, list(tops), arrays, first, chunks, progress)
-            if plan is None:  # the first window's rows read once, by whichever plan streams
-                plan = array_grid_plan(run, list(tops), arrays, first, chunks, progress)
-            del first  # the plan's source holds the window until it is written
+            # the first window's rows read once, by whichever plan streams
+            plans = (
+                iter([plan])
+                if plan is not None
+                else array_grid_plans(run, list(tops), arrays, first, chunks, progress)
+            )
+            del first, plan  # the plan's source holds the window until it is written
+            while (plan := next(plans, None)) is not None:
+                yield plan
         except RowsDiffer:
             return
-        if plan is not None:
-            yield plan
         return
     yield from _numeric_plans(run, list(tops), progress)
 
@@ -141,6 +145,8 @@ def _streamed_index_plan(
         return None
     attrs = dataset_attrs(run)
     setpoints = stream.trees[0].columns[1:]
+    if _points_differ(run, setpoints, first[1], PROBE_ROWS):
+        return None  # no two of the first rows' points share their setpoints: not along index
     head = {top: {name: first[1][name][:PROBE_ROWS] for name in (top, *setpoints)} for top in tops}
     probe = plan_dataset(run.description, head, attrs)
     if set(probe.dims) != {INDEX} or any(
@@ -171,6 +177,40 @@ def _streamed_index_plan(
     )
     # The size is known from the count, so the datasets are contiguous, as xarray writes.
     return DatasetPlan(dims={INDEX: total}, variables=variables, attrs=attrs, source=source)
+
+
+def _points_differ(
+    run: DatasetSource,
+    setpoints: tuple[str, ...],
+    data: dict[str, npt.NDArray[Any]],
+    rows: int,
+) -> bool:
+    """Whether the points of the first ``rows`` rows of ``data`` all have different
+    setpoints as QCoDeS sees them, shown cheaply: a scalar setpoint takes a different
+    value in each row, and an array setpoint holds the same values in each row, all
+    different. Then QCoDeS finds no duplicate among them, and lays the run out along its
+    setpoints, never along ``index`` (which only a repeat makes; the in-memory plan of the
+    rows, which :func:`_streamed_index_plan` otherwise makes to see, costs as much as
+    reading them). False when not shown so (NaN, repeats, other setpoints): the plan
+    then decides."""
+    kinds = {
+        name: run.description.interdependencies.parameters[name].paramtype for name in setpoints
+    }
+    scalars = [name for name in setpoints if kinds[name] == "numeric"]
+    arrays = [name for name in setpoints if kinds[name] == "array"]
+    if not scalars or not arrays:
+        return False
+    swept, lines = data[scalars[0]][:rows], data[arrays[0]][:rows]
+    if swept.ndim < 2 or not swept.size or swept.shape != lines.shape:
+        return False
+    values, line = swept.reshape(len(swept), -1)[:, 0], lines[0].reshape(-1)
+    if (
+        has_nan(values)
+        or has_nan(line)
+        or not np.array_equal(lines, np.broadcast_to(lines[0], lines.shape))
+    ):
+        return False
+    return all(len(np.unique(as_qcodes_sees(v))) == len(v) for v in (values, line))
 
 
 def _index_batches(

@@ -45,6 +45,7 @@ from qcsql.data.exported import (
 from qcsql.errors import ExportError
 from qcsql.export.keys import same_as_qcodes_sees
 from qcsql.export.layout import DatasetPlan, NotStreamable, Variable
+from qcsql.export.writeback import Writeback
 
 __all__ = [
     "STREAM_CHUNK",
@@ -168,6 +169,14 @@ def attribute_value(value: Any) -> Any:
 
 
 def _write(plan: DatasetPlan, path: Path) -> None:
+    writeback = Writeback(path)
+    try:
+        _write_file(plan, path, writeback)
+    finally:
+        writeback.close()  # its own descriptor of the file, once HDF5 has closed the file
+
+
+def _write_file(plan: DatasetPlan, path: Path, writeback: Writeback) -> None:
     # No chunk cache (rdcc_nbytes=0): HDF5 places a chunk in the file when the chunk leaves
     # the dataset's cache, which with a cache is when the dataset's last open handle
     # closes. h5netcdf opens an h5py handle for each write and leaves its close to the
@@ -213,10 +222,12 @@ def _write(plan: DatasetPlan, path: Path) -> None:
         for key, value in plan.attrs.items():
             handle.attrs[key] = attribute_value(value)
         if plan.source is not None:
-            _write_batches(plan, handle, created_by_name)
+            _write_batches(plan, handle, created_by_name, writeback)
 
 
-def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -> None:
+def _write_batches(
+    plan: DatasetPlan, handle: Any, created: Mapping[str, Any], writeback: Writeback
+) -> None:
     """Write the batches of ``plan.source`` into the created variables, one after the
     other (a batch is written before the next is asked for, so the source reads its rows
     only as fast as the file takes them and memory holds one batch at a time). A region
@@ -240,6 +251,7 @@ def _write_batches(plan: DatasetPlan, handle: Any, created: Mapping[str, Any]) -
                 if values.dtype.kind == "b":
                     values = values.astype(np.int8)  # as _storable stores booleans
                 target[batch.region] = values
+                writeback.wrote(values.nbytes)
             elif not same_as_qcodes_sees(
                 np.asarray(target[batch.region]), np.asarray(batch.values)
             ):

@@ -122,7 +122,8 @@ def fill_from_pages(
     reader = _Reader(source, root, targets, memory)
     if not (source.lock_free and capacity >= upto_id - after_id >= SPLIT_ROWS):
         return reader.fill(after_id, upto_id, 0, capacity)
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="qcsql-pages") as pool:
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qcsql-pages")
+    try:
         reader = dataclasses.replace(reader, pool=pool)
         filled, covered = 0, after_id
         if memory.pattern is None:  # how do the rows lie? Windows that grow until they show
@@ -140,6 +141,14 @@ def fill_from_pages(
         later = pool.submit(reader.fill, mid, upto_id, offset, capacity)
         more, reached = reader.fill(covered, mid, filled, offset)
         rest, further = later.result()
+    except BaseException:
+        pool.shutdown(wait=True)  # no read may go on into the output once this returns
+        raise
+    finally:
+        # Every read submitted has ended (each path above waits for its own): the idle
+        # workers exit on their own, and joining them would only wait for the scheduler
+        # to wake each (milliseconds per window on a busy machine).
+        pool.shutdown(wait=False)
     filled += more
     if reached < mid:
         return filled, reached  # SQLite reads on from here, over whatever the second half wrote
