@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
 from pathlib import Path
-from typing import Any
+
+from qcsql.sqlite.libc import libc_function
 
 __all__ = ["WRITEBACK_BYTES", "Writeback"]
 
@@ -31,19 +31,10 @@ WRITEBACK_BYTES = 4 * 1024 * 1024  # written between two requests: a few per lar
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: initiate write-out of dirty pages, do not wait
 
 
-def _libc_sync_file_range() -> Any:
-    if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (AttributeError, OSError, TypeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
-
-
-_SYNC_FILE_RANGE = _libc_sync_file_range()
+# sync_file_range(int fd, off64_t offset, off64_t nbytes, unsigned int flags): Linux only
+_SYNC_FILE_RANGE = libc_function(
+    "sync_file_range", [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint], ctypes.c_int
+)
 
 
 class Writeback:

@@ -17,27 +17,19 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
 
 import numpy as np
 import numpy.typing as npt
 
+from qcsql.sqlite.libc import libc_function
+
 __all__ = ["AVAILABLE", "read_scattered"]
 
 
-def _libc_preadv() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    if sys.platform == "win32" or ctypes.sizeof(ctypes.c_void_p) != 8:
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).preadv
-    except (AttributeError, OSError, TypeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64]
-    function.restype = ctypes.c_ssize_t
-    return function
-
-
-_PREADV = _libc_preadv()
+# preadv(fd, const struct iovec *iov, int iovcnt, off_t offset)
+_PREADV = libc_function(
+    "preadv", [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int64], ctypes.c_ssize_t
+)
 AVAILABLE = _PREADV is not None
 
 
