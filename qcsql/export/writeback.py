@@ -64,7 +64,8 @@ class Writeback:
         except OSError:
             self._asking = False  # the final fsync writes it all, as it would anyway
             return
-        if _SYNC_FILE_RANGE(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:
+        request = _SYNC_FILE_RANGE
+        if request is None or request(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE) != 0:
             self._asking = False  # a file system that refuses: the final fsync does it all
 
     def close(self) -> None:
