@@ -32,7 +32,7 @@ from qcsql.sqlite import scatter_read
 from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
 from qcsql.sqlite.descriptors import KeptFile
 
-__all__ = ["NumericColumns", "read_numeric_window"]
+__all__ = ["NumericColumns", "decode_leaves", "read_numeric_window"]
 
 TABLE_LEAF, TABLE_INTERIOR = 13, 5
 LEAVES_PER_WINDOW = 256  # ~1 MB of pages, ~40,000 rows: a few milliseconds per window
@@ -555,3 +555,18 @@ def read_numeric_window(
     if decoded.last_rowid <= after_id:
         return None  # no progress: something about this tree is not what we expect
     return NumericColumns(decoded.values, min(decoded.last_rowid, upto_id), decoded.has)
+
+
+def decode_leaves(
+    source: PageSource,
+    page_bytes: npt.NDArray[np.uint8],
+    column_indices: Sequence[int],
+    tops: int,
+    after_id: int,
+    upto_id: int,
+) -> NumericColumns:
+    """The rows of the table leaf pages ``page_bytes`` (one page a row, read inside
+    :meth:`PageSource.window`) with ``after_id < rowid <= upto_id``, decoded as
+    :func:`read_numeric_window` decodes a window; raises one of :data:`GIVE_UP` for pages
+    it does not decode. For readers that decode most pages of a window another way."""
+    return _decode_leaves(source, page_bytes, column_indices, tops, after_id, upto_id)

@@ -307,7 +307,7 @@ def _numeric_rows(
 
     def windows() -> Iterator[npt.NDArray[Any]]:
         nonlocal rows
-        for _, column in stream.chunks():
+        for column in stream.column(setpoints[0]):
             if rows < EARLY_VALUES:
                 early.append(column[:EARLY_VALUES].copy())
             if keep:
@@ -316,7 +316,7 @@ def _numeric_rows(
             yield column
 
     if monotonic_apart(windows()):
-        dense = rows == upto and table.count_rows() == upto
+        dense = rows == upto and table.min_id() > 0  # ids 1..upto: all the tree's rows
         spans = ((0, upto, upto),) if dense else tuple(table.row_spans(top, upto))
         stand_in[setpoints[0]] = np.arange(2.0)
         if not keep:
