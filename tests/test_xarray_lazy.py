@@ -379,3 +379,19 @@ def test_a_sweep_read_in_windows_is_told_as_read_whole(
         description = db.load_by_id(SWEEP).description
     plan = layout.plan_dataset(description, {"v": {"v": column, "x": column}}, {})
     assert plan.dims == {"x": len(column)}
+
+
+def test_steps_narrow_beside_large_values_are_each_compared_with_their_own() -> None:
+    """A sweep whose narrowest step is below two units of the 15th digit of its largest
+    value, yet wider than that of its own two values, is unique as QCoDeS reads it (the
+    quick test on the narrowest step fails, each step passes); a step too narrow for its
+    own values is not."""
+    import qcsql.export.layout as layout
+
+    fine_then_coarse = np.concatenate([np.arange(1, 100) * 1e-10, np.arange(1, 100) * 1e5])
+    assert layout.monotonic_apart([fine_then_coarse])
+    assert layout.monotonic_apart([fine_then_coarse[::-1].copy()])
+    too_close = np.array([1.0, 2.0, 1e5, 1e5 + 1e-12, 2e5])
+    assert not layout.monotonic_apart([too_close])
+    assert not layout.monotonic_apart([np.array([1.0, np.nan, 3.0])])
+    assert not layout.monotonic_apart([np.array([1.0, 2.0, np.inf])])

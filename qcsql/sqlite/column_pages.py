@@ -9,10 +9,10 @@ its end downwards, so a full page of cells of one size holds them at one stride 
 one first offset, and the value of a column sits at one offset in each. Such pages are
 read here as strided views of the window's bytes, with no gather:
 
-* a *model* page of the window gives the layout: its cell pointers fall at one stride,
+* a *model* page of the window gives a layout (up to three per window): its cell pointers fall at one stride,
   its cells have one payload size, one rowid varint length, one record header (the
-  column a double, the tree's top a number, so every cell is a row of the tree) and
-  fit in the page, without overflow;
+  column a double or an integer of one width, the tree's top a number, so that every
+  cell is a row of the tree) and fit in the page, without overflow;
 * a page is *alike* when its cell count and pointers are the model's and every cell's
   bytes before the values are the model's (payload size and record header byte for
   byte, the rowid varint's continuation bits), and its rowids lie in the id range read;
@@ -49,9 +49,13 @@ __all__ = ["COLUMN_LEAVES", "ColumnWindow", "read_column_window"]
 # a few MB.
 COLUMN_LEAVES = 1024
 # More stretches of pages unlike the model than this in a window: decoded whole by the
-# general reader instead (each stretch is one call of it).
-_MOST_STRETCHES = 16
+# general reader instead (each stretch is one call of it, ~0.5 ms; a whole window ~35 ms).
+_MOST_STRETCHES = 64
+# Layouts tried per window: a window where the rowid varint grows a byte, or where the
+# integers of a sweep of whole numbers do, holds pages of two.
+_MOST_MODELS = 3
 _DOUBLE = 7  # serial type of an 8-byte IEEE float
+_INTEGER_WIDTHS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 8}  # serial type: bytes of a signed integer
 _MAX_VARINT = 9
 
 
@@ -72,7 +76,8 @@ class _Model:
     first: int  # offset of the page's first cell (slot 0, the smallest rowid)
     stride: int  # bytes between consecutive cells, downwards
     rowid_at: int  # offset of the rowid varint within a cell
-    value_at: int  # offset of the column's double within a cell
+    value_at: int  # offset of the column's value within a cell
+    serial: int  # its serial type: a double, or an integer of 1 to 8 bytes
     prefix: bytes  # a cell's bytes before its record's values, masked
     mask: bytes
 
@@ -113,30 +118,29 @@ def _decode(
     after_id: int,
     upto_id: int,
 ) -> ColumnWindow:
-    npages, size = pages.shape
+    npages = len(pages)
     counts = (pages[:, 3].astype(np.int64) << 8) | pages[:, 4]
-    model = None
-    if np.all(pages[:, 0] == TABLE_LEAF):
-        # the fullest page, and the middle one: either is a page like most, unless the
-        # window holds few alike pages anyway
-        for number in dict.fromkeys((npages // 2, int(np.argmax(counts)))):
-            model = _model(pages[number], int(counts[number]), source.usable, column, top)
-            if model is not None:
-                break
-    alike = np.zeros(npages, dtype=bool)
+    models: list[_Model] = []
+    which = np.full(npages, -1, dtype=np.int64)  # the model each page is alike with, or -1
     last_ids = np.full(npages, -1, dtype=np.int64)
-    if model is not None:
-        alike, last_ids = _alike(pages, counts, model, after_id, upto_id)
-    stretches = _stretches(alike)
-    if model is None or len(stretches) > _MOST_STRETCHES:
-        stretches = [(0, npages, False)]
+    while np.all(pages[:, 0] == TABLE_LEAF) and len(models) < _MOST_MODELS:
+        left = np.flatnonzero(which < 0)
+        model = _model_among(pages, counts, left, source.usable, column, top)
+        if model is None:
+            break
+        alike, ids = _alike(pages, counts, model, after_id, upto_id)
+        alike &= which < 0
+        which[alike] = len(models)
+        last_ids[alike] = ids[alike]
+        models.append(model)
+    stretches = _stretches(which)
+    if sum(number < 0 for _, _, number in stretches) > _MOST_STRETCHES:
+        stretches = [(0, npages, -1)]
     pieces: list[npt.NDArray[np.float64]] = []
     last = -1
-    for start, stop, same in stretches:
-        if same:
-            assert model is not None
-            values = _view(pages, model, model.value_at, ">f8")[start:stop]
-            pieces.append(values.astype(np.float64).reshape(-1))
+    for start, stop, number in stretches:
+        if number >= 0:
+            pieces.append(_values(pages[start:stop], models[number]))
             last = max(last, int(last_ids[stop - 1]))
         else:
             decoded = decode_leaves(source, pages[start:stop], [top, column], 1, after_id, upto_id)
@@ -144,6 +148,27 @@ def _decode(
             last = max(last, decoded.last_rowid)
     values = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
     return ColumnWindow(values, last)
+
+
+def _model_among(
+    pages: npt.NDArray[np.uint8],
+    counts: npt.NDArray[np.int64],
+    left: npt.NDArray[np.intp],
+    usable: int,
+    column: int,
+    top: int,
+) -> _Model | None:
+    """The layout of one of the pages ``left``, tried at a few places spread over them,
+    the middle first: the first that gives a layout is one that most of them share,
+    unless few of them are alike anyway."""
+    if not len(left):
+        return None
+    for place in dict.fromkeys(len(left) * k // 8 for k in (4, 2, 6, 1, 3, 5, 7)):
+        number = int(left[place])
+        model = _model(pages[number], int(counts[number]), usable, column, top)
+        if model is not None:
+            return model
+    return None
 
 
 def _model(
@@ -171,8 +196,10 @@ def _model(
     serials = [int(serial) for serial in cell[record + 1 : record + header_size]]
     if header_size < 2 or header_size >= 0x80 or any(serial >= 0x80 for serial in serials):
         return None
-    if column >= len(serials) or top >= len(serials) or serials[column] != _DOUBLE:
+    if column >= len(serials) or top >= len(serials):
         return None
+    if serials[column] != _DOUBLE and serials[column] not in _INTEGER_WIDTHS:
+        return None  # NULL, 0 or 1 (no bytes at all), text or a blob: the general reader
     if not 1 <= serials[top] <= 9:
         return None  # the top is a number, not NULL: each cell is a row of the tree
     sizes = [serial_size(serial) for serial in serials]
@@ -186,6 +213,7 @@ def _model(
         stride=stride,
         rowid_at=1,
         value_at=record + header_size + sum(sizes[:column]),
+        serial=serials[column],
         prefix=prefix,
         mask=mask,
     )
@@ -203,6 +231,23 @@ def _view(pages: npt.NDArray[np.uint8], model: _Model, offset: int, dtype: str) 
         strides=(size, -model.stride),
     )
     return view
+
+
+def _values(pages: npt.NDArray[np.uint8], model: _Model) -> npt.NDArray[np.float64]:
+    """The column of ``pages`` (alike with the model) in key order, as float64, as the
+    general reader decodes it: a double as it is, an integer converted."""
+    if model.serial == _DOUBLE:
+        doubles = _view(pages, model, model.value_at, ">f8")
+        return doubles.astype(np.float64).reshape(-1)
+    # The 8 big-endian bytes that end with the integer's (the bytes before it are the
+    # record's header, the rowid or the page's own: all within the page), shifted left
+    # and back right so that its sign fills the rest.
+    width = _INTEGER_WIDTHS[model.serial]
+    words = _view(pages, model, model.value_at + width - 8, ">i8").astype(np.int64)
+    if width < 8:
+        words <<= 64 - 8 * width
+        words >>= 64 - 8 * width
+    return words.astype(np.float64).reshape(-1)
 
 
 def _alike(
@@ -248,10 +293,11 @@ def _rowids(
     return ids
 
 
-def _stretches(alike: npt.NDArray[np.bool_]) -> list[tuple[int, int, bool]]:
-    """``(start, stop, alike)`` of the runs of consecutive pages alike or not."""
-    if not len(alike):
+def _stretches(which: npt.NDArray[np.int64]) -> list[tuple[int, int, int]]:
+    """``(start, stop, model)`` of the runs of consecutive pages alike with one model
+    (-1: with none)."""
+    if not len(which):
         return []
-    edges = np.flatnonzero(alike[1:] != alike[:-1]) + 1
-    bounds = [0, *edges.tolist(), len(alike)]
-    return [(a, b, bool(alike[a])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    edges = np.flatnonzero(which[1:] != which[:-1]) + 1
+    bounds = [0, *edges.tolist(), len(which)]
+    return [(a, b, int(which[a])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
