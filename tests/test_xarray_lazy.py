@@ -395,3 +395,43 @@ def test_steps_narrow_beside_large_values_are_each_compared_with_their_own() -> 
     assert not layout.monotonic_apart([too_close])
     assert not layout.monotonic_apart([np.array([1.0, np.nan, 3.0])])
     assert not layout.monotonic_apart([np.array([1.0, 2.0, np.inf])])
+
+
+def test_a_sweep_unique_out_of_order_is_read_once_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Setpoints unique but not in order (no repeat among the first values): the pass that
+    finds them out of order keeps the column and lays the run out from it, instead of
+    reading the setpoints again; the dataset is still ``to_xarray_dataset()``'s."""
+    from qcodes.dataset import Measurement
+
+    import qcsql.sqlite.pages
+
+    path = tmp_path / "shuffled.db"
+    experiment = new_database(path)
+    points = 100_000
+    try:
+        x, v = parameters("x", "v")
+        sweep = Measurement(exp=experiment, name="shuffled sweep")
+        sweep.register_parameter(x)
+        sweep.register_parameter(v, setpoints=(x,))
+        rng = np.random.default_rng(11)
+        with sweep.run() as saver:
+            xs = rng.permutation(points) * 1e-3 + 0.5e-3
+            saver.add_result((x, xs), (v, np.cos(xs)))
+    finally:
+        experiment.conn.close()
+    with qcsql.open_database(path) as db:
+        expected = db.load_by_id(1).to_xarray_dataset()
+    pages_read: list[int] = []
+    real = qcsql.sqlite.pages.PageSource.pages
+
+    def counted(self: Any, numbers: Any) -> Any:
+        pages_read.append(len(numbers))
+        return real(self, numbers)
+
+    monkeypatch.setattr(qcsql.sqlite.pages.PageSource, "pages", counted)
+    with xr.open_dataset(path, engine="qcsql", run_id=1) as opened:
+        once = points // 150  # rows of three numbers: about 160 a leaf page of 4 KiB
+        assert 0 < sum(pages_read) < once * 1.3, "the setpoints were read twice"
+        xr.testing.assert_identical(opened.load(), expected)
