@@ -118,6 +118,9 @@ def _decode(
     after_id: int,
     upto_id: int,
 ) -> ColumnWindow:
+    """The window's column: pages alike with one of a few models as strided views, the
+    stretches of other pages through the general decoder (or all of them, where there
+    are too many stretches for that to pay)."""
     npages = len(pages)
     counts = (pages[:, 3].astype(np.int64) << 8) | pages[:, 4]
     models: list[_Model] = []
@@ -130,6 +133,8 @@ def _decode(
             break
         alike, ids = _alike(pages, counts, model, after_id, upto_id)
         alike &= which < 0
+        if not alike.any():
+            break  # the model's own page is out of the id range: the rest go one by one
         which[alike] = len(models)
         last_ids[alike] = ids[alike]
         models.append(model)
