@@ -326,11 +326,19 @@ def test_a_rising_sweep_with_values_one_for_qcodes_is_not_taken_as_unique(
         assert set(opened.dims) == {"index"}
 
 
-def test_arrays_of_another_shape_past_the_first_rows_are_a_typed_error(tmp_path: Path) -> None:
-    """Blobs of one size settle an array run's layout on open; a later row whose array has
-    another shape in a blob of that size (40 float32 among rows of 20 float64) is found
-    when read, as one typed error, not as misplaced values."""
-    from qcodes.dataset import Measurement
+def test_arrays_of_another_dtype_in_blobs_of_one_size_open_as_qcodes_converts_them(
+    tmp_path: Path,
+) -> None:
+    """Blobs of one size but not of one ``.npy`` header (a row of 40 float32 among rows of
+    20 float64: as many bytes) are ragged: QCoDeS' ``to_xarray_dataset()`` fails on them,
+    ``Run.to_xarray_dataset()`` gives its export's layout (the rows' values one after the
+    other along ``index``, as QCoDeS' ``get_parameter_data`` holds them). Opening tells
+    them from the blobs' headers and gives that layout, not one settled from the first
+    rows and the blobs' sizes."""
+    from qcodes.dataset import Measurement, load_by_id
+
+    from tests.helpers import copy_database
+    from tests.qcodes_reference import _connect_like_a_user
 
     path = tmp_path / "shapes.db"
     experiment = new_database(path)
@@ -348,10 +356,22 @@ def test_arrays_of_another_shape_past_the_first_rows_are_a_typed_error(tmp_path:
                 saver.add_result((freq, setpoints), (spectrum, values))
     finally:
         experiment.conn.close()
+    conn, _ = _connect_like_a_user(copy_database(path, tmp_path / "q"), tmp_path / "qc")
+    try:
+        dataset = load_by_id(1, conn=conn)
+        with pytest.raises(TypeError):
+            dataset.to_xarray_dataset()
+        theirs = dataset.get_parameter_data()["spectrum"]
+    finally:
+        conn.close()
+    with qcsql.open_database(path) as db:
+        ours = db.load_by_id(1).to_xarray_dataset()
+    assert dict(ours.sizes) == {"index": 2499 * 20 + 40}
+    for name in ("spectrum", "freq"):
+        flat = np.concatenate([np.asarray(row, dtype=float) for row in theirs[name]])
+        np.testing.assert_allclose(ours[name].values, flat, rtol=2e-14)
     with xr.open_dataset(path, engine="qcsql", run_id=1) as opened:
-        np.testing.assert_array_equal(opened["spectrum"][:20].values, np.arange(20.0))
-        with pytest.raises(qcsql.DataDecodeError, match="other shapes than its first rows"):
-            opened["spectrum"][2400 * 20 : 2401 * 20].values
+        xr.testing.assert_identical(opened.load(), ours)
 
 
 @pytest.mark.parametrize("step", [1.0, -1.0])
@@ -379,3 +399,59 @@ def test_a_sweep_read_in_windows_is_told_as_read_whole(
         description = db.load_by_id(SWEEP).description
     plan = layout.plan_dataset(description, {"v": {"v": column, "x": column}}, {})
     assert plan.dims == {"x": len(column)}
+
+
+def test_steps_narrow_beside_large_values_are_each_compared_with_their_own() -> None:
+    """A sweep whose narrowest step is below two units of the 15th digit of its largest
+    value, yet wider than that of its own two values, is unique as QCoDeS reads it (the
+    quick test on the narrowest step fails, each step passes); a step too narrow for its
+    own values is not."""
+    import qcsql.export.layout as layout
+
+    fine_then_coarse = np.concatenate([np.arange(1, 100) * 1e-10, np.arange(1, 100) * 1e5])
+    assert layout.monotonic_apart([fine_then_coarse])
+    assert layout.monotonic_apart([fine_then_coarse[::-1].copy()])
+    too_close = np.array([1.0, 2.0, 1e5, 1e5 + 1e-12, 2e5])
+    assert not layout.monotonic_apart([too_close])
+    assert not layout.monotonic_apart([np.array([1.0, np.nan, 3.0])])
+    assert not layout.monotonic_apart([np.array([1.0, 2.0, np.inf])])
+
+
+def test_a_sweep_unique_out_of_order_is_read_once_on_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Setpoints unique but not in order (no repeat among the first values): the pass that
+    finds them out of order keeps the column and lays the run out from it, instead of
+    reading the setpoints again; the dataset is still ``to_xarray_dataset()``'s."""
+    from qcodes.dataset import Measurement
+
+    import qcsql.sqlite.pages
+
+    path = tmp_path / "shuffled.db"
+    experiment = new_database(path)
+    points = 100_000
+    try:
+        x, v = parameters("x", "v")
+        sweep = Measurement(exp=experiment, name="shuffled sweep")
+        sweep.register_parameter(x)
+        sweep.register_parameter(v, setpoints=(x,))
+        rng = np.random.default_rng(11)
+        with sweep.run() as saver:
+            xs = rng.permutation(points) * 1e-3 + 0.5e-3
+            saver.add_result((x, xs), (v, np.cos(xs)))
+    finally:
+        experiment.conn.close()
+    with qcsql.open_database(path) as db:
+        expected = db.load_by_id(1).to_xarray_dataset()
+    pages_read: list[int] = []
+    real = qcsql.sqlite.pages.PageSource.pages
+
+    def counted(self: Any, numbers: Any) -> Any:
+        pages_read.append(len(numbers))
+        return real(self, numbers)
+
+    monkeypatch.setattr(qcsql.sqlite.pages.PageSource, "pages", counted)
+    with xr.open_dataset(path, engine="qcsql", run_id=1) as opened:
+        once = points // 150  # rows of three numbers: about 160 a leaf page of 4 KiB
+        assert 0 < sum(pages_read) < once * 1.3, "the setpoints were read twice"
+        xr.testing.assert_identical(opened.load(), expected)

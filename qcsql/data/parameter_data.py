@@ -38,7 +38,14 @@ from qcsql.errors import DataDecodeError, ParameterNotFoundError, RunDescription
 from qcsql.schema.description import RunDescription, qcodes_size
 from qcsql.sqlite.blob_cells import ColumnTarget
 
-__all__ = ["ParameterData", "Tree", "numeric_chunks", "read_parameter_data", "read_tree"]
+__all__ = [
+    "ParameterData",
+    "Tree",
+    "column_chunks",
+    "numeric_chunks",
+    "read_parameter_data",
+    "read_tree",
+]
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +215,25 @@ def numeric_chunks(tree: Tree) -> Iterator[list[npt.NDArray[np.float64]]]:
         yield from _numeric_chunks(tree)
     except _NotNumbers as text:
         raise text.error from None
+
+
+def column_chunks(tree: Tree, column: str) -> Iterator[npt.NDArray[np.float64]]:
+    """Only ``column`` of an all-numeric tree's rows, chunk by chunk: a pass over one
+    column (a setpoint, to settle a layout) that decodes no other value where the pages
+    allow (:meth:`ResultsTable.column_windows`). Where they do not, the rest of the rows
+    is read as :func:`numeric_chunks` reads it (so text in the tree is a
+    ``DataDecodeError`` there, as it is in any pass over the tree)."""
+    rest = RowRange(tree.rows.upto_id, tree.rows.upto_id, 0)
+    for left, window in tree.table.column_windows(column, tree.top, tree.rows):
+        if window is None:
+            rest = left
+            break
+        if len(window.values):
+            yield window.values
+    if rest.rows:
+        index = tree.columns.index(column)
+        for chunk in numeric_chunks(dataclasses.replace(tree, rows=rest)):
+            yield chunk[index]
 
 
 def _numeric_chunks(tree: Tree) -> Iterator[list[npt.NDArray[np.float64]]]:

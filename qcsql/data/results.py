@@ -24,6 +24,7 @@ from sqlalchemy.dialects import sqlite
 from qcsql.errors import SchemaError, Where
 from qcsql.sqlite.blob_cells import ColumnTarget
 from qcsql.sqlite.blob_pages import PageMemory, fill_from_pages
+from qcsql.sqlite.column_pages import COLUMN_LEAVES, ColumnWindow, read_column_window
 from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
 from qcsql.sqlite.pages import NumericColumns, PageSource, read_numeric_window
 
@@ -141,6 +142,13 @@ class ResultsTable:
             ("count",), lambda: sa.select(sa.func.count()).select_from(self.model)
         )
         return int(self._fetch(statement)[0][0])
+
+    def min_id(self) -> int:
+        """The smallest id (0 for an empty table): with ids 1..max_id all held, the table
+        has no other row exactly when it is positive, which SQLite tells from one b-tree
+        descent where counting visits every leaf page."""
+        value = self._fetch(_compiled(sa.select(sa.func.min(self.model.c.id))))[0][0]
+        return int(value or 0)
 
     def max_id(self) -> int:
         statement = self._statement(("max id",), lambda: sa.select(sa.func.max(self.model.c.id)))
@@ -262,6 +270,32 @@ class ResultsTable:
             low = high if counted else self.skip_gap(high, upto_id)
         return spans, found
 
+    def blobs_begin_with(self, top: str, prefixes: dict[str, bytes], spans: Sequence[Span]) -> bool:
+        """Whether the blob of each column of ``prefixes`` begins with its bytes in every
+        row of ``top``'s tree among the ``spans``: given one ``.npy`` header as prefix, the
+        blobs all hold arrays of that dtype, order and shape. SQLite reads each blob whole
+        to compare it (where it tells a blob's length from the record header alone), one
+        statement a span, as :meth:`row_spans` counts."""
+        ids = self.model.c.id
+        differs = sa.or_(
+            *(
+                sa.func.substr(self.column(name), 1, len(prefix)) != sa.bindparam(f"p{number}")
+                for number, (name, prefix) in enumerate(prefixes.items())
+            )
+        )
+        statement = _compiled(
+            sa.select(sa.func.count()).where(
+                ids > sa.bindparam("lo"),
+                ids <= sa.bindparam("hi"),
+                self.column(top).is_not(None),
+                differs,
+            )
+        )
+        given = {f"p{number}": prefix for number, prefix in enumerate(prefixes.values())}
+        return not any(
+            self._fetch(statement, lo=low, hi=high, **given)[0][0] for low, high, _ in spans
+        )
+
     def rows_at(self, top: str, spans: Sequence[Span], first: int, rows: int) -> RowRange:
         """The ids of ``rows`` rows of ``top``'s tree from its ``first`` (0-based), by the
         ``spans`` of :meth:`row_spans`."""
@@ -337,6 +371,26 @@ class ResultsTable:
                 after, left = window.last_rowid, left - window.rows
         finally:
             source.close()
+
+    def column_windows(
+        self, column: str, top: str, rows: RowRange
+    ) -> Iterator[tuple[RowRange, ColumnWindow | None]]:
+        """Decode only ``column`` of the rows where ``top`` is not NULL straight from the
+        table's pages (:mod:`qcsql.sqlite.column_pages`), window by window, as
+        :meth:`numeric_windows` decodes whole rows: a window of None means the pages cannot
+        be used from here on, and the caller reads the rows still to read through SQLite."""
+        source = PageSource(self._conn)
+        index, top_index = self.record_index(column), self.record_index(top)
+        root = self.root_page()
+        after, left = rows.after_id, rows.rows
+        while after < rows.upto_id and left > 0:
+            remaining = RowRange(after, rows.upto_id, left)
+            leaves = min(COLUMN_LEAVES, 1 + left // ROWS_PER_LEAF_AT_LEAST)
+            window = read_column_window(source, root, index, top_index, after, rows.upto_id, leaves)
+            yield remaining, window
+            if window is None:
+                return
+            after, left = window.last_rowid, left - len(window.values)
 
     def fill_from_pages(self, targets: Sequence[ColumnTarget], rows: RowRange) -> tuple[int, int]:
         """Fill ``targets`` (the first is the tree's top column) with the rows of ``rows``

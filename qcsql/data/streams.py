@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.data.parameter_data import NUMERIC_ROWS_PER_CHUNK, Tree, numeric_chunks, read_tree
+from qcsql.data.parameter_data import (
+    NUMERIC_ROWS_PER_CHUNK,
+    Tree,
+    column_chunks,
+    numeric_chunks,
+    read_tree,
+)
 from qcsql.data.results import RowRange
 
 if TYPE_CHECKING:
@@ -88,6 +94,14 @@ class NumericTreeStream:
         if self.tops == 1:
             return numeric_chunks(self.tree)
         return self._joint_chunks()
+
+    def column(self, name: str) -> Iterator[npt.NDArray[Any]]:
+        """Only the values of column ``name``, chunk by chunk, as :meth:`chunks` gives
+        them: where the stream is one tree of numbers, no other column is decoded."""
+        if self.tops == 1 and set(self.tree.kinds) == {"numeric"}:
+            return column_chunks(self.tree, name)
+        index = self.tree.columns.index(name)
+        return (chunk[index] for chunk in self.chunks())
 
     def _trees_apart(self) -> list[Tree]:
         tree, tops = self.tree, self.tops

@@ -32,7 +32,7 @@ from qcsql.sqlite import scatter_read
 from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
 from qcsql.sqlite.descriptors import KeptFile
 
-__all__ = ["NumericColumns", "read_numeric_window"]
+__all__ = ["NumericColumns", "decode_leaves", "read_numeric_window"]
 
 TABLE_LEAF, TABLE_INTERIOR = 13, 5
 LEAVES_PER_WINDOW = 256  # ~1 MB of pages, ~40,000 rows: a few milliseconds per window
@@ -318,7 +318,7 @@ def _wanted_children(data: bytes, start: int, after_id: int) -> list[int]:
     return wanted
 
 
-def _decode_leaves(
+def decode_leaves(
     source: PageSource,
     page_bytes: npt.NDArray[np.uint8],
     column_indices: Sequence[int],
@@ -326,6 +326,10 @@ def _decode_leaves(
     after_id: int,
     upto_id: int,
 ) -> NumericColumns:
+    """The rows of the table leaf pages ``page_bytes`` (one page a row, read inside
+    :meth:`PageSource.window`) with ``after_id < rowid <= upto_id``; raises one of
+    :data:`GIVE_UP` for pages it does not decode. Public for readers that decode most
+    pages of a window another way (:mod:`qcsql.sqlite.column_pages`)."""
     npages, size = page_bytes.shape
     flat = np.concatenate([page_bytes.reshape(-1), np.zeros(_MAX_VARINT + 16, dtype=np.uint8)])
     starts = np.arange(npages, dtype=np.int64) * size
@@ -573,7 +577,7 @@ def read_numeric_window(
             if not found:
                 return NumericColumns([np.empty(0) for _ in column_indices], upto_id)
             pages = source.pages(found)
-            decoded = _decode_leaves(source, pages, column_indices, tops, after_id, upto_id)
+            decoded = decode_leaves(source, pages, column_indices, tops, after_id, upto_id)
     except GIVE_UP:
         return None  # whatever these pages are, SQLite reads them (and reports damage) instead
     if decoded.last_rowid <= after_id:

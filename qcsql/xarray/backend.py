@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from qcsql.data.npy import parse_header
 from qcsql.data.parameter_data import ParameterData, Tree, read_tree
 from qcsql.data.results import ResultsTable, Span
 from qcsql.data.streams import stream_numeric_trees
@@ -122,10 +123,13 @@ def _lazy_plan(
         table = run.results_table()
     except QcsqlError:
         return None
-    settled = _settled_without_values(run, table, use_multi_index, open_table, lazy_coordinates)
+    whole: dict[str, npt.NDArray[Any]] = {}  # a setpoint the layout's pass read whole
+    settled = _settled_without_values(
+        run, table, use_multi_index, open_table, lazy_coordinates, whole
+    )
     if settled is not None:
         return settled
-    data = _setpoints_only(run, tops) or run.get_parameter_data()
+    data = _setpoints_only(run, tops, whole) or run.get_parameter_data()
     upto = table.max_id()
     placeholders: list[npt.NDArray[Any]] = []
     sources: list[tuple[RowSource, np.dtype[Any]]] = []
@@ -198,6 +202,7 @@ def _settled_without_values(
     use_multi_index: MultiIndexUse,
     open_table: TableOpener,
     lazy_coordinates: bool,
+    whole: dict[str, npt.NDArray[Any]],
 ) -> DatasetPlan | None:
     """The lazy plan of a run whose trees are each of numbers or of arrays, with one
     setpoint or none and no declared shape, laid out from what settles QCoDeS' layout
@@ -208,7 +213,8 @@ def _settled_without_values(
     knows without reading them. Several trees are laid out so only when they share no
     parameter and no dimension (then QCoDeS' merge of their datasets is a plain union).
     None where that does not settle it (setpoints unique but not in order, arrays that
-    differ in length, trees on one dimension): the run's setpoints are then read whole."""
+    differ in length, trees on one dimension): the run's setpoints are then read whole,
+    unless the pass kept the one setpoint of a run of one tree in ``whole``."""
     description = run.description
     graph = description.interdependencies
     upto = table.max_id()
@@ -220,7 +226,17 @@ def _settled_without_values(
         kinds = {graph.parameters[c].paramtype for c in (top, *setpoints)}
         try:
             if kinds == {"numeric"}:
-                found = _numeric_rows(run, table, top, setpoints, upto, keep=not lazy_coordinates)
+                alone = len(graph.top_level_parameters) == 1
+                found = _numeric_rows(
+                    run,
+                    table,
+                    top,
+                    setpoints,
+                    upto,
+                    keep=not lazy_coordinates,
+                    whole=whole,
+                    alone=alone,
+                )
             elif kinds == {"array"}:
                 found = _array_rows(table, top, (top, *setpoints), upto)
             else:
@@ -289,10 +305,15 @@ def _numeric_rows(
     upto: int,
     *,
     keep: bool,
+    whole: dict[str, npt.NDArray[Any]],
+    alone: bool,
 ) -> _Rows | None:
     """A tree of numbers: a sweep if its setpoint's values rise (or fall) apart, streamed
     window by window (and, to ``keep`` them, copied into one array as they come); along
-    ``index`` if it has no setpoint or its first values repeat."""
+    ``index`` if it has no setpoint or its first values repeat. Neither (unique values out
+    of order, say): None, and where the tree is ``alone`` in its run and its values are
+    kept, the pass goes on to the end and leaves the whole setpoint in ``whole``, to lay
+    the run out from without reading it again."""
     stand_in = {top: np.zeros(2)}
     dtypes = {name: np.dtype(np.float64) for name in (top, *setpoints)}
     if not setpoints:
@@ -307,7 +328,7 @@ def _numeric_rows(
 
     def windows() -> Iterator[npt.NDArray[Any]]:
         nonlocal rows
-        for _, column in stream.chunks():
+        for column in stream.column(setpoints[0]):
             if rows < EARLY_VALUES:
                 early.append(column[:EARLY_VALUES].copy())
             if keep:
@@ -315,8 +336,9 @@ def _numeric_rows(
             rows += len(column)
             yield column
 
-    if monotonic_apart(windows()):
-        dense = rows == upto and table.count_rows() == upto
+    passing = windows()
+    if monotonic_apart(passing):
+        dense = rows == upto and table.min_id() > 0  # ids 1..upto: all the tree's rows
         spans = ((0, upto, upto),) if dense else tuple(table.row_spans(top, upto))
         stand_in[setpoints[0]] = np.arange(2.0)
         if not keep:
@@ -328,6 +350,10 @@ def _numeric_rows(
         spans = tuple(table.row_spans(top, upto))
         stand_in[setpoints[0]] = np.zeros(2)
         return _Rows(spans, sum(c for _, _, c in spans), 1, dtypes, stand_in)
+    if keep and alone:
+        for _ in passing:  # the rest of the setpoint, after the window out of order
+            pass
+        whole[setpoints[0]] = kept[:rows]
     return None
 
 
@@ -352,6 +378,18 @@ def _array_rows(table: ResultsTable, top: str, columns: tuple[str, ...], upto: i
     per_row = shapes.pop()[1]
     if len(columns) > 1 and not duplicated_early(head[columns[1]].reshape(-1)):
         return None
+    # Blobs of one size may still hold arrays of other dtypes and shapes (40 float32 in
+    # the bytes of 20 float64): the rows are ragged unless every blob has the first's header.
+    blobs = table.first_row(columns, top, table.rows_at(top, spans, 0, 1))
+    try:
+        prefixes = {
+            name: blob[: parse_header(blob).data_offset]
+            for name, blob in zip(columns, blobs, strict=True)
+        }
+    except ValueError:
+        return None
+    if not table.blobs_begin_with(top, prefixes, spans):
+        return None
     return _Rows(
         tuple(spans),
         rows,
@@ -361,17 +399,23 @@ def _array_rows(table: ResultsTable, top: str, columns: tuple[str, ...], upto: i
     )
 
 
-def _setpoints_only(run: DatasetSource, tops: list[str]) -> ParameterData | None:
+def _setpoints_only(
+    run: DatasetSource, tops: list[str], whole: dict[str, npt.NDArray[Any]]
+) -> ParameterData | None:
     """The run's data with the values of its one numeric tree as a zero-filled stand-in:
-    the setpoints are read window by window and the values dropped as they come, so that
-    opening a large sweep never holds its values. None for any other run (several trees,
-    declared shapes, other kinds): it is read whole."""
+    the setpoints are read window by window (or taken from ``whole``, where a pass read
+    them already) and the values dropped as they come, so that opening a large sweep
+    never holds its values. None for any other run (several trees, declared shapes,
+    other kinds): it is read whole."""
     graph = run.description.interdependencies
     if len(tops) != 1 or tops[0] in (run.description.declared_shapes or {}):
         return None
     top, setpoints, others = graph.tree_by_group(tops[0])
     if others or any(graph.parameters[c].paramtype != "numeric" for c in (top, *setpoints)):
         return None
+    if setpoints and set(whole) == set(setpoints):
+        rows = len(whole[setpoints[0]])
+        return {top: {top: np.zeros(rows, dtype=np.float64), **whole}}
     stream = stream_numeric_trees(run, [top])
     if stream is None:
         return None
