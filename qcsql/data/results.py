@@ -270,32 +270,6 @@ class ResultsTable:
             low = high if counted else self.skip_gap(high, upto_id)
         return spans, found
 
-    def blobs_begin_with(self, top: str, prefixes: dict[str, bytes], spans: Sequence[Span]) -> bool:
-        """Whether the blob of each column of ``prefixes`` begins with its bytes in every
-        row of ``top``'s tree among the ``spans``: given one ``.npy`` header as prefix, the
-        blobs all hold arrays of that dtype, order and shape. SQLite reads each blob whole
-        to compare it (where it tells a blob's length from the record header alone), one
-        statement a span, as :meth:`row_spans` counts."""
-        ids = self.model.c.id
-        differs = sa.or_(
-            *(
-                sa.func.substr(self.column(name), 1, len(prefix)) != sa.bindparam(f"p{number}")
-                for number, (name, prefix) in enumerate(prefixes.items())
-            )
-        )
-        statement = _compiled(
-            sa.select(sa.func.count()).where(
-                ids > sa.bindparam("lo"),
-                ids <= sa.bindparam("hi"),
-                self.column(top).is_not(None),
-                differs,
-            )
-        )
-        given = {f"p{number}": prefix for number, prefix in enumerate(prefixes.values())}
-        return not any(
-            self._fetch(statement, lo=low, hi=high, **given)[0][0] for low, high, _ in spans
-        )
-
     def rows_at(self, top: str, spans: Sequence[Span], first: int, rows: int) -> RowRange:
         """The ids of ``rows`` rows of ``top``'s tree from its ``first`` (0-based), by the
         ``spans`` of :meth:`row_spans`."""

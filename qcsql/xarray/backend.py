@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from qcsql.data.npy import parse_header
 from qcsql.data.parameter_data import ParameterData, Tree, read_tree
 from qcsql.data.results import ResultsTable, Span
 from qcsql.data.streams import stream_numeric_trees
@@ -377,18 +376,6 @@ def _array_rows(table: ResultsTable, top: str, columns: tuple[str, ...], upto: i
         return None
     per_row = shapes.pop()[1]
     if len(columns) > 1 and not duplicated_early(head[columns[1]].reshape(-1)):
-        return None
-    # Blobs of one size may still hold arrays of other dtypes and shapes (40 float32 in
-    # the bytes of 20 float64): the rows are ragged unless every blob has the first's header.
-    blobs = table.first_row(columns, top, table.rows_at(top, spans, 0, 1))
-    try:
-        prefixes = {
-            name: blob[: parse_header(blob).data_offset]
-            for name, blob in zip(columns, blobs, strict=True)
-        }
-    except ValueError:
-        return None
-    if not table.blobs_begin_with(top, prefixes, spans):
         return None
     return _Rows(
         tuple(spans),
