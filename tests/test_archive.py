@@ -15,11 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import qcsql
+import qcsql.archive.catalog
 import qcsql.archive.checksum
 import qcsql.audit
+import qcsql.sqlite.connection
 from qcsql.archive import build_catalog, catalog_records, discover, read_catalog, write_catalog
 from qcsql.archive.checksum import run_checksum, run_checksums
 from qcsql.archive.fanout import (
@@ -193,6 +196,127 @@ def test_the_checksum_tells_different_data_apart(tmp_path: Path) -> None:
     assert all(v for run_id, v in same.items() if run_id != 3)
 
 
+def _rewritten(path: Path, run_id: int, change: str) -> None:
+    """Change run ``run_id``'s results table in ``path`` (a copy of ours) as ``change``
+    says, with plain SQL: what QCoDeS' copies never do, or do without changing the data."""
+    with qcsql.open_database(path) as db:
+        run = db.load_by_id(run_id)
+        table = str(run.table_name)
+        column = next(n for n, s in run.paramspecs.items() if s.paramtype == "numeric")
+    q = qcsql.sqlite.connection.quote_identifier
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        declared = [(row[1], row[2]) for row in conn.execute(f"PRAGMA table_info({q(table)})")]
+        ids = [r[0] for r in conn.execute(f"SELECT id FROM {q(table)} ORDER BY id LIMIT 2")]
+        first, second = ids
+        value = conn.execute(f"SELECT {q(column)} FROM {q(table)} WHERE id = ?", (first,))
+        (stored,) = value.fetchone()
+        if change == "columns in another order":
+            others = [(n, t) for n, t in declared if n != "id"][::-1]
+            names = ", ".join(q(n) for n, _ in others)
+            conn.execute(
+                "CREATE TABLE reordered (id INTEGER PRIMARY KEY, "
+                + ", ".join(f"{q(n)} {t}" for n, t in others)
+                + ")"
+            )
+            conn.execute(
+                f"INSERT INTO reordered (id, {names}) SELECT id, {names} FROM {q(table)} "
+                "ORDER BY id"
+            )
+            conn.execute(f"DROP TABLE {q(table)}")
+            conn.execute(f"ALTER TABLE reordered RENAME TO {q(table)}")
+        elif change == "ids renumbered, rows in the same order":
+            conn.execute(f"UPDATE {q(table)} SET id = id + 1000000")
+        elif change in ("beyond the 15th digit", "at the 15th digit"):
+            new = (
+                float(np.nextafter(stored, np.inf))
+                if change.startswith("beyond")
+                else (stored * (1 + 1e-13) if stored else 1e-300)
+            )
+            conn.execute(f"UPDATE {q(table)} SET {q(column)} = ? WHERE id = ?", (new, first))
+        elif change == "two rows swapped":
+            rows = conn.execute(
+                f"SELECT * FROM {q(table)} WHERE id IN (?, ?) ORDER BY id", (first, second)
+            ).fetchall()
+            assert rows[0][1:] != rows[1][1:]
+            conn.execute(f"DELETE FROM {q(table)} WHERE id IN (?, ?)", (first, second))
+            marks = ", ".join("?" * len(rows[0]))
+            conn.execute(f"INSERT INTO {q(table)} VALUES ({marks})", (first, *rows[1][1:]))
+            conn.execute(f"INSERT INTO {q(table)} VALUES ({marks})", (second, *rows[0][1:]))
+        elif change == "a row deleted":
+            conn.execute(f"DELETE FROM {q(table)} WHERE id = ?", (second,))
+        else:
+            raise AssertionError(change)
+
+
+@pytest.mark.parametrize(
+    ("change", "same"),
+    [
+        ("columns in another order", True),
+        ("ids renumbered, rows in the same order", True),
+        ("beyond the 15th digit", True),
+        ("at the 15th digit", False),
+        ("two rows swapped", False),
+        ("a row deleted", False),
+    ],
+)
+def test_what_same_data_means(tmp_path: Path, change: str, same: bool) -> None:
+    """Two copies of a run hold the same data when their results tables hold, under the
+    same column names, the same values row by row in id order, numbers as QCoDeS reads
+    them (15 significant digits); neither the columns' order nor the ids count."""
+    first = copy_database(EXAMPLE_DB, tmp_path / "a")
+    second = copy_database(EXAMPLE_DB, tmp_path / "b")
+    _rewritten(second, 3, change)
+    catalog = build_catalog([first, second])
+    found = {d.locations[0][1]: d.same_data for d in catalog.duplicates()}
+    assert found[3] is same
+    assert all(v for run_id, v in found.items() if run_id != 3)
+    assert not catalog.problems
+
+
+def test_checksums_read_only_the_results_tables(
+    tmp_path: Path, traced_statements: list[str]
+) -> None:
+    """The checksums of runs whose data are in their file's results tables (as the
+    catalogue found them) read those tables and nothing else of the file: neither its
+    schema nor its runs again, nor a table's columns by a statement of their own."""
+    first = copy_database(EXAMPLE_DB, tmp_path / "a")
+    second = copy_database(EXAMPLE_DB, tmp_path / "b")
+    _rewritten(second, 3, "at the 15th digit")
+    listed = build_catalog([first, second], checksums=False)
+    traced_statements.clear()
+    catalog = build_catalog([first, second])
+    assert [r.data_checksum is not None for r in catalog.runs] == [True] * len(catalog.runs)
+    listings = [s for s in traced_statements if "FROM runs LEFT OUTER JOIN" in s]
+    assert len(listings) == 2  # one per file, by the scan
+    assert [s for s in traced_statements if "table_info" in s] == ['PRAGMA table_info("runs")'] * 2
+    hashed = [s for s in traced_statements if s.startswith("SELECT id, * FROM")]
+    assert len(hashed) == len(catalog.runs)
+    assert [r.run_id for r in listed.runs] == [r.run_id for r in catalog.runs]
+
+
+def test_row_counts_of_a_rollback_journal_file_let_a_writer_commit_between_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results tables of a rollback-journal file are counted a statement each, sent
+    together: between two of them no read lock of ours is held, so a writer commits
+    without waiting (it would fail at once here, with no busy timeout)."""
+    path = copy_database(LEGACY / "v6_qcodes-0.4.0.db", tmp_path / "db")
+    assert path.read_bytes()[18] == 1  # rollback journal
+    real = qcsql.archive.catalog._count_statement
+    commits: list[int] = []
+
+    def writing_between(tables: Any) -> str:
+        with contextlib.closing(sqlite3.connect(path, timeout=0)) as writer, writer:
+            writer.execute("UPDATE experiments SET name = name")
+        commits.append(len(tables))
+        return real(tables)
+
+    monkeypatch.setattr(qcsql.archive.catalog, "_count_statement", writing_between)
+    catalog = build_catalog([path], checksums=False)
+    assert not catalog.problems
+    assert commits == [1] * len(catalog.runs) and len(commits) > 2
+
+
 def test_byte_identical_copies_are_read_once_for_their_checksums(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,9 +332,9 @@ def test_byte_identical_copies_are_read_once_for_their_checksums(
     read: list[str] = []
     real_task = qcsql.archive.catalog.checksum_task
 
-    def recorded(path: str, run_id: None, run_ids: tuple[int, ...]) -> Outcome:
+    def recorded(path: str, run_id: None, *arguments: Any) -> Outcome:
         read.append(path)
-        return real_task(path, run_id, run_ids)
+        return real_task(path, run_id, *arguments)
 
     monkeypatch.setattr(qcsql.archive.catalog, "checksum_task", recorded)
     catalog = build_catalog([tmp_path / "a", tmp_path / "b", tmp_path / "c"])

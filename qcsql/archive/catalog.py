@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from qcsql.archive.checksum import file_digest, run_checksums
+from qcsql.archive.checksum import file_digest, run_checksums, table_checksums
 from qcsql.archive.discover import Problem, discover
 from qcsql.archive.fanout import Outcome, run_tasks
 from qcsql.database import Database, Run
@@ -50,7 +50,7 @@ from qcsql.schema.description import (
     parse_run_description,
 )
 from qcsql.schema.store import FIRST_VERSION_WITH_TRUSTED_DESCRIPTION
-from qcsql.sqlite.connection import quote_identifier, side_file
+from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
 
 if TYPE_CHECKING:
     from dask.distributed import Client
@@ -274,17 +274,20 @@ class _Bulk:
         tables = sorted(
             {str(run.table_name) for run in runs if db.data.where(run.row).kind == "table"}
         )
-        counts: dict[str, int] = {}
         # In a WAL file readers and writers never wait for each other; in a rollback-journal
         # file our read lock is what a committing writer waits for: a table a statement.
         together = COUNTED_TOGETHER if db.journal_mode == "wal" else 1
-        for start in range(0, len(tables), together):
-            group = tables[start : start + together]
-            try:
-                counts.update(_row_counts(db, group))
-            except QcsqlError:
-                for table in group:  # one by one, so that the error names its table
-                    counts.update(_row_counts(db, [table]))
+        groups = [tables[start : start + together] for start in range(0, len(tables), together)]
+        try:
+            counts = _counted(db, groups)
+        except QcsqlError:
+            counts = {}
+            for group in groups:  # again, group by group, so that the error names its table
+                try:
+                    counts.update(_row_counts(db, group))
+                except QcsqlError:
+                    for table in group:
+                        counts.update(_row_counts(db, [table]))
         return cls(descriptions, counts, layouts, links, column_types)
 
     @functools.cached_property
@@ -321,12 +324,31 @@ class _Bulk:
 COUNTED_TOGETHER = 32
 
 
-def _row_counts(db: Database, tables: Sequence[str]) -> dict[str, int]:
-    """The number of rows of each of ``tables`` (at most a few), in one statement."""
-    statement = " UNION ALL ".join(
+def _counted(db: Database, groups: Sequence[Sequence[str]]) -> dict[str, int]:
+    """The number of rows of every table of ``groups``, a statement a group, all sent in
+    one block of the connection (:meth:`~qcsql.sqlite.connection.ReadOnlyConnection.reading_raw`).
+    The connection is in autocommit mode, so each statement is a read transaction of its
+    own, ended when its rows are fetched: a writer waits for one statement at most, as
+    with a block a statement, which cost more than a small table's count. An error does
+    not name its table here (:func:`_row_counts` does)."""
+    counts: dict[str, int] = {}
+    with db.store.connection.reading_raw() as raw:
+        for group in groups:
+            for index, count in raw.execute(_count_statement(group)).fetchall():
+                counts[group[index]] = int(count)
+    return counts
+
+
+def _count_statement(tables: Sequence[str]) -> str:
+    return " UNION ALL ".join(
         f"SELECT {index}, count(*) FROM {quote_identifier(table)}"
         for index, table in enumerate(tables)
     )
+
+
+def _row_counts(db: Database, tables: Sequence[str]) -> dict[str, int]:
+    """The number of rows of each of ``tables`` (at most a few), in one statement."""
+    statement = _count_statement(tables)
     named = tables[0] if len(tables) == 1 else None
     with db.store.connection.reading_raw(table=named) as raw:
         rows = raw.execute(statement).fetchall()
@@ -452,32 +474,43 @@ def scan_task(path: str, run_id: None = None) -> Outcome:
         return Outcome(path, run_id, True, payload=(None, [], [problem]))
 
 
-def checksum_task(path: str, run_id: None, run_ids: tuple[int, ...]) -> Outcome:
+def checksum_task(
+    path: str, run_id: None, run_ids: tuple[int, ...], tables: tuple[tuple[int, str], ...] = ()
+) -> Outcome:
     """Checksums of the data of runs ``run_ids`` of ``path`` as a fan-out task: the payload
-    maps each run to its checksum, or to a :class:`Problem` where it could not be read."""
-    results: dict[int, str | Problem] = {}
+    maps each run to its checksum, or to a :class:`Problem` where it could not be read.
+    ``tables`` are the results tables in the file of those runs that have one, as the
+    catalogue found them: these are hashed straight from their tables, without reading
+    the file's schema and runs again (only the other runs need :class:`Database`)."""
+    in_tables = dict(tables)
+    others = tuple(wanted for wanted in run_ids if wanted not in in_tables)
+    found: dict[int, str | QcsqlError] = {}
     try:
-        db = Database(path)
+        if others:
+            with Database(path) as db:
+                runs = {run.run_id: run for run in db.runs()}
+                with warnings.catch_warnings():
+                    # Data never stored read as none, as QCoDeS reads them: no warning.
+                    warnings.simplefilter("ignore", DataNotFoundWarning)
+                    found = run_checksums(db, [runs[wanted] for wanted in others if wanted in runs])
+                found.update(table_checksums(db.store.connection, list(in_tables.items())))
+        else:
+            connection = ReadOnlyConnection(path)
+            try:
+                found = table_checksums(connection, list(in_tables.items()))
+            finally:
+                connection.close()
     except QcsqlError as exc:
         problem = Problem(path, "checksum_failed", str(exc))
         return Outcome(path, run_id, True, payload=dict.fromkeys(run_ids, problem))
-    with db:
-        try:
-            runs = {run.run_id: run for run in db.runs()}
-        except QcsqlError as exc:
-            problem = Problem(path, "checksum_failed", str(exc))
-            return Outcome(path, run_id, True, payload=dict.fromkeys(run_ids, problem))
-        with warnings.catch_warnings():
-            # Data never stored read as none, as QCoDeS reads them: no warning.
-            warnings.simplefilter("ignore", DataNotFoundWarning)
-            found = run_checksums(db, [runs[wanted] for wanted in run_ids if wanted in runs])
-        for wanted in run_ids:
-            result = found.get(wanted)
-            if result is None or isinstance(result, QcsqlError):
-                message = f"{path}: run gone" if result is None else str(result)
-                results[wanted] = Problem(path, "checksum_failed", message, wanted)
-            else:
-                results[wanted] = result
+    results: dict[int, str | Problem] = {}
+    for wanted in run_ids:
+        result = found.get(wanted)
+        if result is None or isinstance(result, QcsqlError):
+            message = f"{path}: run gone" if result is None else str(result)
+            results[wanted] = Problem(path, "checksum_failed", message, wanted)
+        else:
+            results[wanted] = result
     return Outcome(path, run_id, True, payload=results)
 
 
@@ -581,7 +614,14 @@ def _read_checksums(
     tasks = []
     for path in paths:
         run_ids = set(wanted[path]).union(*(wanted[copy] for copy in copies.get(path, ())))
-        tasks.append((path, None, tuple(sorted(run_ids))))
+        # The same run_id in a byte-for-byte copy is the same run in the same table.
+        tables: dict[int, str] = {}
+        for copy in (path, *copies.get(path, ())):
+            for run_id, at in wanted[copy].items():
+                run = catalog.runs[at]
+                if run.data_location == "table" and run.data_table is not None:
+                    tables.setdefault(run_id, run.data_table)
+        tasks.append((path, None, tuple(sorted(run_ids)), tuple(sorted(tables.items()))))
     got: dict[str, set[int]] = defaultdict(set)
     for outcome in run_tasks(checksum_task, tasks, jobs=jobs, client=client):
         if not outcome.ok:

@@ -30,10 +30,17 @@ import numpy as np
 from qcsql.database import Database, Run
 from qcsql.errors import QcsqlError
 from qcsql.export.keys import as_qcodes_sees
-from qcsql.sqlite.connection import quote_identifier, side_file
+from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
 from qcsql.sqlite.descriptors import kept_file
 
-__all__ = ["data_checksum", "file_digest", "run_checksum", "run_checksums", "table_checksum"]
+__all__ = [
+    "data_checksum",
+    "file_digest",
+    "run_checksum",
+    "run_checksums",
+    "table_checksum",
+    "table_checksums",
+]
 
 # Rows per read: one short statement each (the file may have a writer).
 WINDOW = 20_000
@@ -48,56 +55,84 @@ def run_checksum(db: Database, run: Run) -> str:
 
 def run_checksums(db: Database, runs: Sequence[Run]) -> dict[int, str | QcsqlError]:
     """:func:`run_checksum` of each of ``runs`` (the same strings), or the error that
-    stopped it: a run that cannot be read does not hide the others. The numbers of all
-    their results tables are rounded together (:class:`_Deferred`): an archive's files
-    hold many small runs, and rounding costs about the same for one window as for
-    thousands of values."""
+    stopped it: a run that cannot be read does not hide the others (see
+    :func:`table_checksums`)."""
+    in_tables = [run for run in runs if db.data.where(run.row).kind == "table"]
+    results = table_checksums(
+        db.store.connection, [(run.run_id, str(run.table_name)) for run in in_tables]
+    )
+    for run in runs:
+        if run.run_id not in results:
+            try:
+                results[run.run_id] = data_checksum(run)
+            except QcsqlError as exc:
+                results[run.run_id] = exc
+    return {run.run_id: results[run.run_id] for run in runs}
+
+
+def table_checksums(
+    connection: ReadOnlyConnection, tables: Sequence[tuple[int, str]]
+) -> dict[int, str | QcsqlError]:
+    """The checksums of the results tables ``(run_id, table)`` of the file ``connection``
+    reads, by run_id, or the error that stopped one. The numbers of all the tables are
+    rounded together (:class:`_Deferred`): an archive's files hold many small runs, and
+    rounding costs about the same for one window as for thousands of values. Needs
+    nothing of the file but the tables: a catalogue knows them, and reading the file's
+    schema and runs again would cost more than hashing a small run."""
     deferred = _Deferred()
     finishers: dict[int, Callable[[], str]] = {}
     results: dict[int, str | QcsqlError] = {}
-    for run in runs:
+    for run_id, table in tables:
         try:
-            if db.data.where(run.row).kind == "table":
-                finishers[run.run_id] = _read_table(db, run, deferred)
-            else:
-                results[run.run_id] = data_checksum(run)
+            finishers[run_id] = _read_table(connection, run_id, table, deferred)
         except QcsqlError as exc:
-            results[run.run_id] = exc
+            results[run_id] = exc
     deferred.flush()
     results.update((run_id, finish()) for run_id, finish in finishers.items())
-    return {run.run_id: results[run.run_id] for run in runs}
+    return results
 
 
 def table_checksum(db: Database, run: Run) -> str:
     """SHA-256 (hex) of the rows of the run's results table in the file."""
-    deferred = _Deferred()
-    finish = _read_table(db, run, deferred)
-    deferred.flush()
-    return finish()
+    found = table_checksums(db.store.connection, [(run.run_id, str(run.table_name))])
+    result = found[run.run_id]
+    if isinstance(result, QcsqlError):
+        raise result
+    return result
 
 
-def _read_table(db: Database, run: Run, deferred: _Deferred) -> Callable[[], str]:
+def _read_table(
+    connection: ReadOnlyConnection, run_id: int, table: str, deferred: _Deferred
+) -> Callable[[], str]:
     """Reads the run's results table into its columns' digests (numbers through
-    ``deferred``); the returned function gives the checksum once ``deferred`` is flushed."""
-    table = str(run.table_name)
-    names = sorted(name for name in db.store.column_types(run.row) if name != "id")
-    digests = [hashlib.sha256() for _ in names]
-    columns = ", ".join(quote_identifier(name) for name in ["id", *names])
-    statement = f"SELECT {columns} FROM {quote_identifier(table)} WHERE id > ? ORDER BY id LIMIT ?"
+    ``deferred``); the returned function gives the checksum once ``deferred`` is flushed.
+    The columns are those of ``SELECT *``, named by the statement itself (no
+    ``PRAGMA table_info`` a table), each hashed under its name, in name order."""
+    statement = f"SELECT id, * FROM {quote_identifier(table)} WHERE id > ? ORDER BY id LIMIT ?"
+    names: list[str] | None = None
+    digests: list[Any] = []
+    positions: list[int] = []  # in each row, of the columns of ``names``
     last = -(2**63)
     while True:
-        with db.store.connection.reading_raw(run_id=run.run_id, table=table) as raw:
-            rows = raw.execute(statement, (last, WINDOW)).fetchall()
+        with connection.reading_raw(run_id=run_id, table=table) as raw:
+            cursor = raw.execute(statement, (last, WINDOW))
+            rows = cursor.fetchall()
+            described = [column[0] for column in cursor.description]
+        if names is None:
+            by_name = sorted((name, at) for at, name in enumerate(described) if at and name != "id")
+            names = [name for name, _ in by_name]
+            positions = [at for _, at in by_name]
+            digests = [hashlib.sha256() for _ in names]
         if not rows:
             break
         last = rows[-1][0]
-        _update_window(digests, rows, deferred)
+        _update_window(digests, positions, rows, deferred)
         if len(rows) < WINDOW:
             break
 
     def finish() -> str:
         total = hashlib.sha256(b"table\x00")
-        for name, digest in zip(names, digests, strict=True):
+        for name, digest in zip(names or (), digests, strict=True):
             total.update(name.encode() + b"\x00" + digest.digest())
         return total.hexdigest()
 
@@ -143,18 +178,20 @@ class _Deferred:
 DEFERRED_VALUES = 1 << 17
 
 
-def _update_window(digests: list[Any], rows: list[tuple[Any, ...]], deferred: _Deferred) -> None:
-    """Each column's digest (but the leading ``id``) updated with one window of rows.
-    Where every cell is a number or NULL (most results tables), the window is converted
-    in one go and its rounding deferred instead of done column by column: the bytes each
-    digest gets are the same, at a fraction of the calls."""
+def _update_window(
+    digests: list[Any], positions: list[int], rows: list[tuple[Any, ...]], deferred: _Deferred
+) -> None:
+    """Each column's digest updated with one window of rows, column ``positions[i]`` of
+    the rows for ``digests[i]``. Where every cell is a number or NULL (most results
+    tables), the window is converted in one go and its rounding deferred instead of done
+    column by column: the bytes each digest gets are the same, at a fraction of the calls."""
     if set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBERS:
-        values = np.array(rows, dtype=np.float64)[:, 1:]  # None becomes NaN
+        values = np.array(rows, dtype=np.float64)[:, positions]  # None becomes NaN
         deferred.add(digests, np.ascontiguousarray(values.T))
         return
     deferred.flush()  # earlier windows' numbers come first in these digests
-    for index, digest in enumerate(digests, 1):
-        _update_column(digest, [row[index] for row in rows])
+    for position, digest in zip(positions, digests, strict=True):
+        _update_column(digest, [row[position] for row in rows])
 
 
 def _update_column(digest: Any, values: list[Any]) -> None:
