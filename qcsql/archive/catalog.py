@@ -25,7 +25,7 @@ import base64
 import functools
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 FileKind = Literal["qcodes", "problem"]
+# A file's size and mtime, and those of its -wal (None where it has none).
+Stamp = tuple[int, int, int | None, int | None]
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,10 @@ class Catalog:
         ]
 
 
-def _stamp(path: Path) -> tuple[int, int, int | None, int | None]:
+Scanned = tuple["FileEntry | None", list["RunEntry"], list[Problem]]
+
+
+def _stamp(path: Path) -> Stamp:
     info = path.stat()
     wal = side_file(path, "-wal")
     try:
@@ -540,14 +545,14 @@ def build_catalog(
             old_runs[run.path].append(run)
         for problem in previous.problems:
             old_problems[problem.path].append(problem)
-    scanned: dict[str, tuple[FileEntry | None, list[RunEntry], list[Problem]]] = {}
+    scanned: dict[str, Scanned] = {}
     reused = 0
-    to_scan: list[tuple[str, None]] = []
+    stamps: dict[str, Stamp] = {}
     for path in found.files:
         key = str(path)
         old = old_files.get(key)
         try:
-            unchanged = old is not None and old.stamp == _stamp(path)
+            stamps[key] = _stamp(path)
         except OSError as exc:
             scanned[key] = (
                 None,
@@ -555,21 +560,44 @@ def build_catalog(
                 [Problem(key, "unreadable", f"{path}: {exc.strerror or exc}")],
             )
             continue
-        if unchanged:
+        if old is not None and old.stamp == stamps[key]:
             scanned[key] = (old, old_runs[key], old_problems[key])
             reused += 1
-        else:
-            to_scan.append((key, None))
-    done = len(found.files) - len(to_scan)
-    for outcome in run_tasks(scan_task, to_scan, jobs=jobs, client=client):
-        scanned[outcome.database] = (
-            outcome.payload
-            if outcome.ok
-            else (None, [], [Problem(outcome.database, "unreadable", str(outcome.message))])
-        )
-        done += 1
-        if progress is not None:
-            progress(done, len(found.files), outcome.database)
+    # Byte-for-byte copies of a file (backups) are read once: the first of each group is
+    # scanned, the others get its entries under their own names (see _as_copy).
+    digests: dict[str, str] = {}
+    copies = _byte_groups(
+        [(key, stamp[0], stamp[2]) for key, stamp in stamps.items() if key not in scanned],
+        digests,
+    )
+    done = len(found.files) - sum(1 + len(others) for others in copies.values())
+
+    def scan(paths: list[str]) -> Iterator[str]:
+        nonlocal done
+        for outcome in run_tasks(scan_task, [(p, None) for p in paths], jobs=jobs, client=client):
+            scanned[outcome.database] = (
+                outcome.payload
+                if outcome.ok
+                else (None, [], [Problem(outcome.database, "unreadable", str(outcome.message))])
+            )
+            done += 1
+            if progress is not None:
+                progress(done, len(found.files), outcome.database)
+            yield outcome.database
+
+    again: list[str] = []
+    for first in scan(list(copies)):
+        for copy in copies[first]:
+            copied = _as_copy(scanned[first], stamps[first], copy, stamps[copy])
+            if copied is None:
+                again.append(copy)  # read it itself
+                continue
+            scanned[copy] = copied
+            done += 1
+            if progress is not None:
+                progress(done, len(found.files), copy)
+    for _ in scan(again):
+        pass
     catalog = Catalog(problems=list(found.problems), reused_files=reused)
     for path in found.files:  # in walk order, whatever order the tasks finished in
         entry, runs, problems = scanned[str(path)]
@@ -578,11 +606,36 @@ def build_catalog(
         catalog.runs.extend(runs)
         catalog.problems.extend(problems)
     if checksums:
-        _add_checksums(catalog, jobs, client)
+        _add_checksums(catalog, jobs, client, digests)
     return catalog
 
 
-def _add_checksums(catalog: Catalog, jobs: int, client: Client | None) -> None:
+def _as_copy(scanned: Scanned, stamp: Stamp, copy: str, copy_stamp: Stamp) -> Scanned | None:
+    """The catalogue entries of ``copy``, a byte-for-byte copy of the file ``scanned``
+    (its stamp when it was hashed ``stamp``): those of the file under the copy's name and
+    stamp. None where they could depend on more than the bytes: a file with problems
+    (their messages name it), with runs whose data live in other files (found relative
+    to its folder), or that changed between its hashing and its reading."""
+    entry, runs, problems = scanned
+    if entry is None or entry.kind != "qcodes" or problems or entry.stamp != stamp:
+        return None
+    if any(run.data_location not in ("table", "nowhere") for run in runs):
+        return None
+    size, mtime_ns, wal_size, wal_mtime_ns = copy_stamp
+    copied = replace(
+        entry,
+        path=copy,
+        size=size,
+        mtime_ns=mtime_ns,
+        wal_size=wal_size,
+        wal_mtime_ns=wal_mtime_ns,
+    )
+    return copied, [replace(run, path=copy) for run in runs], []
+
+
+def _add_checksums(
+    catalog: Catalog, jobs: int, client: Client | None, digests: dict[str, str]
+) -> None:
     """Checksums of the data of every run whose guid occurs more than once, where the
     catalogue does not have one yet. Files that are byte-for-byte copies of each other
     (:func:`_identical_files`) are read once: the checksums of one are the others'."""
@@ -594,7 +647,7 @@ def _add_checksums(catalog: Catalog, jobs: int, client: Client | None) -> None:
     for index, run in enumerate(catalog.runs):
         if run.guid is not None and counts[run.guid] > 1 and run.data_checksum is None:
             wanted[run.path][run.run_id] = index
-    copies = _identical_files(catalog.files, wanted)
+    copies = _identical_files(catalog.files, wanted, digests)
     read = [path for path in wanted if path in copies]
     leftover = _read_checksums(catalog, wanted, read, copies, jobs, client)
     # Copies whose original could not be read are read themselves (their problems are theirs).
@@ -648,18 +701,29 @@ def _read_checksums(
 
 
 def _identical_files(
-    files: Sequence[FileEntry], wanted: dict[str, dict[int, int]]
+    files: Sequence[FileEntry], wanted: dict[str, dict[int, int]], digests: dict[str, str]
 ) -> dict[str, list[str]]:
-    """The files of ``wanted`` grouped by their bytes: the first of each group (in walk
-    order) maps to the others (an unmatched file maps to none). Only files of equal size
-    are hashed (:func:`~qcsql.archive.checksum.file_digest`), and a WAL file with a
-    ``-shm`` is never grouped: a writer may be changing it while the other is read."""
+    """The files of ``wanted`` grouped by their bytes (:func:`_byte_groups`; ``digests``
+    holds those already computed, by the scan)."""
+    return _byte_groups(
+        [(entry.path, entry.size, entry.wal_size) for entry in files if entry.path in wanted],
+        digests,
+    )
+
+
+def _byte_groups(
+    files: Sequence[tuple[str, int, int | None]], digests: dict[str, str]
+) -> dict[str, list[str]]:
+    """``files`` (path, size, size of its ``-wal``) grouped by their bytes: the first of
+    each group (in the order given) maps to the others (an unmatched file maps to none).
+    Only files of equal sizes are hashed (:func:`~qcsql.archive.checksum.file_digest`,
+    kept in ``digests`` by path), and a WAL file with a ``-shm`` is never grouped: a
+    writer may be changing it while the other is read."""
     by_size: dict[tuple[int, int | None], list[str]] = defaultdict(list)
-    for entry in files:
-        if entry.path in wanted:
-            shared = entry.wal_size is not None and side_file(Path(entry.path), "-shm").exists()
-            key = (-1 - len(by_size), None) if shared else (entry.size, entry.wal_size)
-            by_size[key].append(entry.path)
+    for path, size, wal_size in files:
+        shared = wal_size is not None and side_file(Path(path), "-shm").exists()
+        key = (-1 - len(by_size), None) if shared else (size, wal_size)
+        by_size[key].append(path)
     groups: dict[str, list[str]] = {}
     for paths in by_size.values():
         if len(paths) == 1:
@@ -667,10 +731,12 @@ def _identical_files(
             continue
         by_digest: dict[str, list[str]] = defaultdict(list)
         for path in paths:
-            try:
-                digest = file_digest(Path(path))
-            except OSError:
-                digest = f"unreadable {path}"  # read by its own task, which reports why
+            digest = digests.get(path)
+            if digest is None:
+                try:
+                    digest = digests[path] = file_digest(Path(path))
+                except OSError:
+                    digest = f"unreadable {path}"  # read by its own task, which reports why
             by_digest[digest].append(path)
         for same in by_digest.values():
             groups[same[0]] = same[1:]
