@@ -695,6 +695,75 @@ def test_checksums_of_a_file_round_together_yet_equal_one_by_one(
     assert len(set(one_by_one.values())) == 2
 
 
+@pytest.fixture(scope="module")
+def large_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A rollback-journal file with one run of two trees (rows of one tree have the
+    other's column NULL), integers and floats, large enough to be hashed from its pages."""
+    from qcodes.dataset import Measurement
+
+    path = tmp_path_factory.mktemp("large") / "large.db"
+    experiment = new_database(path, "pages")
+    x, y, z = parameters("x", "y", "z")
+    measurement = Measurement(exp=experiment, name="two trees")
+    measurement.register_parameter(x)
+    measurement.register_parameter(y, setpoints=(x,))
+    measurement.register_parameter(z, setpoints=(x,))
+    with measurement.run() as saver:
+        for step in range(1500):
+            saver.add_result((x, step), (y, (step * 0.1 + 0.2) ** 0.5))
+            saver.add_result((x, step / 7), (z, -step))
+    experiment.conn.execute("PRAGMA journal_mode = DELETE")
+    experiment.conn.close()
+    return path
+
+
+@pytest.mark.parametrize("change", ["none", "a text value", "a row of NULLs", "a blob"])
+def test_checksums_from_pages_are_those_read_through_sqlite(
+    large_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """A large table of numbers is hashed from its pages: the same checksum as its rows
+    read through SQLite, windows and all; a table the page reader would read otherwise
+    than SQLite (text, which it reads as the number it spells; a row of NULLs, which it
+    skips; a blob) is read through SQLite."""
+    path = copy_database(large_run, tmp_path / "copy")
+    with qcsql.open_database(path) as db:
+        (run,) = db.runs()
+        table = str(run.table_name)
+    q = qcsql.sqlite.connection.quote_identifier
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        if change == "a text value":
+            conn.execute(f"UPDATE {q(table)} SET y = 'nan' WHERE id = 1001")
+        elif change == "a row of NULLs":
+            conn.execute(f"INSERT INTO {q(table)} (id) VALUES (NULL)")
+        elif change == "a blob":
+            conn.execute(f"UPDATE {q(table)} SET z = x'00' WHERE id = 2")
+    assert path.read_bytes()[18] == 1  # rollback journal: its pages can be read
+    decoded: list[int] = []
+    real = qcsql.archive.checksum.read_numeric_window
+
+    def spy(*arguments: Any, **options: Any) -> Any:
+        window = real(*arguments, **options)
+        decoded.append(0 if window is None else window.rows)
+        return window
+
+    monkeypatch.setattr(qcsql.archive.checksum, "read_numeric_window", spy)
+    monkeypatch.setattr(qcsql.archive.checksum, "WINDOW", 700)  # windows across leaf pages
+    with qcsql.open_database(path) as db:
+        (run,) = db.runs()
+        from_pages = run_checksums(db, [run])
+        monkeypatch.setattr(qcsql.archive.checksum, "PAGES_FROM_ROWS", 10**9)
+        through_sqlite = run_checksums(db, [run])
+    assert from_pages == through_sqlite
+    rows = 3001 if change == "a row of NULLs" else 3000
+    if change == "none":
+        assert sum(decoded) == rows
+    else:
+        assert 0 in decoded or sum(decoded) < rows  # it gave up
+    with qcsql.open_database(large_run) as db:
+        (run,) = db.runs()
+        assert (run_checksums(db, [run]) == from_pages) is (change == "none")
+
+
 def test_a_damaged_results_table_is_named_though_tables_are_counted_together(
     tmp_path: Path,
 ) -> None:

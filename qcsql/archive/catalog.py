@@ -480,14 +480,19 @@ def scan_task(path: str, run_id: None = None) -> Outcome:
 
 
 def checksum_task(
-    path: str, run_id: None, run_ids: tuple[int, ...], tables: tuple[tuple[int, str], ...] = ()
+    path: str,
+    run_id: None,
+    run_ids: tuple[int, ...],
+    tables: tuple[tuple[int, str, int | None], ...] = (),
 ) -> Outcome:
     """Checksums of the data of runs ``run_ids`` of ``path`` as a fan-out task: the payload
     maps each run to its checksum, or to a :class:`Problem` where it could not be read.
-    ``tables`` are the results tables in the file of those runs that have one, as the
-    catalogue found them: these are hashed straight from their tables, without reading
-    the file's schema and runs again (only the other runs need :class:`Database`)."""
-    in_tables = dict(tables)
+    ``tables`` are the results tables in the file of those runs that have one, with their
+    rows, as the catalogue found them: these are hashed straight from their tables,
+    without reading the file's schema and runs again (only the other runs need
+    :class:`Database`)."""
+    in_tables = {wanted: table for wanted, table, _ in tables}
+    rows = {wanted: counted for wanted, _, counted in tables}
     others = tuple(wanted for wanted in run_ids if wanted not in in_tables)
     found: dict[int, str | QcsqlError] = {}
     try:
@@ -498,11 +503,11 @@ def checksum_task(
                     # Data never stored read as none, as QCoDeS reads them: no warning.
                     warnings.simplefilter("ignore", DataNotFoundWarning)
                     found = run_checksums(db, [runs[wanted] for wanted in others if wanted in runs])
-                found.update(table_checksums(db.store.connection, list(in_tables.items())))
+                found.update(table_checksums(db.store.connection, list(in_tables.items()), rows))
         else:
             connection = ReadOnlyConnection(path)
             try:
-                found = table_checksums(connection, list(in_tables.items()))
+                found = table_checksums(connection, list(in_tables.items()), rows)
             finally:
                 connection.close()
     except QcsqlError as exc:
@@ -668,13 +673,13 @@ def _read_checksums(
     for path in paths:
         run_ids = set(wanted[path]).union(*(wanted[copy] for copy in copies.get(path, ())))
         # The same run_id in a byte-for-byte copy is the same run in the same table.
-        tables: dict[int, str] = {}
+        tables: dict[int, tuple[int, str, int | None]] = {}
         for copy in (path, *copies.get(path, ())):
             for run_id, at in wanted[copy].items():
                 run = catalog.runs[at]
                 if run.data_location == "table" and run.data_table is not None:
-                    tables.setdefault(run_id, run.data_table)
-        tasks.append((path, None, tuple(sorted(run_ids)), tuple(sorted(tables.items()))))
+                    tables.setdefault(run_id, (run_id, run.data_table, run.number_of_results))
+        tasks.append((path, None, tuple(sorted(run_ids)), tuple(sorted(tables.values()))))
     got: dict[str, set[int]] = defaultdict(set)
     for outcome in run_tasks(checksum_task, tasks, jobs=jobs, client=client):
         if not outcome.ok:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from qcsql.errors import QcsqlError
 from qcsql.export.keys import as_qcodes_sees
 from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
 from qcsql.sqlite.descriptors import kept_file
+from qcsql.sqlite.pages import PageSource, read_numeric_window
 
 __all__ = [
     "data_checksum",
@@ -71,20 +72,28 @@ def run_checksums(db: Database, runs: Sequence[Run]) -> dict[int, str | QcsqlErr
 
 
 def table_checksums(
-    connection: ReadOnlyConnection, tables: Sequence[tuple[int, str]]
+    connection: ReadOnlyConnection,
+    tables: Sequence[tuple[int, str]],
+    rows: Mapping[int, int | None] | None = None,
 ) -> dict[int, str | QcsqlError]:
     """The checksums of the results tables ``(run_id, table)`` of the file ``connection``
     reads, by run_id, or the error that stopped one. The numbers of all the tables are
     rounded together (:class:`_Deferred`): an archive's files hold many small runs, and
     rounding costs about the same for one window as for thousands of values. Needs
     nothing of the file but the tables: a catalogue knows them, and reading the file's
-    schema and runs again would cost more than hashing a small run."""
+    schema and runs again would cost more than hashing a small run. ``rows`` (by run_id,
+    as the catalogue counted them) spares small tables the look at their pages
+    (:func:`_read_pages`)."""
     deferred = _Deferred()
     finishers: dict[int, Callable[[], str]] = {}
     results: dict[int, str | QcsqlError] = {}
     for run_id, table in tables:
+        counted = (rows or {}).get(run_id)
         try:
-            finishers[run_id] = _read_table(connection, run_id, table, deferred)
+            from_pages = None
+            if counted is None or counted >= PAGES_FROM_ROWS:
+                from_pages = _read_pages(connection, run_id, table, deferred)
+            finishers[run_id] = from_pages or _read_table(connection, run_id, table, deferred)
         except QcsqlError as exc:
             results[run_id] = exc
     deferred.flush()
@@ -129,10 +138,79 @@ def _read_table(
         _update_window(digests, positions, rows, deferred)
         if len(rows) < WINDOW:
             break
+    return _finisher(names or (), digests)
+
+
+# Tables of at least this many rows are hashed from their pages where the page reader can
+# (:func:`_read_pages`); below it, its set-up costs more than SQLite's rows.
+PAGES_FROM_ROWS = 1000
+
+
+def _read_pages(
+    connection: ReadOnlyConnection, run_id: int, table: str, deferred: _Deferred
+) -> Callable[[], str] | None:
+    """What :func:`_read_table` gives (the same digests of the same bytes), decoded
+    straight from the table's pages (:mod:`qcsql.sqlite.pages`) instead of through
+    SQLite's rows, for tables of numbers and NULLs alone: each column's values in id
+    order, cut into windows of :data:`WINDOW` rows as :func:`_read_table` reads them.
+    None (and SQLite reads the table) where the table is small, its ids are not its
+    rowids, the pages cannot be read safely from here (see
+    :meth:`~qcsql.sqlite.pages.PageSource.window`), a value is text or a blob, or a row
+    holds no value at all (the page reader skips those: the rows read would not add up)."""
+    quoted = quote_identifier(table)
+    with connection.reading_raw(run_id=run_id, table=table) as raw:
+        cursor = raw.execute(
+            f"SELECT count(*), max(rowid), count(id IS rowid OR NULL) FROM {quoted}"
+        )
+        count, last_id, by_rowid = cursor.fetchone()
+        described = [
+            column[0] for column in raw.execute(f"SELECT * FROM {quoted} LIMIT 0").description
+        ]
+        root = raw.execute(
+            "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchall()
+    if count < PAGES_FROM_ROWS or by_rowid != count or len(root) != 1:
+        return None
+    by_name = sorted((name, at) for at, name in enumerate(described) if name != "id")
+    names = [name for name, _ in by_name]
+    indices = [at for _, at in by_name]
+    if not indices or len(names) != len(set(names)):
+        return None
+    source = PageSource(connection)
+    digests = [hashlib.sha256() for _ in names]
+    blocks: list[np.ndarray[Any, Any]] = []  # decoded, not yet given to ``deferred``
+    waiting = read = 0
+    after = -(2**63)
+    try:
+        while after < last_id:
+            window = read_numeric_window(
+                source, int(root[0][0]), indices, len(indices), after, last_id, numeric_text=False
+            )
+            if window is None:
+                return None
+            if window.rows:
+                blocks.append(np.vstack(window.values))
+                waiting += window.rows
+                read += window.rows
+            while waiting >= WINDOW or (waiting and window.last_rowid >= last_id):
+                joined = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+                deferred.add(digests, np.ascontiguousarray(joined[:, :WINDOW]))
+                blocks = [joined[:, WINDOW:]] if joined.shape[1] > WINDOW else []
+                waiting = max(0, waiting - WINDOW)
+            after = window.last_rowid
+    finally:
+        source.close()
+    if read != count:
+        return None
+    return _finisher(names, digests)
+
+
+def _finisher(names: Sequence[str], digests: Sequence[Any]) -> Callable[[], str]:
+    """The checksum of a table from its columns' names and digests, once they are full."""
 
     def finish() -> str:
         total = hashlib.sha256(b"table\x00")
-        for name, digest in zip(names or (), digests, strict=True):
+        for name, digest in zip(names, digests, strict=True):
             total.update(name.encode() + b"\x00" + digest.digest())
         return total.hexdigest()
 
