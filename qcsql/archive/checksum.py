@@ -2,19 +2,30 @@
 
 Copies of a run made by ``extract_runs_into_db`` have the same guid but a new run_id,
 results table name and file; what must agree is the data, not the bytes of the files.
-Floats are hashed as QCoDeS sees them, rounded to 15 significant digits
-(:func:`qcsql.export.keys.as_qcodes_sees`): QCoDeS reads numbers through SQLite's text,
-so ``extract_runs_into_db`` writes the copy's values rounded that way, and a copy that
-differs from its source only there holds the same data for QCoDeS. Integers count as
-the floats they equal, for the same reason.
 
-A run whose results table is in its file is hashed from that table: its rows in id
-order, its columns (but ``id``) by name, read in windows of ids so that no read holds
-the file for long; a catalogue hashes every copy in an archive, and this costs one
-statement a window where QCoDeS' ``get_parameter_data`` costs several a parameter.
-Any other run (data in a raw-data file or an export) is hashed from
-``get_parameter_data``; the two kinds of checksum are never equal (their first bytes
-differ), so a copy whose data moved elsewhere is reported as not known to be equal.
+What "the same data" means for two runs whose results tables are in their files: the
+tables have the same column names (but ``id``) and the same number of rows, and row by
+row, in id order, each column holds the same value, where
+
+* numbers are compared as QCoDeS reads them, rounded to 15 significant digits
+  (:func:`qcsql.export.keys.as_qcodes_sees`): QCoDeS reads numbers through SQLite's
+  text, so ``extract_runs_into_db`` writes the copy's values rounded that way, and a
+  copy that differs from its source only beyond the 15th digit holds the same data for
+  QCoDeS; an integer is the float it equals, and NULL is NaN (SQLite stores no NaN);
+* text and blobs (array parameters) are compared byte for byte, and are never equal
+  to a number, not even to the one a text spells;
+* neither the order of the columns in the table nor the id values count (a copy that
+  renumbers its rows in the same order holds the same data); the order of the rows does.
+
+Each column is hashed on its own, under its name, in windows of :data:`WINDOW` rows: a
+table of numbers alone from its pages where it is large (:func:`_read_pages`, no Python
+object a value), any other through SQLite in windows of ids, so that no read holds the
+file for long; both give the same digests (tests compare them). A catalogue hashes every
+copy in an archive, and this costs one statement a window where QCoDeS'
+``get_parameter_data`` costs several a parameter. Any other run (data in a raw-data
+file or an export) is hashed from ``get_parameter_data``; the two kinds of checksum are
+never equal (their first bytes differ), so a copy whose data moved elsewhere is reported
+as not known to be equal.
 """
 
 from __future__ import annotations
