@@ -23,7 +23,14 @@ import qcsql.archive.catalog
 import qcsql.archive.checksum
 import qcsql.audit
 import qcsql.sqlite.connection
-from qcsql.archive import build_catalog, catalog_records, discover, read_catalog, write_catalog
+from qcsql.archive import (
+    build_catalog,
+    catalog_database,
+    catalog_records,
+    discover,
+    read_catalog,
+    write_catalog,
+)
 from qcsql.archive.checksum import run_checksum, run_checksums
 from qcsql.archive.fanout import (
     CHUNK_RUNS,
@@ -611,6 +618,47 @@ def test_audit_archive_opens_each_database_once(
     named = list(qcsql.audit.audit_archive([notes]))
     assert [(o.ok, o.error_type) for o in named] == [(False, "NotQCoDeSError")]
     assert str(notes) in (named[0].message or "")
+
+
+def test_byte_identical_files_are_scanned_once_and_catalogued_as_each_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backups: of files with the same bytes (and -wal) one is opened, the others get its
+    entries under their own names and stamps, exactly what opening each gives; a damaged
+    file's copies are opened each (their problems name them), as is a file that differs."""
+    wal = [copy_database(EXAMPLE_DB, tmp_path / f"wal{i}") for i in range(3)]
+    old = [
+        copy_database(LEGACY / "v2_qcodes-0.2.1-upgraded-from-v0.db", tmp_path / f"v2{i}")
+        for i in range(2)
+    ]
+    damaged = []
+    for index in range(2):
+        target = copy_database(LEGACY / "v6_qcodes-0.4.0.db", tmp_path / f"bad{index}")
+        with target.open("r+b") as file:
+            file.seek(2 * 1024)  # into the schema's page: SQLite cannot read the file
+            file.write(b"\xff" * 512)
+        damaged.append(target)
+    other = copy_database(EXAMPLE_DB, tmp_path / "other")
+    _rewritten(other, 3, "at the 15th digit")  # same size, other bytes
+    opened: list[str] = []
+    real = qcsql.archive.catalog.scan_task
+
+    def recorded(path: str, run_id: None = None) -> Outcome:
+        opened.append(path)
+        return real(path, run_id)
+
+    monkeypatch.setattr(qcsql.archive.catalog, "scan_task", recorded)
+    catalog = build_catalog([tmp_path], checksums=False)
+    assert sorted(opened) == sorted(map(str, [wal[0], old[0], *damaged, other]))
+    expected = [catalog_database(path) for path in sorted([*wal, *old, *damaged, other])]
+    assert catalog.files == [entry for entry, _, _ in expected]
+    assert catalog.runs == [run for _, runs, _ in expected for run in runs]
+    assert catalog.problems == [p for _, _, problems in expected for p in problems]
+    assert {p.path for p in catalog.problems} == set(map(str, damaged))
+    with_checksums = build_catalog([tmp_path])
+    same = {(d.guid, d.same_data) for d in with_checksums.duplicates()}
+    assert len({guid for guid, _ in same}) == len(same)  # one answer a guid
+    assert {flag for _, flag in same} == {True, False}
 
 
 def test_a_catalogue_read_by_two_processes_is_the_serial_one(
