@@ -26,9 +26,9 @@ import functools
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from qcsql.archive.checksum import file_digest, run_checksums, table_checksums
 from qcsql.archive.discover import Problem, discover
@@ -627,7 +627,7 @@ def _as_copy(scanned: Scanned, stamp: Stamp, copy: str, copy_stamp: Stamp) -> Sc
     if any(run.data_location not in ("table", "nowhere") for run in runs):
         return None
     size, mtime_ns, wal_size, wal_mtime_ns = copy_stamp
-    copied = replace(
+    copied = _changed(
         entry,
         path=copy,
         size=size,
@@ -635,7 +635,21 @@ def _as_copy(scanned: Scanned, stamp: Stamp, copy: str, copy_stamp: Stamp) -> Sc
         wal_size=wal_size,
         wal_mtime_ns=wal_mtime_ns,
     )
-    return copied, [replace(run, path=copy) for run in runs], []
+    return copied, [_changed(run, path=copy) for run in runs], []
+
+
+_Entry = TypeVar("_Entry", FileEntry, RunEntry)
+
+
+def _changed(entry: _Entry, **changes: Any) -> _Entry:
+    """``dataclasses.replace(entry, **changes)`` for the catalogue's entries, thousands at
+    a time: the instance's fields copied with ``changes``, without ``replace``'s call of
+    ``__init__`` field by field, which cost a tenth of a catalogue of copies. The entries
+    are plain frozen dataclasses (no ``__post_init__``, no slots, nothing derived), so
+    the two give equal objects."""
+    copied = object.__new__(type(entry))
+    copied.__dict__.update(entry.__dict__, **changes)
+    return copied
 
 
 def _add_checksums(
@@ -695,7 +709,7 @@ def _read_checksums(
             for path in (outcome.database, *copies.get(outcome.database, ())):
                 index = wanted[path].get(run_id)
                 if index is not None:
-                    catalog.runs[index] = replace(catalog.runs[index], data_checksum=result)
+                    catalog.runs[index] = _changed(catalog.runs[index], data_checksum=result)
                     got[path].add(run_id)
     return [
         copy
