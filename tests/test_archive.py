@@ -15,12 +15,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import qcsql
+import qcsql.archive.catalog
 import qcsql.archive.checksum
 import qcsql.audit
-from qcsql.archive import build_catalog, catalog_records, discover, read_catalog, write_catalog
+import qcsql.sqlite.connection
+from qcsql.archive import (
+    build_catalog,
+    catalog_database,
+    catalog_records,
+    discover,
+    read_catalog,
+    write_catalog,
+)
 from qcsql.archive.checksum import run_checksum, run_checksums
 from qcsql.archive.fanout import (
     CHUNK_RUNS,
@@ -193,6 +203,127 @@ def test_the_checksum_tells_different_data_apart(tmp_path: Path) -> None:
     assert all(v for run_id, v in same.items() if run_id != 3)
 
 
+def _rewritten(path: Path, run_id: int, change: str) -> None:
+    """Change run ``run_id``'s results table in ``path`` (a copy of ours) as ``change``
+    says, with plain SQL: what QCoDeS' copies never do, or do without changing the data."""
+    with qcsql.open_database(path) as db:
+        run = db.load_by_id(run_id)
+        table = str(run.table_name)
+        column = next(n for n, s in run.paramspecs.items() if s.paramtype == "numeric")
+    q = qcsql.sqlite.connection.quote_identifier
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        declared = [(row[1], row[2]) for row in conn.execute(f"PRAGMA table_info({q(table)})")]
+        ids = [r[0] for r in conn.execute(f"SELECT id FROM {q(table)} ORDER BY id LIMIT 2")]
+        first, second = ids
+        value = conn.execute(f"SELECT {q(column)} FROM {q(table)} WHERE id = ?", (first,))
+        (stored,) = value.fetchone()
+        if change == "columns in another order":
+            others = [(n, t) for n, t in declared if n != "id"][::-1]
+            names = ", ".join(q(n) for n, _ in others)
+            conn.execute(
+                "CREATE TABLE reordered (id INTEGER PRIMARY KEY, "
+                + ", ".join(f"{q(n)} {t}" for n, t in others)
+                + ")"
+            )
+            conn.execute(
+                f"INSERT INTO reordered (id, {names}) SELECT id, {names} FROM {q(table)} "
+                "ORDER BY id"
+            )
+            conn.execute(f"DROP TABLE {q(table)}")
+            conn.execute(f"ALTER TABLE reordered RENAME TO {q(table)}")
+        elif change == "ids renumbered, rows in the same order":
+            conn.execute(f"UPDATE {q(table)} SET id = id + 1000000")
+        elif change in ("beyond the 15th digit", "at the 15th digit"):
+            new = (
+                float(np.nextafter(stored, np.inf))
+                if change.startswith("beyond")
+                else (stored * (1 + 1e-13) if stored else 1e-300)
+            )
+            conn.execute(f"UPDATE {q(table)} SET {q(column)} = ? WHERE id = ?", (new, first))
+        elif change == "two rows swapped":
+            rows = conn.execute(
+                f"SELECT * FROM {q(table)} WHERE id IN (?, ?) ORDER BY id", (first, second)
+            ).fetchall()
+            assert rows[0][1:] != rows[1][1:]
+            conn.execute(f"DELETE FROM {q(table)} WHERE id IN (?, ?)", (first, second))
+            marks = ", ".join("?" * len(rows[0]))
+            conn.execute(f"INSERT INTO {q(table)} VALUES ({marks})", (first, *rows[1][1:]))
+            conn.execute(f"INSERT INTO {q(table)} VALUES ({marks})", (second, *rows[0][1:]))
+        elif change == "a row deleted":
+            conn.execute(f"DELETE FROM {q(table)} WHERE id = ?", (second,))
+        else:
+            raise AssertionError(change)
+
+
+@pytest.mark.parametrize(
+    ("change", "same"),
+    [
+        ("columns in another order", True),
+        ("ids renumbered, rows in the same order", True),
+        ("beyond the 15th digit", True),
+        ("at the 15th digit", False),
+        ("two rows swapped", False),
+        ("a row deleted", False),
+    ],
+)
+def test_what_same_data_means(tmp_path: Path, change: str, same: bool) -> None:
+    """Two copies of a run hold the same data when their results tables hold, under the
+    same column names, the same values row by row in id order, numbers as QCoDeS reads
+    them (15 significant digits); neither the columns' order nor the ids count."""
+    first = copy_database(EXAMPLE_DB, tmp_path / "a")
+    second = copy_database(EXAMPLE_DB, tmp_path / "b")
+    _rewritten(second, 3, change)
+    catalog = build_catalog([first, second])
+    found = {d.locations[0][1]: d.same_data for d in catalog.duplicates()}
+    assert found[3] is same
+    assert all(v for run_id, v in found.items() if run_id != 3)
+    assert not catalog.problems
+
+
+def test_checksums_read_only_the_results_tables(
+    tmp_path: Path, traced_statements: list[str]
+) -> None:
+    """The checksums of runs whose data are in their file's results tables (as the
+    catalogue found them) read those tables and nothing else of the file: neither its
+    schema nor its runs again, nor a table's columns by a statement of their own."""
+    first = copy_database(EXAMPLE_DB, tmp_path / "a")
+    second = copy_database(EXAMPLE_DB, tmp_path / "b")
+    _rewritten(second, 3, "at the 15th digit")
+    listed = build_catalog([first, second], checksums=False)
+    traced_statements.clear()
+    catalog = build_catalog([first, second])
+    assert [r.data_checksum is not None for r in catalog.runs] == [True] * len(catalog.runs)
+    listings = [s for s in traced_statements if "FROM runs LEFT OUTER JOIN" in s]
+    assert len(listings) == 2  # one per file, by the scan
+    assert [s for s in traced_statements if "table_info" in s] == ['PRAGMA table_info("runs")'] * 2
+    hashed = [s for s in traced_statements if s.startswith("SELECT id, * FROM")]
+    assert len(hashed) == len(catalog.runs)
+    assert [r.run_id for r in listed.runs] == [r.run_id for r in catalog.runs]
+
+
+def test_row_counts_of_a_rollback_journal_file_let_a_writer_commit_between_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Results tables of a rollback-journal file are counted a statement each, sent
+    together: between two of them no read lock of ours is held, so a writer commits
+    without waiting (it would fail at once here, with no busy timeout)."""
+    path = copy_database(LEGACY / "v6_qcodes-0.4.0.db", tmp_path / "db")
+    assert path.read_bytes()[18] == 1  # rollback journal
+    real = qcsql.archive.catalog._count_statement
+    commits: list[int] = []
+
+    def writing_between(tables: Any) -> str:
+        with contextlib.closing(sqlite3.connect(path, timeout=0)) as writer, writer:
+            writer.execute("UPDATE experiments SET name = name")
+        commits.append(len(tables))
+        return real(tables)
+
+    monkeypatch.setattr(qcsql.archive.catalog, "_count_statement", writing_between)
+    catalog = build_catalog([path], checksums=False)
+    assert not catalog.problems
+    assert commits == [1] * len(catalog.runs) and len(commits) > 2
+
+
 def test_byte_identical_copies_are_read_once_for_their_checksums(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,9 +339,9 @@ def test_byte_identical_copies_are_read_once_for_their_checksums(
     read: list[str] = []
     real_task = qcsql.archive.catalog.checksum_task
 
-    def recorded(path: str, run_id: None, run_ids: tuple[int, ...]) -> Outcome:
+    def recorded(path: str, run_id: None, *arguments: Any) -> Outcome:
         read.append(path)
-        return real_task(path, run_id, run_ids)
+        return real_task(path, run_id, *arguments)
 
     monkeypatch.setattr(qcsql.archive.catalog, "checksum_task", recorded)
     catalog = build_catalog([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
@@ -489,6 +620,47 @@ def test_audit_archive_opens_each_database_once(
     assert str(notes) in (named[0].message or "")
 
 
+def test_byte_identical_files_are_scanned_once_and_catalogued_as_each_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Backups: of files with the same bytes (and -wal) one is opened, the others get its
+    entries under their own names and stamps, exactly what opening each gives; a damaged
+    file's copies are opened each (their problems name them), as is a file that differs."""
+    wal = [copy_database(EXAMPLE_DB, tmp_path / f"wal{i}") for i in range(3)]
+    old = [
+        copy_database(LEGACY / "v2_qcodes-0.2.1-upgraded-from-v0.db", tmp_path / f"v2{i}")
+        for i in range(2)
+    ]
+    damaged = []
+    for index in range(2):
+        target = copy_database(LEGACY / "v6_qcodes-0.4.0.db", tmp_path / f"bad{index}")
+        with target.open("r+b") as file:
+            file.seek(2 * 1024)  # into the schema's page: SQLite cannot read the file
+            file.write(b"\xff" * 512)
+        damaged.append(target)
+    other = copy_database(EXAMPLE_DB, tmp_path / "other")
+    _rewritten(other, 3, "at the 15th digit")  # same size, other bytes
+    opened: list[str] = []
+    real = qcsql.archive.catalog.scan_task
+
+    def recorded(path: str, run_id: None = None) -> Outcome:
+        opened.append(path)
+        return real(path, run_id)
+
+    monkeypatch.setattr(qcsql.archive.catalog, "scan_task", recorded)
+    catalog = build_catalog([tmp_path], checksums=False)
+    assert sorted(opened) == sorted(map(str, [wal[0], old[0], *damaged, other]))
+    expected = [catalog_database(path) for path in sorted([*wal, *old, *damaged, other])]
+    assert catalog.files == [entry for entry, _, _ in expected]
+    assert catalog.runs == [run for _, runs, _ in expected for run in runs]
+    assert catalog.problems == [p for _, _, problems in expected for p in problems]
+    assert {p.path for p in catalog.problems} == set(map(str, damaged))
+    with_checksums = build_catalog([tmp_path])
+    same = {(d.guid, d.same_data) for d in with_checksums.duplicates()}
+    assert len({guid for guid, _ in same}) == len(same)  # one answer a guid
+    assert {flag for _, flag in same} == {True, False}
+
+
 def test_a_catalogue_read_by_two_processes_is_the_serial_one(
     archive: ArchiveManifest, catalogued: qcsql.archive.Catalog
 ) -> None:
@@ -569,6 +741,75 @@ def test_checksums_of_a_file_round_together_yet_equal_one_by_one(
         midway = run_checksums(db, runs)
     assert together == one_by_one == midway
     assert len(set(one_by_one.values())) == 2
+
+
+@pytest.fixture(scope="module")
+def large_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A rollback-journal file with one run of two trees (rows of one tree have the
+    other's column NULL), integers and floats, large enough to be hashed from its pages."""
+    from qcodes.dataset import Measurement
+
+    path = tmp_path_factory.mktemp("large") / "large.db"
+    experiment = new_database(path, "pages")
+    x, y, z = parameters("x", "y", "z")
+    measurement = Measurement(exp=experiment, name="two trees")
+    measurement.register_parameter(x)
+    measurement.register_parameter(y, setpoints=(x,))
+    measurement.register_parameter(z, setpoints=(x,))
+    with measurement.run() as saver:
+        for step in range(1500):
+            saver.add_result((x, step), (y, (step * 0.1 + 0.2) ** 0.5))
+            saver.add_result((x, step / 7), (z, -step))
+    experiment.conn.execute("PRAGMA journal_mode = DELETE")
+    experiment.conn.close()
+    return path
+
+
+@pytest.mark.parametrize("change", ["none", "a text value", "a row of NULLs", "a blob"])
+def test_checksums_from_pages_are_those_read_through_sqlite(
+    large_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """A large table of numbers is hashed from its pages: the same checksum as its rows
+    read through SQLite, windows and all; a table the page reader would read otherwise
+    than SQLite (text, which it reads as the number it spells; a row of NULLs, which it
+    skips; a blob) is read through SQLite."""
+    path = copy_database(large_run, tmp_path / "copy")
+    with qcsql.open_database(path) as db:
+        (run,) = db.runs()
+        table = str(run.table_name)
+    q = qcsql.sqlite.connection.quote_identifier
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        if change == "a text value":
+            conn.execute(f"UPDATE {q(table)} SET y = 'nan' WHERE id = 1001")
+        elif change == "a row of NULLs":
+            conn.execute(f"INSERT INTO {q(table)} (id) VALUES (NULL)")
+        elif change == "a blob":
+            conn.execute(f"UPDATE {q(table)} SET z = x'00' WHERE id = 2")
+    assert path.read_bytes()[18] == 1  # rollback journal: its pages can be read
+    decoded: list[int] = []
+    real = qcsql.archive.checksum.read_numeric_window
+
+    def spy(*arguments: Any, **options: Any) -> Any:
+        window = real(*arguments, **options)
+        decoded.append(0 if window is None else window.rows)
+        return window
+
+    monkeypatch.setattr(qcsql.archive.checksum, "read_numeric_window", spy)
+    monkeypatch.setattr(qcsql.archive.checksum, "WINDOW", 700)  # windows across leaf pages
+    with qcsql.open_database(path) as db:
+        (run,) = db.runs()
+        from_pages = run_checksums(db, [run])
+        monkeypatch.setattr(qcsql.archive.checksum, "PAGES_FROM_ROWS", 10**9)
+        through_sqlite = run_checksums(db, [run])
+    assert from_pages == through_sqlite
+    rows = 3001 if change == "a row of NULLs" else 3000
+    if change == "none":
+        assert sum(decoded) == rows
+    else:
+        assert 0 in decoded or sum(decoded) < rows  # it gave up
+    with qcsql.open_database(large_run) as db:
+        (run,) = db.runs()
+        assert (run_checksums(db, [run]) == from_pages) is (change == "none")
 
 
 def test_a_damaged_results_table_is_named_though_tables_are_counted_together(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import qcsql.sqlite.descriptors
 from qcsql.sqlite.descriptors import kept_file
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptors")
@@ -51,7 +52,10 @@ def test_a_replaced_file_gets_its_own_descriptor_and_the_old_one_stays(tmp_path:
     os.close(connection)
 
 
-def test_a_deleted_file_is_closed_only_when_nothing_else_has_it_open(tmp_path: Path) -> None:
+def test_a_deleted_file_is_closed_only_when_nothing_else_has_it_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(qcsql.sqlite.descriptors, "LOOK_EVERY", 10**9)  # look at every new file
     path = _write(tmp_path / "gone.db", b"x" * 10)
     kept = kept_file(path)
     other = os.open(path, os.O_RDONLY)  # stands for an SQLite connection of the process
@@ -120,3 +124,29 @@ def test_reading_the_header_keeps_an_in_process_writer_lock(tmp_path: Path) -> N
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+def test_kept_files_are_looked_at_a_few_times_each_however_many_are_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalogue opens thousands of files: looking at every kept descriptor for deleted
+    files at each new one cost n²/2 looks; now each is looked at a few times, and a
+    deleted file's descriptor still goes once nothing else of the process has it open."""
+    looked: list[int] = []
+    real = qcsql.sqlite.descriptors._deleted
+
+    def counted(fd: int) -> bool:
+        looked.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(qcsql.sqlite.descriptors, "_deleted", counted)
+    gone = kept_file(_write(tmp_path / "gone.db", b"x"))
+    (tmp_path / "gone.db").unlink()
+    files = 400
+    for index in range(files):
+        kept_file(_write(tmp_path / f"{index}.db", b"y"))
+    kept = len(qcsql.sqlite.descriptors._REGISTRY.by_inode)
+    assert len(looked) < 2 * qcsql.sqlite.descriptors.LOOK_EVERY * (kept + files)
+    if Path("/proc/self/fd").is_dir():  # forgotten, and so closed (its number may be reused)
+        registry = qcsql.sqlite.descriptors._REGISTRY.by_inode
+        assert registry.get((gone.device, gone.inode)) is not gone

@@ -25,12 +25,12 @@ import base64
 import functools
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from qcsql.archive.checksum import file_digest, run_checksums
+from qcsql.archive.checksum import file_digest, run_checksums, table_checksums
 from qcsql.archive.discover import Problem, discover
 from qcsql.archive.fanout import Outcome, run_tasks
 from qcsql.database import Database, Run
@@ -50,7 +50,7 @@ from qcsql.schema.description import (
     parse_run_description,
 )
 from qcsql.schema.store import FIRST_VERSION_WITH_TRUSTED_DESCRIPTION
-from qcsql.sqlite.connection import quote_identifier, side_file
+from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
 
 if TYPE_CHECKING:
     from dask.distributed import Client
@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 FileKind = Literal["qcodes", "problem"]
+# A file's size and mtime, and those of its -wal (None where it has none).
+Stamp = tuple[int, int, int | None, int | None]
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,20 @@ class RunEntry:
     data_file: str | None
     data_checksum: str | None = None
 
+    @classmethod
+    def from_fields(cls, values: dict[str, Any]) -> RunEntry:
+        """The entry with every field of ``values`` (all of them, by name), as a stored
+        catalogue gives them back: set as they are, without ``__init__``'s call per
+        field, which cost most of a second catalogue's time (it reads every run back)."""
+        if values.keys() != _RUN_FIELDS:
+            raise TypeError(f"a run entry has the fields {sorted(_RUN_FIELDS)}")
+        entry = object.__new__(cls)
+        entry.__dict__.update(values)
+        return entry
+
+
+_RUN_FIELDS = frozenset(f.name for f in fields(RunEntry))
+
 
 @dataclass(frozen=True)
 class Duplicate:
@@ -175,7 +191,10 @@ class Catalog:
         ]
 
 
-def _stamp(path: Path) -> tuple[int, int, int | None, int | None]:
+Scanned = tuple["FileEntry | None", list["RunEntry"], list[Problem]]
+
+
+def _stamp(path: Path) -> Stamp:
     info = path.stat()
     wal = side_file(path, "-wal")
     try:
@@ -274,17 +293,20 @@ class _Bulk:
         tables = sorted(
             {str(run.table_name) for run in runs if db.data.where(run.row).kind == "table"}
         )
-        counts: dict[str, int] = {}
         # In a WAL file readers and writers never wait for each other; in a rollback-journal
         # file our read lock is what a committing writer waits for: a table a statement.
         together = COUNTED_TOGETHER if db.journal_mode == "wal" else 1
-        for start in range(0, len(tables), together):
-            group = tables[start : start + together]
-            try:
-                counts.update(_row_counts(db, group))
-            except QcsqlError:
-                for table in group:  # one by one, so that the error names its table
-                    counts.update(_row_counts(db, [table]))
+        groups = [tables[start : start + together] for start in range(0, len(tables), together)]
+        try:
+            counts = _counted(db, groups)
+        except QcsqlError:
+            counts = {}
+            for group in groups:  # again, group by group, so that the error names its table
+                try:
+                    counts.update(_row_counts(db, group))
+                except QcsqlError:
+                    for table in group:
+                        counts.update(_row_counts(db, [table]))
         return cls(descriptions, counts, layouts, links, column_types)
 
     @functools.cached_property
@@ -321,12 +343,31 @@ class _Bulk:
 COUNTED_TOGETHER = 32
 
 
-def _row_counts(db: Database, tables: Sequence[str]) -> dict[str, int]:
-    """The number of rows of each of ``tables`` (at most a few), in one statement."""
-    statement = " UNION ALL ".join(
+def _counted(db: Database, groups: Sequence[Sequence[str]]) -> dict[str, int]:
+    """The number of rows of every table of ``groups``, a statement a group, all sent in
+    one block of the connection (:meth:`~qcsql.sqlite.connection.ReadOnlyConnection.reading_raw`).
+    The connection is in autocommit mode, so each statement is a read transaction of its
+    own, ended when its rows are fetched: a writer waits for one statement at most, as
+    with a block a statement, which cost more than a small table's count. An error does
+    not name its table here (:func:`_row_counts` does)."""
+    counts: dict[str, int] = {}
+    with db.store.connection.reading_raw() as raw:
+        for group in groups:
+            for index, count in raw.execute(_count_statement(group)).fetchall():
+                counts[group[index]] = int(count)
+    return counts
+
+
+def _count_statement(tables: Sequence[str]) -> str:
+    return " UNION ALL ".join(
         f"SELECT {index}, count(*) FROM {quote_identifier(table)}"
         for index, table in enumerate(tables)
     )
+
+
+def _row_counts(db: Database, tables: Sequence[str]) -> dict[str, int]:
+    """The number of rows of each of ``tables`` (at most a few), in one statement."""
+    statement = _count_statement(tables)
     named = tables[0] if len(tables) == 1 else None
     with db.store.connection.reading_raw(table=named) as raw:
         rows = raw.execute(statement).fetchall()
@@ -452,32 +493,48 @@ def scan_task(path: str, run_id: None = None) -> Outcome:
         return Outcome(path, run_id, True, payload=(None, [], [problem]))
 
 
-def checksum_task(path: str, run_id: None, run_ids: tuple[int, ...]) -> Outcome:
+def checksum_task(
+    path: str,
+    run_id: None,
+    run_ids: tuple[int, ...],
+    tables: tuple[tuple[int, str, int | None], ...] = (),
+) -> Outcome:
     """Checksums of the data of runs ``run_ids`` of ``path`` as a fan-out task: the payload
-    maps each run to its checksum, or to a :class:`Problem` where it could not be read."""
-    results: dict[int, str | Problem] = {}
+    maps each run to its checksum, or to a :class:`Problem` where it could not be read.
+    ``tables`` are the results tables in the file of those runs that have one, with their
+    rows, as the catalogue found them: these are hashed straight from their tables,
+    without reading the file's schema and runs again (only the other runs need
+    :class:`Database`)."""
+    in_tables = {wanted: table for wanted, table, _ in tables}
+    rows = {wanted: counted for wanted, _, counted in tables}
+    others = tuple(wanted for wanted in run_ids if wanted not in in_tables)
+    found: dict[int, str | QcsqlError] = {}
     try:
-        db = Database(path)
+        if others:
+            with Database(path) as db:
+                runs = {run.run_id: run for run in db.runs()}
+                with warnings.catch_warnings():
+                    # Data never stored read as none, as QCoDeS reads them: no warning.
+                    warnings.simplefilter("ignore", DataNotFoundWarning)
+                    found = run_checksums(db, [runs[wanted] for wanted in others if wanted in runs])
+                found.update(table_checksums(db.store.connection, list(in_tables.items()), rows))
+        else:
+            connection = ReadOnlyConnection(path)
+            try:
+                found = table_checksums(connection, list(in_tables.items()), rows)
+            finally:
+                connection.close()
     except QcsqlError as exc:
         problem = Problem(path, "checksum_failed", str(exc))
         return Outcome(path, run_id, True, payload=dict.fromkeys(run_ids, problem))
-    with db:
-        try:
-            runs = {run.run_id: run for run in db.runs()}
-        except QcsqlError as exc:
-            problem = Problem(path, "checksum_failed", str(exc))
-            return Outcome(path, run_id, True, payload=dict.fromkeys(run_ids, problem))
-        with warnings.catch_warnings():
-            # Data never stored read as none, as QCoDeS reads them: no warning.
-            warnings.simplefilter("ignore", DataNotFoundWarning)
-            found = run_checksums(db, [runs[wanted] for wanted in run_ids if wanted in runs])
-        for wanted in run_ids:
-            result = found.get(wanted)
-            if result is None or isinstance(result, QcsqlError):
-                message = f"{path}: run gone" if result is None else str(result)
-                results[wanted] = Problem(path, "checksum_failed", message, wanted)
-            else:
-                results[wanted] = result
+    results: dict[int, str | Problem] = {}
+    for wanted in run_ids:
+        result = found.get(wanted)
+        if result is None or isinstance(result, QcsqlError):
+            message = f"{path}: run gone" if result is None else str(result)
+            results[wanted] = Problem(path, "checksum_failed", message, wanted)
+        else:
+            results[wanted] = result
     return Outcome(path, run_id, True, payload=results)
 
 
@@ -507,14 +564,14 @@ def build_catalog(
             old_runs[run.path].append(run)
         for problem in previous.problems:
             old_problems[problem.path].append(problem)
-    scanned: dict[str, tuple[FileEntry | None, list[RunEntry], list[Problem]]] = {}
+    scanned: dict[str, Scanned] = {}
     reused = 0
-    to_scan: list[tuple[str, None]] = []
+    stamps: dict[str, Stamp] = {}
     for path in found.files:
         key = str(path)
         old = old_files.get(key)
         try:
-            unchanged = old is not None and old.stamp == _stamp(path)
+            stamps[key] = _stamp(path)
         except OSError as exc:
             scanned[key] = (
                 None,
@@ -522,21 +579,44 @@ def build_catalog(
                 [Problem(key, "unreadable", f"{path}: {exc.strerror or exc}")],
             )
             continue
-        if unchanged:
+        if old is not None and old.stamp == stamps[key]:
             scanned[key] = (old, old_runs[key], old_problems[key])
             reused += 1
-        else:
-            to_scan.append((key, None))
-    done = len(found.files) - len(to_scan)
-    for outcome in run_tasks(scan_task, to_scan, jobs=jobs, client=client):
-        scanned[outcome.database] = (
-            outcome.payload
-            if outcome.ok
-            else (None, [], [Problem(outcome.database, "unreadable", str(outcome.message))])
-        )
-        done += 1
-        if progress is not None:
-            progress(done, len(found.files), outcome.database)
+    # Byte-for-byte copies of a file (backups) are read once: the first of each group is
+    # scanned, the others get its entries under their own names (see _as_copy).
+    digests: dict[str, str] = {}
+    copies = _byte_groups(
+        [(key, stamp[0], stamp[2]) for key, stamp in stamps.items() if key not in scanned],
+        digests,
+    )
+    done = len(found.files) - sum(1 + len(others) for others in copies.values())
+
+    def scan(paths: list[str]) -> Iterator[str]:
+        nonlocal done
+        for outcome in run_tasks(scan_task, [(p, None) for p in paths], jobs=jobs, client=client):
+            scanned[outcome.database] = (
+                outcome.payload
+                if outcome.ok
+                else (None, [], [Problem(outcome.database, "unreadable", str(outcome.message))])
+            )
+            done += 1
+            if progress is not None:
+                progress(done, len(found.files), outcome.database)
+            yield outcome.database
+
+    again: list[str] = []
+    for first in scan(list(copies)):
+        for copy in copies[first]:
+            copied = _as_copy(scanned[first], stamps[first], copy, stamps[copy])
+            if copied is None:
+                again.append(copy)  # read it itself
+                continue
+            scanned[copy] = copied
+            done += 1
+            if progress is not None:
+                progress(done, len(found.files), copy)
+    for _ in scan(again):
+        pass
     catalog = Catalog(problems=list(found.problems), reused_files=reused)
     for path in found.files:  # in walk order, whatever order the tasks finished in
         entry, runs, problems = scanned[str(path)]
@@ -545,11 +625,50 @@ def build_catalog(
         catalog.runs.extend(runs)
         catalog.problems.extend(problems)
     if checksums:
-        _add_checksums(catalog, jobs, client)
+        _add_checksums(catalog, jobs, client, digests)
     return catalog
 
 
-def _add_checksums(catalog: Catalog, jobs: int, client: Client | None) -> None:
+def _as_copy(scanned: Scanned, stamp: Stamp, copy: str, copy_stamp: Stamp) -> Scanned | None:
+    """The catalogue entries of ``copy``, a byte-for-byte copy of the file ``scanned``
+    (its stamp when it was hashed ``stamp``): those of the file under the copy's name and
+    stamp. None where they could depend on more than the bytes: a file with problems
+    (their messages name it), with runs whose data live in other files (found relative
+    to its folder), or that changed between its hashing and its reading."""
+    entry, runs, problems = scanned
+    if entry is None or entry.kind != "qcodes" or problems or entry.stamp != stamp:
+        return None
+    if any(run.data_location not in ("table", "nowhere") for run in runs):
+        return None
+    size, mtime_ns, wal_size, wal_mtime_ns = copy_stamp
+    copied = _changed(
+        entry,
+        path=copy,
+        size=size,
+        mtime_ns=mtime_ns,
+        wal_size=wal_size,
+        wal_mtime_ns=wal_mtime_ns,
+    )
+    return copied, [_changed(run, path=copy) for run in runs], []
+
+
+_Entry = TypeVar("_Entry", FileEntry, RunEntry)
+
+
+def _changed(entry: _Entry, **changes: Any) -> _Entry:
+    """``dataclasses.replace(entry, **changes)`` for the catalogue's entries, thousands at
+    a time: the instance's fields copied with ``changes``, without ``replace``'s call of
+    ``__init__`` field by field, which cost a tenth of a catalogue of copies. The entries
+    are plain frozen dataclasses (no ``__post_init__``, no slots, nothing derived), so
+    the two give equal objects."""
+    copied = object.__new__(type(entry))
+    copied.__dict__.update(entry.__dict__, **changes)
+    return copied
+
+
+def _add_checksums(
+    catalog: Catalog, jobs: int, client: Client | None, digests: dict[str, str]
+) -> None:
     """Checksums of the data of every run whose guid occurs more than once, where the
     catalogue does not have one yet. Files that are byte-for-byte copies of each other
     (:func:`_identical_files`) are read once: the checksums of one are the others'."""
@@ -561,7 +680,7 @@ def _add_checksums(catalog: Catalog, jobs: int, client: Client | None) -> None:
     for index, run in enumerate(catalog.runs):
         if run.guid is not None and counts[run.guid] > 1 and run.data_checksum is None:
             wanted[run.path][run.run_id] = index
-    copies = _identical_files(catalog.files, wanted)
+    copies = _identical_files(catalog.files, wanted, digests)
     read = [path for path in wanted if path in copies]
     leftover = _read_checksums(catalog, wanted, read, copies, jobs, client)
     # Copies whose original could not be read are read themselves (their problems are theirs).
@@ -581,7 +700,14 @@ def _read_checksums(
     tasks = []
     for path in paths:
         run_ids = set(wanted[path]).union(*(wanted[copy] for copy in copies.get(path, ())))
-        tasks.append((path, None, tuple(sorted(run_ids))))
+        # The same run_id in a byte-for-byte copy is the same run in the same table.
+        tables: dict[int, tuple[int, str, int | None]] = {}
+        for copy in (path, *copies.get(path, ())):
+            for run_id, at in wanted[copy].items():
+                run = catalog.runs[at]
+                if run.data_location == "table" and run.data_table is not None:
+                    tables.setdefault(run_id, (run_id, run.data_table, run.number_of_results))
+        tasks.append((path, None, tuple(sorted(run_ids)), tuple(sorted(tables.values()))))
     got: dict[str, set[int]] = defaultdict(set)
     for outcome in run_tasks(checksum_task, tasks, jobs=jobs, client=client):
         if not outcome.ok:
@@ -597,7 +723,7 @@ def _read_checksums(
             for path in (outcome.database, *copies.get(outcome.database, ())):
                 index = wanted[path].get(run_id)
                 if index is not None:
-                    catalog.runs[index] = replace(catalog.runs[index], data_checksum=result)
+                    catalog.runs[index] = _changed(catalog.runs[index], data_checksum=result)
                     got[path].add(run_id)
     return [
         copy
@@ -608,18 +734,29 @@ def _read_checksums(
 
 
 def _identical_files(
-    files: Sequence[FileEntry], wanted: dict[str, dict[int, int]]
+    files: Sequence[FileEntry], wanted: dict[str, dict[int, int]], digests: dict[str, str]
 ) -> dict[str, list[str]]:
-    """The files of ``wanted`` grouped by their bytes: the first of each group (in walk
-    order) maps to the others (an unmatched file maps to none). Only files of equal size
-    are hashed (:func:`~qcsql.archive.checksum.file_digest`), and a WAL file with a
-    ``-shm`` is never grouped: a writer may be changing it while the other is read."""
+    """The files of ``wanted`` grouped by their bytes (:func:`_byte_groups`; ``digests``
+    holds those already computed, by the scan)."""
+    return _byte_groups(
+        [(entry.path, entry.size, entry.wal_size) for entry in files if entry.path in wanted],
+        digests,
+    )
+
+
+def _byte_groups(
+    files: Sequence[tuple[str, int, int | None]], digests: dict[str, str]
+) -> dict[str, list[str]]:
+    """``files`` (path, size, size of its ``-wal``) grouped by their bytes: the first of
+    each group (in the order given) maps to the others (an unmatched file maps to none).
+    Only files of equal sizes are hashed (:func:`~qcsql.archive.checksum.file_digest`,
+    kept in ``digests`` by path), and a WAL file with a ``-shm`` is never grouped: a
+    writer may be changing it while the other is read."""
     by_size: dict[tuple[int, int | None], list[str]] = defaultdict(list)
-    for entry in files:
-        if entry.path in wanted:
-            shared = entry.wal_size is not None and side_file(Path(entry.path), "-shm").exists()
-            key = (-1 - len(by_size), None) if shared else (entry.size, entry.wal_size)
-            by_size[key].append(entry.path)
+    for path, size, wal_size in files:
+        shared = wal_size is not None and side_file(Path(path), "-shm").exists()
+        key = (-1 - len(by_size), None) if shared else (size, wal_size)
+        by_size[key].append(path)
     groups: dict[str, list[str]] = {}
     for paths in by_size.values():
         if len(paths) == 1:
@@ -627,10 +764,12 @@ def _identical_files(
             continue
         by_digest: dict[str, list[str]] = defaultdict(list)
         for path in paths:
-            try:
-                digest = file_digest(Path(path))
-            except OSError:
-                digest = f"unreadable {path}"  # read by its own task, which reports why
+            digest = digests.get(path)
+            if digest is None:
+                try:
+                    digest = digests[path] = file_digest(Path(path))
+                except OSError:
+                    digest = f"unreadable {path}"  # read by its own task, which reports why
             by_digest[digest].append(path)
         for same in by_digest.values():
             groups[same[0]] = same[1:]

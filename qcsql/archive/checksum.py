@@ -2,26 +2,37 @@
 
 Copies of a run made by ``extract_runs_into_db`` have the same guid but a new run_id,
 results table name and file; what must agree is the data, not the bytes of the files.
-Floats are hashed as QCoDeS sees them, rounded to 15 significant digits
-(:func:`qcsql.export.keys.as_qcodes_sees`): QCoDeS reads numbers through SQLite's text,
-so ``extract_runs_into_db`` writes the copy's values rounded that way, and a copy that
-differs from its source only there holds the same data for QCoDeS. Integers count as
-the floats they equal, for the same reason.
 
-A run whose results table is in its file is hashed from that table: its rows in id
-order, its columns (but ``id``) by name, read in windows of ids so that no read holds
-the file for long; a catalogue hashes every copy in an archive, and this costs one
-statement a window where QCoDeS' ``get_parameter_data`` costs several a parameter.
-Any other run (data in a raw-data file or an export) is hashed from
-``get_parameter_data``; the two kinds of checksum are never equal (their first bytes
-differ), so a copy whose data moved elsewhere is reported as not known to be equal.
+What "the same data" means for two runs whose results tables are in their files: the
+tables have the same column names (but ``id``) and the same number of rows, and row by
+row, in id order, each column holds the same value, where
+
+* numbers are compared as QCoDeS reads them, rounded to 15 significant digits
+  (:func:`qcsql.export.keys.as_qcodes_sees`): QCoDeS reads numbers through SQLite's
+  text, so ``extract_runs_into_db`` writes the copy's values rounded that way, and a
+  copy that differs from its source only beyond the 15th digit holds the same data for
+  QCoDeS; an integer is the float it equals, and NULL is NaN (SQLite stores no NaN);
+* text and blobs (array parameters) are compared byte for byte, and are never equal
+  to a number, not even to the one a text spells;
+* neither the order of the columns in the table nor the id values count (a copy that
+  renumbers its rows in the same order holds the same data); the order of the rows does.
+
+Each column is hashed on its own, under its name, in windows of :data:`WINDOW` rows: a
+table of numbers alone from its pages where it is large (:func:`_read_pages`, no Python
+object a value), any other through SQLite in windows of ids, so that no read holds the
+file for long; both give the same digests (tests compare them). A catalogue hashes every
+copy in an archive, and this costs one statement a window where QCoDeS'
+``get_parameter_data`` costs several a parameter. Any other run (data in a raw-data
+file or an export) is hashed from ``get_parameter_data``; the two kinds of checksum are
+never equal (their first bytes differ), so a copy whose data moved elsewhere is reported
+as not known to be equal.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +41,18 @@ import numpy as np
 from qcsql.database import Database, Run
 from qcsql.errors import QcsqlError
 from qcsql.export.keys import as_qcodes_sees
-from qcsql.sqlite.connection import quote_identifier, side_file
+from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
 from qcsql.sqlite.descriptors import kept_file
+from qcsql.sqlite.pages import PageSource, read_numeric_window
 
-__all__ = ["data_checksum", "file_digest", "run_checksum", "run_checksums", "table_checksum"]
+__all__ = [
+    "data_checksum",
+    "file_digest",
+    "run_checksum",
+    "run_checksums",
+    "table_checksum",
+    "table_checksums",
+]
 
 # Rows per read: one short statement each (the file may have a writer).
 WINDOW = 20_000
@@ -48,52 +67,157 @@ def run_checksum(db: Database, run: Run) -> str:
 
 def run_checksums(db: Database, runs: Sequence[Run]) -> dict[int, str | QcsqlError]:
     """:func:`run_checksum` of each of ``runs`` (the same strings), or the error that
-    stopped it: a run that cannot be read does not hide the others. The numbers of all
-    their results tables are rounded together (:class:`_Deferred`): an archive's files
-    hold many small runs, and rounding costs about the same for one window as for
-    thousands of values."""
+    stopped it: a run that cannot be read does not hide the others (see
+    :func:`table_checksums`)."""
+    in_tables = [run for run in runs if db.data.where(run.row).kind == "table"]
+    results = table_checksums(
+        db.store.connection, [(run.run_id, str(run.table_name)) for run in in_tables]
+    )
+    for run in runs:
+        if run.run_id not in results:
+            try:
+                results[run.run_id] = data_checksum(run)
+            except QcsqlError as exc:
+                results[run.run_id] = exc
+    return {run.run_id: results[run.run_id] for run in runs}
+
+
+def table_checksums(
+    connection: ReadOnlyConnection,
+    tables: Sequence[tuple[int, str]],
+    rows: Mapping[int, int | None] | None = None,
+) -> dict[int, str | QcsqlError]:
+    """The checksums of the results tables ``(run_id, table)`` of the file ``connection``
+    reads, by run_id, or the error that stopped one. The numbers of all the tables are
+    rounded together (:class:`_Deferred`): an archive's files hold many small runs, and
+    rounding costs about the same for one window as for thousands of values. Needs
+    nothing of the file but the tables: a catalogue knows them, and reading the file's
+    schema and runs again would cost more than hashing a small run. ``rows`` (by run_id,
+    as the catalogue counted them) spares small tables the look at their pages
+    (:func:`_read_pages`)."""
     deferred = _Deferred()
     finishers: dict[int, Callable[[], str]] = {}
     results: dict[int, str | QcsqlError] = {}
-    for run in runs:
+    for run_id, table in tables:
+        counted = (rows or {}).get(run_id)
         try:
-            if db.data.where(run.row).kind == "table":
-                finishers[run.run_id] = _read_table(db, run, deferred)
-            else:
-                results[run.run_id] = data_checksum(run)
+            from_pages = None
+            if counted is None or counted >= PAGES_FROM_ROWS:
+                from_pages = _read_pages(connection, run_id, table, deferred)
+            finishers[run_id] = from_pages or _read_table(connection, run_id, table, deferred)
         except QcsqlError as exc:
-            results[run.run_id] = exc
+            results[run_id] = exc
     deferred.flush()
     results.update((run_id, finish()) for run_id, finish in finishers.items())
-    return {run.run_id: results[run.run_id] for run in runs}
+    return results
 
 
 def table_checksum(db: Database, run: Run) -> str:
     """SHA-256 (hex) of the rows of the run's results table in the file."""
-    deferred = _Deferred()
-    finish = _read_table(db, run, deferred)
-    deferred.flush()
-    return finish()
+    found = table_checksums(db.store.connection, [(run.run_id, str(run.table_name))])
+    result = found[run.run_id]
+    if isinstance(result, QcsqlError):
+        raise result
+    return result
 
 
-def _read_table(db: Database, run: Run, deferred: _Deferred) -> Callable[[], str]:
+def _read_table(
+    connection: ReadOnlyConnection, run_id: int, table: str, deferred: _Deferred
+) -> Callable[[], str]:
     """Reads the run's results table into its columns' digests (numbers through
-    ``deferred``); the returned function gives the checksum once ``deferred`` is flushed."""
-    table = str(run.table_name)
-    names = sorted(name for name in db.store.column_types(run.row) if name != "id")
-    digests = [hashlib.sha256() for _ in names]
-    columns = ", ".join(quote_identifier(name) for name in ["id", *names])
-    statement = f"SELECT {columns} FROM {quote_identifier(table)} WHERE id > ? ORDER BY id LIMIT ?"
+    ``deferred``); the returned function gives the checksum once ``deferred`` is flushed.
+    The columns are those of ``SELECT *``, named by the statement itself (no
+    ``PRAGMA table_info`` a table), each hashed under its name, in name order."""
+    statement = f"SELECT id, * FROM {quote_identifier(table)} WHERE id > ? ORDER BY id LIMIT ?"
+    names: list[str] | None = None
+    digests: list[Any] = []
+    positions: list[int] = []  # in each row, of the columns of ``names``
     last = -(2**63)
     while True:
-        with db.store.connection.reading_raw(run_id=run.run_id, table=table) as raw:
-            rows = raw.execute(statement, (last, WINDOW)).fetchall()
+        with connection.reading_raw(run_id=run_id, table=table) as raw:
+            cursor = raw.execute(statement, (last, WINDOW))
+            rows = cursor.fetchall()
+            described = [column[0] for column in cursor.description]
+        if names is None:
+            by_name = sorted((name, at) for at, name in enumerate(described) if at and name != "id")
+            names = [name for name, _ in by_name]
+            positions = [at for _, at in by_name]
+            digests = [hashlib.sha256() for _ in names]
         if not rows:
             break
         last = rows[-1][0]
-        _update_window(digests, rows, deferred)
+        _update_window(digests, positions, rows, deferred)
         if len(rows) < WINDOW:
             break
+    return _finisher(names or (), digests)
+
+
+# Tables of at least this many rows are hashed from their pages where the page reader can
+# (:func:`_read_pages`); below it, its set-up costs more than SQLite's rows.
+PAGES_FROM_ROWS = 1000
+
+
+def _read_pages(
+    connection: ReadOnlyConnection, run_id: int, table: str, deferred: _Deferred
+) -> Callable[[], str] | None:
+    """What :func:`_read_table` gives (the same digests of the same bytes), decoded
+    straight from the table's pages (:mod:`qcsql.sqlite.pages`) instead of through
+    SQLite's rows, for tables of numbers and NULLs alone: each column's values in id
+    order, cut into windows of :data:`WINDOW` rows as :func:`_read_table` reads them.
+    None (and SQLite reads the table) where the table is small, its ids are not its
+    rowids, the pages cannot be read safely from here (see
+    :meth:`~qcsql.sqlite.pages.PageSource.window`), a value is text or a blob, or a row
+    holds no value at all (the page reader skips those: the rows read would not add up)."""
+    quoted = quote_identifier(table)
+    with connection.reading_raw(run_id=run_id, table=table) as raw:
+        cursor = raw.execute(
+            f"SELECT count(*), max(rowid), count(id IS rowid OR NULL) FROM {quoted}"
+        )
+        count, last_id, by_rowid = cursor.fetchone()
+        described = [
+            column[0] for column in raw.execute(f"SELECT * FROM {quoted} LIMIT 0").description
+        ]
+        root = raw.execute(
+            "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchall()
+    if count < PAGES_FROM_ROWS or by_rowid != count or len(root) != 1:
+        return None
+    by_name = sorted((name, at) for at, name in enumerate(described) if name != "id")
+    names = [name for name, _ in by_name]
+    indices = [at for _, at in by_name]
+    if not indices or len(names) != len(set(names)):
+        return None
+    source = PageSource(connection)
+    digests = [hashlib.sha256() for _ in names]
+    blocks: list[np.ndarray[Any, Any]] = []  # decoded, not yet given to ``deferred``
+    waiting = read = 0
+    after = -(2**63)
+    try:
+        while after < last_id:
+            window = read_numeric_window(
+                source, int(root[0][0]), indices, len(indices), after, last_id, numeric_text=False
+            )
+            if window is None:
+                return None
+            if window.rows:
+                blocks.append(np.vstack(window.values))
+                waiting += window.rows
+                read += window.rows
+            while waiting >= WINDOW or (waiting and window.last_rowid >= last_id):
+                joined = np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+                deferred.add(digests, np.ascontiguousarray(joined[:, :WINDOW]))
+                blocks = [joined[:, WINDOW:]] if joined.shape[1] > WINDOW else []
+                waiting = max(0, waiting - WINDOW)
+            after = window.last_rowid
+    finally:
+        source.close()
+    if read != count:
+        return None
+    return _finisher(names, digests)
+
+
+def _finisher(names: Sequence[str], digests: Sequence[Any]) -> Callable[[], str]:
+    """The checksum of a table from its columns' names and digests, once they are full."""
 
     def finish() -> str:
         total = hashlib.sha256(b"table\x00")
@@ -143,18 +267,20 @@ class _Deferred:
 DEFERRED_VALUES = 1 << 17
 
 
-def _update_window(digests: list[Any], rows: list[tuple[Any, ...]], deferred: _Deferred) -> None:
-    """Each column's digest (but the leading ``id``) updated with one window of rows.
-    Where every cell is a number or NULL (most results tables), the window is converted
-    in one go and its rounding deferred instead of done column by column: the bytes each
-    digest gets are the same, at a fraction of the calls."""
+def _update_window(
+    digests: list[Any], positions: list[int], rows: list[tuple[Any, ...]], deferred: _Deferred
+) -> None:
+    """Each column's digest updated with one window of rows, column ``positions[i]`` of
+    the rows for ``digests[i]``. Where every cell is a number or NULL (most results
+    tables), the window is converted in one go and its rounding deferred instead of done
+    column by column: the bytes each digest gets are the same, at a fraction of the calls."""
     if set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBERS:
-        values = np.array(rows, dtype=np.float64)[:, 1:]  # None becomes NaN
+        values = np.array(rows, dtype=np.float64)[:, positions]  # None becomes NaN
         deferred.add(digests, np.ascontiguousarray(values.T))
         return
     deferred.flush()  # earlier windows' numbers come first in these digests
-    for index, digest in enumerate(digests, 1):
-        _update_column(digest, [row[index] for row in rows])
+    for position, digest in zip(positions, digests, strict=True):
+        _update_column(digest, [row[position] for row in rows])
 
 
 def _update_column(digest: Any, values: list[Any]) -> None:

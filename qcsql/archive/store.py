@@ -127,7 +127,7 @@ def _run_from_row(row: dict[str, Any]) -> RunEntry:
     row["parameters"] = None if parameters is None else _parameters_from_json(parameters)
     row["metadata"] = orjson.loads(row["metadata"])
     row["completed"] = bool(row["completed"])
-    return RunEntry(**row)
+    return RunEntry.from_fields(row)
 
 
 @functools.lru_cache(maxsize=4096)

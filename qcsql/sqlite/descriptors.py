@@ -22,10 +22,13 @@ threads share a descriptor without sharing a file offset.
   old one is kept, since SQLite connections of the process may still hold locks on
   the old inode.
 * A deleted (or replaced) file's descriptor is closed once no other descriptor of the
-  process refers to its inode (Linux, through ``/proc/self/fd``; looked at whenever a
-  new file is opened): with no descriptor left, the process cannot hold a lock on it,
-  and nobody can open it again by its name. Elsewhere such descriptors are kept, one
-  per file that was deleted or replaced while the process read it.
+  process refers to its inode (Linux, through ``/proc/self/fd``; looked at when new
+  files are opened, after every :data:`LOOK_EVERY`-th part of the files kept): with no
+  descriptor left, the process cannot hold a lock on it, and nobody can open it again
+  by its name. Elsewhere such descriptors are kept, one per file that was deleted or
+  replaced while the process read it. Looking at every kept descriptor whenever a new
+  file is opened made a catalogue of n files look n²/2 times; a closing that comes a
+  few files later is as safe (a descriptor kept longer never drops a lock).
 * After ``fork`` the child keeps the inherited descriptors (closing them would drop
   locks its own connections may take) and gets a fresh registry lock.
 * Windows has no POSIX locks (its byte-range locks belong to a handle), and a kept
@@ -100,6 +103,10 @@ class KeptFile:
         return os.read(self.fd, size)  # pragma: no cover
 
 
+# New files opened between two looks for deleted ones: one per this part of those kept.
+LOOK_EVERY = 8
+
+
 class _Registry:
     """The process's kept descriptors, by (device, inode)."""
 
@@ -107,6 +114,7 @@ class _Registry:
         self.lock = threading.Lock()
         self.by_inode: dict[tuple[int, int], KeptFile] = {}
         self.spare: list[int] = []  # second descriptors of a kept inode: open for good
+        self.opened_since_look = 0
 
     def get(self, path: Path) -> KeptFile:
         info = os.stat(path)
@@ -130,7 +138,10 @@ class _Registry:
                 kept = self.by_inode[opened_key] = KeptFile(path, fd, *opened_key)
             else:
                 self.spare.append(fd)
-            self._forget_deleted()
+            self.opened_since_look += 1
+            if self.opened_since_look * LOOK_EVERY >= len(self.by_inode):
+                self.opened_since_look = 0
+                self._forget_deleted()
             return kept
 
     def _forget_deleted(self) -> None:

@@ -91,6 +91,7 @@ class _Decoding:
     tops: int
     values: list[npt.NDArray[np.float64]]
     found: npt.NDArray[np.bool_]  # which top columns are not NULL
+    numeric_text: bool = True  # text that reads as a number is that number (else Unsupported)
 
     @classmethod
     def of(
@@ -99,11 +100,12 @@ class _Decoding:
         record: npt.NDArray[np.int64],
         column_indices: Sequence[int],
         tops: int,
+        numeric_text: bool = True,
     ) -> _Decoding:
         cells = len(record)
         values = [np.empty(cells, dtype=np.float64) for _ in column_indices]
         found = np.zeros((cells, tops), dtype=bool)
-        return cls(flat, record, column_indices, tops, values, found)
+        return cls(flat, record, column_indices, tops, values, found, numeric_text)
 
 
 class PageSource:
@@ -325,6 +327,7 @@ def decode_leaves(
     tops: int,
     after_id: int,
     upto_id: int,
+    numeric_text: bool = True,
 ) -> NumericColumns:
     """The rows of the table leaf pages ``page_bytes`` (one page a row, read inside
     :meth:`PageSource.window`) with ``after_id < rowid <= upto_id``; raises one of
@@ -344,7 +347,7 @@ def decode_leaves(
     header_size = flat[record].astype(np.int64)
     if np.any(header_size >= 0x80):
         raise Unsupported
-    into = _Decoding.of(flat, record, column_indices, tops)
+    into = _Decoding.of(flat, record, column_indices, tops, numeric_text)
     done = np.zeros(total, dtype=bool)
     for rows, header in _shared_headers(flat, record, header_size):
         _decode_same_header(into, rows, header)
@@ -477,7 +480,8 @@ def _decode_same_header(
         if serial == 7:
             out[rows] = _big_endian_doubles(flat, at)
         else:
-            out[rows] = decode_numbers(flat, np.full(len(rows), serial, dtype=np.int64), at)
+            serials_of_rows = np.full(len(rows), serial, dtype=np.int64)
+            out[rows] = decode_numbers(flat, serials_of_rows, at, numeric_text=into.numeric_text)
     for position, column in enumerate(into.column_indices[: into.tops]):
         into.found[rows, position] = column < len(serials) and int(serials[column]) != 0
 
@@ -501,7 +505,9 @@ def _decode_any_header(
         sizes[has, column] = _SERIAL_SIZE[serial[has]]
     value_at = (record + header_size)[:, None] + np.cumsum(sizes, axis=1) - sizes
     for out, column in zip(into.values, into.column_indices, strict=True):
-        out[rows] = decode_numbers(flat, types[:, column], value_at[:, column])
+        out[rows] = decode_numbers(
+            flat, types[:, column], value_at[:, column], numeric_text=into.numeric_text
+        )
     into.found[rows] = types[:, list(into.column_indices[: into.tops])] != 0
 
 
@@ -524,9 +530,15 @@ def _eight_bytes(
 
 
 def decode_numbers(
-    flat: npt.NDArray[np.uint8], types: npt.NDArray[np.int64], at: npt.NDArray[np.int64]
+    flat: npt.NDArray[np.uint8],
+    types: npt.NDArray[np.int64],
+    at: npt.NDArray[np.int64],
+    *,
+    numeric_text: bool = True,
 ) -> npt.NDArray[np.float64]:
-    """Values of one column as QCoDeS returns them: float64, NULL and 'nan' as NaN."""
+    """Values of one column as QCoDeS returns them: float64, NULL and 'nan' as NaN.
+    With ``numeric_text`` False any text is :class:`Unsupported`, for a reader that must
+    tell text from the number it spells (a checksum)."""
     out = np.full(len(types), np.nan, dtype=np.float64)
     floats = np.flatnonzero(types == 7)
     if len(floats):
@@ -545,6 +557,8 @@ def decode_numbers(
                 number = (number ^ sign) - sign
             out[chosen] = number.astype(np.float64)
     text = (types >= 13) & (types % 2 == 1)
+    if not numeric_text and text.any():
+        raise Unsupported
     for index in np.flatnonzero(text):
         length = int((types[index] - 13) // 2)
         content = flat[at[index] : at[index] + length].tobytes()
@@ -565,10 +579,12 @@ def read_numeric_window(
     after_id: int,
     upto_id: int,
     leaves: int = LEAVES_PER_WINDOW,
+    *,
+    numeric_text: bool = True,
 ) -> NumericColumns | None:
     """The rows with ``after_id < rowid <= upto_id`` (from up to ``leaves`` leaf pages: a
     read of a few rows need not decode a whole window), or None when the pages cannot be
-    read safely or hold something unusual."""
+    read safely or hold something unusual (text, with ``numeric_text`` False)."""
     try:
         with source.window() as safe:
             if not safe:
@@ -577,7 +593,9 @@ def read_numeric_window(
             if not found:
                 return NumericColumns([np.empty(0) for _ in column_indices], upto_id)
             pages = source.pages(found)
-            decoded = decode_leaves(source, pages, column_indices, tops, after_id, upto_id)
+            decoded = decode_leaves(
+                source, pages, column_indices, tops, after_id, upto_id, numeric_text
+            )
     except GIVE_UP:
         return None  # whatever these pages are, SQLite reads them (and reports damage) instead
     if decoded.last_rowid <= after_id:
