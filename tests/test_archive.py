@@ -41,6 +41,7 @@ from qcsql.archive.fanout import (
     run_tasks,
 )
 from qcsql.cli import main
+from qcsql.sqlite.connection import side_file
 from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions, small_sources
 from tests.helpers import EXAMPLE_DB, LEGACY, copy_database, plain_sqlite
 from tests.test_read_only import READING_STATEMENT
@@ -842,3 +843,23 @@ def test_a_damaged_results_table_is_named_though_tables_are_counted_together(
     catalog = build_catalog([path], checksums=False)
     assert [(p.path, p.kind) for p in catalog.problems] == [(str(path), "corrupt")]
     assert catalog.problems[0].message.startswith(f"{qcsql.Where(path, None, table)}: ")
+
+
+def test_a_copy_with_a_journal_beside_it_is_opened_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback journal beside a file can change what SQLite reads of that file alone
+    (a hot journal), so same bytes do not make such a file another's copy."""
+    source = LEGACY / "v2_qcodes-0.2.1-upgraded-from-v0.db"
+    copies = [copy_database(source, tmp_path / f"copy{i}") for i in range(3)]
+    side_file(copies[2], "-journal").touch()
+    opened: list[str] = []
+    real = qcsql.archive.catalog.scan_task
+
+    def recorded(path: str, run_id: None = None) -> Outcome:
+        opened.append(path)
+        return real(path, run_id)
+
+    monkeypatch.setattr(qcsql.archive.catalog, "scan_task", recorded)
+    build_catalog([tmp_path], checksums=False)
+    assert sorted(opened) == sorted(map(str, [copies[0], copies[2]]))

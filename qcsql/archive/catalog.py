@@ -750,11 +750,14 @@ def _byte_groups(
     """``files`` (path, size, size of its ``-wal``) grouped by their bytes: the first of
     each group (in the order given) maps to the others (an unmatched file maps to none).
     Only files of equal sizes are hashed (:func:`~qcsql.archive.checksum.file_digest`,
-    kept in ``digests`` by path), and a WAL file with a ``-shm`` is never grouped: a
-    writer may be changing it while the other is read."""
+    kept in ``digests`` by path). A WAL file with a ``-shm`` is never grouped (a writer
+    may be changing it while the other is read), nor a file with a ``-journal`` beside it
+    (a hot journal changes what SQLite reads of that file alone)."""
     by_size: dict[tuple[int, int | None], list[str]] = defaultdict(list)
     for path, size, wal_size in files:
-        shared = wal_size is not None and side_file(Path(path), "-shm").exists()
+        shared = (wal_size is not None and side_file(Path(path), "-shm").exists()) or (
+            side_file(Path(path), "-journal").exists()
+        )
         key = (-1 - len(by_size), None) if shared else (size, wal_size)
         by_size[key].append(path)
     groups: dict[str, list[str]] = {}
