@@ -154,3 +154,9 @@ def has_nan(values: npt.NDArray[Any]) -> bool:
     """Whether a float or complex array holds NaN, which QCoDeS' grids keep out of their
     levels (pandas drops it), so a layout with one is decided in memory."""
     return values.dtype.kind in "fc" and bool(np.isnan(values).any())
+
+
+def has_repeats(values: npt.NDArray[Any]) -> bool:
+    """Whether two of ``values`` are one value as QCoDeS reads them (NaN being one value,
+    as ``np.unique(equal_nan=True)`` of QCoDeS 0.62's direct layout counts them)."""
+    return len(np.unique(as_qcodes_sees(values), equal_nan=True)) != len(values)
