@@ -11,7 +11,9 @@ per row of the run, so the rows go straight into it, window by window:
 
 * the direct layout (every parameter declares ``(rows, points)``): row ``i`` of the
   run is row ``i`` of the file, ``power`` the first value of each row, ``freq`` the
-  first row's;
+  first row's, where every row holds the first row's frequencies and each power
+  once (QCoDeS 0.62 places each value by its setpoints' values in the order they
+  first appear, which is then row order; others are laid out in memory);
 * the grid of sorted levels: one cheap pass reads the scalar setpoint alone (SQLite,
   no blob decoded), its values must be unique as QCoDeS reads them (15 digits); the
   array setpoint must hold the same values in every row, unique too; then each row
@@ -36,7 +38,7 @@ import numpy.typing as npt
 
 from qcsql.data.streams import ArrayTreeStream
 from qcsql.export.attributes import DatasetSource, dataset_attrs
-from qcsql.export.keys import as_qcodes_sees, has_nan
+from qcsql.export.keys import as_qcodes_sees, has_nan, has_repeats
 from qcsql.export.layout import (
     Batch,
     DatasetPlan,
@@ -205,10 +207,13 @@ def _grid_rows(
             if array.dtype != placed.dtypes[name] or array.shape[1:] != (placed.points,):
                 raise NotStreamable  # the arrays change length or dtype between rows
         if not np.array_equal(data[axis], np.broadcast_to(placed.axis_row, data[axis].shape)):
-            if placed.positions is not None:
-                raise NotStreamable  # other frequencies: not a grid
+            raise NotStreamable  # other frequencies: not a grid (nor in the direct layout's order)
         swept = data[scalar][:, 0]
         if placed.positions is None:
+            if not np.array_equal(
+                data[scalar], np.broadcast_to(swept[:, None], data[scalar].shape)
+            ):
+                raise NotStreamable  # QCoDeS' direct layout places such rows value by value
             first_values.append(swept.copy())  # a view would keep the window's rows
             for top in tops:
                 yield Batch(top, (slice(start, start + n),), data[top])
@@ -224,8 +229,11 @@ def _grid_rows(
     if start != rows:
         raise NotStreamable
     if placed.positions is None:  # direct: coordinates from the first line along each axis
-        yield Batch(scalar, (slice(None),), np.concatenate(first_values))
-        yield Batch(axis, (slice(None),), placed.axis_row)
+        coordinates = (np.concatenate(first_values), placed.axis_row)
+        if any(has_repeats(values) for values in coordinates):
+            raise NotStreamable  # not a grid: QCoDeS' (0.62) direct layout fails on it
+        yield Batch(scalar, (slice(None),), coordinates[0])
+        yield Batch(axis, (slice(None),), coordinates[1])
     else:
         assert placed.scalar_values is not None and placed.order is not None
         levels = np.empty_like(placed.scalar_values)

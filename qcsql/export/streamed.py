@@ -38,7 +38,7 @@ from qcsql.data.streams import (
 )
 from qcsql.export.array_grids import Progress, array_grid_plan
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
-from qcsql.export.keys import as_qcodes_sees, has_nan, same_as_qcodes_sees
+from qcsql.export.keys import as_qcodes_sees, has_nan, has_repeats, same_as_qcodes_sees
 from qcsql.export.layout import (
     INDEX,
     MULTI_INDEX,
@@ -249,6 +249,8 @@ def _numeric_plans(
             attrs=dataset_attrs(run),
             source=functools.partial(_grid_batches, sweep, shape),
         )
+    if sweep.off_grid_order:
+        return  # placed by their setpoints' values, or refused: in memory
     plan = _line_grid_plan(sweep) if len(setpoints) == 2 else _repeated_early_plan(sweep)
     if plan is not None:
         yield plan
@@ -531,6 +533,10 @@ class _Sweep:
     shape: tuple[int, ...] | None
     variables: dict[str, Variable]
     progress: Progress | None
+    # Set by a plan of the direct layout that finds the rows do not follow the grid order
+    # of their setpoints' values: QCoDeS 0.62 places them by those values (or fails), which
+    # only the in-memory plan does, so no later streamed plan is tried.
+    off_grid_order: list[str] = dataclasses.field(default_factory=list)
 
 
 def _along_setpoint_plan(sweep: _Sweep, monotonic: bool) -> DatasetPlan:
@@ -953,7 +959,9 @@ def _along_setpoint_batches(sweep: _Sweep, monotonic: bool) -> Iterator[Batch]:
         if progress is not None:
             progress(position, stream.rows)
     complete_shape = shape is not None and tuple(shape) == (position,)
-    if monotonic and direction is None and not complete_shape:
+    if monotonic and direction is None:
+        if complete_shape:  # QCoDeS 0.62's direct layout fails on a repeated value
+            sweep.off_grid_order.append(setpoint)
         raise NotStreamable  # not sure to be unique: the next plan counts the values
     if position == 0 and not _all_floats(sweep.variables):
         raise NotStreamable  # no rows: QCoDeS' arrays are float64, whatever the paramtype
@@ -961,7 +969,11 @@ def _along_setpoint_batches(sweep: _Sweep, monotonic: bool) -> Iterator[Batch]:
 
 def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
     """A complete grid of the declared ``shape``: rows in C order, each axis' coordinate
-    from the first line along it (QCoDeS' direct layout), written once all rows are in."""
+    from the first line along it, written once all rows are in. That is QCoDeS' direct
+    layout where every row holds its cell's first-line values and those are distinct along
+    each line (QCoDeS 0.62 places each row by its setpoints' values in the order they first
+    appear, which is then C order; 0.58 always reshaped): checked as the rows come, and
+    where they do not, the run goes to the in-memory plan (``sweep.off_grid_order``)."""
     stream, tops, setpoints, progress = sweep.stream, sweep.tops, sweep.setpoints, sweep.progress
     total = math.prod(shape)
     strides = [math.prod(shape[axis + 1 :]) for axis in range(len(shape))]
@@ -975,6 +987,13 @@ def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
             steps = np.arange(-(-position // strides[axis]), -(-end // strides[axis]))
             steps = steps[steps < shape[axis]]
             axes[name][steps] = columns[len(tops) + axis][steps * strides[axis] - position]
+        rows = np.arange(position, end)
+        for axis, name in enumerate(setpoints):
+            line = axes[name][(rows // strides[axis]) % shape[axis]]
+            if not _same_values(columns[len(tops) + axis], line):
+                sweep.off_grid_order.append(name)
+                raise NotStreamable
+        del rows
         for top, values in zip(tops, columns, strict=False):
             for region, part in _c_order(values, position, shape):
                 yield Batch(top, region, part)
@@ -984,7 +1003,22 @@ def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
     if position != total:
         raise NotStreamable  # an incomplete grid: QCoDeS' layout sorts and pads it
     for name, values in axes.items():
+        if has_repeats(values):
+            sweep.off_grid_order.append(name)  # a value repeated along its own axis
+            raise NotStreamable
+    for name, values in axes.items():
         yield Batch(name, (slice(None),), values)
+
+
+def _same_values(values: npt.NDArray[Any], expected: npt.NDArray[Any]) -> bool:
+    """Whether each value is its expected one as QCoDeS reads them (NaN being NaN):
+    compared exactly first, as a grid's setpoints mostly are."""
+    same = values == expected
+    if same.all():
+        return True
+    missed = np.flatnonzero(~same)
+    found, wanted = as_qcodes_sees(values[missed]), as_qcodes_sees(expected[missed])
+    return bool(np.all((found == wanted) | (np.isnan(found) & np.isnan(wanted))))
 
 
 def _c_order(
