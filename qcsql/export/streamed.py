@@ -255,6 +255,8 @@ def _numeric_plans(
     if plan is not None:
         yield plan
     yield from _levels_plans(sweep)
+    if sweep.off_grid_order:
+        return
     if len(tops) > 1 and len(setpoints) == 1:
         plan = _outer_merge_plan(run, tops, setpoints[0], progress)
         if plan is not None:
@@ -659,6 +661,9 @@ def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
         return
     if len(setpoints) == 1:
         repeated = rows > len(found[0][0])
+        if repeated and sweep.shape is not None and tuple(sweep.shape) == (rows,):
+            sweep.off_grid_order.extend(setpoints)  # QCoDeS 0.62's direct layout fails
+            return
         yield _numeric_index_plan(sweep, rows) if repeated else _along_setpoint_plan(sweep, False)
         return
     # Unique rows are the common case: their layout is written at once, and gives up at
@@ -688,9 +693,12 @@ def _numeric_index_plan(sweep: _Sweep, rows: int) -> DatasetPlan:
 def _repeated_early_plan(sweep: _Sweep) -> DatasetPlan | None:
     """A single setpoint whose values repeat within the first batch (a time trace
     recorded again and again): whatever follows, QCoDeS lays the rows out along
-    ``index`` in measured order (unless a declared shape fits, which the plan along the
-    setpoint, tried first, writes), so they are written in one pass, the index growing
-    with them, with no pass over the levels first."""
+    ``index`` in measured order, so they are written in one pass, the index growing with
+    them, with no pass over the levels first. Not with a declared shape: rows that fill
+    it are laid out directly (where QCoDeS 0.62 fails on the repeat), which only the
+    passes over the levels, counting the rows, can tell."""
+    if sweep.shape is not None:
+        return None
     batches = _batches(sweep.stream.chunks())
     try:
         first = next(batches, None)
@@ -958,11 +966,10 @@ def _along_setpoint_batches(sweep: _Sweep, monotonic: bool) -> Iterator[Batch]:
         position += m
         if progress is not None:
             progress(position, stream.rows)
-    complete_shape = shape is not None and tuple(shape) == (position,)
     if monotonic and direction is None:
-        if complete_shape:  # QCoDeS 0.62's direct layout fails on a repeated value
-            sweep.off_grid_order.append(setpoint)
-        raise NotStreamable  # not sure to be unique: the next plan counts the values
+        # not sure to be unique, not even where the rows fill a declared shape (QCoDeS
+        # 0.62's direct layout fails on a repeated value): the next plan counts them
+        raise NotStreamable
     if position == 0 and not _all_floats(sweep.variables):
         raise NotStreamable  # no rows: QCoDeS' arrays are float64, whatever the paramtype
 
