@@ -173,3 +173,17 @@ def _each_value_at_its_setpoints(dataset: Any, rows: dict[str, Any], top: str) -
         if not np.isclose(dataset[top].values[cell], rows[top].ravel()[row], rtol=2e-14):
             return False
     return True
+
+
+def test_the_live_comparisons_set_these_runs_aside(measured: dict[str, Any], tmp_path: Path) -> None:
+    """The live 0.58 comparisons of every run of a database, run on these: they pass, each
+    run set aside by :func:`tests.helpers.unless_qcodes_058_differs` only in the modes
+    where the difference shows (and there the comparison must fail), compared with 0.58
+    in the others (``always``, the pandas frames)."""
+    from tests.test_export_matches_qcodes import test_exports_read_like_qcodes_exports
+    from tests.test_plan_matches_qcodes import test_every_run_plans_like_qcodes
+    from tests.test_xarray_matches_qcodes import test_conversions_equal_qcodes
+
+    test_conversions_equal_qcodes(measured["path"], tmp_path / "xarray")
+    test_every_run_plans_like_qcodes(measured["path"], tmp_path / "plan")
+    test_exports_read_like_qcodes_exports(measured["path"], "h5netcdf")
