@@ -175,7 +175,9 @@ def _each_value_at_its_setpoints(dataset: Any, rows: dict[str, Any], top: str) -
     return True
 
 
-def test_the_live_comparisons_set_these_runs_aside(measured: dict[str, Any], tmp_path: Path) -> None:
+def test_the_live_comparisons_set_these_runs_aside(
+    measured: dict[str, Any], tmp_path: Path
+) -> None:
     """The live 0.58 comparisons of every run of a database, run on these: they pass, each
     run set aside by :func:`tests.helpers.unless_qcodes_058_differs` only in the modes
     where the difference shows (and there the comparison must fail), compared with 0.58
