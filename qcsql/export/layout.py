@@ -42,7 +42,12 @@ from qcsql.data.parameter_data import ParameterData
 from qcsql.data.streams import text_as_objects
 from qcsql.errors import DataDecodeError, DirectLayoutError, PlanError
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
-from qcsql.export.keys import as_qcodes_sees, has_repeats, same_as_qcodes_sees
+from qcsql.export.keys import (
+    as_qcodes_sees,
+    each_as_qcodes_sees,
+    has_repeats,
+    same_as_qcodes_sees,
+)
 from qcsql.schema.description import InterDependencies, ParamSpec, RunDescription
 
 if TYPE_CHECKING:
@@ -313,26 +318,18 @@ def _first_lines(
     size = math.prod(shape)
     if not size:
         return None
+    strides = [math.prod(shape[axis + 1 :]) for axis in range(len(shape))]
     lines: dict[str, npt.NDArray[Any]] = {}
-    keys: list[npt.NDArray[Any]] = []
-    for axis, (setpoint, values) in enumerate(flat.items()):
-        stride = math.prod(shape[axis + 1 :])
-        line = values[: stride * shape[axis] : stride]
-        line_keys = as_qcodes_sees(line)
+    for (setpoint, values), stride, length in zip(flat.items(), strides, shape, strict=True):
+        line = values[: stride * length : stride]
         if line.dtype.kind not in "fiuc" or has_repeats(line):
             return None
         lines[setpoint] = line
-        keys.append(line_keys)
     for start in range(0, size, _ROWS_PER_BLOCK):
         rows = np.arange(start, min(size, start + _ROWS_PER_BLOCK))
-        for axis, values in enumerate(flat.values()):
-            stride = math.prod(shape[axis + 1 :])
-            expected = keys[axis][(rows // stride) % shape[axis]]
-            found = as_qcodes_sees(values[start : start + len(rows)])
-            same = found == expected
-            if found.dtype.kind in "fc":
-                same |= np.isnan(found) & np.isnan(expected)
-            if not same.all():
+        for (setpoint, values), stride, length in zip(flat.items(), strides, shape, strict=True):
+            expected = lines[setpoint][(rows // stride) % length]
+            if not each_as_qcodes_sees(values[start : start + len(rows)], expected):
                 return None
     return lines
 

@@ -38,7 +38,13 @@ from qcsql.data.streams import (
 )
 from qcsql.export.array_grids import Progress, array_grid_plan
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
-from qcsql.export.keys import as_qcodes_sees, has_nan, has_repeats, same_as_qcodes_sees
+from qcsql.export.keys import (
+    as_qcodes_sees,
+    each_as_qcodes_sees,
+    has_nan,
+    has_repeats,
+    same_as_qcodes_sees,
+)
 from qcsql.export.layout import (
     INDEX,
     MULTI_INDEX,
@@ -997,7 +1003,7 @@ def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
         rows = np.arange(position, end)
         for axis, name in enumerate(setpoints):
             line = axes[name][(rows // strides[axis]) % shape[axis]]
-            if not _same_values(columns[len(tops) + axis], line):
+            if not each_as_qcodes_sees(columns[len(tops) + axis], line):
                 sweep.off_grid_order.append(name)
                 raise NotStreamable
         del rows
@@ -1015,17 +1021,6 @@ def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
             raise NotStreamable
     for name, values in axes.items():
         yield Batch(name, (slice(None),), values)
-
-
-def _same_values(values: npt.NDArray[Any], expected: npt.NDArray[Any]) -> bool:
-    """Whether each value is its expected one as QCoDeS reads them (NaN being NaN):
-    compared exactly first, as a grid's setpoints mostly are."""
-    same = values == expected
-    if same.all():
-        return True
-    missed = np.flatnonzero(~same)
-    found, wanted = as_qcodes_sees(values[missed]), as_qcodes_sees(expected[missed])
-    return bool(np.all((found == wanted) | (np.isnan(found) & np.isnan(wanted))))
 
 
 def _c_order(
