@@ -185,8 +185,8 @@ def layout_differs_from_058(run: Any, use_multi_index: str = "auto") -> str | No
             if not setpoints:
                 return f"{name}: {SHAPED_WITHOUT_SETPOINTS}"
             shape = tree[name].shape
-            if len(setpoints) != len(shape):
-                continue  # both fail
+            if len(setpoints) != len(shape) or (len(shape) > 1 and 0 in shape):
+                continue  # both fail (0.58 finds no first line along an empty axis)
             destination = np.zeros(tree[name].size, dtype=np.int64)
             for axis, setpoint in enumerate(setpoints):
                 codes, uniques = pd.factorize(tree[setpoint].ravel(), use_na_sentinel=False)
