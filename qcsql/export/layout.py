@@ -325,11 +325,15 @@ def _first_lines(
         if line.dtype.kind not in "fiuc" or has_repeats(line):
             return None
         lines[setpoint] = line
-    for start in range(0, size, _ROWS_PER_BLOCK):
-        rows = np.arange(start, min(size, start + _ROWS_PER_BLOCK))
-        for (setpoint, values), stride, length in zip(flat.items(), strides, shape, strict=True):
-            expected = lines[setpoint][(rows // stride) % length]
-            if not each_as_qcodes_sees(values[start : start + len(rows)], expected):
+    step = max(1, _ROWS_PER_BLOCK // strides[0])  # leading indices a block compares
+    for axis, (setpoint, values) in enumerate(flat.items()):
+        grid = values.reshape(shape)
+        along = [1] * len(shape)
+        along[axis] = shape[axis]
+        expected = np.broadcast_to(lines[setpoint].reshape(along), shape)
+        for start in range(0, shape[0], step):
+            block = slice(start, start + step)
+            if not each_as_qcodes_sees(grid[block].reshape(-1), expected[block].reshape(-1)):
                 return None
     return lines
 
