@@ -1000,13 +1000,11 @@ def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
             steps = np.arange(-(-position // strides[axis]), -(-end // strides[axis]))
             steps = steps[steps < shape[axis]]
             axes[name][steps] = columns[len(tops) + axis][steps * strides[axis] - position]
-        rows = np.arange(position, end)
         for axis, name in enumerate(setpoints):
-            line = axes[name][(rows // strides[axis]) % shape[axis]]
+            line = _first_line_values(axes[name], strides[axis], position, end - position)
             if not each_as_qcodes_sees(columns[len(tops) + axis], line):
                 sweep.off_grid_order.append(name)
                 raise NotStreamable
-        del rows
         for top, values in zip(tops, columns, strict=False):
             for region, part in _c_order(values, position, shape):
                 yield Batch(top, region, part)
@@ -1021,6 +1019,20 @@ def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
             raise NotStreamable
     for name, values in axes.items():
         yield Batch(name, (slice(None),), values)
+
+
+def _first_line_values(
+    line: npt.NDArray[Any], stride: int, start: int, count: int
+) -> npt.NDArray[Any]:
+    """The values of one setpoint that rows ``start``.. of a C-ordered grid hold where
+    they are in grid order: its ``line`` (along its axis, of ``stride``) each value
+    repeated ``stride`` times, cycling, without an index per row."""
+    if stride == 1:
+        return np.resize(np.roll(line, -(start % len(line))), count)
+    first = start // stride
+    values = line[np.arange(first, (start + count - 1) // stride + 1) % len(line)]
+    skip = start - first * stride
+    return np.repeat(values, stride)[skip : skip + count]
 
 
 def _c_order(
