@@ -221,8 +221,10 @@ class PlanError(QcsqlError):
 class DirectLayoutError(PlanError):
     """A parameter's data have exactly its declared shape, so QCoDeS lays them out
     directly, one dimension per setpoint, and that fails: the shape has more or fewer
-    axes than the parameter has setpoints, or an axis of length 0 leaves another axis
-    without the first line QCoDeS takes its coordinate from. QCoDeS' export fails too."""
+    axes than the parameter has setpoints, a tree member holds another number of values,
+    or the setpoints do not form a complete grid of the shape, one row a cell (QCoDeS
+    0.62 places each value by its setpoints' values and raises ValueError there; 0.58
+    laid the rows out in measured order). QCoDeS' export fails too."""
 
 
 class ExportError(QcsqlError):

@@ -36,3 +36,40 @@ def qcodes_export(path: Path, run_id: int, folder: Path) -> Path:
         return Path(dataset.export_info.export_paths["nc"])
     finally:
         conn.close()
+
+
+def export_where_058_differs(path: Path, run_id: int, folder: Path) -> str | None:
+    """None where QCoDeS 0.58 lays run ``run_id`` of ``path`` out as 0.62 does (compare
+    with 0.58's export as usual); else the difference, named by
+    :func:`tests.helpers.layout_differs_from_058`, once shown to be real: 0.58 exports a
+    copy of the run, and qcsql's export (which follows 0.62) either fails with
+    ``DirectLayoutError`` (0.62's ValueError: setpoints that form no complete grid) or
+    holds other values or coordinates than 0.58's file."""
+    import numpy as np
+    import xarray as xr
+
+    import qcsql
+    from tests.helpers import NOT_A_GRID, layout_differs_from_058
+
+    with qcsql.open_database(path) as db:
+        run = db.load_by_id(run_id)
+        difference = layout_differs_from_058(run)
+        if difference is None:
+            return None
+        theirs = qcodes_export(path, run_id, folder / "qcodes-0.58")
+        if difference.endswith(NOT_A_GRID):
+            try:
+                run.export_hdf5(folder / "refused.nc")
+            except qcsql.DirectLayoutError:
+                assert not (folder / "refused.nc").exists()
+                return difference
+            raise AssertionError(f"run {run_id}: {difference}, but qcsql exported it")
+        ours = run.export_hdf5(folder / "qcsql-0.62.nc")
+    with xr.open_dataset(theirs) as a, xr.open_dataset(ours) as b:
+        same = set(a.variables) == set(b.variables) and all(
+            a[name].shape == b[name].shape
+            and np.allclose(a[name].values, b[name].values, rtol=2e-14, equal_nan=True)
+            for name in a.variables
+        )
+    assert not same, f"run {run_id}: {difference}, but QCoDeS 0.58's file is qcsql's"
+    return difference

@@ -1,9 +1,13 @@
 """qcsql converts, exports and formats times as QCoDeS 0.62 does, timestamps included.
 
 QCoDeS 0.62 needs Python 3.12 and the tests run QCoDeS 0.58, so
-``tests/fixtures/qcodes062`` holds what 0.62 gave for four runs it measured (see its
+``tests/fixtures/qcodes062`` holds what 0.62 gave for eleven runs it measured (see its
 NOTES.md and gen_reference.py): ``to_xarray_dataset()`` in each ``use_multi_index``
-mode, the netCDF exports, ``run_timestamp()`` and ``completed_timestamp()``. 0.59+
+mode, the netCDF exports, ``run_timestamp()`` and ``completed_timestamp()``, or 0.62's
+error. Seven of the runs are laid out by 0.62 otherwise than by 0.58 (its direct layout
+places values by their setpoints' values, refuses setpoints that are no complete grid
+and lays out a shaped parameter without setpoints; inferred values are aligned with a
+grid): qcsql follows 0.62 there too. 0.59+
 writes the local time with its UTC offset, so the reference holds for the zone it was
 made in; these tests set that zone (``TZ``) while they compare. Everything is compared
 as the live 0.58 comparisons compare it, and the two timestamp attributes exactly
@@ -60,7 +64,7 @@ def test_the_reference_is_qcodes_062s_in_a_zone_east_of_utc() -> None:
     """What the rest stands on: QCoDeS 0.62 wrote it, every mode of every run is there
     (a file, or 0.62's error), and the offsets are not +0000."""
     assert RECORDED["qcodes"] == "0.62.0"
-    assert len(CONVERTED) == 10
+    assert len(CONVERTED) == 27
     for run_id, mode in CONVERTED:
         assert (REFERENCE / "datasets" / f"run{run_id}_{mode}.nc").is_file()
     assert {run["run_timestamp"][-5:] for run in RUNS.values()} == {"+0100"}
@@ -100,7 +104,58 @@ def test_to_xarray_dataset_is_qcodes_062s(
         assert_same_dataset(written, theirs, f"{where} {how}", qcodes_058=False)
 
 
-@pytest.mark.parametrize("run_id", [int(run_id) for run_id in RUNS])
+# (run, mode) on which QCoDeS 0.62 fails: its error, as reference.json recorded it
+FAILED = [
+    (int(run_id), mode, kinds)
+    for run_id, run in RUNS.items()
+    for mode, kinds in run["index_kinds"].items()
+    if isinstance(kinds, str)
+]
+# 0.62's direct layout raises ValueError where the setpoints of a run whose data fill its
+# declared shape do not form that grid (0.58 laid them out in measured order)
+NOT_A_GRID = "does not define an axis of length"
+
+
+@pytest.mark.parametrize(
+    ("run_id", "mode", "error"), FAILED, ids=[f"{run}-{mode}" for run, mode, _ in FAILED]
+)
+def test_where_qcodes_062_fails_the_conversion_is_a_typed_error(
+    reference_db: qcsql.Database, run_id: int, mode: str, error: str, tmp_path: Path
+) -> None:
+    """Where 0.62 cannot convert a run, qcsql gives one typed error naming the run: its
+    direct layout's ValueError (a shaped run whose setpoints are no complete grid) is a
+    :class:`qcsql.DirectLayoutError`, the AssertionError of ``always`` on one setpoint a
+    :class:`qcsql.PlanError`; and the export, which 0.62 writes from the same
+    conversion, fails the same way without leaving a file."""
+    run = reference_db.load_by_id(run_id)
+    expected = qcsql.DirectLayoutError if NOT_A_GRID in error else qcsql.PlanError
+    with pytest.raises(expected) as raised:
+        run.to_xarray_dataset(use_multi_index=mode)
+    with pytest.raises(expected):
+        xr.open_dataset(reference_db.path, engine="qcsql", run_id=run_id, use_multi_index=mode)
+    if expected is qcsql.DirectLayoutError:
+        assert raised.value.run_id == run_id
+        assert RUNS[str(run_id)]["export"] == error  # 0.62's export fails on it too
+        (tmp_path / "out").mkdir()
+        with pytest.raises(qcsql.DirectLayoutError):
+            run.export_hdf5(tmp_path / "out" / "run.nc")
+        assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_the_reference_records_each_difference_from_qcodes_058() -> None:
+    """The runs that show where 0.62 lays a run out differently from 0.58 are there, with
+    the results 0.62 gave (the tests of ``test_qcodes058_differences.py`` show 0.58's)."""
+    names = {run["name"]: run for run in RUNS.values()}
+    assert names["serpentine_2d"]["index_kinds"]["auto"] == {"gate1": "Index", "gate2": "Index"}
+    assert names["shaped_without_setpoints"]["index_kinds"]["auto"] == {}
+    for name in ("jittered_grid", "back_and_forth_1d"):
+        assert NOT_A_GRID in names[name]["export"]
+        assert NOT_A_GRID in names[name]["index_kinds"]["auto"]
+
+
+@pytest.mark.parametrize(
+    "run_id", [int(run_id) for run_id, run in RUNS.items() if run["export"].endswith(".nc")]
+)
 def test_export_is_qcodes_062s(reference_db: qcsql.Database, run_id: int, tmp_path: Path) -> None:
     theirs = REFERENCE / "exports" / RUNS[str(run_id)]["export"]
     ours = reference_db.load_by_id(run_id).export_hdf5(f"{tmp_path}/")

@@ -11,7 +11,9 @@ per row of the run, so the rows go straight into it, window by window:
 
 * the direct layout (every parameter declares ``(rows, points)``): row ``i`` of the
   run is row ``i`` of the file, ``power`` the first value of each row, ``freq`` the
-  first row's;
+  first row's, where every row holds the first row's frequencies and each power
+  once (QCoDeS 0.62 places each value by its setpoints' values in the order they
+  first appear, which is then row order; others are laid out in memory);
 * the grid of sorted levels: one cheap pass reads the scalar setpoint alone (SQLite,
   no blob decoded), its values must be unique as QCoDeS reads them (15 digits); the
   array setpoint must hold the same values in every row, unique too; then each row
@@ -41,7 +43,7 @@ import numpy.typing as npt
 
 from qcsql.data.streams import ArrayTreeStream
 from qcsql.export.attributes import DatasetSource, dataset_attrs
-from qcsql.export.keys import as_qcodes_sees, has_nan
+from qcsql.export.keys import as_qcodes_sees, has_nan, has_repeats
 from qcsql.export.layout import (
     Batch,
     DatasetPlan,
@@ -268,10 +270,14 @@ def _grid_rows(
             if array.dtype != placed.dtypes[name] or array.shape[1:] != (placed.points,):
                 raise NotStreamable  # the arrays change length or dtype between rows
         direct = placed.positions is None and not placed.sweep
-        if not direct and not _same_rows(data[axis], placed.axis_row):
-            raise NotStreamable  # other frequencies: not a grid
+        if not _same_rows(data[axis], placed.axis_row):
+            raise NotStreamable  # other frequencies: not a grid (nor in the direct layout's order)
         swept = data[scalar][:, 0]
         if direct:
+            if not np.array_equal(
+                data[scalar], np.broadcast_to(swept[:, None], data[scalar].shape)
+            ):
+                raise NotStreamable  # QCoDeS' direct layout places such rows value by value
             first_values.append(swept.copy())  # a view would keep the window's rows
             for top in tops:
                 yield Batch(top, (slice(start, start + n),), data[top])
@@ -293,8 +299,11 @@ def _grid_rows(
     if start != rows:
         raise NotStreamable
     if placed.positions is None and not placed.sweep:  # direct: the first line along each axis
-        yield Batch(scalar, (slice(None),), np.concatenate(first_values))
-        yield Batch(axis, (slice(None),), placed.axis_row)
+        coordinates = (np.concatenate(first_values), placed.axis_row)
+        if any(has_repeats(values) for values in coordinates):
+            raise NotStreamable  # not a grid: QCoDeS' (0.62) direct layout fails on it
+        yield Batch(scalar, (slice(None),), coordinates[0])
+        yield Batch(axis, (slice(None),), coordinates[1])
     elif placed.sweep:  # the setpoint's values are its levels, sorted, or the other way round
         assert placed.order is not None
         values = np.concatenate(first_values)

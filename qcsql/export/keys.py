@@ -154,3 +154,24 @@ def has_nan(values: npt.NDArray[Any]) -> bool:
     """Whether a float or complex array holds NaN, which QCoDeS' grids keep out of their
     levels (pandas drops it), so a layout with one is decided in memory."""
     return values.dtype.kind in "fc" and bool(np.isnan(values).any())
+
+
+def has_repeats(values: npt.NDArray[Any]) -> bool:
+    """Whether two of ``values`` are one value as QCoDeS reads them (NaN being one value,
+    as ``np.unique(equal_nan=True)`` of QCoDeS 0.62's direct layout counts them)."""
+    return len(np.unique(as_qcodes_sees(values), equal_nan=True)) != len(values)
+
+
+def each_as_qcodes_sees(values: npt.NDArray[Any], expected: npt.NDArray[Any]) -> bool:
+    """Whether each value is its ``expected`` one as QCoDeS reads them (NaN being NaN):
+    compared exactly first, as a grid's setpoints mostly are, and only the values that
+    differ rounded to QCoDeS' 15 digits."""
+    same = values == expected
+    if same.all():
+        return True
+    missed = np.flatnonzero(~same)
+    found, wanted = as_qcodes_sees(values[missed]), as_qcodes_sees(expected[missed])
+    equal = found == wanted
+    if found.dtype.kind in "fc" and wanted.dtype.kind in "fc":
+        equal |= np.isnan(found) & np.isnan(wanted)
+    return bool(equal.all())

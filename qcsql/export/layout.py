@@ -5,11 +5,15 @@ have): :func:`plan_dataset` turns a run's ``get_parameter_data`` arrays into the
 structure QCoDeS' ``to_xarray_dataset()`` builds and its netCDF export writes,
 with numpy only (no pandas, no xarray), and the writer just writes the plan.
 
-The rules are QCoDeS 0.58's (``exporters/export_to_xarray.py``), per requested
-parameter P:
+The rules are QCoDeS 0.62's (``exporters/export_to_xarray.py``; where 0.58's
+differ, it is said), per requested parameter P:
 
 * *direct*: P's data has exactly its declared ``shapes`` entry: one dimension
-  per setpoint, coordinates from the first line along each axis;
+  per setpoint, along each the setpoint's distinct values in the order they first
+  appear, every value placed at the cell of its setpoints' values (an error where
+  they do not form that complete grid); without setpoints, dimensions
+  ``P_dim_0``... (0.58: the rows reshaped in measured order, coordinates from the
+  first line along each axis; no setpoints, an error);
 * otherwise through the (pandas) index of P's setpoints: none -> an ``index``
   dimension; unique and one setpoint -> that setpoint, in row order; unique and
   on a grid (or with ``shapes``) -> one dimension per setpoint with its sorted
@@ -17,8 +21,11 @@ parameter P:
   a ``multi_index``, written as cf_xarray's compression by gathering;
   duplicated setpoints -> an ``index`` dimension with the setpoints as data;
 
-then the per-parameter results are merged (outer join on equal names), and the
-attributes of every variable and of the dataset are QCoDeS'.
+inferred parameters of P's tree go along its dimensions, each value in its row's
+cell (0.58: reshaped in measured order, which differs where the rows are not in
+the grid's sorted order); then the per-parameter results are merged (outer join
+on equal names), and the attributes of every variable and of the dataset are
+QCoDeS'.
 """
 
 from __future__ import annotations
@@ -35,7 +42,12 @@ from qcsql.data.parameter_data import ParameterData
 from qcsql.data.streams import text_as_objects
 from qcsql.errors import DataDecodeError, DirectLayoutError, PlanError
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
-from qcsql.export.keys import as_qcodes_sees, same_as_qcodes_sees
+from qcsql.export.keys import (
+    as_qcodes_sees,
+    each_as_qcodes_sees,
+    has_repeats,
+    same_as_qcodes_sees,
+)
 from qcsql.schema.description import InterDependencies, ParamSpec, RunDescription
 
 if TYPE_CHECKING:
@@ -196,26 +208,134 @@ def flattened(array: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
 
 def _direct(description: RunDescription, name: str, sub: Mapping[str, npt.NDArray[Any]]) -> _Part:
+    """QCoDeS 0.62's direct layout of ``name``'s tree, whose data fill its declared shape:
+    each value placed by its setpoints' values (:func:`_grid_order`), or, for a parameter
+    without setpoints, the data as they are along ``{name}_dim_{axis}``."""
     graph = description.interdependencies
     _, setpoints, others = graph.tree_by_group(name)
     shape = sub[name].shape
+    size = math.prod(shape)
+    for member, values in sub.items():
+        if values.size != size:
+            raise DirectLayoutError(
+                f"{member!r} holds {values.size} values where the declared shape {shape} of "
+                f"{name!r} holds {size}: QCoDeS' direct layout of its tree fails"
+            )
+    if not setpoints:
+        return _direct_without_setpoints(name, others, sub, shape)
     if len(shape) != len(setpoints):
         raise DirectLayoutError(
             f"the data of {name!r} have its declared shape {shape}, {len(shape)} axes, but "
-            f"{name!r} has {len(setpoints)} setpoints ({', '.join(setpoints) or 'none'}): "
+            f"{name!r} has {len(setpoints)} setpoints ({', '.join(setpoints)}): "
             "QCoDeS' direct layout of it fails"
         )
-    if len(shape) > 1 and 0 in shape:
-        raise DirectLayoutError(
-            f"the data of {name!r} have its declared shape {shape}, with an axis of "
-            "length 0: QCoDeS' direct layout finds no first line for the other axes"
-        )
+    axes, order = _grid_order(name, setpoints, sub, shape)
+    placed = {
+        member: values.reshape(shape) if order is None else values.reshape(-1)[order].reshape(shape)
+        for member, values in sub.items()
+    }
     try:
-        return _direct_part(graph, name, setpoints, others, sub)
-    except (IndexError, ValueError) as exc:  # an inferred parameter of another shape
+        return _direct_part(graph, name, setpoints, others, placed, axes)
+    except (IndexError, ValueError) as exc:  # an inferred parameter QCoDeS cannot place
         raise DirectLayoutError(
             f"the tree of {name!r} cannot be laid out along its declared shape {shape} ({exc})"
         ) from exc
+
+
+def _direct_without_setpoints(
+    name: str, others: Sequence[str], sub: Mapping[str, npt.NDArray[Any]], shape: tuple[int, ...]
+) -> _Part:
+    """A parameter without setpoints whose data fill its declared shape: QCoDeS 0.62 keeps
+    the data (and its tree's other members) as they are, along dimensions of its own,
+    ``{name}_dim_0``, ``{name}_dim_1``..., without coordinates (0.58 fails on it)."""
+    part = _Part(direct=True)
+    dims = tuple(f"{name}_dim_{axis}" for axis in range(len(shape)))
+    for member in (name, *others):
+        if member in sub:
+            part.add(member, dims, sub[member].reshape(shape), coord=False)
+    return part
+
+
+def _grid_order(
+    name: str,
+    setpoints: Sequence[str],
+    sub: Mapping[str, npt.NDArray[Any]],
+    shape: tuple[int, ...],
+) -> tuple[dict[str, npt.NDArray[Any]], npt.NDArray[np.intp] | None]:
+    """Each setpoint's axis coordinate and where the rows go in the declared ``shape``, as
+    QCoDeS 0.62 places them: along axis k the distinct values of setpoint k (as QCoDeS
+    reads them) in the order they first appear, each row at the cell of its setpoints'
+    values. ``None`` as the order when the rows are in that order already (the usual
+    sweep, nested loops in C order: then the coordinates are the first line along each
+    axis, as QCoDeS 0.58 takes them, and the data stay as they are); else the
+    permutation that puts them there (a serpentine scan, loops nested the other way
+    round). :class:`DirectLayoutError` where the setpoints do not form a complete grid of
+    the shape, one row per cell, on which QCoDeS 0.62 fails (0.58 reshaped the rows in
+    measured order whatever their setpoints)."""
+    flat = {setpoint: sub[setpoint].reshape(-1) for setpoint in setpoints}
+    lines = _first_lines(flat, shape)
+    if lines is not None:
+        return lines, None
+    size = math.prod(shape)
+    destination = np.zeros(size, dtype=np.intp)
+    axes: dict[str, npt.NDArray[Any]] = {}
+    for axis, setpoint in enumerate(setpoints):
+        values = flat[setpoint]
+        try:
+            _, first, inverse = np.unique(
+                as_qcodes_sees(values), return_index=True, return_inverse=True, equal_nan=True
+            )
+        except TypeError as exc:  # text beside numbers: no order to sort them in
+            raise DirectLayoutError(f"{setpoint!r} cannot be sorted ({exc})") from exc
+        if len(first) != shape[axis]:
+            raise DirectLayoutError(
+                f"{setpoint!r} takes {len(first)} distinct values where axis {axis} of the "
+                f"declared shape {shape} of {name!r} has {shape[axis]}: its setpoints do not "
+                "form that grid, and QCoDeS' (0.62) direct layout of it fails"
+            )
+        seen = np.argsort(first, kind="stable")
+        axes[setpoint] = values[first[seen]]
+        codes = np.empty(len(first), dtype=np.intp)
+        codes[seen] = np.arange(len(first))
+        destination = destination * shape[axis] + codes[inverse.reshape(-1)]
+    if np.bincount(destination, minlength=size).max(initial=1) != 1:
+        raise DirectLayoutError(
+            f"the setpoints of {name!r} ({', '.join(setpoints)}) put two rows in one cell of "
+            f"its declared shape {shape} and leave another empty: they do not form a "
+            "complete grid, and QCoDeS' (0.62) direct layout of it fails"
+        )
+    return axes, np.argsort(destination, kind="stable")
+
+
+def _first_lines(
+    flat: Mapping[str, npt.NDArray[Any]], shape: tuple[int, ...]
+) -> dict[str, npt.NDArray[Any]] | None:
+    """The first line along each axis of the setpoints (``flat``, in axis order) if every
+    row holds the values of its cell's first lines and the values along each line are
+    distinct (as QCoDeS reads them): then the rows are in the grid order QCoDeS 0.62
+    places them in, and nothing moves. None otherwise. Compared block by block, so that
+    a large shaped run needs no temporary of its size."""
+    size = math.prod(shape)
+    if not size:
+        return None
+    strides = [math.prod(shape[axis + 1 :]) for axis in range(len(shape))]
+    lines: dict[str, npt.NDArray[Any]] = {}
+    for (setpoint, values), stride, length in zip(flat.items(), strides, shape, strict=True):
+        line = values[: stride * length : stride]
+        if line.dtype.kind not in "fiuc" or has_repeats(line):
+            return None
+        lines[setpoint] = line
+    step = max(1, _ROWS_PER_BLOCK // strides[0])  # leading indices a block compares
+    for axis, (setpoint, values) in enumerate(flat.items()):
+        grid = values.reshape(shape)
+        along = [1] * len(shape)
+        along[axis] = shape[axis]
+        expected = np.broadcast_to(lines[setpoint].reshape(along), shape)
+        for start in range(0, shape[0], step):
+            block = slice(start, start + step)
+            if not each_as_qcodes_sees(grid[block].reshape(-1), expected[block].reshape(-1)):
+                return None
+    return lines
 
 
 def _direct_part(
@@ -224,12 +344,11 @@ def _direct_part(
     setpoints: Sequence[str],
     others: Sequence[str],
     sub: Mapping[str, npt.NDArray[Any]],
+    axes: Mapping[str, npt.NDArray[Any]],
 ) -> _Part:
+    """The direct layout of the tree's data ``sub``, already in grid order, along the
+    setpoints' ``axes``."""
     part = _Part(direct=True)
-    axes: dict[str, npt.NDArray[Any]] = {}
-    for axis, setpoint in enumerate(setpoints):
-        values = sub[setpoint]
-        axes[setpoint] = values[tuple(slice(None) if i == axis else 0 for i in range(values.ndim))]
     part.add(name, tuple(setpoints), sub[name], coord=False)
     for other in others:
         if other in axes or other not in sub:
@@ -308,22 +427,39 @@ def _through_index(
         return _with_inferred(description, name, sub, part)
     shape = tuple(len(level) for level in sorted_levels)
     holes = math.prod(shape) > len(values)
-    if owned and not holes and _in_grid_order(codes, shape):
+    in_order = not holes and _in_grid_order(codes, shape)
+    if owned and in_order:
         grid = values.reshape(shape)
     else:
-        grid = _holding(values.dtype, shape, holes=holes)
-        cells = grid.reshape(-1)  # the rows go to their cells block by block
-        for start in range(0, len(values), _ROWS_PER_BLOCK):
-            end = start + _ROWS_PER_BLOCK
-            cells[_flat_positions(codes, shape, start, end)] = values[start:end]
-        del cells, values
+        grid = _into_cells(_holding(values.dtype, shape, holes=holes), codes, values)
+        del values
         if owned:
             _let_go(sub, [name])
-    del codes
     part.add(name, tuple(levels), grid, coord=False)
     for level, unique_values in zip(levels, sorted_levels, strict=True):
         part.add(level, (level,), unique_values, coord=True)
-    return _with_inferred(description, name, sub, part)
+    if in_order or holes:  # inferred values fit only a complete grid, then in row order
+        del codes
+        return _with_inferred(description, name, sub, part)
+    return _with_inferred(
+        description,
+        name,
+        sub,
+        part,
+        lambda flat: _into_cells(np.empty(shape, flat.dtype), codes, flat),
+    )
+
+
+def _into_cells(
+    grid: npt.NDArray[Any], codes: Sequence[npt.NDArray[Any]], values: npt.NDArray[Any]
+) -> npt.NDArray[Any]:
+    """``values`` (one a row) put into the cells of ``grid`` their rows' level ``codes``
+    name, block by block; ``grid``, filled."""
+    cells = grid.reshape(-1)
+    for start in range(0, len(values), _ROWS_PER_BLOCK):
+        end = start + _ROWS_PER_BLOCK
+        cells[_flat_positions(codes, grid.shape, start, end)] = values[start:end]
+    return grid
 
 
 Factors = list[tuple[npt.NDArray[Any], npt.NDArray[np.integer[Any]]]]
@@ -608,9 +744,17 @@ def _missing(dtype: np.dtype[Any]) -> Any:
 
 
 def _with_inferred(
-    description: RunDescription, name: str, sub: Mapping[str, npt.NDArray[Any]], part: _Part
+    description: RunDescription,
+    name: str,
+    sub: Mapping[str, npt.NDArray[Any]],
+    part: _Part,
+    place: Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None = None,
 ) -> _Part:
-    """QCoDeS' ``_add_inferred_data_vars``: other tree members over all current dims."""
+    """QCoDeS' ``_add_inferred_data_vars``: other tree members over all current dims, where
+    their values are as many as the dims' cells. ``place`` puts them into the cells of a
+    grid whose rows are not in its order: QCoDeS 0.62 aligns them through the setpoints'
+    index there (``Series(values, index).to_xarray()``), 0.58 reshaped them in measured
+    order, so that they no longer matched the rows of the parameter they belong to."""
     graph = description.interdependencies
     _, setpoints, others = graph.tree_by_group(name)
     dims = _dataset_dims(part)
@@ -620,7 +764,8 @@ def _with_inferred(
             continue
         flat = text_as_objects(flattened(sub[other]))
         if flat.shape[0] == expected:
-            part.add(other, dims, flat.reshape(tuple(part.dims[d] for d in dims)), coord=False)
+            grid = flat.reshape(tuple(part.dims[d] for d in dims)) if place is None else place(flat)
+            part.add(other, dims, grid, coord=False)
     return part
 
 

@@ -38,7 +38,13 @@ from qcsql.data.streams import (
 )
 from qcsql.export.array_grids import Progress, array_grid_plans
 from qcsql.export.attributes import DatasetSource, dataset_attrs, variable_attrs
-from qcsql.export.keys import as_qcodes_sees, has_nan, same_as_qcodes_sees
+from qcsql.export.keys import (
+    as_qcodes_sees,
+    each_as_qcodes_sees,
+    has_nan,
+    has_repeats,
+    same_as_qcodes_sees,
+)
 from qcsql.export.layout import (
     INDEX,
     MULTI_INDEX,
@@ -289,10 +295,14 @@ def _numeric_plans(
             attrs=dataset_attrs(run),
             source=functools.partial(_grid_batches, sweep, shape),
         )
+    if sweep.off_grid_order:
+        return  # placed by their setpoints' values, or refused: in memory
     plan = _line_grid_plan(sweep) if len(setpoints) == 2 else _repeated_early_plan(sweep)
     if plan is not None:
         yield plan
     yield from _levels_plans(sweep)
+    if sweep.off_grid_order:
+        return
     if len(tops) > 1 and len(setpoints) == 1:
         plan = _outer_merge_plan(run, tops, setpoints[0], progress)
         if plan is not None:
@@ -571,6 +581,10 @@ class _Sweep:
     shape: tuple[int, ...] | None
     variables: dict[str, Variable]
     progress: Progress | None
+    # Set by a plan of the direct layout that finds the rows do not follow the grid order
+    # of their setpoints' values: QCoDeS 0.62 places them by those values (or fails), which
+    # only the in-memory plan does, so no later streamed plan is tried.
+    off_grid_order: list[str] = dataclasses.field(default_factory=list)
 
 
 def _along_setpoint_plan(sweep: _Sweep, monotonic: bool) -> DatasetPlan:
@@ -693,6 +707,9 @@ def _levels_plans(sweep: _Sweep) -> Iterator[DatasetPlan]:
         return
     if len(setpoints) == 1:
         repeated = rows > len(found[0][0])
+        if repeated and sweep.shape is not None and tuple(sweep.shape) == (rows,):
+            sweep.off_grid_order.extend(setpoints)  # QCoDeS 0.62's direct layout fails
+            return
         yield _numeric_index_plan(sweep, rows) if repeated else _along_setpoint_plan(sweep, False)
         return
     # Unique rows are the common case: their layout is written at once, and gives up at
@@ -722,9 +739,12 @@ def _numeric_index_plan(sweep: _Sweep, rows: int) -> DatasetPlan:
 def _repeated_early_plan(sweep: _Sweep) -> DatasetPlan | None:
     """A single setpoint whose values repeat within the first batch (a time trace
     recorded again and again): whatever follows, QCoDeS lays the rows out along
-    ``index`` in measured order (unless a declared shape fits, which the plan along the
-    setpoint, tried first, writes), so they are written in one pass, the index growing
-    with them, with no pass over the levels first."""
+    ``index`` in measured order, so they are written in one pass, the index growing with
+    them, with no pass over the levels first. Not with a declared shape: rows that fill
+    it are laid out directly (where QCoDeS 0.62 fails on the repeat), which only the
+    passes over the levels, counting the rows, can tell."""
+    if sweep.shape is not None:
+        return None
     batches = _batches(sweep.stream.chunks())
     try:
         first = next(batches, None)
@@ -992,16 +1012,21 @@ def _along_setpoint_batches(sweep: _Sweep, monotonic: bool) -> Iterator[Batch]:
         position += m
         if progress is not None:
             progress(position, stream.rows)
-    complete_shape = shape is not None and tuple(shape) == (position,)
-    if monotonic and direction is None and not complete_shape:
-        raise NotStreamable  # not sure to be unique: the next plan counts the values
+    if monotonic and direction is None:
+        # not sure to be unique, not even where the rows fill a declared shape (QCoDeS
+        # 0.62's direct layout fails on a repeated value): the next plan counts them
+        raise NotStreamable
     if position == 0 and not _all_floats(sweep.variables):
         raise NotStreamable  # no rows: QCoDeS' arrays are float64, whatever the paramtype
 
 
 def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
     """A complete grid of the declared ``shape``: rows in C order, each axis' coordinate
-    from the first line along it (QCoDeS' direct layout), written once all rows are in."""
+    from the first line along it, written once all rows are in. That is QCoDeS' direct
+    layout where every row holds its cell's first-line values and those are distinct along
+    each line (QCoDeS 0.62 places each row by its setpoints' values in the order they first
+    appear, which is then C order; 0.58 always reshaped): checked as the rows come, and
+    where they do not, the run goes to the in-memory plan (``sweep.off_grid_order``)."""
     stream, tops, setpoints, progress = sweep.stream, sweep.tops, sweep.setpoints, sweep.progress
     total = math.prod(shape)
     strides = [math.prod(shape[axis + 1 :]) for axis in range(len(shape))]
@@ -1015,6 +1040,11 @@ def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
             steps = np.arange(-(-position // strides[axis]), -(-end // strides[axis]))
             steps = steps[steps < shape[axis]]
             axes[name][steps] = columns[len(tops) + axis][steps * strides[axis] - position]
+        for axis, name in enumerate(setpoints):
+            line = _first_line_values(axes[name], strides[axis], position, end - position)
+            if not each_as_qcodes_sees(columns[len(tops) + axis], line):
+                sweep.off_grid_order.append(name)
+                raise NotStreamable
         for top, values in zip(tops, columns, strict=False):
             for region, part in _c_order(values, position, shape):
                 yield Batch(top, region, part)
@@ -1024,7 +1054,25 @@ def _grid_batches(sweep: _Sweep, shape: tuple[int, ...]) -> Iterator[Batch]:
     if position != total:
         raise NotStreamable  # an incomplete grid: QCoDeS' layout sorts and pads it
     for name, values in axes.items():
+        if has_repeats(values):
+            sweep.off_grid_order.append(name)  # a value repeated along its own axis
+            raise NotStreamable
+    for name, values in axes.items():
         yield Batch(name, (slice(None),), values)
+
+
+def _first_line_values(
+    line: npt.NDArray[Any], stride: int, start: int, count: int
+) -> npt.NDArray[Any]:
+    """The values of one setpoint that rows ``start``.. of a C-ordered grid hold where
+    they are in grid order: its ``line`` (along its axis, of ``stride``) each value
+    repeated ``stride`` times, cycling, without an index per row."""
+    if stride == 1:
+        return np.resize(np.roll(line, -(start % len(line))), count)
+    first = start // stride
+    values = line[np.arange(first, (start + count - 1) // stride + 1) % len(line)]
+    skip = start - first * stride
+    return np.repeat(values, stride)[skip : skip + count]
 
 
 def _c_order(
