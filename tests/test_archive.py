@@ -621,6 +621,19 @@ def test_audit_archive_opens_each_database_once(
     assert str(notes) in (named[0].message or "")
 
 
+def _scans_recorded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files the catalogue opens from here on, in order."""
+    opened: list[str] = []
+    real = qcsql.archive.catalog.scan_task
+
+    def recorded(path: str, run_id: None = None) -> Outcome:
+        opened.append(path)
+        return real(path, run_id)
+
+    monkeypatch.setattr(qcsql.archive.catalog, "scan_task", recorded)
+    return opened
+
+
 def test_byte_identical_files_are_scanned_once_and_catalogued_as_each_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -641,14 +654,7 @@ def test_byte_identical_files_are_scanned_once_and_catalogued_as_each_alone(
         damaged.append(target)
     other = copy_database(EXAMPLE_DB, tmp_path / "other")
     _rewritten(other, 3, "at the 15th digit")  # same size, other bytes
-    opened: list[str] = []
-    real = qcsql.archive.catalog.scan_task
-
-    def recorded(path: str, run_id: None = None) -> Outcome:
-        opened.append(path)
-        return real(path, run_id)
-
-    monkeypatch.setattr(qcsql.archive.catalog, "scan_task", recorded)
+    opened = _scans_recorded(monkeypatch)
     catalog = build_catalog([tmp_path], checksums=False)
     assert sorted(opened) == sorted(map(str, [wal[0], old[0], *damaged, other]))
     expected = [catalog_database(path) for path in sorted([*wal, *old, *damaged, other])]
@@ -853,13 +859,6 @@ def test_a_copy_with_a_journal_beside_it_is_opened_itself(
     source = LEGACY / "v2_qcodes-0.2.1-upgraded-from-v0.db"
     copies = [copy_database(source, tmp_path / f"copy{i}") for i in range(3)]
     side_file(copies[2], "-journal").touch()
-    opened: list[str] = []
-    real = qcsql.archive.catalog.scan_task
-
-    def recorded(path: str, run_id: None = None) -> Outcome:
-        opened.append(path)
-        return real(path, run_id)
-
-    monkeypatch.setattr(qcsql.archive.catalog, "scan_task", recorded)
+    opened = _scans_recorded(monkeypatch)
     build_catalog([tmp_path], checksums=False)
     assert sorted(opened) == sorted(map(str, [copies[0], copies[2]]))

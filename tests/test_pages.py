@@ -43,6 +43,19 @@ def _read_all(path: Path) -> dict[int, dict]:
     return out
 
 
+def _windows_recorded(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """What every page window read from here on gave (None: handed to SQLite)."""
+    windows: list[object] = []
+    real = qcsql.data.results.read_numeric_window
+
+    def spy(*args: object, **kwargs: object) -> object:
+        windows.append(real(*args, **kwargs))  # type: ignore[arg-type]
+        return windows[-1]
+
+    monkeypatch.setattr(qcsql.data.results, "read_numeric_window", spy)
+    return windows
+
+
 def test_pages_and_sqlite_agree_exactly(
     any_database: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,14 +113,7 @@ def test_page_reader_handles_every_integer_width_and_nan(
             f'INSERT INTO "{table}" (dac_plunger, dac_barrier, dmm_current) VALUES (?, ?, ?)',
             [(i, v, float(i)) for i, v in enumerate(values)],
         )
-    windows: list[object] = []
-    real = qcsql.data.results.read_numeric_window
-
-    def spy(*args: object, **kwargs: object) -> object:
-        windows.append(real(*args, **kwargs))  # type: ignore[arg-type]
-        return windows[-1]
-
-    monkeypatch.setattr(qcsql.data.results, "read_numeric_window", spy)
+    windows = _windows_recorded(monkeypatch)
     data = _read_all(copy)[2]["dmm_current"]
     assert windows and all(w is not None for w in windows), "the page reader was not used"
     expected = np.array([np.nan if v in ("nan", None) else float(v) for v in values])
@@ -200,14 +206,7 @@ def test_an_empty_wal_a_viewer_left_does_not_keep_the_page_reader_away(
     copy = _wal_copy_a_viewer_read(EXAMPLE_DB, tmp_path)
     wal = copy.with_name(copy.name + "-wal")
     assert wal.stat().st_size == 0 and copy.with_name(copy.name + "-shm").exists()
-    windows: list[object] = []
-    real = qcsql.data.results.read_numeric_window
-
-    def spy(*args: object, **kwargs: object) -> object:
-        windows.append(real(*args, **kwargs))  # type: ignore[arg-type]
-        return windows[-1]
-
-    monkeypatch.setattr(qcsql.data.results, "read_numeric_window", spy)
+    windows = _windows_recorded(monkeypatch)
     with qcsql.open_database(copy) as db:
         assert db.access is qcsql.Access.READ_ONLY
     with_pages = _read_all(copy)

@@ -91,7 +91,7 @@ def array_grid_plans(
     sorted levels, which reads the run again. No plan where the layout is not that grid
     (repeated setpoint values, frequencies that change between rows, other setpoints):
     the in-memory plan decides then."""
-    found = _array_grid_plan(run, tops, stream, first, chunks, progress, sweep=True)
+    found = _array_grid_plan(run, tops, stream, (first, chunks), progress, sweep=True)
     del first, chunks  # the plan's source holds the first window until it is written
     if found is None:
         return
@@ -103,7 +103,7 @@ def array_grid_plans(
     window = next(again, None)
     if window is None:
         return
-    found = _array_grid_plan(run, tops, stream, window, again, progress, sweep=False)
+    found = _array_grid_plan(run, tops, stream, (window, again), progress, sweep=False)
     del window, again
     if found is not None:
         yield found[0]
@@ -113,13 +113,16 @@ def _array_grid_plan(
     run: DatasetSource,
     tops: list[str],
     stream: ArrayTreeStream,
-    first: Window,
-    chunks: Iterator[Window],
+    windows: tuple[Window, Iterator[Window]],
     progress: Progress | None,
+    *,
     sweep: bool,
 ) -> tuple[DatasetPlan, bool] | None:
-    """The grid's plan (see :func:`array_grid_plans`) and whether it is a sweep's (only
-    where ``sweep`` allows one)."""
+    """The grid's plan (see :func:`array_grid_plans`; ``windows``: the first window read
+    and the iterator of the rest) and whether it is a sweep's (only where ``sweep`` allows
+    one)."""
+    first, chunks = windows
+    del windows  # the plan's source alone holds the first window once it is made
     description = run.description
     graph = description.interdependencies
     setpoints = stream.trees[0].columns[1:]
