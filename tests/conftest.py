@@ -14,6 +14,7 @@ import tempfile
 os.environ["HOME"] = tempfile.mkdtemp(prefix="qcsql-tests-home-")
 
 import sqlite3  # noqa: E402
+import urllib.request  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -21,7 +22,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import qcsql.sqlite.connection  # noqa: E402
-from tests.helpers import FileState, all_databases  # noqa: E402
+from tests.helpers import FileState, TracedStatements, all_databases  # noqa: E402
 from tests.qcodes_build import new_database, parameters  # noqa: E402
 
 
@@ -39,14 +40,20 @@ def any_database(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture
-def traced_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
-    """Every statement qcsql's connections to files send to SQLite."""
-    statements: list[str] = []
+def traced_statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[TracedStatements]:
+    """Every statement qcsql's connections to files send to SQLite, but those to its own
+    private snapshot copies (a WAL file's copy, checkpointed in qcsql's temporary folder,
+    see ``ReadOnlyConnection._checkpointed``): the user's files are what must only be read."""
+    statements = TracedStatements()
     real_connect = sqlite3.connect
+    private = str(Path(tempfile.gettempdir()) / "qcsql-snapshot-")
 
     def connect(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
         connection = real_connect(database, *args, **kwargs)  # type: ignore[arg-type]
-        if database != ":memory:":
+        path = urllib.request.url2pathname(str(database).removeprefix("file:").split("?")[0])
+        if path.startswith(private):
+            connection.set_trace_callback(statements.to_private_copies.append)
+        elif database != ":memory:":
             connection.set_trace_callback(statements.append)
         return connection
 

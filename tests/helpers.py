@@ -240,3 +240,11 @@ def unless_qcodes_058_differs(run: Any, difference: str | None) -> Any:
     if difference.endswith(SHAPED_WITHOUT_SETPOINTS):
         return  # 0.58 fails: the comparisons accept qcsql's layout where QCoDeS fails
     raise AssertionError(f"run {run.run_id}: {difference}, yet qcsql gives QCoDeS 0.58's result")
+
+
+class TracedStatements(list[str]):
+    """Statements to the user's files; those to qcsql's private copies beside them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.to_private_copies: list[str] = []

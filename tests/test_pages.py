@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -220,6 +221,72 @@ def test_an_empty_wal_a_viewer_left_does_not_keep_the_page_reader_away(
             for name, array in tree.items():
                 np.testing.assert_array_equal(with_pages[run_id][top][name], array)
     assert wal.stat().st_size == 0
+
+
+def _wal_copy_without_shm(source: Path, folder: Path) -> Path:
+    """A copy of ``source`` in WAL mode whose committed changes are still in its ``-wal``
+    (every number of every results table doubled there), copied with its ``-wal`` but
+    without ``-shm``, as archives hold them."""
+    work = copy_database(source, folder / "work")
+    with contextlib.closing(sqlite3.connect(work, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        tables = [t for (t,) in conn.execute("SELECT result_table_name FROM runs")]
+        for table in tables:
+            columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+            doubled = ", ".join(
+                f'"{c}" = CASE typeof("{c}") WHEN \'real\' THEN "{c}" * 2 ELSE "{c}" END'
+                for c in columns
+                if c != "id"
+            )
+            if doubled:
+                conn.execute(f'UPDATE "{table}" SET {doubled}')
+        archived = folder / "archived"
+        archived.mkdir()
+        copy = archived / work.name
+        for suffix in ("", "-wal"):
+            shutil.copyfile(str(work) + suffix, str(copy) + suffix)
+    assert Path(str(copy) + "-wal").stat().st_size > 0
+    return copy
+
+
+def test_a_wal_file_copied_without_shm_is_read_from_pages_of_its_private_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, guard: list[Path]
+) -> None:
+    """Archived WAL files are read through a private snapshot copy; that copy is
+    checkpointed in qcsql's temporary folder, so the page readers read it (before, every
+    value went through SQLite's rows), and what they read is what SQLite reads."""
+    copy = _wal_copy_without_shm(EXAMPLE_DB, tmp_path)
+    guard.append(copy)
+    guard.append(Path(str(copy) + "-wal"))
+    windows = _windows_recorded(monkeypatch)
+    with qcsql.open_database(copy) as db:
+        assert db.access is qcsql.Access.SNAPSHOT_COPY
+    with_pages = _read_all(copy)
+    assert windows and all(w is not None for w in windows), "the page reader was not used"
+    monkeypatch.undo()
+    with _pages_disabled(monkeypatch):
+        through_sqlite = _read_all(copy)
+    # The same data, checkpointed by SQLite itself into a plain rollback-journal file.
+    plain = tmp_path / "plain" / copy.name
+    plain.parent.mkdir()
+    for suffix in ("", "-wal"):
+        shutil.copyfile(str(copy) + suffix, str(plain) + suffix)
+    with contextlib.closing(sqlite3.connect(plain)) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    expected = _read_all(plain)
+    original = _read_all(EXAMPLE_DB)
+    assert with_pages.keys() == through_sqlite.keys() == expected.keys()
+    doubled = 0
+    for run_id, data in expected.items():
+        for top, tree in data.items():
+            for name, array in tree.items():
+                np.testing.assert_array_equal(with_pages[run_id][top][name], array)
+                np.testing.assert_array_equal(through_sqlite[run_id][top][name], array)
+                if array.dtype.kind == "f" and np.any(array != 0):
+                    doubled += not np.array_equal(original[run_id][top][name], array)
+    assert doubled, "the -wal changed nothing: the test could not tell the file from its -wal"
+    assert not Path(str(copy) + "-shm").exists()
 
 
 _GENERATIONS_WRITER = """

@@ -144,6 +144,14 @@ def copy_kept(source: Path, target: Path) -> None:
         kept.release()
 
 
+def _private_file(path: Path) -> KeptFile:
+    """A descriptor of our own file ``path`` (a snapshot copy), closed on release: no
+    other connection of the process can hold locks on it."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    info = os.fstat(fd)
+    return KeptFile(path, fd, info.st_dev, info.st_ino, private=True)
+
+
 def sqlite_uri(path: Path, **params: str) -> str:
     """A ``file:`` URI that survives ``?``, ``#`` and ``%`` in the path (QCoDeS' does not)."""
     return "file:" + urllib.request.pathname2url(str(path)) + "?" + urllib.parse.urlencode(params)
@@ -241,6 +249,9 @@ class ReadOnlyConnection:
         self._sqlite: sqlite3.Connection | None = None
         self._engine: sa.Engine | None = None
         self._stamp_at_open: tuple[int, int, int] | None = None
+        # A private snapshot copy that holds the whole database (see _checkpointed): the
+        # page readers read it instead of the file.
+        self.snapshot_file: KeptFile | None = None
         self.access = self._choose_access()
         self._open()
 
@@ -276,6 +287,11 @@ class ReadOnlyConnection:
             self._stamp_at_open = self._stamp()
         elif access is Access.SNAPSHOT_COPY:
             target = self._snapshot_copy()
+            if self._checkpointed(target):
+                params["immutable"] = "1"  # our own file, which nobody writes
+                if self.snapshot_file is not None:
+                    self.snapshot_file.release()
+                self.snapshot_file = _private_file(target)
         try:
             raw = sqlite3.connect(
                 sqlite_uri(target, **params),
@@ -342,6 +358,23 @@ class ReadOnlyConnection:
             ) from exc
         return copy
 
+    def _checkpointed(self, copy: Path) -> bool:
+        """Whether the private snapshot ``copy`` could be checkpointed: its ``-wal``'s
+        committed pages written into the copy itself (what SQLite would read from the
+        ``-wal``), so that the copy alone holds the database and the page readers
+        (:mod:`qcsql.sqlite.pages`) can read it as they read any file. Only the copy in
+        qcsql's own temporary directory is written; where it fails, SQLite reads the copy
+        and its ``-wal`` as before."""
+        try:
+            with contextlib.closing(sqlite3.connect(sqlite_uri(copy), isolation_level=None)) as own:
+                own.execute("PRAGMA synchronous = OFF")  # a temporary file: no fsync
+                busy, frames, done = own.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.info("%s: its snapshot copy cannot be checkpointed (%s)", self.path, exc)
+            return False
+        wal = side_file(copy, "-wal")
+        return busy == 0 and frames == done and (not wal.exists() or wal.stat().st_size == 0)
+
     def _close_connection(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
@@ -406,6 +439,9 @@ class ReadOnlyConnection:
         with self._lock:
             self._close_connection()
             self.header.file.release()
+            if self.snapshot_file is not None:
+                self.snapshot_file.release()  # our copy's own descriptor: closed
+                self.snapshot_file = None
             if self._tempdir is not None:
                 self._tempdir.cleanup()
                 self._tempdir = None

@@ -117,9 +117,12 @@ class PageSource:
         self.usable = self.page_size - connection.header.reserved_bytes
         # The connection's kept descriptor, never one of our own: closing a descriptor of
         # the file would drop every lock the process holds on it (see qcsql.sqlite.descriptors).
-        # A private snapshot copy is read through SQLite alone.
+        # A private snapshot copy is read through the connection's descriptor of the copy
+        # where the copy holds the whole database, else through SQLite alone.
         self._kept: KeptFile | None = (
-            None if connection.access is Access.SNAPSHOT_COPY else connection.header.file
+            connection.snapshot_file
+            if connection.access is Access.SNAPSHOT_COPY
+            else connection.header.file
         )
 
     @property
@@ -145,7 +148,7 @@ class PageSource:
     @property
     def lock_free(self) -> bool:
         """Whether :meth:`window` takes no lock, so that several threads may read at once."""
-        return self._conn.access is Access.IMMUTABLE
+        return self._conn.access in (Access.IMMUTABLE, Access.SNAPSHOT_COPY)
 
     def page_count(self) -> int:
         """Whole pages in the file now (only meaningful inside :meth:`window`)."""
@@ -173,10 +176,14 @@ class PageSource:
     @contextlib.contextmanager
     def window(self) -> Iterator[bool]:
         """While inside, the file's pages cannot change; yields False where that cannot be
-        promised (a WAL file whose -wal holds frames, a private snapshot copy)."""
+        promised (a WAL file whose -wal holds frames, a private snapshot copy that could
+        not be checkpointed)."""
         conn = self._conn
         if self._kept is None:
             yield False
+            return
+        if conn.access is Access.SNAPSHOT_COPY:
+            yield True  # a private copy that holds the whole database: nobody writes it
             return
         if conn.access is Access.IMMUTABLE:
             before = _stat(conn.path)
