@@ -862,3 +862,65 @@ def test_a_copy_with_a_journal_beside_it_is_opened_itself(
     opened = _scans_recorded(monkeypatch)
     build_catalog([tmp_path], checksums=False)
     assert sorted(opened) == sorted(map(str, [copies[0], copies[2]]))
+
+
+def test_files_are_grouped_by_every_byte_of_the_file_and_its_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``same_bytes`` compares chunk by chunk (small chunks here, so files span many):
+    files equal but for their last byte, or for their -wal, or with a -wal the other
+    lacks, are told apart; equal ones are grouped, in the order given."""
+    monkeypatch.setattr(qcsql.archive.checksum, "LEAST_CHUNK", 64)
+    monkeypatch.setattr(qcsql.archive.checksum, "FILE_CHUNK", 64)
+    payload = bytes(range(256)) * 40
+
+    def write(name: str, data: bytes, wal: bytes | None = None) -> Path:
+        path = tmp_path / name
+        path.write_bytes(data)
+        if wal is not None:
+            side_file(path, "-wal").write_bytes(wal)
+        return path
+
+    a = write("a.db", payload)
+    b = write("b.db", payload)
+    last = write("last.db", payload[:-1] + b"\x00")
+    first_of_wal = write("w1.db", payload, wal=b"frames" * 50)
+    same_wal = write("w2.db", payload, wal=b"frames" * 50)
+    other_wal = write("w3.db", payload, wal=b"frameS" * 50)
+    missing = tmp_path / "gone.db"
+    files = [a, last, first_of_wal, b, missing, same_wal, other_wal]
+    assert qcsql.archive.checksum.same_bytes(files) == [
+        [a, b],
+        [last],
+        [first_of_wal, same_wal],
+        [missing],
+        [other_wal],
+    ]
+
+
+def test_checksums_take_integers_as_their_floats_and_never_text_for_a_number(
+    tmp_path: Path,
+) -> None:
+    """Whichever way a window is read (numbers alone, numbers and NULLs, text among them),
+    an integer hashes as the float it equals, and text never as the number it spells."""
+    path = tmp_path / "plain.db"
+    tables = {
+        "floats": [(1.0, 2.5), (3.0, 4.25)],
+        "integers": [(1, 2.5), (3, 4.25)],
+        "text": [("1", 2.5), (3, 4.25)],
+        "nulls": [(None, 2.5), (3, 4.25)],
+        "nulls_again": [(None, 2.5), (3.0, 4.25)],
+    }
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        for name, rows in tables.items():
+            conn.execute(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, x, y)")
+            conn.executemany(f"INSERT INTO {name} (x, y) VALUES (?, ?)", rows)
+    connection = qcsql.sqlite.connection.ReadOnlyConnection(path)
+    try:
+        found = qcsql.archive.checksum.table_checksums(connection, list(enumerate(tables, start=1)))
+    finally:
+        connection.close()
+    floats, integers, text, nulls, nulls_again = (found[at] for at in range(1, 6))
+    assert floats == integers
+    assert text not in (floats, nulls)
+    assert nulls == nulls_again != floats

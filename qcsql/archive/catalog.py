@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from qcsql.archive.checksum import file_digest, run_checksums, table_checksums
+from qcsql.archive.checksum import run_checksums, same_bytes, table_checksums
 from qcsql.archive.discover import Problem, discover
 from qcsql.archive.fanout import Outcome, run_tasks
 from qcsql.database import Database, Run
@@ -584,10 +584,10 @@ def build_catalog(
             reused += 1
     # Byte-for-byte copies of a file (backups) are read once: the first of each group is
     # scanned, the others get its entries under their own names (see _as_copy).
-    digests: dict[str, str] = {}
+    labels: dict[str, str] = {}
     copies = _byte_groups(
         [(key, stamp[0], stamp[2]) for key, stamp in stamps.items() if key not in scanned],
-        digests,
+        labels,
     )
     done = len(found.files) - sum(1 + len(others) for others in copies.values())
 
@@ -625,7 +625,7 @@ def build_catalog(
         catalog.runs.extend(runs)
         catalog.problems.extend(problems)
     if checksums:
-        _add_checksums(catalog, jobs, client, digests)
+        _add_checksums(catalog, jobs, client, labels)
     return catalog
 
 
@@ -667,7 +667,7 @@ def _changed(entry: _Entry, **changes: Any) -> _Entry:
 
 
 def _add_checksums(
-    catalog: Catalog, jobs: int, client: Client | None, digests: dict[str, str]
+    catalog: Catalog, jobs: int, client: Client | None, labels: dict[str, str]
 ) -> None:
     """Checksums of the data of every run whose guid occurs more than once, where the
     catalogue does not have one yet. Files that are byte-for-byte copies of each other
@@ -680,7 +680,7 @@ def _add_checksums(
     for index, run in enumerate(catalog.runs):
         if run.guid is not None and counts[run.guid] > 1 and run.data_checksum is None:
             wanted[run.path][run.run_id] = index
-    copies = _identical_files(catalog.files, wanted, digests)
+    copies = _identical_files(catalog.files, wanted, labels)
     read = [path for path in wanted if path in copies]
     leftover = _read_checksums(catalog, wanted, read, copies, jobs, client)
     # Copies whose original could not be read are read themselves (their problems are theirs).
@@ -734,23 +734,24 @@ def _read_checksums(
 
 
 def _identical_files(
-    files: Sequence[FileEntry], wanted: dict[str, dict[int, int]], digests: dict[str, str]
+    files: Sequence[FileEntry], wanted: dict[str, dict[int, int]], labels: dict[str, str]
 ) -> dict[str, list[str]]:
-    """The files of ``wanted`` grouped by their bytes (:func:`_byte_groups`; ``digests``
-    holds those already computed, by the scan)."""
+    """The files of ``wanted`` grouped by their bytes (:func:`_byte_groups`; ``labels``
+    holds the groups the scan found)."""
     return _byte_groups(
         [(entry.path, entry.size, entry.wal_size) for entry in files if entry.path in wanted],
-        digests,
+        labels,
     )
 
 
 def _byte_groups(
-    files: Sequence[tuple[str, int, int | None]], digests: dict[str, str]
+    files: Sequence[tuple[str, int, int | None]], labels: dict[str, str]
 ) -> dict[str, list[str]]:
     """``files`` (path, size, size of its ``-wal``) grouped by their bytes: the first of
     each group (in the order given) maps to the others (an unmatched file maps to none).
-    Only files of equal sizes are hashed (:func:`~qcsql.archive.checksum.file_digest`,
-    kept in ``digests`` by path). A WAL file with a ``-shm`` is never grouped (a writer
+    Only files of equal sizes are compared (:func:`~qcsql.archive.checksum.same_bytes`);
+    ``labels`` keeps, by path, the first file of each group found, so that files already
+    compared are not read again. A WAL file with a ``-shm`` is never grouped (a writer
     may be changing it while the other is read), nor a file with a ``-journal`` beside it
     (a hot journal changes what SQLite reads of that file alone)."""
     by_size: dict[tuple[int, int | None], list[str]] = defaultdict(list)
@@ -765,15 +766,14 @@ def _byte_groups(
         if len(paths) == 1:
             groups[paths[0]] = []
             continue
-        by_digest: dict[str, list[str]] = defaultdict(list)
+        if any(path not in labels for path in paths):
+            named = {Path(path): path for path in paths}
+            for part in same_bytes(list(named)):
+                for member in part:
+                    labels[named[member]] = named[part[0]]
+        by_label: dict[str, list[str]] = defaultdict(list)
         for path in paths:
-            digest = digests.get(path)
-            if digest is None:
-                try:
-                    digest = digests[path] = file_digest(Path(path))
-                except OSError:
-                    digest = f"unreadable {path}"  # read by its own task, which reports why
-            by_digest[digest].append(path)
-        for same in by_digest.values():
+            by_label[labels[path]].append(path)
+        for same in by_label.values():
             groups[same[0]] = same[1:]
     return groups

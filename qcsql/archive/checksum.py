@@ -47,9 +47,9 @@ from qcsql.sqlite.pages import PageSource, read_numeric_window
 
 __all__ = [
     "data_checksum",
-    "file_digest",
     "run_checksum",
     "run_checksums",
+    "same_bytes",
     "table_checksum",
     "table_checksums",
 ]
@@ -274,6 +274,13 @@ def _update_window(
     the rows for ``digests[i]``. Where every cell is a number or NULL (most results
     tables), the window is converted in one go and its rounding deferred instead of done
     column by column: the bytes each digest gets are the same, at a fraction of the calls."""
+    # numpy's own look at the values settles most windows: all numbers without NULL come
+    # out as floats or integers (text and blobs as strings, NULLs and the rest as objects).
+    found = np.array(rows)
+    if found.dtype.kind in "fi" and found.ndim == 2:
+        values = found.astype(np.float64, copy=False)[:, positions]
+        deferred.add(digests, np.ascontiguousarray(values.T))
+        return
     if set(map(type, itertools.chain.from_iterable(rows))) <= _NUMBERS:
         values = np.array(rows, dtype=np.float64)[:, positions]  # None becomes NaN
         deferred.add(digests, np.ascontiguousarray(values.T))
@@ -324,27 +331,99 @@ def _update_array(digest: Any, name: str, array: np.ndarray[Any, Any]) -> None:
         digest.update(np.ascontiguousarray(array).tobytes())
 
 
+# Bytes compared at a time, over every file of a group of equal sizes together: at most
+# this much a file, and less where a group holds so many that their chunks would pass
+# :data:`GROUP_CHUNKS_BYTES` (each file's chunk and one copy of each distinct chunk).
 FILE_CHUNK = 1 << 20
+GROUP_CHUNKS_BYTES = 32 << 20
+LEAST_CHUNK = 1 << 16
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 (hex) of the bytes of the database ``path`` and of its ``-wal``, if any,
-    read through the kept descriptors (:mod:`qcsql.sqlite.descriptors`): files with the
-    same digest hold the same runs with the same data, so the checksums of one are the
-    other's. Hashing a file's bytes costs a fraction of reading its rows through SQLite
-    and rounding them, and an archive's backups are often byte-for-byte copies."""
-    digest = hashlib.sha256()
-    buffer = memoryview(bytearray(FILE_CHUNK))
-    for item in (path, side_file(path, "-wal")):
-        if item != path and not item.exists():
-            continue
-        kept = kept_file(item)
+def same_bytes(files: Sequence[Path]) -> list[list[Path]]:
+    """``files`` partitioned by their bytes and those of their ``-wal`` (where one is
+    beside them), in the order given: files in one part are byte-for-byte the same, so
+    they hold the same runs with the same data and the checksums of one are the
+    others'. The files are read through the kept descriptors
+    (:mod:`qcsql.sqlite.descriptors`) chunk by chunk, all together, and compared rather
+    than hashed: comparing equal chunks costs a twentieth of SHA-256 over them, a chunk
+    that differs is told at its first differing byte, a file is read no further once it
+    is alone in its part, and no digest can ever collide. A file that cannot be read is
+    a part of its own (whoever reads it next reports why)."""
+    parts: list[list[Path]] = []
+    streams: list[_Stream] = []
+    for path in files:
         try:
-            digest.update(b"\x00file\x00" + kept.size().to_bytes(8, "little"))
-            offset = 0
-            while done := kept.read_into(buffer, offset):
-                digest.update(buffer[:done])
-                offset += done
-        finally:
-            kept.release()
-    return digest.hexdigest()
+            streams.append(_Stream(path))
+        except OSError:
+            parts.append([path])
+    # One chunk size for the whole call: a group's chunks are held together.
+    chunk = max(LEAST_CHUNK, min(FILE_CHUNK, GROUP_CHUNKS_BYTES // (2 * max(1, len(streams)))))
+    try:
+        pending = [streams] if streams else []
+        while pending:
+            group = pending.pop()
+            if len(group) == 1 or group[0].done():
+                parts.append([stream.path for stream in group])
+                for stream in group:
+                    stream.release()
+                continue
+            by_chunk: list[tuple[tuple[int, int, int, bytes] | None, list[_Stream]]] = []
+            for stream in group:
+                data = stream.next_chunk(chunk)
+                for seen, members in by_chunk:
+                    if seen == data:
+                        members.append(stream)
+                        break
+                else:
+                    by_chunk.append((data, [stream]))
+            pending.extend(members for _, members in reversed(by_chunk))
+    finally:
+        for stream in streams:
+            stream.release()
+    order = {path: at for at, path in enumerate(files)}
+    parts.sort(key=lambda part: order[part[0]])
+    return parts
+
+
+class _Stream:
+    """The bytes of a database file followed by those of its ``-wal``, read in chunks
+    tagged with their part, the number of parts and the part's size: two streams whose
+    chunks compared equal so far are at the same place of parts of the same sizes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.parts = [kept_file(path)]
+        wal = side_file(path, "-wal")
+        if wal.exists():
+            self.parts.append(kept_file(wal))
+        self.sizes = [part.size() for part in self.parts]
+        self.part = 0
+        self.offset = 0
+
+    def done(self) -> bool:
+        return self.part >= len(self.parts)
+
+    def next_chunk(self, size: int) -> tuple[int, int, int, bytes] | None:
+        """The next ``size`` bytes at most (None at the end), after their part, the number
+        of parts and the part's size (so that streams compared equal so far also end
+        together; tuples compare their bytes with one ``memcmp``). An unreadable file
+        gives a chunk no other file gives."""
+        if self.done():
+            return None
+        part, part_size = self.part, self.sizes[self.part]
+        try:
+            data = self.parts[part].read(min(size, part_size - self.offset), self.offset)
+        except OSError:
+            self.part = len(self.parts)
+            return (-1, -1, -1, b"unreadable " + str(self.path).encode())
+        self.offset += len(data)
+        if len(data) < size or self.offset >= part_size:
+            self.part += 1
+            self.offset = 0
+        return (part, len(self.parts), part_size, data)
+
+    def release(self) -> None:
+        """Done with the file (its descriptors stay kept, see :func:`kept_file`)."""
+        for part in self.parts:
+            part.release()
+        self.parts = []

@@ -83,10 +83,17 @@ class KeptFile:
         return done
 
     def read(self, size: int, offset: int) -> bytes:
-        """Up to ``size`` bytes from ``offset`` (fewer only where the file ends)."""
-        buffer = bytearray(size)
-        done = self.read_into(memoryview(buffer), offset)
-        return bytes(buffer[:done])
+        """Up to ``size`` bytes from ``offset`` (fewer only where the file ends), in one
+        new ``bytes`` (no zeroed buffer filled and copied)."""
+        chunks = []
+        while size > 0:
+            chunk = self._pread(size, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+            offset += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def size(self) -> int:
         return os.fstat(self.fd).st_size
