@@ -190,6 +190,21 @@ def test_records_of_a_few_headers_are_each_decoded_at_fixed_offsets(
             np.testing.assert_array_equal(with_pages[top][name], array, err_msg=f"{top}/{name}")
 
 
+def _read_with_pages_and_without(
+    path: Path, access: qcsql.Access, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[int, dict], dict[int, dict]]:
+    """Every run of ``path`` (opened with ``access``) read by the page readers, which
+    must have read every window, and read with them turned off (through SQLite)."""
+    windows = _windows_recorded(monkeypatch)
+    with qcsql.open_database(path) as db:
+        assert db.access is access
+    with_pages = _read_all(path)
+    assert windows and all(w is not None for w in windows), "the page reader was not used"
+    monkeypatch.undo()
+    with _pages_disabled(monkeypatch):
+        return with_pages, _read_all(path)
+
+
 def _wal_copy_a_viewer_read(source: Path, folder: Path) -> Path:
     """A WAL copy of ``source`` after a viewer's plain ``mode=ro`` open came and went: it
     leaves an empty ``-wal`` and a ``-shm`` behind, which SQLite may not remove."""
@@ -207,14 +222,9 @@ def test_an_empty_wal_a_viewer_left_does_not_keep_the_page_reader_away(
     copy = _wal_copy_a_viewer_read(EXAMPLE_DB, tmp_path)
     wal = copy.with_name(copy.name + "-wal")
     assert wal.stat().st_size == 0 and copy.with_name(copy.name + "-shm").exists()
-    windows = _windows_recorded(monkeypatch)
-    with qcsql.open_database(copy) as db:
-        assert db.access is qcsql.Access.READ_ONLY
-    with_pages = _read_all(copy)
-    assert windows and all(w is not None for w in windows), "the page reader was not used"
-    monkeypatch.undo()
-    with _pages_disabled(monkeypatch):
-        through_sqlite = _read_all(copy)
+    with_pages, through_sqlite = _read_with_pages_and_without(
+        copy, qcsql.Access.READ_ONLY, monkeypatch
+    )
     assert with_pages.keys() == through_sqlite.keys()
     for run_id, data in through_sqlite.items():
         for top, tree in data.items():
@@ -259,14 +269,9 @@ def test_a_wal_file_copied_without_shm_is_read_from_pages_of_its_private_copy(
     copy = _wal_copy_without_shm(EXAMPLE_DB, tmp_path)
     guard.append(copy)
     guard.append(Path(str(copy) + "-wal"))
-    windows = _windows_recorded(monkeypatch)
-    with qcsql.open_database(copy) as db:
-        assert db.access is qcsql.Access.SNAPSHOT_COPY
-    with_pages = _read_all(copy)
-    assert windows and all(w is not None for w in windows), "the page reader was not used"
-    monkeypatch.undo()
-    with _pages_disabled(monkeypatch):
-        through_sqlite = _read_all(copy)
+    with_pages, through_sqlite = _read_with_pages_and_without(
+        copy, qcsql.Access.SNAPSHOT_COPY, monkeypatch
+    )
     # The same data, checkpointed by SQLite itself into a plain rollback-journal file.
     plain = tmp_path / "plain" / copy.name
     plain.parent.mkdir()
