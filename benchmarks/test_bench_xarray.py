@@ -95,6 +95,9 @@ def test_open_dataset(benchmark: Any, kind: str, request: pytest.FixtureRequest)
     benchmark.group = f"xr.open_dataset(engine='qcsql'), {RUNS[kind][1]}"
     benchmark.pedantic(_open, args=(path,), rounds=3, iterations=1, warmup_rounds=1)
     _memory("qcsql", path, "open", RUNS[kind][1])
+    # Beside it: xarray's own engines opening qcsql's netCDF export of the same run.
+    _memory("qcsql", path, "open_h5netcdf", RUNS[kind][1])
+    _memory("qcsql", path, "open_netcdf4", RUNS[kind][1])
 
 
 @pytest.mark.parametrize("kind", list(RUNS))
