@@ -121,3 +121,44 @@ def test_export_numeric_qcsql_beside_a_viewers_empty_wal(
         export_with_qcsql, setup=fresh_folders(copy, tmp_path), rounds=3, iterations=1
     )
     assert path.stat().st_size > NUMERIC_POINTS * 16
+
+
+def wal_copy_without_shm(source: Path, folder: Path) -> Path:
+    """A WAL-mode copy of ``source`` whose results are all in its ``-wal`` (every
+    dependent value changed there, as a measurement's commits leave them before a
+    checkpoint), copied with the ``-wal`` but without ``-shm``, as archives hold them:
+    qcsql reads it through a private snapshot copy."""
+    import contextlib
+    import shutil
+    import sqlite3
+
+    work = folder / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    live = Path(shutil.copyfile(source, work / source.name))
+    with contextlib.closing(sqlite3.connect(live, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        for (table,) in conn.execute("SELECT result_table_name FROM runs").fetchall():
+            columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+            conn.execute(f'UPDATE "{table}" SET "{columns[-1]}" = "{columns[-1]}" + 0.5')
+        copy = folder / source.name
+        for suffix in ("", "-wal"):
+            shutil.copyfile(f"{live}{suffix}", f"{copy}{suffix}")
+    shutil.rmtree(work)
+    assert copy.with_name(copy.name + "-wal").stat().st_size > 0
+    return copy
+
+
+@pytest.mark.benchmark(group="export, 1-D numeric run")
+def test_export_numeric_qcsql_from_a_wal_copy_without_shm(
+    benchmark: Any,
+    numeric_db: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Read through a private snapshot copy, checkpointed so that its pages are read
+    directly: the copy of the file and its ``-wal`` is part of the time."""
+    copy = wal_copy_without_shm(numeric_db, tmp_path / "db")
+    path = benchmark.pedantic(
+        export_with_qcsql, setup=fresh_folders(copy, tmp_path), rounds=3, iterations=1
+    )
+    assert path.stat().st_size > NUMERIC_POINTS * 16
