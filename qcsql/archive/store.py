@@ -115,20 +115,22 @@ def read_catalog(path: str | Path) -> Catalog | None:
         for values in conn.execute(f"SELECT {columns} FROM files ORDER BY rowid"):
             catalog.files.append(FileEntry(**dict(zip(_FILE_COLUMNS, values, strict=True))))
         columns = ", ".join(_RUN_COLUMNS)
-        for values in conn.execute(f"SELECT {columns} FROM runs ORDER BY rowid"):
-            catalog.runs.append(_run_from_row(dict(zip(_RUN_COLUMNS, values, strict=True))))
+        rows = conn.execute(f"SELECT {columns} FROM runs ORDER BY rowid").fetchall()
+        catalog.runs.extend(map(_run_from_row, rows))
         columns = ", ".join(_PROBLEM_COLUMNS)
         for values in conn.execute(f"SELECT {columns} FROM problems ORDER BY rowid"):
             catalog.problems.append(Problem(**dict(zip(_PROBLEM_COLUMNS, values, strict=True))))
     return catalog
 
 
-def _run_from_row(row: dict[str, Any]) -> RunEntry:
-    parameters = row["parameters"]
-    row["parameters"] = None if parameters is None else _parameters_from_json(parameters)
-    row["metadata"] = orjson.loads(row["metadata"])
-    row["completed"] = bool(row["completed"])
-    return RunEntry.from_fields(row)
+def _run_from_row(values: tuple[Any, ...]) -> RunEntry:
+    """The run of a stored row (its columns those of ``RunEntry``, in its order)."""
+    row = list(values)
+    parameters = row[_PARAMETERS_AT]
+    row[_PARAMETERS_AT] = None if parameters is None else _parameters_from_json(parameters)
+    row[_METADATA_AT] = orjson.loads(row[_METADATA_AT])
+    row[_COMPLETED_AT] = bool(row[_COMPLETED_AT])
+    return RunEntry.from_columns(row)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -148,15 +150,16 @@ def _run_row(run: RunEntry) -> tuple[Any, ...]:
     """The run's row: its fields read in one call (thousands of runs a catalogue), the
     parameters and metadata as JSON text (the parameters' text once per distinct list:
     an archive's runs repeat their measurements)."""
-    row = list(_RUN_FIELDS(run))
+    row = list(_RUN_VALUES(run))
     row[_PARAMETERS_AT] = None if run.parameters is None else _parameters_text(run.parameters)
     row[_METADATA_AT] = orjson.dumps(run.metadata).decode()
     return tuple(row)
 
 
-_RUN_FIELDS = operator.attrgetter(*_RUN_COLUMNS)
+_RUN_VALUES = operator.attrgetter(*_RUN_COLUMNS)
 _PARAMETERS_AT = _RUN_COLUMNS.index("parameters")
 _METADATA_AT = _RUN_COLUMNS.index("metadata")
+_COMPLETED_AT = _RUN_COLUMNS.index("completed")
 
 
 @functools.lru_cache(maxsize=4096)
