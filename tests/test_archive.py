@@ -924,3 +924,18 @@ def test_checksums_take_integers_as_their_floats_and_never_text_for_a_number(
     assert floats == integers
     assert text not in (floats, nulls)
     assert nulls == nulls_again != floats
+
+
+def test_checksums_added_to_a_previous_catalogue_leave_its_entries_as_they_were(
+    archive: ArchiveManifest, catalogued: qcsql.archive.Catalog
+) -> None:
+    """Entries taken over from the previous catalogue belong to the caller: the checksums
+    a new catalogue adds are in new entries, the previous ones unchanged; and the result
+    is the catalogue built from nothing."""
+    previous = build_catalog([archive.root], checksums=False)
+    before = [run.data_checksum for run in previous.runs]
+    assert set(before) == {None}
+    again = build_catalog([archive.root], previous)
+    assert [run.data_checksum for run in previous.runs] == before
+    assert again.runs == catalogued.runs
+    assert any(run.data_checksum is not None for run in again.runs)
