@@ -198,6 +198,11 @@ def write_catalog(catalog: Catalog, path: str | Path, previous: Catalog | None =
     try:
         with _replacing(path) as temporary:
             with contextlib.closing(sqlite3.connect(temporary)) as conn:
+                # Our own new file, renamed onto ``path`` once whole and synced: no journal
+                # and no syncs of SQLite's own (the rename is the atomic step, the one
+                # fsync below the durable one).
+                conn.execute("PRAGMA journal_mode = OFF")
+                conn.execute("PRAGMA synchronous = OFF")
                 conn.executescript(_SCHEMA)
                 with conn:  # one transaction
                     conn.executemany(
