@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import statistics
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from urllib.parse import quote
 
 import pytest
 
-from benchmarks.conftest import EXTRA_REPORTS
+from benchmarks.conftest import EXTRA_REPORTS, fresh_process_probe
 from qcsql.archive import build_catalog, read_catalog, write_catalog
 from qcsql.archive.fanout import export_tasks, plan_exports
 from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions
@@ -212,6 +213,36 @@ def test_catalog_qcsql(benchmark: Any, archive: ArchiveManifest, tmp_path: Path)
     TIMES["catalog first"] = benchmark.stats.stats.mean
     assert runs > 3000
     _against_qcodes("with checksums", benchmark.stats.stats)
+
+
+@pytest.mark.benchmark(
+    group="catalogue in a fresh process: the whole probe (start, imports, warm-up, 5 + 5 catalogues)"
+)
+def test_catalog_in_a_fresh_process(
+    benchmark: Any, archive: ArchiveManifest, tmp_path: Path
+) -> None:
+    """``qcsql catalog`` as the command line runs it: in a process of its own, after a
+    warm-up catalogue (``benchmarks/catalog_probe.py``), beside QCoDeS' listing of this
+    session. The rounds are timed in that process (the summary line); the benchmark row
+    is the whole probe."""
+    arguments = ("catalog_probe", str(archive.root), str(tmp_path), "5")
+    report = benchmark.pedantic(fresh_process_probe, args=arguments, rounds=1, iterations=1)
+    assert report["runs"] > 3000
+    first, second = report["first"], report["second"]
+    summary = (
+        f"catalogue of the archive in a fresh process (5 rounds): first run mean "
+        f"{statistics.mean(first):.3f} s, median {statistics.median(first):.3f} s, fastest "
+        f"{min(first):.3f} s; second run median {statistics.median(second) * 1e3:.0f} ms = "
+        f"{statistics.median(second) / statistics.median(first):.1%} of the first's median"
+    )
+    if "qcodes listing" in TIMES:
+        theirs = TIMES["qcodes listing"]
+        summary += (
+            f"; {theirs / statistics.mean(first):.1f}x / {theirs / statistics.median(first):.1f}x"
+            f" / {theirs / min(first):.1f}x (mean / median / fastest) faster than QCoDeS' "
+            f"listing ({theirs:.1f} s)"
+        )
+    EXTRA_REPORTS.append(summary)
 
 
 @pytest.mark.benchmark(group="catalogue of the archive (341 databases), no checksums")
