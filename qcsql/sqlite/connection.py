@@ -366,7 +366,9 @@ class ReadOnlyConnection:
         qcsql's own temporary directory is written; where it fails, SQLite reads the copy
         and its ``-wal`` as before."""
         try:
-            with contextlib.closing(sqlite3.connect(sqlite_uri(copy), isolation_level=None)) as own:
+            with contextlib.closing(
+                sqlite3.connect(sqlite_uri(copy), uri=True, isolation_level=None)
+            ) as own:
                 own.execute("PRAGMA synchronous = OFF")  # a temporary file: no fsync
                 busy, frames, done = own.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
