@@ -372,3 +372,19 @@ def test_pages_read_beside_an_empty_wal_are_never_torn_by_a_checkpoint(
         connection.close()
     assert writer.returncode == 0
     assert direct > 10, "the page reader never read beside the empty -wal"
+
+
+def test_pages_of_a_closed_snapshot_copy_are_not_read(tmp_path: Path) -> None:
+    """Closing a connection closes the descriptor of its checkpointed snapshot copy: a page
+    window opened afterwards (another thread, a lazy array) raises, as SQLite's reads do,
+    and never reads through a descriptor number the process may have handed out again."""
+    copy = _wal_copy_without_shm(EXAMPLE_DB, tmp_path)
+    connection = ReadOnlyConnection(copy)
+    assert connection.access is Access.SNAPSHOT_COPY and connection.snapshot_file is not None
+    source = qcsql.sqlite.pages.PageSource(connection)
+    with source.window() as readable:
+        assert readable
+    connection.close()
+    with pytest.raises(qcsql.DatabaseOpenError, match="closed"):
+        with source.window():
+            pass

@@ -148,7 +148,7 @@ class PageSource:
     @property
     def lock_free(self) -> bool:
         """Whether :meth:`window` takes no lock, so that several threads may read at once."""
-        return self._conn.access in (Access.IMMUTABLE, Access.SNAPSHOT_COPY)
+        return self._conn.access is Access.IMMUTABLE
 
     def page_count(self) -> int:
         """Whole pages in the file now (only meaningful inside :meth:`window`)."""
@@ -183,7 +183,11 @@ class PageSource:
             yield False
             return
         if conn.access is Access.SNAPSHOT_COPY:
-            yield True  # a private copy that holds the whole database: nobody writes it
+            # A private copy that holds the whole database: nobody writes it. Read under
+            # the connection's lock all the same, since closing the connection closes
+            # the copy's own descriptor (a closed database raises here, as in SQLite's).
+            with conn.reading_raw():
+                yield True
             return
         if conn.access is Access.IMMUTABLE:
             before = _stat(conn.path)
