@@ -624,8 +624,7 @@ def build_catalog(
         catalog.runs.extend(runs)
         catalog.problems.extend(problems)
     if checksums:
-        taken_over = {id(run) for runs in old_runs.values() for run in runs}
-        _add_checksums(catalog, jobs, client, labels, taken_over)
+        _add_checksums(catalog, jobs, client, labels)
     return catalog
 
 
@@ -652,19 +651,6 @@ def _as_copy(scanned: Scanned, stamp: Stamp, copy: str, copy_stamp: Stamp) -> Sc
     return copied, [_changed(run, path=copy) for run in runs], []
 
 
-def _checksum_given(run: RunEntry, checksum: str, taken_over: set[int]) -> RunEntry:
-    """``run`` with its data checksum. An entry this catalogue made, which nothing outside
-    it holds yet, gets it in place: replacing thousands of entries (each an object and its
-    ``__dict__``) would hand Python's cyclic garbage collector as many dead objects that it
-    had already moved to its oldest generation, and in a process holding many objects
-    (QCoDeS, xarray, pandas) each full collection they bring on costs 70-95 ms. An entry
-    of the previous catalogue (``taken_over``, by id) belongs to the caller: it is replaced."""
-    if id(run) in taken_over:
-        return _changed(run, data_checksum=checksum)
-    object.__setattr__(run, "data_checksum", checksum)  # frozen for users, not yet theirs
-    return run
-
-
 _Entry = TypeVar("_Entry", FileEntry, RunEntry)
 
 
@@ -684,13 +670,12 @@ def _add_checksums(
     jobs: int,
     client: Client | None,
     labels: dict[str, str],
-    taken_over: set[int],
 ) -> None:
     """Checksums of the data of every run whose guid occurs more than once, where the
     catalogue does not have one yet. Files that are byte-for-byte copies of each other
     (:func:`_identical_files`) are read once: the checksums of one are the others'.
-    ``taken_over`` holds the ids of the entries taken over from the previous catalogue (the
-    caller's objects, which are replaced, never changed; see :func:`_checksum_given`)."""
+    Entries get their checksums in copies (:func:`_changed`): those taken over from a
+    previous catalogue are the caller's."""
     counts: dict[str, int] = defaultdict(int)
     for run in catalog.runs:
         if run.guid is not None:
@@ -701,9 +686,9 @@ def _add_checksums(
             wanted[run.path][run.run_id] = index
     copies = _identical_files(catalog.files, wanted, labels)
     read = [path for path in wanted if path in copies]
-    leftover = _read_checksums(catalog, wanted, read, copies, jobs, client, taken_over)
+    leftover = _read_checksums(catalog, wanted, read, copies, jobs, client)
     # Copies whose original could not be read are read themselves (their problems are theirs).
-    _read_checksums(catalog, wanted, leftover, {}, jobs, client, taken_over)
+    _read_checksums(catalog, wanted, leftover, {}, jobs, client)
 
 
 def _read_checksums(
@@ -713,7 +698,6 @@ def _read_checksums(
     copies: dict[str, list[str]],
     jobs: int,
     client: Client | None,
-    taken_over: set[int],
 ) -> list[str]:
     """Checksum tasks for ``paths``, each result given to the file and to its byte-for-byte
     ``copies`` too; returns the copies that did not get every checksum they want."""
@@ -743,7 +727,7 @@ def _read_checksums(
             for path in (outcome.database, *copies.get(outcome.database, ())):
                 index = wanted[path].get(run_id)
                 if index is not None:
-                    catalog.runs[index] = _checksum_given(catalog.runs[index], result, taken_over)
+                    catalog.runs[index] = _changed(catalog.runs[index], data_checksum=result)
                     got[path].add(run_id)
     return [
         copy
