@@ -189,7 +189,9 @@ def layout_differs_from_058(run: Any, use_multi_index: str = "auto") -> str | No
                 continue  # both fail (0.58 finds no first line along an empty axis)
             destination = np.zeros(tree[name].size, dtype=np.int64)
             for axis, setpoint in enumerate(setpoints):
-                codes, uniques = pd.factorize(tree[setpoint].ravel(), use_na_sentinel=False)
+                codes, uniques = pd.factorize(
+                    _as_qcodes_reads(tree[setpoint].ravel()), use_na_sentinel=False
+                )
                 if len(uniques) != shape[axis]:
                     return f"{name}: {NOT_A_GRID}"
                 destination = destination * shape[axis] + codes
@@ -202,11 +204,22 @@ def layout_differs_from_058(run: Any, use_multi_index: str = "auto") -> str | No
         levels = [s for s in setpoints if s in tree]
         if use_multi_index == "always" or not inferred or len(levels) < 2:
             continue
-        index = pd.MultiIndex.from_arrays([_flat(tree[s]) for s in levels])
+        index = pd.MultiIndex.from_arrays([_as_qcodes_reads(_flat(tree[s])) for s in levels])
         on_grid = np.prod([len(level) for level in index.levels]) == len(index)
         if index.is_unique and on_grid and not index.is_monotonic_increasing:
             return f"{name}: {INFERRED_ALIGNED}"
     return None
+
+
+def _as_qcodes_reads(values: Any) -> Any:
+    """Floats as QCoDeS reads them, through SQLite's text of 15 significant digits (here
+    Python's own formatting, not qcsql's rounding): 0.1 + 0.2 and 0.3 are one value for
+    QCoDeS, while qcsql's ``get_parameter_data`` keeps the stored doubles."""
+    import numpy as np
+
+    if values.dtype.kind != "f":
+        return values
+    return np.array([float(f"{value:.15g}") for value in values.tolist()], dtype=values.dtype)
 
 
 def _flat(values: Any) -> Any:
