@@ -139,9 +139,7 @@ def _read_table(
             rows = cursor.fetchall()
             described = [column[0] for column in cursor.description]
         if names is None:
-            by_name = sorted((name, at) for at, name in enumerate(described) if at and name != "id")
-            names = [name for name, _ in by_name]
-            positions = [at for _, at in by_name]
+            names, positions = _hashed_columns(described, first=1)  # after the leading id
             digests = [hashlib.sha256() for _ in names]
         if not rows:
             break
@@ -182,9 +180,7 @@ def _read_pages(
         ).fetchall()
     if count < PAGES_FROM_ROWS or by_rowid != count or len(root) != 1:
         return None
-    by_name = sorted((name, at) for at, name in enumerate(described) if name != "id")
-    names = [name for name, _ in by_name]
-    indices = [at for _, at in by_name]
+    names, indices = _hashed_columns(described, first=0)
     if not indices or len(names) != len(set(names)):
         return None
     source = PageSource(connection)
@@ -214,6 +210,16 @@ def _read_pages(
     if read != count:
         return None
     return _finisher(names, digests)
+
+
+def _hashed_columns(described: Sequence[str], first: int) -> tuple[list[str], list[int]]:
+    """The columns a checksum hashes, from a statement's column names (those from
+    position ``first`` on): every one but ``id``, in name order (the order of the columns
+    in the table does not count), with their positions in the statement's rows."""
+    by_name = sorted(
+        (name, at) for at, name in enumerate(described) if at >= first and name != "id"
+    )
+    return [name for name, _ in by_name], [at for _, at in by_name]
 
 
 def _finisher(names: Sequence[str], digests: Sequence[Any]) -> Callable[[], str]:

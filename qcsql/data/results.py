@@ -127,7 +127,9 @@ class ResultsTable:
     def _statement(self, key: tuple[Any, ...], build: Callable[[], sa.Select[Any]]) -> _Statement:
         """The statement ``build`` makes, compiled once per ``key`` for this table: a
         window loop asks for the same few statements again and again, and building and
-        compiling one with SQLAlchemy takes longer than SQLite takes to run it (0.6 ms)."""
+        compiling one with SQLAlchemy takes longer than SQLite takes to run it (0.6 ms).
+        Threads reading the same table may both compile a statement the first time; each
+        gets an equal one, and the dict keeps one of them."""
         found = self._statements.get(key)
         if found is None:
             found = self._statements[key] = _compiled(build())
@@ -147,7 +149,8 @@ class ResultsTable:
         """The smallest id (0 for an empty table): with ids 1..max_id all held, the table
         has no other row exactly when it is positive, which SQLite tells from one b-tree
         descent where counting visits every leaf page."""
-        value = self._fetch(_compiled(sa.select(sa.func.min(self.model.c.id))))[0][0]
+        statement = self._statement(("min id",), lambda: sa.select(sa.func.min(self.model.c.id)))
+        value = self._fetch(statement)[0][0]
         return int(value or 0)
 
     def max_id(self) -> int:
@@ -353,18 +356,23 @@ class ResultsTable:
         table's pages (:mod:`qcsql.sqlite.column_pages`), window by window, as
         :meth:`numeric_windows` decodes whole rows: a window of None means the pages cannot
         be used from here on, and the caller reads the rows still to read through SQLite."""
-        source = PageSource(self._conn)
         index, top_index = self.record_index(column), self.record_index(top)
         root = self.root_page()
-        after, left = rows.after_id, rows.rows
-        while after < rows.upto_id and left > 0:
-            remaining = RowRange(after, rows.upto_id, left)
-            leaves = min(COLUMN_LEAVES, 1 + left // ROWS_PER_LEAF_AT_LEAST)
-            window = read_column_window(source, root, index, top_index, after, rows.upto_id, leaves)
-            yield remaining, window
-            if window is None:
-                return
-            after, left = window.last_rowid, left - len(window.values)
+        source = PageSource(self._conn)
+        try:
+            after, left = rows.after_id, rows.rows
+            while after < rows.upto_id and left > 0:
+                remaining = RowRange(after, rows.upto_id, left)
+                leaves = min(COLUMN_LEAVES, 1 + left // ROWS_PER_LEAF_AT_LEAST)
+                window = read_column_window(
+                    source, root, index, top_index, after, rows.upto_id, leaves
+                )
+                yield remaining, window
+                if window is None:
+                    return
+                after, left = window.last_rowid, left - len(window.values)
+        finally:
+            source.close()
 
     def fill_from_pages(self, targets: Sequence[ColumnTarget], rows: RowRange) -> tuple[int, int]:
         """Fill ``targets`` (the first is the tree's top column) with the rows of ``rows``

@@ -140,12 +140,13 @@ def _split(
 
 
 def same_as_qcodes_sees(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> bool:
-    """Equal as QCoDeS' merge sees them (floats at its 15-digit precision)."""
+    """Equal as QCoDeS' merge sees them (floats at its 15-digit precision; only the floats
+    that differ exactly are rounded, see :func:`each_as_qcodes_sees`)."""
     if a.shape != b.shape:
         return False
+    if a.dtype.kind == "f" and b.dtype.kind == "f":
+        return each_as_qcodes_sees(a.ravel(), b.ravel())
     if a.dtype.kind in "fc" and b.dtype.kind in "fc":
-        if a.dtype.kind == "f" and b.dtype.kind == "f":
-            a, b = as_qcodes_sees(a.ravel()), as_qcodes_sees(b.ravel())
         return bool(np.array_equal(a, b, equal_nan=True))
     return bool(np.array_equal(a, b))
 
