@@ -261,3 +261,17 @@ class TracedStatements(list[str]):
     def __init__(self) -> None:
         super().__init__()
         self.to_private_copies: list[str] = []
+
+
+def first_arguments_recorded(monkeypatch: Any, owner: Any, name: str) -> list[Any]:
+    """The first argument of every call of ``owner.name`` from here on (the function
+    still runs): which files a catalogue opened, which descriptors were looked at."""
+    calls: list[Any] = []
+    real = getattr(owner, name)
+
+    def recording(first: Any, *arguments: Any, **keywords: Any) -> Any:
+        calls.append(first)
+        return real(first, *arguments, **keywords)
+
+    monkeypatch.setattr(owner, name, recording)
+    return calls

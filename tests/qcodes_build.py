@@ -24,6 +24,19 @@ def parameters(*names: str) -> list[Any]:
     return [Parameter(name, set_cmd=None, get_cmd=None) for name in names]
 
 
+def sweep(experiment: Any, name: str, setpoint: Any, *dependents: Any) -> Any:
+    """A QCoDeS ``Measurement`` of ``dependents`` each against the one swept ``setpoint``
+    (one tree each, rows of one tree holding the others' columns NULL where they are added
+    apart)."""
+    from qcodes.dataset import Measurement
+
+    measurement = Measurement(exp=experiment, name=name)
+    measurement.register_parameter(setpoint)
+    for dependent in dependents:
+        measurement.register_parameter(dependent, setpoints=(setpoint,))
+    return measurement
+
+
 def qcodes_export(path: Path, run_id: int, folder: Path) -> Path:
     """QCoDeS' own ``export("netcdf")`` of a run, from a copy of ``path``."""
     from qcodes.dataset import load_by_id

@@ -43,11 +43,17 @@ from qcsql.archive.fanout import (
 from qcsql.cli import main
 from qcsql.sqlite.connection import side_file
 from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions, small_sources
-from tests.helpers import EXAMPLE_DB, LEGACY, copy_database, plain_sqlite
+from tests.helpers import (
+    EXAMPLE_DB,
+    LEGACY,
+    copy_database,
+    first_arguments_recorded,
+    plain_sqlite,
+)
 from tests.test_read_only import READING_STATEMENT
 
 pytest.importorskip("qcodes")
-from tests.qcodes_build import new_database, parameters  # noqa: E402
+from tests.qcodes_build import new_database, parameters, sweep  # noqa: E402
 from tests.qcodes_reference import reference_for  # noqa: E402
 
 
@@ -376,14 +382,7 @@ def test_the_catalogue_file_and_its_second_run(
         assert conn.execute("SELECT count(*) FROM duplicates").fetchone()[0] == len(
             catalogued.duplicates()
         )
-    opened: list[Path] = []
-    real = qcsql.archive.catalog.catalog_database
-
-    def counting(path: Path) -> Any:
-        opened.append(path)
-        return real(path)
-
-    monkeypatch.setattr(qcsql.archive.catalog, "catalog_database", counting)
+    opened = first_arguments_recorded(monkeypatch, qcsql.archive.catalog, "catalog_database")
     unchanged = build_catalog([archive.root], again)
     assert opened == []
     assert unchanged.reused_files == len(unchanged.files)
@@ -754,15 +753,10 @@ def test_checksums_of_a_file_round_together_yet_equal_one_by_one(
 def large_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A rollback-journal file with one run of two trees (rows of one tree have the
     other's column NULL), integers and floats, large enough to be hashed from its pages."""
-    from qcodes.dataset import Measurement
-
     path = tmp_path_factory.mktemp("large") / "large.db"
     experiment = new_database(path, "pages")
     x, y, z = parameters("x", "y", "z")
-    measurement = Measurement(exp=experiment, name="two trees")
-    measurement.register_parameter(x)
-    measurement.register_parameter(y, setpoints=(x,))
-    measurement.register_parameter(z, setpoints=(x,))
+    measurement = sweep(experiment, "two trees", x, y, z)
     with measurement.run() as saver:
         for step in range(1500):
             saver.add_result((x, step), (y, (step * 0.1 + 0.2) ** 0.5))

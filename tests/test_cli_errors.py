@@ -32,7 +32,7 @@ import pytest
 import qcsql
 from qcsql.cli import main
 from tests.helpers import EXAMPLE_DB, PROJECT, FileState, copy_database
-from tests.qcodes_build import new_database, parameters
+from tests.qcodes_build import new_database, parameters, sweep
 
 SWEEP_ROWS = 20_000
 WAIT = 60.0  # seconds a subprocess may take to get somewhere; reached only on failure
@@ -70,16 +70,12 @@ runpy.run_module("qcsql", run_name="__main__", alter_sys=True)
 def sweep_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One 1-D sweep of two dependents, written by QCoDeS 0.58 (run 1)."""
     pytest.importorskip("qcodes")
-    from qcodes.dataset import Measurement
 
     path = tmp_path_factory.mktemp("sweep") / "sweep.db"
     experiment = new_database(path, "signals")
     x, y, z = parameters("x", "y", "z")
-    sweep = Measurement(exp=experiment, name="sweep")
-    sweep.register_parameter(x)
-    sweep.register_parameter(y, setpoints=(x,))
-    sweep.register_parameter(z, setpoints=(x,))
-    with sweep.run() as saver:
+    measurement = sweep(experiment, "sweep", x, y, z)
+    with measurement.run() as saver:
         xs = np.linspace(-1.0, 1.0, SWEEP_ROWS)
         for chunk in np.array_split(np.arange(SWEEP_ROWS), 4):
             saver.add_result((x, xs[chunk]), (y, np.sin(xs[chunk])), (z, np.cos(xs[chunk])))

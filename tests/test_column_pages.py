@@ -27,7 +27,7 @@ from qcsql.data.streams import stream_numeric_trees
 from tests.helpers import copy_database
 
 pytest.importorskip("qcodes")
-from tests.qcodes_build import new_database, parameters  # noqa: E402
+from tests.qcodes_build import new_database, parameters, sweep  # noqa: E402
 
 ROWS_BEFORE, OTHER_ROWS, ROWS_AFTER = 30_000, 2_000, 10_000
 
@@ -37,26 +37,20 @@ def sweep_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run 1: ``v`` against ``x`` (every 1000th ``x`` a whole number, stored as an integer),
     with a block of rows of ``w`` against ``x`` in the middle; run 2: ``v`` against whole
     numbers (stored as integers of 1 to 3 bytes)."""
-    from qcodes.dataset import Measurement
 
     path = tmp_path_factory.mktemp("column") / "column.db"
     experiment = new_database(path)
     rng = np.random.default_rng(3)
     try:
         x, v, w = parameters("x", "v", "w")
-        sweep = Measurement(exp=experiment, name="sweep with a block of another parameter")
-        sweep.register_parameter(x)
-        sweep.register_parameter(v, setpoints=(x,))
-        sweep.register_parameter(w, setpoints=(x,))
-        with sweep.run() as saver:
+        measurement = sweep(experiment, "sweep with a block of another parameter", x, v, w)
+        with measurement.run() as saver:
             first = np.arange(ROWS_BEFORE) * 1e-3
             saver.add_result((x, first), (v, rng.normal(0, 1, first.size)))
             saver.add_result((x, np.arange(OTHER_ROWS) * 0.5), (w, np.ones(OTHER_ROWS)))
             then = 100 + np.arange(ROWS_AFTER) * 1e-3
             saver.add_result((x, then), (v, rng.normal(0, 1, then.size)))
-        integers = Measurement(exp=experiment, name="sweep of whole numbers")
-        integers.register_parameter(x)
-        integers.register_parameter(v, setpoints=(x,))
+        integers = sweep(experiment, "sweep of whole numbers", x, v)
         with integers.run() as saver:
             steps = np.arange(-20_000, 20_000) * 3.0  # integers of 3, 2, 1, 2 and 3 bytes
             saver.add_result((x, steps), (v, rng.normal(0, 1, steps.size)))

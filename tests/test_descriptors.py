@@ -12,6 +12,7 @@ import pytest
 
 import qcsql.sqlite.descriptors
 from qcsql.sqlite.descriptors import kept_file
+from tests.helpers import first_arguments_recorded
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX descriptors")
 
@@ -132,14 +133,7 @@ def test_kept_files_are_looked_at_a_few_times_each_however_many_are_opened(
     """A catalogue opens thousands of files: looking at every kept descriptor for deleted
     files at each new one cost n²/2 looks; now each is looked at a few times, and a
     deleted file's descriptor still goes once nothing else of the process has it open."""
-    looked: list[int] = []
-    real = qcsql.sqlite.descriptors._deleted
-
-    def counted(fd: int) -> bool:
-        looked.append(fd)
-        return real(fd)
-
-    monkeypatch.setattr(qcsql.sqlite.descriptors, "_deleted", counted)
+    looked = first_arguments_recorded(monkeypatch, qcsql.sqlite.descriptors, "_deleted")
     gone = kept_file(_write(tmp_path / "gone.db", b"x"))
     (tmp_path / "gone.db").unlink()
     files = 400
