@@ -25,7 +25,7 @@ def catalogue(root: Path, target: Path) -> int:
     previous = read_catalog(target)
     catalog = build_catalog([root], previous, exclude=[target])
     write_catalog(catalog, target, previous)
-    return len(catalog.runs)
+    return catalog.run_count()  # as the command's summary line counts them
 
 
 def main() -> None:

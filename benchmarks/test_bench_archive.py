@@ -14,6 +14,8 @@ import os
 import shutil
 import sqlite3
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,10 +64,12 @@ def _without_checksums(root: Path) -> int:
 
 
 def _catalogue(root: Path, target: Path, jobs: int = 1) -> int:
+    """What ``qcsql catalog ROOT -o TARGET`` does: the previous catalogue read, the new one
+    built and written, its runs counted (for the command's summary line)."""
     previous = read_catalog(target)
     catalog = build_catalog([root], previous, exclude=[target], jobs=jobs)
     write_catalog(catalog, target, previous)
-    return len(catalog.runs)
+    return catalog.run_count()
 
 
 def _connect(copy: Path, fresh: Path) -> Any:
@@ -303,6 +307,44 @@ def test_catalog_unchanged_qcsql(benchmark: Any, archive: ArchiveManifest, tmp_p
             f"catalogue, second run of the unchanged archive: {second * 1e3:.0f} ms = "
             f"{second / TIMES['catalog first']:.1%} of the first ({TIMES['catalog first']:.2f} s)"
         )
+
+
+def _timed_process(*arguments: str, bytecode: Path) -> float:
+    """The wall time of ``python arguments...`` in a fresh process, its modules' bytecode
+    cached in ``bytecode`` (as a package installed by pip has its modules compiled, even
+    where the environment says PYTHONDONTWRITEBYTECODE, as this machine's does)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(bytecode)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, *arguments], check=True, capture_output=True, env=env)
+    return time.perf_counter() - started
+
+
+@pytest.mark.benchmark(group="qcsql catalog as a command, fresh processes")
+def test_catalog_command(benchmark: Any, archive: ArchiveManifest, tmp_path: Path) -> None:
+    """``qcsql catalog`` as a user runs it, a process each, first and second run, beside
+    the floor of any second run: the interpreter starting and importing what the command
+    needs (its own command line, the catalogue, orjson). The benchmark row is the first."""
+    target = tmp_path / "catalog.db"
+    command = ("-m", "qcsql", "catalog", "--quiet", str(archive.root), "-o", str(target))
+    floor_code = "import qcsql.cli, qcsql.archive, orjson"
+    bytecode = tmp_path / "bytecode"
+    _timed_process(*command, bytecode=bytecode)  # warm the file cache, compile the modules
+
+    def first() -> tuple[tuple[str, ...], dict[str, Any]]:
+        target.unlink(missing_ok=True)
+        return command, {"bytecode": bytecode}
+
+    benchmark.pedantic(_timed_process, setup=first, rounds=5, iterations=1)
+    seconds = [_timed_process(*command, bytecode=bytecode) for _ in range(5)]
+    floor = [_timed_process("-c", floor_code, bytecode=bytecode) for _ in range(5)]
+    first_run = statistics.median(benchmark.stats.stats.data)
+    second_run = statistics.median(seconds)
+    EXTRA_REPORTS.append(
+        f"qcsql catalog as a command (medians of 5 processes): first run {first_run:.2f} s, "
+        f"second run {second_run * 1e3:.0f} ms = {second_run / first_run:.1%} of the first; "
+        f"floor (python -c {floor_code!r}) {statistics.median(floor) * 1e3:.0f} ms"
+    )
 
 
 def _export_all(databases: list[Path], folder: Path, jobs: int, client: Any = None) -> int:

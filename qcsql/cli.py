@@ -731,17 +731,17 @@ def cmd_catalog(args: argparse.Namespace, console: Console) -> int:
             _json_line(record, console.out)
         return EXIT_OK
     databases = sum(entry.kind == "qcodes" for entry in catalog.files)
-    duplicates = catalog.duplicates()
-    differing = sum(d.same_data is False for d in duplicates)
+    # Counted, not listed: the runs of an unchanged archive's catalogue stay in its file.
+    duplicates = catalog.duplicate_counts()
     kinds = Counter(problem.kind for problem in catalog.problems)
     by_kind = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
     console.out.write(
-        f"{output}: {len(catalog.runs)} runs in {databases} databases "
+        f"{output}: {catalog.run_count()} runs in {databases} databases "
         f"({catalog.reused_files} files unchanged since the last catalogue), "
         f"{len(catalog.problems)} problems"
         + (f" ({by_kind})" if by_kind else "")
-        + f", {len(duplicates)} guids in several places"
-        + (f" ({differing} with differing data)" if differing else "")
+        + f", {duplicates.guids} guids in several places"
+        + (f" ({duplicates.differing} with differing data)" if duplicates.differing else "")
         + f", {time.perf_counter() - started:.2f} s\n"
     )
     return EXIT_OK

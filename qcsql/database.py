@@ -43,7 +43,8 @@ from qcsql.schema.rows import (
 )
 from qcsql.schema.store import RunStore
 from qcsql.schema.tables import SchemaModel
-from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
+from qcsql.sqlite.connection import Access, ReadOnlyConnection
+from qcsql.sqlite.files import side_file
 
 if TYPE_CHECKING:  # the data layer (and numpy) is imported when data are first read
     from typing_extensions import Unpack  # typing's own from Python 3.11

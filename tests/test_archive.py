@@ -10,6 +10,8 @@ import hashlib
 import io
 import os
 import sqlite3
+import subprocess
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +21,12 @@ import numpy as np
 import pytest
 
 import qcsql
-import qcsql.archive.catalog
 import qcsql.archive.checksum
+import qcsql.archive.copies
+import qcsql.archive.scan
 import qcsql.audit
 import qcsql.sqlite.connection
+import qcsql.sqlite.files
 from qcsql.archive import (
     build_catalog,
     catalog_database,
@@ -32,6 +36,7 @@ from qcsql.archive import (
     write_catalog,
 )
 from qcsql.archive.checksum import run_checksum, run_checksums
+from qcsql.archive.entries import with_changes
 from qcsql.archive.fanout import (
     CHUNK_RUNS,
     Outcome,
@@ -41,7 +46,8 @@ from qcsql.archive.fanout import (
     run_tasks,
 )
 from qcsql.cli import main
-from qcsql.sqlite.connection import side_file
+from qcsql.errors import DatabaseReadError, QcsqlError
+from qcsql.sqlite.files import side_file
 from tests.archive_builder import ArchiveManifest, build_archive, restore_permissions, small_sources
 from tests.helpers import (
     EXAMPLE_DB,
@@ -217,7 +223,7 @@ def _rewritten(path: Path, run_id: int, change: str) -> None:
         run = db.load_by_id(run_id)
         table = str(run.table_name)
         column = next(n for n, s in run.paramspecs.items() if s.paramtype == "numeric")
-    q = qcsql.sqlite.connection.quote_identifier
+    q = qcsql.sqlite.files.quote_identifier
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         declared = [(row[1], row[2]) for row in conn.execute(f"PRAGMA table_info({q(table)})")]
         ids = [r[0] for r in conn.execute(f"SELECT id FROM {q(table)} ORDER BY id LIMIT 2")]
@@ -316,7 +322,7 @@ def test_row_counts_of_a_rollback_journal_file_let_a_writer_commit_between_table
     without waiting (it would fail at once here, with no busy timeout)."""
     path = copy_database(LEGACY / "v6_qcodes-0.4.0.db", tmp_path / "db")
     assert path.read_bytes()[18] == 1  # rollback journal
-    real = qcsql.archive.catalog._count_statement
+    real = qcsql.archive.scan._count_statement
     commits: list[int] = []
 
     def writing_between(tables: Any) -> str:
@@ -325,7 +331,7 @@ def test_row_counts_of_a_rollback_journal_file_let_a_writer_commit_between_table
         commits.append(len(tables))
         return real(tables)
 
-    monkeypatch.setattr(qcsql.archive.catalog, "_count_statement", writing_between)
+    monkeypatch.setattr(qcsql.archive.scan, "_count_statement", writing_between)
     catalog = build_catalog([path], checksums=False)
     assert not catalog.problems
     assert commits == [1] * len(catalog.runs) and len(commits) > 2
@@ -344,13 +350,13 @@ def test_byte_identical_copies_are_read_once_for_their_checksums(
 
     extract_runs_into_db(str(copy_database(EXAMPLE_DB, tmp_path / "scratch")), str(extracted), 3)
     read: list[str] = []
-    real_task = qcsql.archive.catalog.checksum_task
+    real_task = qcsql.archive.scan.checksum_task
 
     def recorded(path: str, run_id: None, *arguments: Any) -> Outcome:
         read.append(path)
         return real_task(path, run_id, *arguments)
 
-    monkeypatch.setattr(qcsql.archive.catalog, "checksum_task", recorded)
+    monkeypatch.setattr(qcsql.archive.scan, "checksum_task", recorded)
     catalog = build_catalog([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
     assert sorted(read) == sorted([str(first), str(extracted)])
     with qcsql.open_database(first) as db:
@@ -382,15 +388,28 @@ def test_the_catalogue_file_and_its_second_run(
         assert conn.execute("SELECT count(*) FROM duplicates").fetchone()[0] == len(
             catalogued.duplicates()
         )
-    opened = first_arguments_recorded(monkeypatch, qcsql.archive.catalog, "catalog_database")
-    unchanged = build_catalog([archive.root], again)
+    opened = first_arguments_recorded(monkeypatch, qcsql.archive.scan, "catalog_database")
+    stored = read_catalog(target)
+    assert stored is not None and stored.stored_runs is not None
+    unchanged = build_catalog([archive.root], stored)
     assert opened == []
     assert unchanged.reused_files == len(unchanged.files)
-    assert unchanged.runs == catalogued.runs
+    # Nothing changed: the runs were not read back, the new catalogue shares them.
+    assert stored.stored_runs is not None and unchanged.stored_runs is stored.stored_runs
     written = target.stat().st_mtime_ns
     os.utime(target, ns=(written - 10**9, written - 10**9))
-    write_catalog(unchanged, target, again)  # nothing differs: the file is left as it is
+    write_catalog(unchanged, target, stored)  # nothing differs: the file is left as it is
     assert target.stat().st_mtime_ns == written - 10**9
+    assert unchanged.stored_runs is not None  # still not read
+    os.utime(target, ns=(written, written))  # as it was read (a changed mtime is refused)
+    assert unchanged.run_count() == len(catalogued.runs)
+    assert unchanged.duplicate_counts() == catalogued.duplicate_counts()
+    assert (unchanged.files, unchanged.runs, unchanged.problems) == (
+        catalogued.files,
+        catalogued.runs,
+        catalogued.problems,
+    )
+    assert build_catalog([archive.root], again) == unchanged  # the same from runs in memory
     changed = archive.qcodes_files[0]
     stat = changed.stat()
     os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
@@ -402,6 +421,94 @@ def test_the_catalogue_file_and_its_second_run(
     write_catalog(rebuilt, target, again)  # a file's stamp changed: written again
     assert target.stat().st_mtime_ns != written - 10**9
     assert read_catalog(target) is not None and read_catalog(target).files == rebuilt.files  # type: ignore[union-attr]
+
+
+def test_stored_runs_are_counted_as_the_runs_themselves(
+    catalogued: qcsql.archive.Catalog, tmp_path: Path
+) -> None:
+    """SQLite's counts of a stored catalogue's runs and duplicates (what ``qcsql catalog``
+    prints for an unchanged archive, without reading the runs) are those of the runs:
+    with copies whose data differ and copies without a checksum among them."""
+    runs = list(catalogued.runs)
+    copies: dict[str, list[int]] = defaultdict(list)
+    for at, run in enumerate(runs):
+        if run.data_checksum is not None and run.guid is not None:
+            copies[run.guid].append(at)
+    twice = next(c for c in copies.values() if len(c) == 2)
+    thrice = next(c for c in copies.values() if len(c) >= 3)
+    runs[twice[0]] = with_changes(runs[twice[0]], data_checksum="0" * 64)  # they differ now
+    # Three copies, one not read, two differing: whether all are the same is unknown.
+    runs[thrice[-1]] = with_changes(runs[thrice[-1]], data_checksum="1" * 64)
+    runs[thrice[-2]] = with_changes(runs[thrice[-2]], data_checksum=None)
+    changed = qcsql.archive.Catalog(catalogued.files, runs, catalogued.problems)
+    counts = changed.duplicate_counts()
+    assert counts.differing >= 1 and counts.lacking_checksums >= 1
+    assert counts.guids == len(changed.duplicates())
+    for catalog in (catalogued, changed, build_catalog([], checksums=False)):
+        target = write_catalog(catalog, tmp_path / f"catalog-{id(catalog)}.db")
+        stored = read_catalog(target)
+        assert stored is not None
+        assert stored.duplicate_counts() == catalog.duplicate_counts()
+        assert stored.run_count() == len(catalog.runs)
+        assert stored.stored_runs is not None  # counted, not read
+        assert stored.runs == catalog.runs
+
+
+def test_a_stored_catalogue_written_over_since_it_was_read_is_not_mixed_in(
+    catalogued: qcsql.archive.Catalog, tmp_path: Path
+) -> None:
+    """A catalogue read back reads its runs later from the same file: if another
+    catalogue was written over it meanwhile, asking for the runs is one clear error
+    naming the file, never the runs of the other catalogue under these files."""
+    target = write_catalog(catalogued, tmp_path / "catalog.db")
+    stored = read_catalog(target)
+    assert stored is not None
+    write_catalog(qcsql.archive.Catalog(), target)
+    with pytest.raises(DatabaseReadError, match="catalogue was replaced") as raised:
+        _ = stored.runs
+    assert str(target) in str(raised.value)
+    assert isinstance(raised.value, QcsqlError)
+
+
+def test_an_unchanged_archive_is_catalogued_without_importing_the_database_readers(
+    archive: ArchiveManifest, catalogued: qcsql.archive.Catalog, tmp_path: Path
+) -> None:
+    """``qcsql catalog`` of an archive in which nothing changed compares sizes and mtimes
+    with its catalogue file and prints its counts: in a fresh process it imports neither
+    SQLAlchemy nor numpy nor pydantic (a fifth of a second together, more than such a
+    catalogue takes), nor reads a run back. A changed file does bring them in."""
+    target = write_catalog(catalogued, tmp_path / "catalog.db")
+    probe = (
+        "import sys, io\n"
+        "from qcsql.cli import main\n"
+        "out = io.StringIO()\n"
+        f"status = main(['catalog', {str(archive.root)!r}, '-o', {str(target)!r}, '--quiet'],"
+        " out=out, err=sys.stderr)\n"
+        "heavy = sorted(m for m in ('sqlalchemy', 'numpy', 'pydantic') if m in sys.modules)\n"
+        "print(status, heavy, out.getvalue().strip())\n"
+    )
+
+    def run() -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        )
+        return done.stdout
+
+    printed = run()
+    assert printed.startswith("0 [] ")
+    files = len(catalogued.files)
+    assert f"{len(catalogued.runs)} runs" in printed
+    assert f"({files} files unchanged since the last catalogue)" in printed
+    assert f"{catalogued.duplicate_counts().guids} guids in several places" in printed
+    changed = archive.qcodes_files[0]
+    stat = changed.stat()
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    try:
+        printed = run()
+    finally:
+        os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert printed.startswith("0 ['numpy', 'pydantic', 'sqlalchemy'] ")
+    assert f"({files - 1} files unchanged since the last catalogue)" in printed
 
 
 def test_a_catalogue_is_never_written_over_another_file(tmp_path: Path) -> None:
@@ -623,13 +730,13 @@ def test_audit_archive_opens_each_database_once(
 def _scans_recorded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The files the catalogue opens from here on, in order."""
     opened: list[str] = []
-    real = qcsql.archive.catalog.scan_task
+    real = qcsql.archive.scan.scan_task
 
     def recorded(path: str, run_id: None = None) -> Outcome:
         opened.append(path)
         return real(path, run_id)
 
-    monkeypatch.setattr(qcsql.archive.catalog, "scan_task", recorded)
+    monkeypatch.setattr(qcsql.archive.scan, "scan_task", recorded)
     return opened
 
 
@@ -778,7 +885,7 @@ def test_checksums_from_pages_are_those_read_through_sqlite(
     with qcsql.open_database(path) as db:
         (run,) = db.runs()
         table = str(run.table_name)
-    q = qcsql.sqlite.connection.quote_identifier
+    q = qcsql.sqlite.files.quote_identifier
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         if change == "a text value":
             conn.execute(f"UPDATE {q(table)} SET y = 'nan' WHERE id = 1001")
@@ -845,17 +952,23 @@ def test_a_damaged_results_table_is_named_though_tables_are_counted_together(
     assert catalog.problems[0].message.startswith(f"{qcsql.Where(path, None, table)}: ")
 
 
-def test_a_copy_with_a_journal_beside_it_is_opened_itself(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("given", ["folder", "files"])
+def test_a_copy_with_a_journal_or_shm_beside_it_is_opened_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str
 ) -> None:
     """A rollback journal beside a file can change what SQLite reads of that file alone
-    (a hot journal), so same bytes do not make such a file another's copy."""
+    (a hot journal), and a ``-shm`` beside a file and its ``-wal`` says a writer may be
+    changing them: same bytes do not make such a file another's copy. The same whether
+    the walk listed the folder or was given the files."""
     source = LEGACY / "v2_qcodes-0.2.1-upgraded-from-v0.db"
-    copies = [copy_database(source, tmp_path / f"copy{i}") for i in range(3)]
+    copies = [copy_database(source, tmp_path / f"copy{i}") for i in range(6)]
     side_file(copies[2], "-journal").touch()
+    for at in (3, 4, 5):
+        side_file(copies[at], "-wal").touch()  # a rollback file ignores it; its size counts
+    side_file(copies[4], "-shm").touch()
     opened = _scans_recorded(monkeypatch)
-    build_catalog([tmp_path], checksums=False)
-    assert sorted(opened) == sorted(map(str, [copies[0], copies[2]]))
+    build_catalog([tmp_path] if given == "folder" else copies, checksums=False)
+    assert sorted(opened) == sorted(map(str, [copies[0], copies[2], copies[3], copies[4]]))
 
 
 def test_files_are_grouped_by_every_byte_of_the_file_and_its_wal(
@@ -864,8 +977,8 @@ def test_files_are_grouped_by_every_byte_of_the_file_and_its_wal(
     """``same_bytes`` compares chunk by chunk (small chunks here, so files span many):
     files equal but for their last byte, or for their -wal, or with a -wal the other
     lacks, are told apart; equal ones are grouped, in the order given."""
-    monkeypatch.setattr(qcsql.archive.checksum, "LEAST_CHUNK", 64)
-    monkeypatch.setattr(qcsql.archive.checksum, "FILE_CHUNK", 64)
+    monkeypatch.setattr(qcsql.archive.copies, "LEAST_CHUNK", 64)
+    monkeypatch.setattr(qcsql.archive.copies, "FILE_CHUNK", 64)
     payload = bytes(range(256)) * 40
 
     def write(name: str, data: bytes, wal: bytes | None = None) -> Path:
@@ -883,7 +996,7 @@ def test_files_are_grouped_by_every_byte_of_the_file_and_its_wal(
     other_wal = write("w3.db", payload, wal=b"frameS" * 50)
     missing = tmp_path / "gone.db"
     files = [a, last, first_of_wal, b, missing, same_wal, other_wal]
-    assert qcsql.archive.checksum.same_bytes(files) == [
+    assert qcsql.archive.copies.same_bytes(files) == [
         [a, b],
         [last],
         [first_of_wal, same_wal],
@@ -921,7 +1034,7 @@ def test_checksums_take_integers_as_their_floats_and_never_text_for_a_number(
 
 
 def test_checksums_added_to_a_previous_catalogue_leave_its_entries_as_they_were(
-    archive: ArchiveManifest, catalogued: qcsql.archive.Catalog
+    archive: ArchiveManifest, catalogued: qcsql.archive.Catalog, tmp_path: Path
 ) -> None:
     """Entries taken over from the previous catalogue belong to the caller: the checksums
     a new catalogue adds are in new entries, the previous ones unchanged; and the result
@@ -933,3 +1046,8 @@ def test_checksums_added_to_a_previous_catalogue_leave_its_entries_as_they_were(
     assert [run.data_checksum for run in previous.runs] == before
     assert again.runs == catalogued.runs
     assert any(run.data_checksum is not None for run in again.runs)
+    # The same from that catalogue read back from its file: nothing changed in the
+    # archive, yet its checksums are missing, so they are computed.
+    stored = read_catalog(write_catalog(previous, tmp_path / "catalog.db"))
+    assert stored is not None and stored.duplicate_counts().lacking_checksums > 0
+    assert build_catalog([archive.root], stored).runs == catalogued.runs

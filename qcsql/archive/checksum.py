@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,15 +40,14 @@ import numpy as np
 from qcsql.database import Database, Run
 from qcsql.errors import QcsqlError
 from qcsql.export.keys import as_qcodes_sees
-from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
-from qcsql.sqlite.descriptors import kept_file
+from qcsql.sqlite.connection import ReadOnlyConnection
+from qcsql.sqlite.files import quote_identifier
 from qcsql.sqlite.pages import PageSource, read_numeric_window
 
 __all__ = [
     "data_checksum",
     "run_checksum",
     "run_checksums",
-    "same_bytes",
     "table_checksum",
     "table_checksums",
 ]
@@ -242,18 +240,25 @@ class _Deferred:
     rounds the numbers of many windows: it costs tens of numpy calls whatever the size,
     which for a small run were most of its checksum. The rounding is per value, so each
     digest gets the same bytes in the same order; the queue is flushed before any other
-    update and whenever it holds :data:`DEFERRED_VALUES`, so memory stays bounded."""
+    update of a digest it holds (:meth:`holds`) and whenever it holds
+    :data:`DEFERRED_VALUES`, so memory stays bounded."""
 
     def __init__(self) -> None:
         self._queue: list[tuple[list[Any], np.ndarray[Any, Any]]] = []
         self._size = 0
+        self._waiting: set[int] = set()  # id() of every digest with an update queued
 
     def add(self, digests: list[Any], columns: np.ndarray[Any, Any]) -> None:
         """``columns[i]`` (floats, unrounded) is for ``digests[i]``."""
         self._queue.append((digests, columns))
+        self._waiting.update(map(id, digests))
         self._size += columns.size
         if self._size >= DEFERRED_VALUES:
             self.flush()
+
+    def holds(self, digest: Any) -> bool:
+        """Whether ``digest`` has updates queued: they must come before any other."""
+        return id(digest) in self._waiting
 
     def flush(self) -> None:
         if not self._queue:
@@ -266,6 +271,7 @@ class _Deferred:
             for digest, column in zip(digests, block, strict=True):
                 digest.update(b"n" + column.tobytes())
         self._queue.clear()
+        self._waiting.clear()
         self._size = 0
 
 
@@ -291,21 +297,27 @@ def _update_window(
         values = np.array(rows, dtype=np.float64)[:, positions]  # None becomes NaN
         deferred.add(digests, np.ascontiguousarray(values.T))
         return
-    deferred.flush()  # earlier windows' numbers come first in these digests
     for position, digest in zip(positions, digests, strict=True):
-        _update_column(digest, [row[position] for row in rows])
+        column = [row[position] for row in rows]
+        if set(map(type, column)) <= _NUMBERS:  # a column of numbers beside text: queued
+            deferred.add([digest], np.array(column, dtype=np.float64)[np.newaxis])
+            continue
+        if deferred.holds(digest):
+            deferred.flush()  # its earlier windows' numbers come first
+        _update_column(digest, column)
 
 
 def _update_column(digest: Any, values: list[Any]) -> None:
-    if set(map(type, values)) <= _NUMBERS:
-        array = np.array(values, dtype=np.float64)  # None becomes NaN
-        digest.update(b"n" + as_qcodes_sees(array).tobytes())
-        return
-    for value in values:  # text and blobs (array parameters), or a mixed column
+    """A column of text and blobs (array parameters), or of text and numbers, value by
+    value (the numbers among them rounded in one call)."""
+    numbers = [value for value in values if isinstance(value, (int, float))]
+    rounded = iter(as_qcodes_sees(np.array(numbers, dtype=np.float64))) if numbers else None
+    for value in values:
         if value is None:
             digest.update(b"N")
         elif isinstance(value, (int, float)):
-            digest.update(b"n" + as_qcodes_sees(np.array([value], dtype=np.float64)).tobytes())
+            assert rounded is not None
+            digest.update(b"n" + next(rounded).tobytes())
         else:
             data = value.encode() if isinstance(value, str) else bytes(value)
             tag = b"s" if isinstance(value, str) else b"b"
@@ -335,101 +347,3 @@ def _update_array(digest: Any, name: str, array: np.ndarray[Any, Any]) -> None:
         digest.update(as_qcodes_sees(array.ravel()).tobytes())
     else:
         digest.update(np.ascontiguousarray(array).tobytes())
-
-
-# Bytes compared at a time, over every file of a group of equal sizes together: at most
-# this much a file, and less where a group holds so many that their chunks would pass
-# :data:`GROUP_CHUNKS_BYTES` (each file's chunk and one copy of each distinct chunk).
-FILE_CHUNK = 1 << 20
-GROUP_CHUNKS_BYTES = 32 << 20
-LEAST_CHUNK = 1 << 16
-
-
-def same_bytes(files: Sequence[Path]) -> list[list[Path]]:
-    """``files`` partitioned by their bytes and those of their ``-wal`` (where one is
-    beside them), in the order given: files in one part are byte-for-byte the same, so
-    they hold the same runs with the same data and the checksums of one are the
-    others'. The files are read through the kept descriptors
-    (:mod:`qcsql.sqlite.descriptors`) chunk by chunk, all together, and compared rather
-    than hashed: comparing equal chunks costs a twentieth of SHA-256 over them, a chunk
-    that differs is told at its first differing byte, a file is read no further once it
-    is alone in its part, and no digest can ever collide. A file that cannot be read is
-    a part of its own (whoever reads it next reports why)."""
-    parts: list[list[Path]] = []
-    streams: list[_Stream] = []
-    for path in files:
-        try:
-            streams.append(_Stream(path))
-        except OSError:
-            parts.append([path])
-    # One chunk size for the whole call: a group's chunks are held together.
-    chunk = max(LEAST_CHUNK, min(FILE_CHUNK, GROUP_CHUNKS_BYTES // (2 * max(1, len(streams)))))
-    try:
-        pending = [streams] if streams else []
-        while pending:
-            group = pending.pop()
-            if len(group) == 1 or group[0].done():
-                parts.append([stream.path for stream in group])
-                for stream in group:
-                    stream.release()
-                continue
-            by_chunk: list[tuple[tuple[int, int, int, bytes] | None, list[_Stream]]] = []
-            for stream in group:
-                data = stream.next_chunk(chunk)
-                for seen, members in by_chunk:
-                    if seen == data:
-                        members.append(stream)
-                        break
-                else:
-                    by_chunk.append((data, [stream]))
-            pending.extend(members for _, members in reversed(by_chunk))
-    finally:
-        for stream in streams:
-            stream.release()
-    order = {path: at for at, path in enumerate(files)}
-    parts.sort(key=lambda part: order[part[0]])
-    return parts
-
-
-class _Stream:
-    """The bytes of a database file followed by those of its ``-wal``, read in chunks
-    tagged with their part, the number of parts and the part's size: two streams whose
-    chunks compared equal so far are at the same place of parts of the same sizes."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.parts = [kept_file(path)]
-        wal = side_file(path, "-wal")
-        if wal.exists():
-            self.parts.append(kept_file(wal))
-        self.sizes = [part.size() for part in self.parts]
-        self.part = 0
-        self.offset = 0
-
-    def done(self) -> bool:
-        return self.part >= len(self.parts)
-
-    def next_chunk(self, size: int) -> tuple[int, int, int, bytes] | None:
-        """The next ``size`` bytes at most (None at the end), after their part, the number
-        of parts and the part's size (so that streams compared equal so far also end
-        together; tuples compare their bytes with one ``memcmp``). An unreadable file
-        gives a chunk no other file gives."""
-        if self.done():
-            return None
-        part, part_size = self.part, self.sizes[self.part]
-        try:
-            data = self.parts[part].read(min(size, part_size - self.offset), self.offset)
-        except OSError:
-            self.part = len(self.parts)
-            return (-1, -1, -1, b"unreadable " + str(self.path).encode())
-        self.offset += len(data)
-        if len(data) < size or self.offset >= part_size:
-            self.part += 1
-            self.offset = 0
-        return (part, len(self.parts), part_size, data)
-
-    def release(self) -> None:
-        """Done with the file (its descriptors stay kept, see :func:`kept_file`)."""
-        for part in self.parts:
-            part.release()
-        self.parts = []

@@ -45,10 +45,14 @@ class Problem:
 @dataclass
 class Discovery:
     """The candidate files in walk order (by name within each folder, links last), and
-    what stopped the walk somewhere."""
+    what stopped the walk somewhere. ``stats`` holds, by path, what the walk learnt of
+    every candidate and of each SQLite side file beside one (a side file not there was
+    not there): a catalogue compares these with its previous one, and looks for a
+    ``-shm`` or ``-journal`` here, instead of asking the file system again."""
 
     files: list[Path] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    stats: dict[str, os.stat_result] = field(default_factory=dict)
 
 
 def is_side_file(path: Path) -> bool:
@@ -78,8 +82,14 @@ def discover(paths: Iterable[str | Path], exclude: Iterable[Path] = ()) -> Disco
             continue
         if stat.S_ISDIR(info.st_mode):
             _walk(path, (), found, seen_files, seen_folders)
-        else:
-            _add_file(path, info, found, seen_files)
+            continue
+        _add_file(path, info, found, seen_files)
+        for suffix in SIDE_FILE_SUFFIXES:  # not listed with a folder: looked for
+            side = path.with_name(path.name + suffix)
+            try:
+                found.stats[str(side)] = side.stat()
+            except OSError:
+                pass
     return found
 
 
@@ -95,13 +105,17 @@ def _reason(exc: OSError) -> str:
 def _add_file(
     path: Path, info: os.stat_result, found: Discovery, seen: set[tuple[int, int]]
 ) -> None:
-    if not stat.S_ISREG(info.st_mode) or is_side_file(path):
-        return  # sockets, FIFOs and devices are no databases; side files belong to one
+    if not stat.S_ISREG(info.st_mode):
+        return  # sockets, FIFOs and devices are no databases
+    if is_side_file(path):
+        found.stats[str(path)] = info  # part of the database beside it
+        return
     key = (info.st_dev, info.st_ino)
     if key in seen:
         return  # the same file by a second name (a link): listed once
     seen.add(key)
     found.files.append(path)
+    found.stats[str(path)] = info
 
 
 def _walk(

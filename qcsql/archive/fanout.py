@@ -257,7 +257,7 @@ Task = Callable[..., Outcome]
 
 # Imported once by the fork server, so that each worker forked from it starts with the
 # export stack loaded instead of importing it itself (a second or more per worker).
-PRELOAD = ["qcsql.archive.catalog", "qcsql.export.run", "qcsql.data.location"]
+PRELOAD = ["qcsql.archive.scan", "qcsql.export.run", "qcsql.data.location"]
 
 
 def _context() -> multiprocessing.context.BaseContext:

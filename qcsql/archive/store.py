@@ -29,16 +29,16 @@ import os
 import sqlite3
 import tempfile
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from qcsql.archive.catalog import Catalog, FileEntry, Parameter, RunEntry
 from qcsql.archive.discover import Problem
-from qcsql.errors import ExportError, QcsqlError
-from qcsql.sqlite.connection import read_header, sqlite_uri
+from qcsql.archive.entries import Catalog, DuplicateCounts, FileEntry, Parameter, RunEntry
+from qcsql.errors import DatabaseReadError, ExportError, QcsqlError
+from qcsql.sqlite.files import read_header, sqlite_uri
 
 __all__ = ["APPLICATION_ID", "catalog_records", "read_catalog", "write_catalog"]
 
@@ -66,7 +66,7 @@ CREATE TABLE runs (
     data_location TEXT, data_table TEXT, data_file TEXT, data_checksum TEXT,
     PRIMARY KEY (path, run_id)
 );
-CREATE INDEX runs_by_guid ON runs (guid);
+CREATE INDEX runs_by_guid ON runs (guid, data_checksum);  -- covers the duplicates
 CREATE TABLE problems (path TEXT NOT NULL, run_id INTEGER, kind TEXT NOT NULL, message TEXT);
 CREATE VIEW duplicates AS
     SELECT guid, count(*) AS copies, count(DISTINCT data_checksum) AS distinct_checksums,
@@ -100,27 +100,104 @@ def _check_target(path: Path) -> None:
 
 
 def read_catalog(path: str | Path) -> Catalog | None:
-    """The catalogue stored at ``path``; None where there is none, or an older format."""
-    path = Path(path)
+    """The catalogue stored at ``path``; None where there is none, or an older format.
+    Its files and problems are read at once, its runs when they are first asked for
+    (:attr:`Catalog.stored_runs`): from the same file, or a :class:`DatabaseReadError`
+    if another catalogue has been written over it since."""
+    path = Path(path).absolute()
     if not path.is_file():
         return None
     _check_target(path)
-    with contextlib.closing(
-        sqlite3.connect(sqlite_uri(path.absolute(), mode="ro"), uri=True)
-    ) as conn:
+    stored = _StoredRuns(path, _identity(path))
+    with stored.reading() as conn:
         if conn.execute("PRAGMA user_version").fetchone()[0] != FORMAT_VERSION:
             return None
-        catalog = Catalog()
         columns = ", ".join(_FILE_COLUMNS)
-        for values in conn.execute(f"SELECT {columns} FROM files ORDER BY rowid"):
-            catalog.files.append(FileEntry(**dict(zip(_FILE_COLUMNS, values, strict=True))))
-        columns = ", ".join(_RUN_COLUMNS)
-        rows = conn.execute(f"SELECT {columns} FROM runs ORDER BY rowid").fetchall()
-        catalog.runs.extend(map(_run_from_row, rows))
+        files = [
+            FileEntry(*values)
+            for values in conn.execute(f"SELECT {columns} FROM files ORDER BY rowid")
+        ]
         columns = ", ".join(_PROBLEM_COLUMNS)
-        for values in conn.execute(f"SELECT {columns} FROM problems ORDER BY rowid"):
-            catalog.problems.append(Problem(**dict(zip(_PROBLEM_COLUMNS, values, strict=True))))
-    return catalog
+        problems = [
+            Problem(**dict(zip(_PROBLEM_COLUMNS, values, strict=True)))
+            for values in conn.execute(f"SELECT {columns} FROM problems ORDER BY rowid")
+        ]
+    return Catalog(files, problems=problems, stored_runs=stored)
+
+
+def _identity(path: Path) -> tuple[int, int, int, int]:
+    """What tells one catalogue file from another written over it: every catalogue is
+    written as a new file renamed onto the path (a new inode), and any other change to
+    it changes its size or mtime."""
+    info = path.stat()
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+@dataclass
+class _StoredRuns:
+    """The runs of the catalogue file ``path`` as it was when read (``identity``), read
+    or counted on demand (:class:`~qcsql.archive.entries.StoredRuns`). The counts are
+    kept once made: a catalogue of an unchanged archive asks for them twice (whether a
+    checksum is missing, then the command's summary), and the file they come from is
+    checked to be the same one whenever it is read."""
+
+    path: Path
+    identity: tuple[int, int, int, int]
+    _counts: DuplicateCounts | None = None
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection to the file, which must still be the one first read
+        (checked before and after: the block's reads are of that file)."""
+        self._check()
+        with contextlib.closing(
+            sqlite3.connect(sqlite_uri(self.path, mode="ro"), uri=True)
+        ) as conn:
+            yield conn
+        self._check()
+
+    def _check(self) -> None:
+        try:
+            same = _identity(self.path) == self.identity
+        except OSError:
+            same = False
+        if not same:
+            raise DatabaseReadError(
+                f"{self.path}: the catalogue was replaced or changed since it was read; "
+                "read it again",
+                path=self.path,
+            )
+
+    def load(self) -> list[RunEntry]:
+        columns = ", ".join(_RUN_COLUMNS)
+        with self.reading() as conn:
+            rows = conn.execute(f"SELECT {columns} FROM runs ORDER BY rowid").fetchall()
+        return list(map(_run_from_row, rows))
+
+    def count(self) -> int:
+        with self.reading() as conn:
+            return int(conn.execute("SELECT count(*) FROM runs").fetchone()[0])
+
+    def duplicate_counts(self) -> DuplicateCounts:
+        if self._counts is None:
+            with self.reading() as conn:
+                guids, differing, lacking = conn.execute(_DUPLICATE_COUNTS).fetchone()
+            self._counts = DuplicateCounts(guids, differing or 0, lacking or 0)
+        return self._counts
+
+
+# Catalog.duplicate_counts in SQL: a guid's copies differ when every copy has a checksum
+# and they are not all the same (Duplicate.same_data is False).
+_DUPLICATE_COUNTS = """
+SELECT count(*),
+       sum(checksummed = copies AND distinct_checksums > 1),
+       sum(checksummed < copies)
+FROM (
+    SELECT count(*) AS copies, count(data_checksum) AS checksummed,
+           count(DISTINCT data_checksum) AS distinct_checksums
+    FROM runs WHERE guid IS NOT NULL GROUP BY guid HAVING count(*) > 1
+)
+"""
 
 
 def _run_from_row(values: tuple[Any, ...]) -> RunEntry:
@@ -225,11 +302,12 @@ def write_catalog(catalog: Catalog, path: str | Path, previous: Catalog | None =
 
 
 def _same_entries(catalog: Catalog, previous: Catalog) -> bool:
-    return (catalog.files, catalog.runs, catalog.problems) == (
+    """Whether the two hold the same entries (runs still stored in the same file are the
+    same without being read)."""
+    return (catalog.files, catalog.problems) == (
         previous.files,
-        previous.runs,
         previous.problems,
-    )
+    ) and catalog.same_runs(previous)
 
 
 def catalog_records(catalog: Catalog) -> Iterator[dict[str, Any]]:

@@ -25,7 +25,8 @@ from qcsql.errors import SchemaError, Where
 from qcsql.sqlite.blob_cells import ColumnTarget
 from qcsql.sqlite.blob_pages import PageMemory, fill_from_pages
 from qcsql.sqlite.column_pages import COLUMN_LEAVES, ColumnWindow, read_column_window
-from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier, side_file
+from qcsql.sqlite.connection import ReadOnlyConnection
+from qcsql.sqlite.files import quote_identifier, side_file
 from qcsql.sqlite.pages import NumericColumns, PageSource, read_numeric_window
 
 __all__ = ["ResultsTable", "RowRange", "Span"]

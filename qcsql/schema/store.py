@@ -39,7 +39,8 @@ from qcsql.schema.versions import (
     STANDARD_RUN_COLUMNS,
     model_version_for,
 )
-from qcsql.sqlite.connection import ReadOnlyConnection, quote_identifier
+from qcsql.sqlite.connection import ReadOnlyConnection
+from qcsql.sqlite.files import quote_identifier
 
 __all__ = ["RunStore"]
 

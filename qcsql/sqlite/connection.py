@@ -35,10 +35,7 @@ import os
 import sqlite3
 import tempfile
 import threading
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -47,31 +44,24 @@ from sqlalchemy.pool import StaticPool
 from qcsql.errors import (
     DatabaseBusyError,
     DatabaseCorruptError,
-    DatabaseNotFoundError,
     DatabaseOpenError,
     DatabaseReadError,
-    NotQCoDeSError,
     NotSQLiteError,
     QcsqlError,
     SchemaError,
     Where,
 )
 from qcsql.sqlite.descriptors import KeptFile, kept_file
+from qcsql.sqlite.files import read_header, side_file, sqlite_uri
 
 __all__ = [
     "Access",
     "ReadOnlyConnection",
-    "quote_identifier",
-    "side_file",
     "translate_sqlite_errors",
 ]
 
 log = logging.getLogger(__name__)
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
-HEADER_SIZE = 100
-# Byte 18 of the header is the write format version: 1 = rollback journal, 2 = WAL.
-WAL_FORMAT = 2
 # A reader waits this long for a writer's commit before giving up; it never holds a lock meanwhile.
 BUSY_TIMEOUT_S = 5.0
 
@@ -82,49 +72,6 @@ class Access(str, enum.Enum):
     READ_ONLY = "read-only"
     IMMUTABLE = "immutable (WAL file, no writer connected)"
     SNAPSHOT_COPY = "private snapshot copy (WAL file with its -wal but no -shm)"
-
-
-@dataclass(frozen=True)
-class FileHeader:
-    """What the first 100 bytes of an SQLite file say, read before SQLite opens it, and
-    the kept descriptor they were read through (the file SQLite opens a moment later;
-    the page readers read the same inode through it, whatever the path names later)."""
-
-    wal_mode: bool
-    page_size: int
-    reserved_bytes: int
-    file: KeptFile
-    application_id: int = 0  # PRAGMA application_id: what program the file belongs to
-
-
-def read_header(path: Path) -> FileHeader:
-    """Check that ``path`` is an SQLite file and read its header, with errors naming the file."""
-    if not path.exists():
-        raise DatabaseNotFoundError(f"{path}: no such file", path=path)
-    if path.is_dir():
-        raise DatabaseNotFoundError(
-            f"{path}: is a directory, not a QCoDeS database file", path=path
-        )
-    try:
-        kept = kept_file(path)
-        header = kept.read(HEADER_SIZE, 0)
-    except OSError as exc:
-        raise DatabaseOpenError(f"{path}: cannot be read ({exc.strerror})", path=path) from exc
-    if not header:
-        raise NotQCoDeSError(f"{path}: is empty (0 bytes), not a QCoDeS database", path=path)
-    if not header.startswith(SQLITE_MAGIC) or len(header) < HEADER_SIZE:
-        raise NotSQLiteError(
-            f"{path}: is not an SQLite database (it does not start with the SQLite header)",
-            path=path,
-        )
-    page_size = int.from_bytes(header[16:18], "big")
-    return FileHeader(
-        wal_mode=header[18] == WAL_FORMAT,
-        page_size=65536 if page_size == 1 else page_size,
-        reserved_bytes=header[20],
-        file=kept,
-        application_id=int.from_bytes(header[68:72], "big"),
-    )
 
 
 COPY_CHUNK = 1 << 20
@@ -152,23 +99,8 @@ def _private_file(path: Path) -> KeptFile:
     return KeptFile(path, fd, info.st_dev, info.st_ino, private=True)
 
 
-def sqlite_uri(path: Path, **params: str) -> str:
-    """A ``file:`` URI that survives ``?``, ``#`` and ``%`` in the path (QCoDeS' does not)."""
-    return "file:" + urllib.request.pathname2url(str(path)) + "?" + urllib.parse.urlencode(params)
-
-
-def quote_identifier(identifier: str) -> str:
-    """An SQL identifier quoted for SQLite, whatever characters QCoDeS let into it."""
-    return '"' + identifier.replace('"', '""') + '"'
-
-
 def _lenient_text(value: bytes) -> str:
     return value.decode("utf-8", errors="replace")
-
-
-def side_file(path: Path, suffix: str) -> Path:
-    """SQLite's ``-wal``, ``-shm`` or ``-journal`` file beside the database ``path``."""
-    return path.with_name(path.name + suffix)
 
 
 def _error_code(exc: sqlite3.Error) -> str:

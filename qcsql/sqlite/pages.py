@@ -29,8 +29,9 @@ import numpy as np
 import numpy.typing as npt
 
 from qcsql.sqlite import scatter_read
-from qcsql.sqlite.connection import Access, ReadOnlyConnection, side_file
+from qcsql.sqlite.connection import Access, ReadOnlyConnection
 from qcsql.sqlite.descriptors import KeptFile
+from qcsql.sqlite.files import side_file
 
 __all__ = ["NumericColumns", "decode_leaves", "read_numeric_window"]
 
