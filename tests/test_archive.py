@@ -35,7 +35,7 @@ from qcsql.archive import (
     read_catalog,
     write_catalog,
 )
-from qcsql.archive.checksum import run_checksum, run_checksums
+from qcsql.archive.checksum import ByContent, run_checksum, run_checksums, table_checksums
 from qcsql.archive.entries import with_changes
 from qcsql.archive.fanout import (
     CHUNK_RUNS,
@@ -297,8 +297,11 @@ def test_checksums_read_only_the_results_tables(
     tmp_path: Path, traced_statements: list[str]
 ) -> None:
     """The checksums of runs whose data are in their file's results tables (as the
-    catalogue found them) read those tables and nothing else of the file: neither its
-    schema nor its runs again, nor a table's columns by a statement of their own."""
+    catalogue found them) read those tables and the rows of the schema that name them
+    (one statement a file, for their content, see ``ByContent``), nothing else of the
+    file: neither its runs again, nor a table's columns by a statement of their own.
+    The second file is a copy of the first but for one run: its other tables are the
+    first's byte for byte, and are not read again."""
     first = copy_database(EXAMPLE_DB, tmp_path / "a")
     second = copy_database(EXAMPLE_DB, tmp_path / "b")
     _rewritten(second, 3, "at the 15th digit")
@@ -309,9 +312,84 @@ def test_checksums_read_only_the_results_tables(
     listings = [s for s in traced_statements if "FROM runs LEFT OUTER JOIN" in s]
     assert len(listings) == 2  # one per file, by the scan
     assert [s for s in traced_statements if "table_info" in s] == ['PRAGMA table_info("runs")'] * 2
+    schema = [s for s in traced_statements if s.startswith("SELECT name, rootpage, sql FROM")]
+    assert len(schema) == 2
     hashed = [s for s in traced_statements if s.startswith("SELECT id, * FROM")]
-    assert len(hashed) == len(catalog.runs)
+    assert len(hashed) == len(catalog.runs) // 2 + 1
     assert [r.run_id for r in listed.runs] == [r.run_id for r in catalog.runs]
+
+
+def test_tables_of_equal_content_are_read_once_and_get_the_checksums_read_alone(
+    archive: ArchiveManifest, catalogued: qcsql.archive.Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checksums known by the content of a table (its schema text and the bytes of its
+    b-tree leaves) are those of every table read by itself: the archive catalogued with
+    nothing known by content gives the same checksums, reading more tables."""
+    hashed = first_arguments_recorded(monkeypatch, qcsql.archive.checksum, "_read_table")
+    assert build_catalog([archive.root]).runs == catalogued.runs
+    read_knowing = len(hashed)
+
+    class Forgetful(ByContent):
+        def add(self, content: bytes, checksum: str) -> None:
+            pass
+
+    hashed.clear()
+    monkeypatch.setattr(qcsql.archive.checksum, "ByContent", Forgetful)
+    assert build_catalog([archive.root]).runs == catalogued.runs
+    assert 0 < read_knowing < len(hashed)
+
+
+def _one_blob_table(path: Path, blob: bytes) -> Path:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute('CREATE TABLE "results-1-1" (id INTEGER PRIMARY KEY, x BLOB)')
+        conn.execute('INSERT INTO "results-1-1" (x) VALUES (?)', (blob,))
+    return path
+
+
+def test_a_table_whose_cells_spill_into_overflow_pages_is_not_known_by_its_leaves(
+    tmp_path: Path,
+) -> None:
+    """A value too large for its leaf page continues on overflow pages, which the leaf
+    names by number: two tables whose leaves are the same bytes may still differ there,
+    so their content is never taken from the leaves."""
+    blob = bytes(range(256)) * 64  # 16 KiB: four pages' worth
+    first = _one_blob_table(tmp_path / "a.db", blob)
+    second = _one_blob_table(tmp_path / "b.db", blob[:-1] + b"\x00")
+    known = ByContent()
+    found = []
+    for path in (first, second):
+        connection = qcsql.sqlite.connection.ReadOnlyConnection(path)
+        try:
+            found.append(table_checksums(connection, [(1, "results-1-1")], known=known)[1])
+            assert found[-1] == table_checksums(connection, [(1, "results-1-1")])[1]
+        finally:
+            connection.close()
+    assert found[0] != found[1]
+    assert known.checksums == {}
+
+
+def test_checksums_are_known_by_content_only_if_no_commit_came_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table's content is keyed from its pages, then the table read for its checksum:
+    the checksum is kept under that key only where the file did not change in between
+    (a writer's commit), else it could be another content's."""
+    path = copy_database(EXAMPLE_DB, tmp_path / "a")
+    tables = [(1, "results-1-1"), (3, "results-1-3")]
+    connection = qcsql.sqlite.connection.ReadOnlyConnection(path)
+    try:
+        known = ByContent()
+        found = table_checksums(connection, tables, known=known)
+        assert (
+            set(known.checksums.values()) == set(found.values()) and len(set(found.values())) == 2
+        )
+        versions = iter(range(10))
+        monkeypatch.setattr(qcsql.archive.checksum, "_file_version", lambda _: next(versions))
+        known = ByContent()
+        assert table_checksums(connection, tables, known=known)
+        assert known.checksums == {}
+    finally:
+        connection.close()
 
 
 def test_row_counts_of_a_rollback_journal_file_let_a_writer_commit_between_tables(

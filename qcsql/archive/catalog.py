@@ -42,6 +42,8 @@ from qcsql.archive.entries import (
 if TYPE_CHECKING:
     from dask.distributed import Client
 
+    from qcsql.archive.checksum import ByContent
+
 __all__ = ["Progress", "build_catalog"]
 
 Scanned = tuple["FileEntry | None", list["RunEntry"], list[Problem]]
@@ -225,11 +227,16 @@ def _add_checksums(
     for index, run in enumerate(catalog.runs):
         if run.guid is not None and counts[run.guid] > 1 and run.data_checksum is None:
             wanted[run.path][run.run_id] = index
+    if not wanted:
+        return
+    from qcsql.archive.checksum import ByContent  # the database readers: see scan()
+
     copies = _identical_files(catalog.files, wanted, labels, side_files)
     read = [path for path in wanted if path in copies]
-    leftover = _read_checksums(catalog, wanted, read, copies, jobs, client)
+    known = ByContent()  # this catalogue's checksums by the tables' content
+    leftover = _read_checksums(catalog, wanted, read, copies, jobs, client, known)
     # Copies whose original could not be read are read themselves (their problems are theirs).
-    _read_checksums(catalog, wanted, leftover, {}, jobs, client)
+    _read_checksums(catalog, wanted, leftover, {}, jobs, client, known)
 
 
 def _read_checksums(
@@ -239,9 +246,11 @@ def _read_checksums(
     copies: dict[str, list[str]],
     jobs: int,
     client: Client | None,
+    known: ByContent,
 ) -> list[str]:
     """Checksum tasks for ``paths``, each result given to the file and to its byte-for-byte
-    ``copies`` too; returns the copies that did not get every checksum they want."""
+    ``copies`` too; returns the copies that did not get every checksum they want.
+    ``known`` goes to every task (:func:`~qcsql.archive.scan.checksum_task`)."""
     if not paths:
         return []
     from qcsql.archive.fanout import run_tasks  # the database readers: see scan()
@@ -257,7 +266,7 @@ def _read_checksums(
                 run = catalog.runs[at]
                 if run.data_location == "table" and run.data_table is not None:
                     tables.setdefault(run_id, (run_id, run.data_table, run.number_of_results))
-        tasks.append((path, None, tuple(sorted(run_ids)), tuple(sorted(tables.values()))))
+        tasks.append((path, None, tuple(sorted(run_ids)), tuple(sorted(tables.values())), known))
     got: dict[str, set[int]] = defaultdict(set)
     for outcome in run_tasks(checksum_task, tasks, jobs=jobs, client=client):
         if not outcome.ok:

@@ -41,10 +41,11 @@ from qcsql.database import Database, Run
 from qcsql.errors import QcsqlError
 from qcsql.export.keys import as_qcodes_sees
 from qcsql.sqlite.connection import ReadOnlyConnection
-from qcsql.sqlite.files import quote_identifier
-from qcsql.sqlite.pages import PageSource, read_numeric_window
+from qcsql.sqlite.files import quote_identifier, side_file
+from qcsql.sqlite.pages import PageSource, Unsupported, read_numeric_window, table_leaves_digests
 
 __all__ = [
+    "ByContent",
     "data_checksum",
     "run_checksum",
     "run_checksums",
@@ -84,6 +85,7 @@ def table_checksums(
     connection: ReadOnlyConnection,
     tables: Sequence[tuple[int, str]],
     rows: Mapping[int, int | None] | None = None,
+    known: ByContent | None = None,
 ) -> dict[int, str | QcsqlError]:
     """The checksums of the results tables ``(run_id, table)`` of the file ``connection``
     reads, by run_id, or the error that stopped one. The numbers of all the tables are
@@ -92,11 +94,18 @@ def table_checksums(
     nothing of the file but the tables: a catalogue knows them, and reading the file's
     schema and runs again would cost more than hashing a small run. ``rows`` (by run_id,
     as the catalogue counted them) spares small tables the look at their pages
-    (:func:`_read_pages`)."""
+    (:func:`_read_pages`). ``known``: checksums by the tables' content (see
+    :class:`ByContent`), looked up before a table is read and added to after."""
+    contents = _content_keys(connection, [t for _, t in tables]) if known is not None else {}
+    stamp = _file_version(connection) if contents else None
     deferred = _Deferred()
     finishers: dict[int, Callable[[], str]] = {}
     results: dict[int, str | QcsqlError] = {}
     for run_id, table in tables:
+        content = contents.get(table)
+        if known is not None and content is not None and content in known.checksums:
+            results[run_id] = known.checksums[content]
+            continue
         counted = (rows or {}).get(run_id)
         try:
             from_pages = None
@@ -107,7 +116,82 @@ def table_checksums(
             results[run_id] = exc
     deferred.flush()
     results.update((run_id, finish()) for run_id, finish in finishers.items())
+    if known is not None and stamp is not None and _file_version(connection) == stamp:
+        # No commit since the contents were keyed: the checksums are theirs.
+        for run_id, table in tables:
+            result = results.get(run_id)
+            if isinstance(result, str) and table in contents:
+                known.add(contents[table], result)
     return results
+
+
+class ByContent:
+    """Checksums of results tables by their content: a digest of the table's schema text
+    (its columns and types, not its name), the file's page size and text encoding, and
+    the bytes of its b-tree leaves (:func:`~qcsql.sqlite.pages.table_leaves_digests`).
+    Equal content means equal records under equal columns, so equal values and an equal
+    checksum, whatever file and table name. A run extracted into several files
+    (``extract_runs_into_db``, once for each) is such a table in each, and a catalogue
+    reads it once. Bounded: emptied when it holds :data:`CONTENTS_KEPT`."""
+
+    def __init__(self) -> None:
+        self.checksums: dict[bytes, str] = {}
+
+    def add(self, content: bytes, checksum: str) -> None:
+        if len(self.checksums) >= CONTENTS_KEPT:
+            self.checksums.clear()
+        self.checksums[content] = checksum
+
+
+CONTENTS_KEPT = 1 << 16
+
+
+def _content_keys(connection: ReadOnlyConnection, tables: Sequence[str]) -> dict[str, bytes]:
+    """:class:`ByContent`'s key of each of ``tables`` whose content its pages tell (read
+    in one :meth:`~qcsql.sqlite.pages.PageSource.window`: a consistent view of the
+    file); none where the pages cannot be read safely from here."""
+    wanted = set(tables)
+    statement = "SELECT name, rootpage, sql FROM sqlite_master WHERE type = 'table'"
+    with connection.reading_raw() as raw:
+        schema = [row for row in raw.execute(statement).fetchall() if row[0] in wanted]
+    header = connection.header
+    prefix = f"{header.page_size} {header.reserved_bytes} {header.text_encoding}\x00".encode()
+    keys: dict[str, bytes] = {}
+    source = PageSource(connection)
+    try:
+        with source.window() as readable:
+            if not readable:
+                return {}
+            named = [
+                (name, root, sql.split("(", 1)[1])  # after the table's name: columns, types
+                for name, root, sql in schema
+                if isinstance(root, int) and isinstance(sql, str) and "(" in sql
+            ]
+            digests = [hashlib.sha256(prefix + columns.encode() + b"\x00") for *_, columns in named]
+            told = table_leaves_digests(source, [root for _, root, _ in named], digests)
+            for (name, *_), digest, ok in zip(named, digests, told, strict=True):
+                if ok:
+                    keys[name] = digest.digest()
+    except Unsupported:
+        return {}  # the file changed while its pages were read
+    finally:
+        source.close()
+    return keys
+
+
+def _file_version(connection: ReadOnlyConnection) -> tuple[object, ...] | None:
+    """What changes when a writer commits to the file (rollback journal: the file, WAL:
+    its ``-wal``): checksums computed while it stayed the same belong to the contents
+    keyed before them."""
+    try:
+        info = connection.path.stat()
+    except OSError:
+        return None
+    try:
+        wal = side_file(connection.path, "-wal").stat()
+    except OSError:
+        return (info.st_mtime_ns, info.st_size)
+    return (info.st_mtime_ns, info.st_size, wal.st_mtime_ns, wal.st_size)
 
 
 def table_checksum(db: Database, run: Run) -> str:

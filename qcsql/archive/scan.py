@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qcsql.archive.checksum import run_checksums, table_checksums
+from qcsql.archive.checksum import ByContent, run_checksums, table_checksums
 from qcsql.archive.discover import Problem
 from qcsql.archive.entries import (
     RUN_COLUMNS_AS_QCODES_NAMES_THEM,
@@ -343,13 +343,16 @@ def checksum_task(
     run_id: None,
     run_ids: tuple[int, ...],
     tables: tuple[tuple[int, str, int | None], ...] = (),
+    known: ByContent | None = None,
 ) -> Outcome:
     """Checksums of the data of runs ``run_ids`` of ``path`` as a fan-out task: the payload
     maps each run to its checksum, or to a :class:`Problem` where it could not be read.
     ``tables`` are the results tables in the file of those runs that have one, with their
     rows, as the catalogue found them: these are hashed straight from their tables,
-    without reading the file's schema and runs again (only the other runs need
-    :class:`Database`)."""
+    without reading the file's runs again (only the other runs need :class:`Database`).
+    ``known``: checksums by the tables' content, shared by the tasks of one catalogue that
+    run in this process (a task in another process gets a copy of its own); it only
+    spares reads, the results are the same without it."""
     in_tables = {wanted: table for wanted, table, _ in tables}
     rows = {wanted: counted for wanted, _, counted in tables}
     others = tuple(wanted for wanted in run_ids if wanted not in in_tables)
@@ -362,11 +365,13 @@ def checksum_task(
                     # Data never stored read as none, as QCoDeS reads them: no warning.
                     warnings.simplefilter("ignore", DataNotFoundWarning)
                     found = run_checksums(db, [runs[wanted] for wanted in others if wanted in runs])
-                found.update(table_checksums(db.store.connection, list(in_tables.items()), rows))
+                found.update(
+                    table_checksums(db.store.connection, list(in_tables.items()), rows, known)
+                )
         else:
             connection = ReadOnlyConnection(path)
             try:
-                found = table_checksums(connection, list(in_tables.items()), rows)
+                found = table_checksums(connection, list(in_tables.items()), rows, known)
             finally:
                 connection.close()
     except QcsqlError as exc:

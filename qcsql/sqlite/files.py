@@ -44,6 +44,7 @@ class FileHeader:
     reserved_bytes: int
     file: KeptFile
     application_id: int = 0  # PRAGMA application_id: what program the file belongs to
+    text_encoding: int = 1  # PRAGMA encoding: 1 UTF-8, 2 UTF-16le, 3 UTF-16be
 
 
 def read_header(path: Path) -> FileHeader:
@@ -73,6 +74,7 @@ def read_header(path: Path) -> FileHeader:
         reserved_bytes=header[20],
         file=kept,
         application_id=int.from_bytes(header[68:72], "big"),
+        text_encoding=int.from_bytes(header[56:60], "big"),
     )
 
 

@@ -33,7 +33,7 @@ from qcsql.sqlite.connection import Access, ReadOnlyConnection
 from qcsql.sqlite.descriptors import KeptFile
 from qcsql.sqlite.files import side_file
 
-__all__ = ["NumericColumns", "decode_leaves", "read_numeric_window"]
+__all__ = ["NumericColumns", "decode_leaves", "read_numeric_window", "table_leaves_digests"]
 
 TABLE_LEAF, TABLE_INTERIOR = 13, 5
 LEAVES_PER_WINDOW = 256  # ~1 MB of pages, ~40,000 rows: a few milliseconds per window
@@ -312,6 +312,80 @@ def leaf_pages(source: PageSource, root: int, after_id: int, limit: int) -> list
 
     descend(root)
     return found[:limit]
+
+
+def table_leaves_digests(
+    source: PageSource, roots: Sequence[int], digests: Sequence[Any]
+) -> list[bool]:
+    """Each of ``digests`` updated with the table b-tree under the matching ``roots`` as
+    its leaf pages hold it: each leaf's header and cell pointers, then its cells, leaf by
+    leaf in key order. Two tables of equal digests hold the same rows in the same records,
+    whatever pages and files they are in (their interior pages, which name page numbers,
+    are left out). False (that digest is then of no use) where this cannot be told from
+    the leaves: a cell spills into overflow pages (the leaf names them, their bytes are
+    elsewhere), a page is not a table b-tree page. All the tables' leaves are read and
+    looked at together: a file's results tables are mostly a page each. Read inside
+    :meth:`PageSource.window`."""
+    tops = source.pages(roots) if len(roots) else np.empty((0, source.page_size), np.uint8)
+    leaves: list[list[int]] = []  # the leaves of each table that has more than its root
+    for root, top in zip(roots, tops[:, 0].tolist(), strict=True):
+        numbers: list[int] = []
+        if top == TABLE_INTERIOR and root != 1:
+            with contextlib.suppress(Unsupported):
+                numbers = leaf_pages(source, root, -(2**63), 1 << 62)
+        leaves.append([] if 1 in numbers else numbers)
+    more = [number for numbers in leaves for number in numbers]
+    pages = np.concatenate([tops, source.pages(more)]) if more else tops
+    # Each table's rows of ``pages``: its root where that is its one leaf, else its leaves.
+    rows: list[range] = []
+    at = len(roots)
+    for root, top, numbers in zip(roots, tops[:, 0].tolist(), leaves, strict=True):
+        if numbers:
+            rows.append(range(at, at + len(numbers)))
+            at += len(numbers)
+        else:
+            rows.append(
+                range(0) if top != TABLE_LEAF or root == 1 else range(len(rows), len(rows) + 1)
+            )
+    used = sorted({row for table in rows for row in table})
+    if not used:
+        return [False] * len(roots)
+    flat = np.concatenate([pages.reshape(-1), np.zeros(_MAX_VARINT, dtype=np.uint8)])
+    starts = np.asarray(used, dtype=np.int64) * source.page_size
+    try:
+        counts, page_of_cell, cells = leaf_cells(flat, starts, np.zeros(len(used), np.int64))
+        payloads, _ = varints(flat, cells)
+    except (Unsupported, IndexError):
+        return [False] * len(roots)
+    # SQLite keeps at most usable - 35 bytes of a payload on a table leaf; more spills.
+    spilling = np.zeros(len(used), dtype=bool)
+    spilling[page_of_cell[payloads > source.usable - 35]] = True
+    content = (pages[used, 5].astype(np.int64) << 8) | pages[used, 6]
+    content[content == 0] = 65536
+    ends = 8 + 2 * counts
+    spilling |= (content < ends) | (content > source.usable)
+    position = {row: index for index, row in enumerate(used)}
+    spills, heads, bodies = spilling.tolist(), ends.tolist(), content.tolist()
+    usable, size = source.usable, source.page_size
+    memory = pages.reshape(-1).data  # format B: slices are bytes of the pages, not copies
+    done: list[bool] = []
+    for table, digest in zip(rows, digests, strict=True):
+        mine = [position[row] for row in table]
+        if not mine or any(spills[index] for index in mine):
+            done.append(False)
+            continue
+        for row, index in zip(table, mine, strict=True):
+            base = row * size
+            head, body = (
+                memory[base : base + heads[index]],
+                memory[base + bodies[index] : base + usable],
+            )
+            digest.update(len(head).to_bytes(4, "big"))
+            digest.update(head)
+            digest.update(len(body).to_bytes(4, "big"))
+            digest.update(body)
+        done.append(True)
+    return done
 
 
 def _wanted_children(data: bytes, start: int, after_id: int) -> list[int]:
