@@ -223,14 +223,25 @@ def _fields(entry: Any) -> dict[str, Any]:
     return {f.name: getattr(entry, f.name) for f in fields(entry)}
 
 
-def _run_row(run: RunEntry) -> tuple[Any, ...]:
-    """The run's row: its fields read in one call (thousands of runs a catalogue), the
-    parameters and metadata as JSON text (the parameters' text once per distinct list:
-    an archive's runs repeat their measurements)."""
-    row = list(_RUN_VALUES(run))
-    row[_PARAMETERS_AT] = None if run.parameters is None else _parameters_text(run.parameters)
-    row[_METADATA_AT] = orjson.dumps(run.metadata).decode()
-    return tuple(row)
+def _run_rows(runs: list[RunEntry]) -> list[tuple[Any, ...]]:
+    """The runs' rows: each run's fields read in one call (thousands of runs a
+    catalogue), the parameters and metadata as JSON text. The parameters' text is made
+    once per list object: an archive's runs repeat their measurements, and the scan hands
+    equal descriptions one shared tuple (``runs`` keeps every one alive meanwhile, so
+    their ids are theirs); hashing the tuples for a cache cost more than the rest."""
+    texts: dict[int, str] = {}
+    rows = []
+    for run in runs:
+        row = list(_RUN_VALUES(run))
+        parameters = run.parameters
+        if parameters is not None:
+            text = texts.get(id(parameters))
+            if text is None:
+                text = texts[id(parameters)] = _parameters_text(parameters)
+            row[_PARAMETERS_AT] = text
+        row[_METADATA_AT] = orjson.dumps(run.metadata).decode()
+        rows.append(tuple(row))
+    return rows
 
 
 _RUN_VALUES = operator.attrgetter(*_RUN_COLUMNS)
@@ -239,7 +250,6 @@ _METADATA_AT = _RUN_COLUMNS.index("metadata")
 _COMPLETED_AT = _RUN_COLUMNS.index("completed")
 
 
-@functools.lru_cache(maxsize=4096)
 def _parameters_text(parameters: tuple[Parameter, ...]) -> str:
     return orjson.dumps([[p.name, p.paramtype, p.unit] for p in parameters]).decode()
 
@@ -288,7 +298,7 @@ def write_catalog(catalog: Catalog, path: str | Path, previous: Catalog | None =
                     )
                     conn.executemany(
                         f"INSERT INTO runs VALUES ({', '.join('?' * len(_RUN_COLUMNS))})",
-                        [_run_row(r) for r in catalog.runs],
+                        _run_rows(catalog.runs),
                     )
                     conn.executemany(
                         "INSERT INTO problems VALUES (?, ?, ?, ?)",
