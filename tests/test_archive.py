@@ -548,6 +548,37 @@ def test_a_stored_catalogue_written_over_since_it_was_read_is_not_mixed_in(
     assert isinstance(raised.value, QcsqlError)
 
 
+def test_stored_runs_shared_by_threads_are_read_once(
+    catalogued: qcsql.archive.Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalogue read back and shared by threads reads its runs once, whichever thread
+    asks first, and every thread gets that one list."""
+    import threading
+    import time
+
+    stored = read_catalog(write_catalog(catalogued, tmp_path / "catalog.db"))
+    assert stored is not None and stored.stored_runs is not None
+    store_class = type(stored.stored_runs)
+    real_load = store_class.load
+    loads: list[int] = []
+
+    def slow_load(self: Any) -> list[Any]:
+        loads.append(threading.get_ident())
+        time.sleep(0.05)  # every thread asks while the first is still reading
+        return real_load(self)
+
+    monkeypatch.setattr(store_class, "load", slow_load)
+    got: list[list[Any]] = []
+    threads = [threading.Thread(target=lambda: got.append(stored.runs)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(loads) == 1
+    assert len(got) == 8 and all(runs is got[0] for runs in got)
+    assert got[0] == catalogued.runs
+
+
 def test_an_unchanged_archive_is_catalogued_without_importing_the_database_readers(
     archive: ArchiveManifest, catalogued: qcsql.archive.Catalog, tmp_path: Path
 ) -> None:
