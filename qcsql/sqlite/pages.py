@@ -326,60 +326,57 @@ def table_leaves_digests(
     elsewhere), a page is not a table b-tree page. All the tables' leaves are read and
     looked at together: a file's results tables are mostly a page each. Read inside
     :meth:`PageSource.window`."""
-    tops = source.pages(roots) if len(roots) else np.empty((0, source.page_size), np.uint8)
-    leaves: list[list[int]] = []  # the leaves of each table that has more than its root
-    for root, top in zip(roots, tops[:, 0].tolist(), strict=True):
+    size, usable = source.page_size, source.usable
+    tops = source.pages(roots) if len(roots) else np.empty((0, size), np.uint8)
+    kinds = tops[:, 0].tolist()
+    alone = [kind == TABLE_LEAF and root != 1 for root, kind in zip(roots, kinds, strict=True)]
+    below: list[list[int]] = []  # the leaves of each table whose root is an interior page
+    for root, kind in zip(roots, kinds, strict=True):
         numbers: list[int] = []
-        if top == TABLE_INTERIOR and root != 1:
+        if kind == TABLE_INTERIOR and root != 1:
             with contextlib.suppress(Unsupported):
                 numbers = leaf_pages(source, root, -(2**63), 1 << 62)
-        leaves.append([] if 1 in numbers else numbers)
-    more = [number for numbers in leaves for number in numbers]
-    pages = np.concatenate([tops, source.pages(more)]) if more else tops
-    # Each table's rows of ``pages``: its root where that is its one leaf, else its leaves.
-    rows: list[range] = []
-    at = len(roots)
-    for root, top, numbers in zip(roots, tops[:, 0].tolist(), leaves, strict=True):
-        if numbers:
-            rows.append(range(at, at + len(numbers)))
-            at += len(numbers)
+        below.append(numbers)
+    more = [number for numbers in below for number in numbers]
+    # The leaves, in the order of ``spans``: the roots that are leaves, then the others'.
+    chosen = tops[np.asarray(alone, dtype=bool)]
+    leaves = np.concatenate([chosen, source.pages(more)]) if more else chosen
+    spans: list[range] = []
+    first_alone, first_below = 0, sum(alone)
+    for is_alone, numbers in zip(alone, below, strict=True):
+        if is_alone:
+            spans.append(range(first_alone, first_alone + 1))
+            first_alone += 1
         else:
-            rows.append(
-                range(0) if top != TABLE_LEAF or root == 1 else range(len(rows), len(rows) + 1)
-            )
-    used = sorted({row for table in rows for row in table})
-    if not used:
+            spans.append(range(first_below, first_below + len(numbers)))
+            first_below += len(numbers)
+    if not len(leaves):
         return [False] * len(roots)
-    flat = np.concatenate([pages.reshape(-1), np.zeros(_MAX_VARINT, dtype=np.uint8)])
-    starts = np.asarray(used, dtype=np.int64) * source.page_size
-    try:
-        counts, page_of_cell, cells = leaf_cells(flat, starts, np.zeros(len(used), np.int64))
+    flat = np.concatenate([leaves.reshape(-1), np.zeros(_MAX_VARINT, dtype=np.uint8)])
+    starts = np.arange(len(leaves), dtype=np.int64) * size
+    try:  # any page that is not a table leaf (page 1 among them) fails them all here
+        counts, page_of_cell, cells = leaf_cells(flat, starts, np.zeros(len(leaves), np.int64))
         payloads, _ = varints(flat, cells)
     except (Unsupported, IndexError):
         return [False] * len(roots)
     # SQLite keeps at most usable - 35 bytes of a payload on a table leaf; more spills.
-    spilling = np.zeros(len(used), dtype=bool)
-    spilling[page_of_cell[payloads > source.usable - 35]] = True
-    content = (pages[used, 5].astype(np.int64) << 8) | pages[used, 6]
+    spilling = np.zeros(len(leaves), dtype=bool)
+    spilling[page_of_cell[payloads > usable - 35]] = True
+    content = (leaves[:, 5].astype(np.int64) << 8) | leaves[:, 6]
     content[content == 0] = 65536
     ends = 8 + 2 * counts
-    spilling |= (content < ends) | (content > source.usable)
-    position = {row: index for index, row in enumerate(used)}
+    spilling |= (content < ends) | (content > usable)
     spills, heads, bodies = spilling.tolist(), ends.tolist(), content.tolist()
-    usable, size = source.usable, source.page_size
-    memory = pages.reshape(-1).data  # format B: slices are bytes of the pages, not copies
+    memory = leaves.reshape(-1).data  # format B: slices are bytes of the pages, not copies
     done: list[bool] = []
-    for table, digest in zip(rows, digests, strict=True):
-        mine = [position[row] for row in table]
-        if not mine or any(spills[index] for index in mine):
+    for span, digest in zip(spans, digests, strict=True):
+        if not span or any(spills[row] for row in span):
             done.append(False)
             continue
-        for row, index in zip(table, mine, strict=True):
+        for row in span:
             base = row * size
-            head, body = (
-                memory[base : base + heads[index]],
-                memory[base + bodies[index] : base + usable],
-            )
+            head = memory[base : base + heads[row]]
+            body = memory[base + bodies[row] : base + usable]
             digest.update(len(head).to_bytes(4, "big"))
             digest.update(head)
             digest.update(len(body).to_bytes(4, "big"))
