@@ -37,11 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from qcsql.archive.entries import Stamp, file_stamp
 from qcsql.database import Database, Run
 from qcsql.errors import QcsqlError
 from qcsql.export.keys import as_qcodes_sees
 from qcsql.sqlite.connection import ReadOnlyConnection
-from qcsql.sqlite.files import quote_identifier, side_file
+from qcsql.sqlite.files import quote_identifier
 from qcsql.sqlite.pages import PageSource, Unsupported, read_numeric_window, table_leaves_digests
 
 __all__ = [
@@ -179,19 +180,14 @@ def _content_keys(connection: ReadOnlyConnection, tables: Sequence[str]) -> dict
     return keys
 
 
-def _file_version(connection: ReadOnlyConnection) -> tuple[object, ...] | None:
+def _file_version(connection: ReadOnlyConnection) -> Stamp | None:
     """What changes when a writer commits to the file (rollback journal: the file, WAL:
-    its ``-wal``): checksums computed while it stayed the same belong to the contents
-    keyed before them."""
+    its ``-wal``), as a catalogue stamps it (:func:`~qcsql.archive.entries.file_stamp`):
+    checksums computed while it stayed the same belong to the contents keyed before them."""
     try:
-        info = connection.path.stat()
+        return file_stamp(connection.path)
     except OSError:
         return None
-    try:
-        wal = side_file(connection.path, "-wal").stat()
-    except OSError:
-        return (info.st_mtime_ns, info.st_size)
-    return (info.st_mtime_ns, info.st_size, wal.st_mtime_ns, wal.st_size)
 
 
 def table_checksum(db: Database, run: Run) -> str:
