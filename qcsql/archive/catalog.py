@@ -75,10 +75,10 @@ def build_catalog(
         key: stamp_of(found.stats[key], found.stats.get(key + "-wal"))
         for key in map(str, found.files)
     }
-    scanned: dict[str, Scanned] = {}
     unchanged = _unchanged(previous, found, stamps, checksums)
     if unchanged is not None:
         return unchanged
+    scanned: dict[str, Scanned] = {}
     old_files = {f.path: f for f in previous.files} if previous is not None else {}
     old_runs: dict[str, list[RunEntry]] = defaultdict(list)
     if previous is not None:
@@ -153,11 +153,9 @@ def _unchanged(
     It is what the full path below would build from ``previous`` (its entries, its
     problems regrouped behind the walk's), found without reading its runs: where they
     are still stored (:attr:`Catalog.stored_runs`), the new catalogue shares them."""
-    if previous is None or len(previous.files) != len(found.files):
-        return None
-    if any(stamps.get(entry.path) != entry.stamp for entry in previous.files):
-        return None
-    if [entry.path for entry in previous.files] != [str(path) for path in found.files]:
+    if previous is None or [entry.path for entry in previous.files] != list(stamps):
+        return None  # ``stamps`` holds every file found, in walk order
+    if any(stamps[entry.path] != entry.stamp for entry in previous.files):
         return None
     if checksums and previous.duplicate_counts().lacking_checksums:
         return None

@@ -24,6 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qcsql.sqlite.files import side_file
+
 __all__ = ["SIDE_FILE_SUFFIXES", "Discovery", "Problem", "discover", "is_side_file"]
 
 # SQLite's files beside a database: parts of it, never databases of their own.
@@ -85,7 +87,7 @@ def discover(paths: Iterable[str | Path], exclude: Iterable[Path] = ()) -> Disco
             continue
         _add_file(path, info, found, seen_files)
         for suffix in SIDE_FILE_SUFFIXES:  # not listed with a folder: looked for
-            side = path.with_name(path.name + suffix)
+            side = side_file(path, suffix)
             try:
                 found.stats[str(side)] = side.stat()
             except OSError:

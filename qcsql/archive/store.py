@@ -139,7 +139,8 @@ class _StoredRuns:
     or counted on demand (:class:`~qcsql.archive.entries.StoredRuns`). The counts are
     kept once made: a catalogue of an unchanged archive asks for them twice (whether a
     checksum is missing, then the command's summary), and the file they come from is
-    checked to be the same one whenever it is read."""
+    checked to be the same one whenever it is read. Two threads asking at once may both
+    count; they count the same file, and either result is kept."""
 
     path: Path
     identity: tuple[int, int, int, int]
