@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import qcsql
@@ -86,8 +86,9 @@ def _assert_streamed_equals_in_memory(
     """A run exported as qcsql does (streamed where it can) and with streaming switched
     off give identical datasets; ``must_stream``: and the first did stream (else both
     files would come from the in-memory plan, and their equality would prove nothing).
-    A run whose setpoints put two rows in one cell of its declared shape, which QCoDeS
-    0.62 cannot lay out either, is the same ``DirectLayoutError`` both ways, no file."""
+    A run whose setpoints put two rows in one cell of its declared shape is the same
+    ``DirectLayoutError`` both ways, and no file, where QCoDeS 0.62's rules (decided apart
+    from qcsql's layout code, :func:`layout_differs_from_058`) fail on it too."""
     with qcsql.open_database(path) as db:
         run = db.load_by_id(run_id)
         in_memory_plans: list[Any] = []
@@ -108,6 +109,8 @@ def _assert_streamed_equals_in_memory(
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(qcsql.export.run, "streamed_plans", lambda run, progress=None: iter(()))
             if refused is not None:
+                difference = layout_differs_from_058(run)
+                assert difference is not None and difference.endswith(NOT_A_GRID), refused
                 with pytest.raises(qcsql.DirectLayoutError) as again:
                     run.export_hdf5(folder / "in_memory.nc")
                 assert str(again.value) == str(refused)
@@ -460,6 +463,21 @@ def _sweeps(draw: st.DrawFn) -> dict[str, Any]:
 
 @EXAMPLES
 @given(sweep=_sweeps())
+# Hypothesis found it: a shaped grid that revisits its first cell instead of its last,
+# which QCoDeS 0.62 cannot lay out (both export paths refuse it).
+@example(
+    sweep={
+        "outer": np.array([-1.0, 1.0]),
+        "inner": np.array([0.0, 1.0, 2.0]),
+        "points": 6,
+        "shaped": True,
+        "dependents": 1,
+        "together": False,
+        "revisit": True,
+        "per_line": 0,
+        "paramtype": "numeric",
+    }
+)
 def test_streamed_sweeps_equal_the_in_memory_layout(
     tmp_path_factory: pytest.TempPathFactory, sweep: dict[str, Any]
 ) -> None:
